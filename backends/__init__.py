@@ -1,0 +1,1 @@
+"""GPUStack inference-backend specs: schema, catalog loading and command rendering."""

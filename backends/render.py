@@ -1,0 +1,163 @@
+"""Turn a backend spec + a deployment into exec-form argv: never a shell.
+
+GPUStack substitutes ``{{model_path}} {{model_name}} {{port}} {{worker_ip}} {{gpu_count}}
+{{gpu_ids}}`` and ``{{VAR}}`` (any environment variable in scope), then splits the string
+POSIX-style.  We split first and render each argument on its own (jinja2 sandbox, strict
+undefined), so a substituted value is always exactly one argument: a model named
+``x; rm -rf /`` stays one argv element and no value can smuggle in extra flags.  For every
+value without spaces or quotes this gives the same argv as substitute-then-split.
+"""
+from __future__ import annotations
+
+import functools
+import shlex
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import jinja2
+from jinja2 import meta
+from jinja2.sandbox import SandboxedEnvironment
+
+from stack.errors import InputError, Problem, did_you_mean
+from stack.yamlsource import Marks
+
+BUILTIN_VARIABLES = ("model_path", "model_name", "port", "worker_ip", "gpu_count", "gpu_ids")
+SECRET_PREFIX = "secret:"
+
+_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+@dataclass(frozen=True)
+class Template:
+    """A command-line template and where it was written (for errors)."""
+
+    text: str
+    marks: Marks
+    path: tuple
+
+    def problem(self, message: str) -> Problem:
+        return self.marks.problem(self.path, message)
+
+
+@dataclass(frozen=True)
+class Variables:
+    """What a template may refer to: the six built-ins and the environment in scope."""
+
+    model_path: str
+    model_name: str
+    port: int
+    worker_ip: str
+    gpu_count: int
+    gpu_ids: str
+    env: Mapping[str, str]
+
+    def as_dict(self) -> dict[str, object]:
+        values: dict[str, object] = {k: v for k, v in self.env.items()}
+        values.update(model_path=self.model_path, model_name=self.model_name, port=self.port,
+                      worker_ip=self.worker_ip, gpu_count=self.gpu_count, gpu_ids=self.gpu_ids)
+        return values
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile(token: str) -> tuple[jinja2.Template, frozenset[str]]:
+    return _ENV.from_string(token), frozenset(meta.find_undeclared_variables(_ENV.parse(token)))
+
+
+def split(template: Template) -> list[str]:
+    """POSIX-split a template; unbalanced quotes are the template's fault, said where."""
+    try:
+        return shlex.split(template.text)
+    except ValueError as err:
+        raise InputError([template.problem(f"cannot split into arguments: {err} (check the quotes)")]) from None
+
+
+def check_variables(template: Template, names: Sequence[str], secret_names: Sequence[str] = ()) -> None:
+    """Fail if the template uses a variable outside ``names`` or one that holds a secret."""
+    for token in split(template):
+        if "{" not in token:
+            continue
+        _, used = _compiled(template, token)
+        for name in sorted(used):
+            if name in secret_names:
+                raise InputError([template.problem(
+                    f"'{{{{{name}}}}}' holds a secret: rendering it into the command line would show it "
+                    "in plan output and 'docker inspect'; let the engine read it from its environment")])
+            if name not in names:
+                known = sorted(set(names))
+                raise InputError([template.problem(
+                    f"unknown variable '{{{{{name}}}}}'{did_you_mean(name, known)}; available: "
+                    f"{', '.join(known)}; an environment variable becomes available when set in "
+                    "default_env, the version's env or the deployment's env")])
+
+
+def _compiled(template: Template, token: str):
+    try:
+        return _compile(token)
+    except jinja2.TemplateSyntaxError as err:
+        raise InputError([template.problem(
+            f"template error in argument '{token}': {err.message}; each argument is rendered on its own, "
+            "so a {% ... %} block must sit inside one argument")]) from None
+
+
+def render(template: Template | None, variables: Variables, secret_names: Sequence[str] = ()) -> list[str]:
+    """Render a template into argv. ``None`` renders to no arguments."""
+    if template is None:
+        return []
+    values = variables.as_dict()
+    check_variables(template, list(values), secret_names)
+    out = []
+    for token in split(template):
+        if "{" not in token:
+            out.append(token)
+            continue
+        compiled, _ = _compiled(template, token)
+        try:
+            out.append(compiled.render(values))
+        except jinja2.exceptions.SecurityError as err:
+            raise InputError([template.problem(f"template not allowed: {err}")]) from None
+        except jinja2.TemplateError as err:
+            raise InputError([template.problem(f"template error in argument '{token}': {err}")]) from None
+    return out
+
+
+def flag_key(item: str) -> str:
+    """The flag a parameter sets: ``--max-model-len=8192`` and ``--max-model-len 8192`` -> ``--max-model-len``."""
+    head = item.strip().split(None, 1)[0] if item.strip() else ""
+    return head.split("=", 1)[0] if head.startswith("--") else head
+
+
+def normalise_parameters(params: Sequence[str], fmt: str | None, where: Template | None = None) -> list[str]:
+    """Backend parameters to argv, per GPUStack's ``parameter_format``.
+
+    space: ``--k v``; equal: ``--k=v``; unset: as written.  Multi-value flags always stay
+    space-separated, single-dash flags (``-ngl 99``) are untouched.
+    """
+    out: list[str] = []
+    for item in params:
+        try:
+            tokens = shlex.split(item)
+        except ValueError as err:
+            message = f"cannot split parameter '{item}': {err} (check the quotes)"
+            raise InputError([where.problem(message)] if where else [Problem("", 0, 0, "", message)]) from None
+        if not tokens:
+            continue
+        head, rest = tokens[0], tokens[1:]
+        if fmt and head.startswith("--"):
+            if "=" in head:
+                key, first = head.split("=", 1)
+                values = [first, *rest]
+            else:
+                key, values = head, rest
+            if fmt == "equal" and len(values) == 1:
+                out.append(f"{key}={values[0]}")
+            else:
+                out.extend([key, *values])
+        else:
+            out.extend(tokens)
+    return out
+
+
+def merge_parameters(defaults: Sequence[str], overrides: Sequence[str]) -> list[str]:
+    """Backend defaults first, then the deployment's; a deployment flag replaces the default of the same flag."""
+    overridden = {flag_key(p) for p in overrides}
+    return [p for p in defaults if flag_key(p) not in overridden] + list(overrides)

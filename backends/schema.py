@@ -1,0 +1,164 @@
+"""GPUStack's inference-backend spec, field for field (see ../shared/reference/).
+
+Strict where a typo would silently change what runs (unknown keys are errors, with a
+did-you-mean), lenient where real published specs are messy: null fields, folded strings,
+``default_backend_param`` vs ``default_backend_parameters``, catalog-only keys.
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+FRAMEWORKS: tuple[str, ...] = ("cuda", "rocm", "cann", "dtk", "musa", "corex", "maca", "neuware", "hggc", "cpu")
+Framework = Literal["cuda", "rocm", "cann", "dtk", "musa", "corex", "maca", "neuware", "hggc", "cpu"]
+
+#: keys GPUStack's catalog and API exports carry that say nothing about how to run a container
+IGNORED_BACKEND_KEYS = frozenset({
+    "is_built_in", "icon", "framework_index_map", "id", "created_at", "updated_at", "deleted_at",
+    "built_in_version_configs", "enabled",
+})
+IGNORED_VERSION_KEYS = frozenset({"built_in_frameworks", "is_deprecated"})
+
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def _text(value):
+    """Folded YAML strings end in a newline; a blank string means 'not set' (GPUStack's forms do that)."""
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _env_check(env: dict[str, str] | None) -> dict[str, str]:
+    import re
+
+    env = env or {}
+    for key in env:
+        if not re.match(_ENV_NAME, key):
+            raise ValueError(f"'{key}' is not a valid environment variable name (letters, digits, _; "
+                             "not starting with a digit)")
+    return env
+
+
+class VersionConfig(_Strict):
+    """One runnable version: an image plus optional overrides of the backend defaults."""
+
+    image_name: str = Field(min_length=1)
+    custom_framework: Framework
+    run_command: Optional[str] = None
+    entrypoint: Optional[str] = None
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_catalog_keys(cls, data):
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k not in IGNORED_VERSION_KEYS}
+        return data
+
+    @field_validator("run_command", "entrypoint", mode="before")
+    @classmethod
+    def _strip(cls, value):
+        return _text(value)
+
+    @field_validator("image_name", mode="before")
+    @classmethod
+    def _image(cls, value):
+        value = _text(value)
+        if value is None:
+            raise ValueError("image_name is empty; set the container image, e.g. vllm/vllm-openai:v0.11.0")
+        if isinstance(value, str) and any(c.isspace() for c in value):
+            raise ValueError(f"image name '{value}' contains white space")
+        return value
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_none(cls, value):
+        return {} if value is None else value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value):
+        return _env_check(value)
+
+
+class BackendSpec(_Strict):
+    """A whole backend: defaults plus named versions."""
+
+    backend_name: str = Field(min_length=1)
+    description: Optional[str] = None
+    health_check_path: str = "/v1/models"
+    default_version: Optional[str] = None
+    default_run_command: Optional[str] = None
+    default_entrypoint: Optional[str] = None
+    default_env: dict[str, str] = Field(default_factory=dict)
+    default_backend_param: list[str] = Field(default_factory=list)
+    parameter_format: Optional[Literal["space", "equal"]] = None
+    common_parameters: list[str] = Field(default_factory=list)
+    version_configs: dict[str, VersionConfig]
+    #: built-in (GPUStack core), community (GPUStack's marketplace) or custom (yours);
+    #: decided from ``is_built_in`` / ``backend_source`` / where the spec was loaded from.
+    backend_source: Literal["built-in", "community", "custom"] = "custom"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise(cls, data):
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "default_backend_parameters" in data:
+            if "default_backend_param" in data:
+                raise ValueError("both default_backend_param and default_backend_parameters are set; "
+                                 "keep one (GPUStack reads default_backend_param)")
+            data["default_backend_param"] = data.pop("default_backend_parameters")
+        if data.get("is_built_in") is True and "backend_source" not in data:
+            data["backend_source"] = "built-in"
+        for key in IGNORED_BACKEND_KEYS:
+            data.pop(key, None)
+        for key in ("default_env", "default_backend_param", "common_parameters"):
+            if key in data and data[key] is None:
+                data.pop(key)
+        if data.get("health_check_path") is None:
+            data.pop("health_check_path", None)
+        return data
+
+    @field_validator("description", "default_version", "default_run_command", "default_entrypoint",
+                     mode="before")
+    @classmethod
+    def _strip(cls, value):
+        return _text(value)
+
+    @field_validator("backend_name", mode="before")
+    @classmethod
+    def _name(cls, value):
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("health_check_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        value = value.strip()
+        if not value.startswith("/"):
+            raise ValueError(f"health_check_path '{value}' must start with '/', e.g. /v1/models")
+        return value
+
+    @field_validator("default_env")
+    @classmethod
+    def _env_names(cls, value):
+        return _env_check(value)
+
+    @field_validator("version_configs")
+    @classmethod
+    def _some_versions(cls, value: dict) -> dict:
+        if not value:
+            raise ValueError("no versions: add at least one entry with image_name and custom_framework")
+        return value
+
+    @property
+    def frameworks(self) -> list[str]:
+        return sorted({v.custom_framework for v in self.version_configs.values()})

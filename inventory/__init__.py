@@ -1,0 +1,1 @@
+"""Host inventory: schema, vendor table, sizes, and the plain Fleet data placement reads."""

@@ -1,0 +1,188 @@
+"""The inventory as plain, immutable data: what placement and the components read.
+
+``load_fleet`` validates the file, applies ``defaults``, checks what spans hosts (duplicate
+names, duplicate device indices, two entries for one machine, overlapping port ranges on
+one address) and returns a :class:`Fleet` sorted by host name, so file order never matters.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stack.documents import validate
+from stack.errors import InputError, Problem
+from stack.yamlsource import Marks, read_yaml
+
+from .schema import InventoryFile
+from .sizes import format_mib
+from .vendors import VENDORS
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    index: int
+    uuid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceGroup:
+    """Identical devices (one vendor and model) on one host; a replica's GPUs come from one group."""
+
+    vendor: str
+    model: str
+    vram_mib: int
+    devices: tuple[Device, ...]
+
+    @property
+    def framework(self) -> str:
+        return VENDORS[self.vendor].framework
+
+    def describe(self) -> str:
+        return f"{len(self.devices)} × {self.model} ({format_mib(self.vram_mib)}, {self.vendor})"
+
+
+@dataclass(frozen=True, slots=True)
+class SshTarget:
+    user: str
+    port: int
+    identity_file: str | None
+    known_hosts: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    name: str
+    address: str
+    ssh: SshTarget
+    labels: tuple[tuple[str, str], ...]
+    state: str
+    port_start: int
+    port_end: int
+    model_cache: str
+    groups: tuple[DeviceGroup, ...]
+
+    @property
+    def frameworks(self) -> frozenset[str]:
+        return frozenset({g.framework for g in self.groups} | {"cpu"})
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+    @property
+    def active(self) -> bool:
+        return self.state == "active"
+
+    def device_count(self) -> int:
+        return sum(len(g.devices) for g in self.groups)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    hosts: tuple[Host, ...]
+    file: str = "<memory>"
+    #: host name -> (marks, path) of its entry, for errors that point back at the inventory
+    where: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "hosts", tuple(sorted(self.hosts, key=lambda h: h.name)))
+        object.__setattr__(self, "_by_name", {h.name: h for h in self.hosts})
+
+    def host(self, name: str) -> Host | None:
+        return self._by_name.get(name)  # type: ignore[attr-defined]
+
+    def names(self) -> list[str]:
+        return [h.name for h in self.hosts]
+
+
+def load_fleet(path: Path, display: str | None = None) -> Fleet:
+    data, marks = read_yaml(path, display)
+    if not isinstance(data, dict):
+        raise InputError([marks.problem((), "an inventory is a mapping with 'hosts' (and optional 'defaults')")])
+    inv = validate(InventoryFile, data, marks)
+    return build_fleet(inv, marks, path.parent)
+
+
+def build_fleet(inv: InventoryFile, marks: Marks, base_dir: Path | None = None) -> Fleet:
+    problems: list[Problem] = []
+    d = inv.defaults
+    hosts: list[Host] = []
+    where: dict[str, tuple[Marks, tuple]] = {}
+    seen_names: dict[str, int] = {}
+    seen_endpoint: dict[tuple[str, int], str] = {}
+    for i, entry in enumerate(inv.hosts):
+        path = ("hosts", i)
+        if entry.name in seen_names:
+            first = marks.of_value(("hosts", seen_names[entry.name]))[0]
+            problems.append(marks.problem(path + ("name",), f"duplicate host name '{entry.name}' (first on line "
+                                                            f"{first}); host names must be unique"))
+            continue
+        seen_names[entry.name] = i
+        ssh = SshTarget(
+            user=entry.ssh.user or d.ssh.user or "root",
+            port=entry.ssh.port or d.ssh.port or 22,
+            identity_file=_rel(entry.ssh.identity_file or d.ssh.identity_file, base_dir),
+            known_hosts=_rel(entry.ssh.known_hosts or d.ssh.known_hosts, base_dir),
+        )
+        endpoint = (entry.address, ssh.port)
+        if endpoint in seen_endpoint:
+            problems.append(marks.problem(path + ("address",),
+                                          f"host '{entry.name}' has the same address and SSH port as "
+                                          f"'{seen_endpoint[endpoint]}': one machine must be one entry"))
+        seen_endpoint[endpoint] = entry.name
+        groups = []
+        used: dict[str, dict[int, int]] = {}
+        for g_i, g in enumerate(entry.accelerators):
+            taken = used.setdefault(g.vendor, {})
+            devices = []
+            for device in g.entries(first_index=max(taken, default=-1) + 1):
+                if device.index in taken:
+                    problems.append(marks.problem(path + ("accelerators", g_i),
+                                                  f"{g.vendor} device index {device.index} is listed twice on "
+                                                  f"host '{entry.name}'; each device index appears once"))
+                    continue
+                taken[device.index] = g_i
+                devices.append(Device(device.index, device.uuid))
+            groups.append(_group(g.vendor, g.model, g.vram, devices))
+        start, end = entry.port_range or d.port_range
+        hosts.append(Host(
+            name=entry.name, address=entry.address, ssh=ssh,
+            labels=tuple(sorted({**d.labels, **entry.labels}.items())),
+            state=entry.state, port_start=start, port_end=end,
+            model_cache=entry.model_cache or d.model_cache, groups=tuple(groups),
+        ))
+        where[entry.name] = (marks, path)
+    problems.extend(_port_overlaps(hosts, where))
+    if problems:
+        raise InputError(problems)
+    return Fleet(tuple(hosts), marks.file, where)
+
+
+def _group(vendor: str, model: str, vram: int, devices: list[Device]) -> DeviceGroup:
+    return DeviceGroup(vendor, model, vram, tuple(sorted(devices, key=lambda d: d.index)))
+
+
+def _port_overlaps(hosts: list[Host], where: dict) -> list[Problem]:
+    """Entries on one address share one network namespace under host networking."""
+    by_address: dict[str, list[Host]] = {}
+    for h in hosts:
+        by_address.setdefault(h.address, []).append(h)
+    problems = []
+    for group in by_address.values():
+        group.sort(key=lambda h: (h.port_start, h.name))
+        for a, b in zip(group, group[1:]):
+            if b.port_start <= a.port_end:
+                marks, path = where[b.name]
+                problems.append(marks.problem(path + ("port_range",),
+                                              f"port range {b.port_start}-{b.port_end} of '{b.name}' overlaps "
+                                              f"{a.port_start}-{a.port_end} of '{a.name}' on the same address "
+                                              f"{a.address}; give each entry its own range"))
+    return problems
+
+
+def _rel(value: str | None, base_dir: Path | None) -> str | None:
+    if not value or value.startswith("~") or base_dir is None or Path(value).is_absolute():
+        return value
+    # joined, not resolved: an absolute path would differ per checkout and churn provider settings
+    return os.path.normpath(str(base_dir / value))

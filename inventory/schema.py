@@ -1,0 +1,164 @@
+"""The inventory file (``inventory/<env>.yaml``): which servers, how to reach them, what they hold.
+
+Written by ops and by ``gpufleet discover``; every key is checked (``extra="forbid"``).
+"""
+from __future__ import annotations
+
+import re
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .sizes import parse_mib
+from .vendors import VENDOR_NAMES
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,126}[A-Za-z0-9])?$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_port_range(value: object) -> tuple[int, int]:
+    if isinstance(value, str):
+        m = re.match(r"^\s*(\d+)\s*-\s*(\d+)\s*$", value)
+        if not m:
+            raise ValueError(f"'{value}' is not a port range; write it as START-END, e.g. 40000-40063")
+        start, end = int(m.group(1)), int(m.group(2))
+    elif isinstance(value, dict) and set(value) == {"start", "end"} and all(
+            isinstance(value[k], int) and not isinstance(value[k], bool) for k in value):
+        start, end = value["start"], value["end"]
+    else:
+        raise ValueError("a port range is 'START-END' (e.g. 40000-40063) or {start: 40000, end: 40063}")
+    if not (1024 <= start <= end <= 65535):
+        raise ValueError(f"port range {start}-{end} must lie within 1024-65535 with start <= end")
+    return start, end
+
+
+class SshSettings(_Strict):
+    user: Optional[str] = None
+    port: Optional[int] = Field(default=None, ge=1, le=65535)
+    identity_file: Optional[str] = None
+    known_hosts: Optional[str] = None
+
+
+class DeviceEntry(_Strict):
+    index: int = Field(ge=0)
+    uuid: Optional[str] = None
+
+
+class AcceleratorGroup(_Strict):
+    """A set of identical devices on one host."""
+
+    vendor: Literal["nvidia", "amd", "ascend", "hygon", "mthreads", "iluvatar", "metax", "cambricon", "thead"]
+    model: str = Field(min_length=1)
+    vram: int  # MiB
+    count: Optional[int] = Field(default=None, ge=1, le=64)
+    indices: Optional[list[int]] = None
+    devices: Optional[list[DeviceEntry]] = None
+
+    @field_validator("vram", mode="before")
+    @classmethod
+    def _size(cls, value):
+        return parse_mib(value)
+
+    @field_validator("indices")
+    @classmethod
+    def _indices(cls, value):
+        if value is not None:
+            if not value:
+                raise ValueError("indices is empty; list the device indices, e.g. [0, 1]")
+            if any(i < 0 for i in value):
+                raise ValueError("device indices are 0 or more")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way(self):
+        given = [k for k in ("count", "indices", "devices") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of count, indices or devices for an accelerator group"
+                             + (f" (got {', '.join(given)})" if given else ""))
+        if self.devices is not None and not self.devices:
+            raise ValueError("devices is empty; list {index, uuid} entries or use count")
+        return self
+
+    def entries(self, first_index: int = 0) -> list[DeviceEntry]:
+        if self.devices is not None:
+            return list(self.devices)
+        if self.indices is not None:
+            return [DeviceEntry(index=i) for i in self.indices]
+        return [DeviceEntry(index=first_index + i) for i in range(self.count or 0)]
+
+
+class HostEntry(_Strict):
+    name: str
+    address: str = Field(min_length=1)
+    ssh: SshSettings = Field(default_factory=SshSettings)
+    labels: dict[str, str] = Field(default_factory=dict)
+    state: Literal["active", "cordoned"] = "active"
+    port_range: Optional[tuple[int, int]] = None
+    model_cache: Optional[str] = None
+    accelerators: list[AcceleratorGroup] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"host name '{value}' must be lowercase letters, digits, '-' or '.', "
+                             "starting and ending with a letter or digit (it becomes part of resource names)")
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if any(c.isspace() for c in value) or "/" in value or "@" in value:
+            raise ValueError(f"address '{value}' must be a bare IP address or DNS name "
+                             "(put the user under ssh.user and the port under ssh.port)")
+        return value
+
+    @field_validator("port_range", mode="before")
+    @classmethod
+    def _ports(cls, value):
+        return None if value is None else parse_port_range(value)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_none(cls, value):
+        return {} if value is None else value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict) -> dict:
+        for key in value:
+            if not _LABEL_KEY.match(key):
+                raise ValueError(f"label key '{key}' must be letters, digits, '.', '_', '-' or '/'")
+        return value
+
+
+class Defaults(_Strict):
+    ssh: SshSettings = Field(default_factory=SshSettings)
+    port_range: tuple[int, int] = (40000, 40063)
+    model_cache: str = "/var/lib/gpufleet/models"
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("port_range", mode="before")
+    @classmethod
+    def _ports(cls, value):
+        return parse_port_range(value)
+
+
+class InventoryFile(_Strict):
+    defaults: Defaults = Field(default_factory=Defaults)
+    hosts: list[HostEntry]
+
+    @field_validator("hosts")
+    @classmethod
+    def _some(cls, value):
+        if not value:
+            raise ValueError("no hosts: list at least one host with name and address")
+        return value
+
+
+__all__ = ["InventoryFile", "HostEntry", "AcceleratorGroup", "Defaults", "SshSettings", "VENDOR_NAMES",
+           "parse_port_range"]

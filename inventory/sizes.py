@@ -1,0 +1,48 @@
+"""Memory sizes as operators write them: ``80GiB``, ``81920MiB``, ``80G``, or plain MiB integers.
+
+Everything is kept in MiB (what nvidia-smi, rocm-smi and npu-smi report).  Decimal units
+(``GB``, ``MB``) are refused rather than guessed: "80GB" on a spec sheet is usually GiB,
+and a 7% error in VRAM is the difference between a model fitting and OOM.
+"""
+from __future__ import annotations
+
+import re
+
+_UNITS = {"": 1, "m": 1, "mi": 1, "mib": 1, "g": 1024, "gi": 1024, "gib": 1024,
+          "t": 1024 * 1024, "ti": 1024 * 1024, "tib": 1024 * 1024}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+
+
+def parse_mib(value: object) -> int:
+    """Parse a size to MiB. Raises ValueError with the fix in the message."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size such as 80GiB, got the boolean {str(value).lower()}")
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError(f"size must be positive, got {value}")
+        return value
+    if isinstance(value, float):
+        raise ValueError(f"write sizes with a unit, e.g. {value}GiB, or as whole MiB")
+    if not isinstance(value, str):
+        raise ValueError("expected a size such as 80GiB, 81920MiB, 80G or a number of MiB")
+    m = _SIZE.match(value)
+    if not m:
+        raise ValueError(f"'{value}' is not a size; write e.g. 80GiB, 81920MiB, 80G or a number of MiB")
+    number, unit = float(m.group(1)), m.group(2).lower()
+    if unit in ("gb", "mb", "tb", "kb", "k", "kib", "b"):
+        raise ValueError(f"'{value}': unit '{m.group(2)}' is not accepted; write binary units "
+                         f"(e.g. {m.group(1)}GiB or {m.group(1)}MiB) as GPU tools report them")
+    if unit not in _UNITS:
+        raise ValueError(f"'{value}': unknown unit '{m.group(2)}'; use MiB, GiB or TiB (M, G, T)")
+    mib = number * _UNITS[unit]
+    if mib != int(mib) or mib <= 0:
+        raise ValueError(f"'{value}' is not a positive whole number of MiB")
+    return int(mib)
+
+
+def format_mib(mib: int) -> str:
+    """80 GiB, 20.5 GiB, 512 MiB: for people."""
+    if mib >= 1024:
+        gib = mib / 1024
+        return f"{gib:.0f} GiB" if gib == int(gib) else f"{gib:.1f} GiB"
+    return f"{mib} MiB"

@@ -1,0 +1,1 @@
+"""Stack files, the shared loading front door, placement, lock, plan and the CLI."""

@@ -1,0 +1,166 @@
+"""``gpufleet``: validate files, show the catalog, plan placements, write the lock.
+
+Exit status: 0 fine, 2 bad input (one ``file:line:col: field: message`` line per problem),
+3 some replica could not be placed (``plan``).  Bad input never prints a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from backends.catalog import Catalog, load_catalog
+from inventory.fleet import load_fleet
+
+from .errors import InputError, Problem, ProblemList
+from .project import display, find_root, load_project, load_stack_file
+from .yamlsource import read_yaml
+
+EXIT_OK, EXIT_INPUT, EXIT_UNPLACED = 0, 2, 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_INPUT
+    try:
+        return args.run(args)
+    except InputError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        n = len(err.problems)
+        print(f"gpufleet: {n} problem{'s' if n != 1 else ''}; nothing was changed", file=sys.stderr)
+        return EXIT_INPUT
+    except BrokenPipeError:  # `gpufleet plan | head`
+        return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gpufleet",
+        description="Declarative inference engines on GPU servers. Backend specs (GPUStack format), a host "
+                    "inventory and a stack file become a placement plan and, through Pulumi, containers on "
+                    "hosts over SSH.",
+        epilog="Exit status: 0 ok, 2 invalid input (file:line:col messages), 3 something could not be placed.")
+    p.add_argument("--root", type=Path, default=None,
+                   help="project folder (default: the nearest folder with Pulumi.yaml and backends/)")
+    sub = p.add_subparsers(title="commands", metavar="COMMAND", dest="command")
+
+    v = sub.add_parser("validate", help="check backend specs, catalogs, inventories and stack files",
+                       description="Validate the given files (kind detected from content), or with no PATH the "
+                                   "whole project: every backends/*/spec.yaml, inventory/*.yaml and stack/*.yaml, "
+                                   "with cross-references (backend and version exist, frameworks fit the "
+                                   "inventory, template variables are known).")
+    v.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                   help="a spec.yaml, a catalog list, a folder of backend folders, an inventory or a stack file")
+    v.add_argument("--community", action="store_true",
+                   help="the given spec files come from GPUStack's community repository (their names need "
+                        "no '-custom' suffix)")
+    v.set_defaults(run=cmd_validate)
+
+    c = sub.add_parser("catalog", help="list backends, versions, frameworks and images",
+                       description="List every backend in backends/ with its versions, frameworks and images.")
+    c.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    c.set_defaults(run=cmd_catalog)
+
+    from . import commands  # plan / lock live beside placement
+    commands.register(sub)
+    return p
+
+
+# ----------------------------------------------------------------------------- validate
+
+def cmd_validate(args) -> int:
+    root = args.root or find_root()
+    problems = ProblemList()
+    counts = {"backends": 0, "inventories": 0, "stacks": 0}
+    if not args.paths:
+        catalog = problems.absorb(load_catalog, [root / "backends"], root)
+        counts["backends"] = len(catalog) if catalog else 0
+        stacks = sorted(p for p in (root / "stack").glob("*.yaml") if not p.name.endswith(".lock.yaml"))
+        for path in stacks:
+            project = problems.absorb(load_project, str(path), root)
+            if project is not None:
+                counts["stacks"] += 1
+        for path in sorted((root / "inventory").glob("*.yaml")):
+            if problems.absorb(load_fleet, path, display(path, root)) is not None:
+                counts["inventories"] += 1
+    else:
+        for path in args.paths:
+            kind = problems.absorb(_validate_path, path, root, args.community)
+            if kind:
+                counts[kind] += 1
+    problems.raise_if_any()
+    print("ok: " + ", ".join(f"{n} {k if n != 1 else k.rstrip('s').replace('inventorie', 'inventory')}"
+                             for k, n in counts.items()))
+    return EXIT_OK
+
+
+def _validate_path(path: Path, root: Path, community: bool = False) -> str:
+    shown = display(path, root)
+    if path.is_dir():
+        catalog = load_catalog([path], root)
+        if not len(catalog):
+            raise InputError([Problem(shown, 0, 0, "", "no <name>/spec.yaml files in this folder")])
+        return "backends"
+    data, marks = read_yaml(path, shown)
+    if isinstance(data, list) or (isinstance(data, dict) and "backend_name" in data):
+        # in the project's context: name rules and built-in extensions depend on what else is loaded
+        backends = root / "backends"
+        inside = path.resolve().is_relative_to(backends.resolve())
+        load_catalog([path] if inside else [backends, path], root, [path] if community else [])
+        return "backends"
+    if isinstance(data, dict) and "hosts" in data:
+        load_fleet(path, shown)
+        return "inventories"
+    if isinstance(data, dict) and ("deployments" in data or "inventory" in data):
+        load_project(str(path), root)
+        return "stacks"
+    raise InputError([marks.problem((), "cannot tell what this file is: a backend spec has backend_name, an "
+                                        "inventory has hosts, a stack file has inventory and deployments")])
+
+
+# ----------------------------------------------------------------------------- catalog
+
+def catalog_rows(catalog: Catalog) -> list[dict]:
+    out = []
+    for entry in catalog:
+        spec = entry.spec
+        out.append({
+            "backend": spec.backend_name,
+            "source": spec.backend_source,
+            "default_version": spec.default_version,
+            "default_version_valid": spec.default_version in spec.version_configs,
+            "health_check_path": spec.health_check_path,
+            "versions": [{"version": name, "framework": v.custom_framework, "image": v.image_name}
+                         for name, v in spec.version_configs.items()],
+        })
+    return out
+
+
+def cmd_catalog(args) -> int:
+    root = args.root or find_root()
+    rows = catalog_rows(load_catalog([root / "backends"], root))
+    if args.json:
+        print(json.dumps({"backends": rows}, indent=2, sort_keys=True))
+        return EXIT_OK
+    table = [("BACKEND", "SOURCE", "VERSION", "FRAMEWORK", "IMAGE")]
+    for row in rows:
+        for i, v in enumerate(row["versions"]):
+            mark = " (default)" if v["version"] == row["default_version"] else ""
+            table.append((row["backend"] if i == 0 else "", row["source"] if i == 0 else "",
+                          v["version"] + mark, v["framework"], v["image"]))
+    print(format_table(table))
+    return EXIT_OK
+
+
+def format_table(rows: list[tuple]) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Find and load a gpufleet project: backend catalog, a stack file, its inventory, its workloads.
+
+Every loader collects its problems, so one run shows everything wrong across all files.
+Paths in messages are relative to the project root, as a reviewer sees them in a diff.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from backends.catalog import Catalog, load_catalog
+from inventory.fleet import Fleet, load_fleet
+
+from .documents import validate
+from .errors import InputError, Problem, ProblemList
+from .schema import StackFile
+from .workloads import Workload, resolve
+from .yamlsource import Marks, read_yaml
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` holding Pulumi.yaml and backends/; else this checkout."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "Pulumi.yaml").is_file() and (folder / "backends").is_dir():
+            return folder
+    return PACKAGE_ROOT
+
+
+def display(path: Path, root: Path) -> str:
+    try:
+        return os.path.relpath(path.resolve(), root.resolve()) if path.resolve().is_relative_to(root.resolve()) \
+            else str(path)
+    except (OSError, ValueError):
+        return str(path)
+
+
+def stack_path(root: Path, stack: str) -> Path:
+    """``demo`` -> ``<root>/stack/demo.yaml``; anything with a slash or .yaml suffix is a path."""
+    if "/" in stack or stack.endswith((".yaml", ".yml")):
+        return Path(stack)
+    return root / "stack" / f"{stack}.yaml"
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    name: str  # the stack name
+    catalog: Catalog
+    stack: StackFile
+    stack_marks: Marks
+    stack_file: Path
+    fleet: Fleet
+    workloads: list[Workload]
+
+
+def load_stack_file(path: Path, root: Path) -> tuple[StackFile, Marks]:
+    data, marks = read_yaml(path, display(path, root))
+    if not isinstance(data, dict):
+        raise InputError([marks.problem((), "a stack file is a mapping with 'inventory' and 'deployments'")])
+    return validate(StackFile, data, marks), marks
+
+
+def inventory_path(stack_file: Path, stack: StackFile) -> Path:
+    """The inventory named by a stack file, relative to the stack file's folder."""
+    path = Path(stack.inventory)
+    return path if path.is_absolute() else stack_file.parent / path
+
+
+def load_project(stack: str, root: Path | None = None, inventory: Path | None = None,
+                 catalog_paths: list[Path] | None = None) -> Project:
+    root = root or find_root()
+    problems = ProblemList()
+    catalog = problems.absorb(load_catalog, catalog_paths or [root / "backends"], root)
+    path = stack_path(root, stack)
+    if not path.exists() and "/" not in stack and not stack.endswith((".yaml", ".yml")):
+        known = sorted(p.stem for p in (root / "stack").glob("*.yaml") if not p.name.endswith(".lock.yaml"))
+        problems.add(Problem(display(path, root), 0, 0, "",
+                             f"no stack file for stack '{stack}'; stacks here: {', '.join(known) or 'none'}"))
+        problems.raise_if_any()
+    loaded = problems.absorb(load_stack_file, path, root)
+    fleet = None
+    if loaded is not None:
+        stack_file, marks = loaded
+        inv = inventory or inventory_path(path, stack_file)
+        if not inv.exists() and inventory is None:
+            problems.add(marks.problem(("inventory",), f"inventory file '{stack_file.inventory}' not found "
+                                                       f"(looked for {display(inv, root)})"))
+        else:
+            fleet = problems.absorb(load_fleet, inv, display(inv, root))
+    problems.raise_if_any()
+    assert catalog is not None and loaded is not None and fleet is not None
+    stack_file, marks = loaded
+    workloads = resolve(stack_file, marks, catalog, fleet)
+    name = path.stem
+    return Project(root, name, catalog, stack_file, marks, path, fleet, workloads)

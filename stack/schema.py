@@ -1,0 +1,189 @@
+"""The stack file (``stack/<stack>.yaml``): which models run, how many, on what.
+
+Edited by ML engineers through pull requests; every key is checked (``extra="forbid"``).
+"""
+from __future__ import annotations
+
+import re
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from inventory.sizes import parse_mib
+
+_DEPLOYMENT = re.compile(r"^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?$")
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h)?\s*$")
+
+
+def parse_seconds(value: object) -> int:
+    """``600``, ``600s``, ``10m``, ``1h`` -> seconds."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m and int(m.group(1)) > 0:
+            return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+    raise ValueError(f"'{value}' is not a duration; write e.g. 600s, 10m or 1h")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSource(_Strict):
+    """Exactly one of: a Hugging Face repo id, a ModelScope id, or a path on the host."""
+
+    huggingface: Optional[str] = None
+    modelscope: Optional[str] = None
+    local_path: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        given = [k for k in ("huggingface", "modelscope", "local_path") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one model source: huggingface: ORG/NAME, modelscope: ORG/NAME or "
+                             "local_path: /abs/path" + (f" (got {', '.join(given)})" if given else ""))
+        if self.local_path is not None and not self.local_path.startswith("/"):
+            raise ValueError(f"local_path '{self.local_path}' must be an absolute path on the host")
+        for repo in (self.huggingface, self.modelscope):
+            if repo is not None and not re.match(r"^[\w.-]+(/[\w.-]+)?$", repo):
+                raise ValueError(f"'{repo}' is not a repository id; write ORG/NAME, e.g. Qwen/Qwen3-8B")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "huggingface" if self.huggingface else "modelscope" if self.modelscope else "local"
+
+    @property
+    def ref(self) -> str:
+        return self.huggingface or self.modelscope or self.local_path or ""
+
+
+class Resources(_Strict):
+    gpus: int = Field(default=1, ge=0, le=64)
+    #: VRAM per GPU: a size (devices may be shared while the sum fits) or 'whole' (exclusive)
+    vram: Union[int, Literal["whole"]] = "whole"
+    #: with vram: whole, the smallest device that will do
+    min_vram: Optional[int] = None
+    ram: Optional[int] = None
+    cpus: Optional[float] = Field(default=None, gt=0)
+    shm: int = 16 * 1024
+
+    @field_validator("vram", mode="before")
+    @classmethod
+    def _vram(cls, value):
+        if value == "whole":
+            return value
+        try:
+            return parse_mib(value)
+        except ValueError as err:
+            raise ValueError(f"{err}; or 'whole' for exclusive use of each GPU") from None
+
+    @field_validator("min_vram", "ram", "shm", mode="before")
+    @classmethod
+    def _size(cls, value):
+        return None if value is None else parse_mib(value)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.min_vram is not None and self.vram != "whole":
+            raise ValueError("min_vram goes with vram: whole; with a vram size the size is the minimum")
+        return self
+
+
+class Selectors(_Strict):
+    labels: dict[str, str] = Field(default_factory=dict)
+    vendor: Optional[Literal["nvidia", "amd", "ascend", "hygon", "mthreads", "iluvatar", "metax", "cambricon",
+                             "thead"]] = None
+    #: glob on the inventory's model name, e.g. '*H100*'
+    gpu_model: Optional[str] = None
+
+
+class Deployment(_Strict):
+    backend: str = Field(min_length=1)
+    version: Optional[str] = None
+    model: ModelSource
+    model_name: Optional[str] = None
+    replicas: int = Field(default=1, ge=0, le=1000)
+    resources: Resources = Field(default_factory=Resources)
+    selectors: Selectors = Field(default_factory=Selectors)
+    #: manual GPU selection: 'host:index' entries; replicas take their GPUs from these only
+    gpu_selection: Optional[list[str]] = None
+    #: 'hosts' makes replicas of this deployment never share a host (soft otherwise)
+    spread: Literal["soft", "hosts"] = "soft"
+    env: dict[str, str] = Field(default_factory=dict)
+    backend_parameters: list[str] = Field(default_factory=list)
+    image: Optional[str] = None
+    run_command: Optional[str] = None
+    entrypoint: Optional[str] = None
+    health_check_path: Optional[str] = None
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_none(cls, value):
+        return {} if value is None else value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict) -> dict:
+        for key, val in value.items():
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+                raise ValueError(f"'{key}' is not a valid environment variable name")
+            if val.startswith("secret:") and not re.match(r"^secret:[A-Za-z][A-Za-z0-9_.-]*$", val):
+                raise ValueError(f"{key}: '{val}' must be secret:NAME, NAME being a Pulumi config key")
+        return value
+
+    @field_validator("gpu_selection")
+    @classmethod
+    def _selection(cls, value):
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("gpu_selection is empty; list 'host:index' entries or remove it")
+        for item in value:
+            if not re.match(r"^[a-z0-9][a-z0-9.-]*:\d+$", item):
+                raise ValueError(f"'{item}' is not host:index, e.g. gpu-a1:0")
+        if len(set(value)) != len(value):
+            raise ValueError("gpu_selection lists a GPU twice")
+        return value
+
+    @field_validator("health_check_path")
+    @classmethod
+    def _health(cls, value):
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"health_check_path '{value}' must start with '/'")
+        return value
+
+    @field_validator("run_command", "entrypoint", "image", mode="before")
+    @classmethod
+    def _strip(cls, value):
+        if isinstance(value, str):
+            value = value.strip()
+            return value or None
+        return value
+
+
+class Health(_Strict):
+    #: wait for the container to report healthy before `pulumi up` moves on
+    wait: bool = True
+    timeout: int = 900
+    interval: int = 15
+    retries: int = 3
+    start_period: int = 600
+
+    @field_validator("timeout", "interval", "start_period", mode="before")
+    @classmethod
+    def _secs(cls, value):
+        return parse_seconds(value)
+
+
+class StackFile(_Strict):
+    inventory: str
+    strategy: Literal["binpack", "spread"] = "binpack"
+    health: Health = Field(default_factory=Health)
+    deployments: dict[str, Deployment] = Field(default_factory=dict)
+
+    @field_validator("deployments", mode="before")
+    @classmethod
+    def _deps_none(cls, value):
+        return {} if value is None else value

@@ -1,0 +1,217 @@
+"""Resolve each deployment against the catalog and the inventory: a Workload per deployment.
+
+This is where cross-file rules live (backend and version exist, framework fits the
+inventory, selectors agree with the framework, templates only use known variables), so
+``gpufleet validate`` and ``gpufleet plan`` fail the same way, before placement runs.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+
+from backends.catalog import BackendEntry, Catalog
+from backends.render import (BUILTIN_VARIABLES, SECRET_PREFIX, Template, check_variables, merge_parameters,
+                             normalise_parameters)
+from backends.schema import VersionConfig
+from inventory.fleet import Fleet
+from inventory.vendors import FRAMEWORK_VENDORS, VENDORS
+
+from .errors import InputError, Problem, did_you_mean
+from .schema import Deployment, StackFile
+from .yamlsource import Marks
+
+_DEPLOYMENT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A deployment with everything resolved that does not depend on where it lands."""
+
+    name: str
+    spec: Deployment
+    backend: BackendEntry
+    version: str
+    config: VersionConfig
+    framework: str
+    image: str
+    entrypoint: Template | None
+    run_command: Template | None
+    env: dict[str, str]  # backend default_env < version env < deployment env; may hold secret:NAME
+    parameters: list[str]  # backend parameters, normalised, appended to the rendered command
+    health_check_path: str
+    manual: tuple[tuple[str, int], ...] | None
+
+    @property
+    def model_name(self) -> str:
+        return self.spec.model_name or self.name
+
+    @property
+    def secret_env(self) -> dict[str, str]:
+        """env var -> Pulumi config key, for values written secret:NAME."""
+        return {k: v[len(SECRET_PREFIX):] for k, v in self.env.items() if v.startswith(SECRET_PREFIX)}
+
+
+def resolve(stack: StackFile, marks: Marks, catalog: Catalog, fleet: Fleet) -> list[Workload]:
+    """All deployments resolved, or InputError listing every problem in every deployment."""
+    problems: list[Problem] = []
+    out: list[Workload] = []
+    fleet_frameworks = sorted({fw for h in fleet.hosts for fw in h.frameworks})
+    for name in sorted(stack.deployments):
+        try:
+            out.append(_resolve_one(name, stack.deployments[name], marks, catalog, fleet, fleet_frameworks))
+        except InputError as err:
+            problems.extend(err.problems)
+    if problems:
+        raise InputError(problems)
+    return out
+
+
+def _resolve_one(name: str, dep: Deployment, marks: Marks, catalog: Catalog, fleet: Fleet,
+                 fleet_frameworks: list[str]) -> Workload:
+    at = ("deployments", name)
+    if not _DEPLOYMENT_NAME.match(name):
+        raise InputError([marks.problem(at, f"deployment name '{name}' must be lowercase letters, digits and '-', "
+                                            "at most 48 characters (it becomes the container name "
+                                            "gpufleet-<name>-<replica>)", at_key=True)])
+    entry = catalog.get(dep.backend)
+    if entry is None:
+        raise InputError([marks.problem(at + ("backend",), catalog.unknown_message(dep.backend))])
+    version, config = _version(entry, dep, marks, at)
+    framework = config.custom_framework
+    problems: list[Problem] = []
+
+    gpus = dep.resources.gpus
+    if framework == "cpu" and gpus > 0:
+        problems.append(marks.problem(at + ("resources", "gpus"),
+                                      f"version '{version}' of {entry.name} runs on cpu; set resources.gpus: 0 "
+                                      "or pick a GPU version"))
+    if framework != "cpu" and gpus == 0:
+        problems.append(marks.problem(at + ("resources", "gpus"),
+                                      f"version '{version}' of {entry.name} needs {framework} GPUs; set "
+                                      "resources.gpus to 1 or more, or pick a cpu version"))
+    if framework not in fleet_frameworks:
+        problems.append(marks.problem(at + ("version",) if dep.version else at + ("backend",),
+                                      f"{entry.name} {version} needs {framework}, which no host in {fleet.file} "
+                                      f"provides (it has: {', '.join(fleet_frameworks)})"))
+    vendor = dep.selectors.vendor
+    if vendor and framework != "cpu" and VENDORS[vendor].framework != framework:
+        problems.append(marks.problem(at + ("selectors", "vendor"),
+                                      f"vendor {vendor} runs {VENDORS[vendor].framework}, but {entry.name} "
+                                      f"{version} needs {framework} ({', '.join(FRAMEWORK_VENDORS[framework])})"))
+
+    manual = None
+    if dep.gpu_selection is not None:
+        manual = _manual(dep, marks, at, fleet, framework, problems)
+
+    env = {**entry.spec.default_env, **config.env, **dep.env}
+    entrypoint = _template(dep.entrypoint, marks, at + ("entrypoint",)) \
+        or _backend_template(entry, config.entrypoint, version, "entrypoint") \
+        or _backend_template(entry, entry.spec.default_entrypoint, None, "default_entrypoint")
+    run_command = _template(dep.run_command, marks, at + ("run_command",)) \
+        or _backend_template(entry, config.run_command, version, "run_command") \
+        or _backend_template(entry, entry.spec.default_run_command, None, "default_run_command")
+    secret_names = [k for k, v in env.items() if v.startswith(SECRET_PREFIX)]
+    variables = list(BUILTIN_VARIABLES) + list(env)
+    for template in (entrypoint, run_command):
+        if template is not None:
+            try:
+                check_variables(template, variables, secret_names)
+            except InputError as err:
+                problems.extend(_also_for(err.problems, marks, at))
+    parameters: list[str] = []
+    try:
+        # defaults and the deployment's own are merged per flag first (a deployment's --x replaces the
+        # default --x), then each item is normalised where it was written, so errors point there
+        mine = set(dep.backend_parameters)
+        merged = merge_parameters(entry.spec.default_backend_param, dep.backend_parameters)
+        for item in merged:
+            where = Template("", marks, at + ("backend_parameters",)) if item in mine else \
+                Template("", entry.marks, entry.base + ("default_backend_param",))
+            parameters += normalise_parameters([item], entry.spec.parameter_format, where)
+    except InputError as err:
+        problems.extend(err.problems)
+    if problems:
+        raise InputError(problems)
+    return Workload(
+        name=name, spec=dep, backend=entry, version=version, config=config, framework=framework,
+        image=dep.image or config.image_name, entrypoint=entrypoint, run_command=run_command, env=env,
+        parameters=parameters, health_check_path=dep.health_check_path or entry.spec.health_check_path,
+        manual=manual,
+    )
+
+
+def _version(entry: BackendEntry, dep: Deployment, marks: Marks, at: tuple) -> tuple[str, VersionConfig]:
+    versions = entry.spec.version_configs
+    if dep.version is not None:
+        if dep.version not in versions:
+            raise InputError([marks.problem(at + ("version",),
+                                            f"{entry.name} has no version '{dep.version}'"
+                                            f"{did_you_mean(dep.version, list(versions))}; versions: "
+                                            f"{', '.join(versions)}")])
+        return dep.version, versions[dep.version]
+    default = entry.spec.default_version
+    if default is None:
+        raise InputError([marks.problem(at, f"no version given and {entry.name} has no default_version; "
+                                            f"set version: to one of {', '.join(versions)}")])
+    if default not in versions:
+        line = entry.marks.of_value(entry.base + ("default_version",))[0]
+        raise InputError([marks.problem(at, f"no version given and {entry.name}'s default_version '{default}' "
+                                            f"({entry.marks.file}:{line}) names no version; set version: to one "
+                                            f"of {', '.join(versions)}, or fix default_version")])
+    return default, versions[default]
+
+
+def _manual(dep: Deployment, marks: Marks, at: tuple, fleet: Fleet, framework: str,
+            problems: list[Problem]) -> tuple[tuple[str, int], ...]:
+    pool: list[tuple[str, int]] = []
+    for i, item in enumerate(dep.gpu_selection or ()):
+        host_name, index_text = item.rsplit(":", 1)
+        index = int(index_text)
+        where = at + ("gpu_selection", i)
+        host = fleet.host(host_name)
+        if host is None:
+            problems.append(marks.problem(where, f"unknown host '{host_name}'{did_you_mean(host_name, fleet.names())}"
+                                                 f" in {fleet.file}"))
+            continue
+        group = next((g for g in host.groups if any(d.index == index for d in g.devices)
+                      and g.framework == framework), None)
+        if group is None:
+            have = ", ".join(f"{g.vendor}:{d.index}" for g in host.groups for d in g.devices) or "no GPUs"
+            problems.append(marks.problem(where, f"host '{host_name}' has no {framework} device {index} "
+                                                 f"(it has {have})"))
+            continue
+        pool.append((host_name, index))
+    needed = dep.replicas * dep.resources.gpus
+    if len(pool) == len(dep.gpu_selection or ()) and needed > len(pool):
+        problems.append(marks.problem(at + ("gpu_selection",),
+                                      f"{dep.replicas} replicas × {dep.resources.gpus} GPUs need {needed} GPUs; "
+                                      f"gpu_selection lists {len(pool)}"))
+    return tuple(pool)
+
+
+def _template(text: str | None, marks: Marks, path: tuple) -> Template | None:
+    return Template(text, marks, path) if text else None
+
+
+def _backend_template(entry: BackendEntry, text: str | None, version: str | None, key: str) -> Template | None:
+    if not text:
+        return None
+    marks, path = entry.version_marks[version] if version else (entry.marks, entry.base)
+    return Template(text, marks, path + (key,))
+
+
+def _also_for(problems: list[Problem], marks: Marks, at: tuple) -> list[Problem]:
+    """A template problem in a backend file also names the deployment that hit it."""
+    out = []
+    for p in problems:
+        if p.file != marks.file:
+            line, col = marks.of_value(at)
+            out.append(Problem(marks.file, line, col, ".".join(str(x) for x in at),
+                               f"uses {p.file}:{p.line}: {p.message}"))
+        out.append(p)
+    return out
+
+
+def matches_model(pattern: str | None, model: str) -> bool:
+    return pattern is None or fnmatch.fnmatchcase(model.lower(), pattern.lower())

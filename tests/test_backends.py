@@ -1,0 +1,157 @@
+"""Backend specs: the shipped catalog, GPUStack's real catalog and community specs, GPUStack's rules."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from backends.catalog import load_catalog
+from backends.render import Template, Variables, render
+from stack.errors import InputError
+
+from .conftest import ROOT
+
+SHIPPED = {"vLLM", "SGLang", "MindIE", "VoxBox", "llama.cpp", "MinerU", "PaddleX-GenAI-Server",
+           "Text-Embeddings-Inference", "Kokoro-FastAPI", "TensorRT-LLM"}
+
+
+def _variables(env):
+    return Variables("/models/m", "m", 40000, "10.0.0.1", 2, "0,1", env)
+
+
+def _render_every_version(catalog):
+    rendered = {}
+    for entry in catalog:
+        for name, cfg in entry.spec.version_configs.items():
+            env = {**entry.spec.default_env, **cfg.env}
+            marks, path = entry.version_marks[name]
+            command = cfg.run_command or entry.spec.default_run_command
+            entrypoint = cfg.entrypoint or entry.spec.default_entrypoint
+            argv = render(Template(command, marks, path), _variables(env)) if command else []
+            ep = render(Template(entrypoint, marks, path), _variables(env)) if entrypoint else []
+            rendered[(entry.name, name)] = (ep, argv)
+    return rendered
+
+
+def test_shipped_catalog_has_the_promised_backends(catalog):
+    assert set(catalog.names()) == SHIPPED
+    for name in ("vLLM", "SGLang", "MindIE", "VoxBox"):
+        assert catalog.get(name).spec.backend_source == "built-in"
+    for name in SHIPPED - {"vLLM", "SGLang", "MindIE", "VoxBox"}:
+        assert catalog.get(name).spec.backend_source == "community"
+
+
+def test_every_shipped_backend_has_a_readme_and_cpu_where_the_engine_has_one(catalog):
+    for spec_file in (ROOT / "backends").glob("*/spec.yaml"):
+        assert (spec_file.parent / "README.md").is_file(), spec_file
+    for name in ("llama.cpp", "Text-Embeddings-Inference", "Kokoro-FastAPI", "VoxBox"):
+        assert "cpu" in catalog.get(name).spec.frameworks, name
+
+
+def test_every_shipped_version_renders_to_argv(catalog):
+    rendered = _render_every_version(catalog)
+    assert rendered[("vLLM", "v0.16.0")] == (
+        ["vllm", "serve"],
+        ["/models/m", "--host", "10.0.0.1", "--port", "40000", "--served-model-name", "m",
+         "--tensor-parallel-size", "2"])
+    assert rendered[("llama.cpp", "cpu")][1] == ["-m", "/models/m", "--host", "0.0.0.0", "--port", "40000",
+                                                 "--alias", "m"]
+    # {{MODEL_NAME}} is supplied by default_env, as in GPUStack's catalog
+    assert rendered[("PaddleX-GenAI-Server", "latest-nvidia-gpu")][1][3] == "PaddleOCR-VL-1.5-0.9B"
+    assert rendered[("PaddleX-GenAI-Server", "latest-iluvatar-gpu")][1][3] == "m"  # version run_command wins
+    assert rendered[("SGLang", "v0.5.4-cu129")][0] == ["python3", "-m", "sglang.launch_server"]
+    assert all(argv for (_, argv) in rendered.values())
+
+
+def test_gpustack_community_catalog_loads_and_renders(reference: Path):
+    catalog = load_catalog([reference / "gpustack-community-catalog.yaml"])
+    assert len(catalog) >= 8
+    assert all(e.spec.backend_source == "community" for e in catalog)
+    rendered = _render_every_version(catalog)
+    assert len(rendered) == sum(len(e.spec.version_configs) for e in catalog)
+    assert rendered[("TokenSpeed", "0.1.3-sm90")][0] == ["tokenspeed", "serve"]
+    assert rendered[("Kokoro-FastAPI", "latest-cpu")][1][-2:] == ["--log-level", "debug"]
+
+
+def test_community_repository_specs_load(reference: Path):
+    files = sorted((reference / "community-specs").glob("*.yaml"))
+    assert files
+    for file in files:
+        catalog = load_catalog([file], community=[file])
+        assert len(catalog) == 1, file
+    # llama.cpp-54a1c4f names a default_version that does not exist: accepted at load time
+    entry = next(iter(load_catalog([reference / "community-specs" / "llama.cpp-54a1c4f.yaml"])))
+    assert entry.spec.default_version == "v1-custom"
+    assert entry.spec.default_version not in entry.spec.version_configs
+
+
+def test_community_spec_without_marking_needs_the_suffix(reference: Path):
+    with pytest.raises(InputError) as err:
+        load_catalog([reference / "community-specs" / "mis-tei-3961e3a.yaml"])
+    assert "must end in '-custom'" in str(err.value)
+    assert "backend_source: community" in str(err.value)
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode())
+    return path
+
+
+def test_crlf_folded_and_null_fields_are_accepted(tmp_path):
+    text = ("backend_name: x-custom\r\ndefault_run_command: >\r\n  serve {{model_path}}\r\n  --port {{port}}\r\n"
+            "default_entrypoint:\r\nhealth_check_path:\r\ndefault_backend_param:\r\n"
+            "version_configs:\r\n  v1:\r\n    image_name: img\r\n    custom_framework: cpu\r\n"
+            "    entrypoint:\r\n    run_command:\r\n")
+    entry = next(iter(load_catalog([_write(tmp_path, "a/spec.yaml", text)])))
+    spec = entry.spec
+    assert spec.health_check_path == "/v1/models"
+    assert spec.default_entrypoint is None and spec.default_backend_param == []
+    argv = render(Template(spec.default_run_command, entry.marks, ()), _variables({}))
+    assert argv == ["serve", "/models/m", "--port", "40000"]
+
+
+def test_catalog_only_keys_are_ignored(tmp_path):
+    text = ("backend_name: y-custom\nicon: data:image/png;base64,AAAA\nframework_index_map: {cpu: [v1]}\n"
+            "is_built_in: false\nid: 7\ncreated_at: 2025-01-01\nversion_configs:\n"
+            "  v1: {image_name: img, custom_framework: cpu, built_in_frameworks: null}\n")
+    catalog = load_catalog([_write(tmp_path, "y/spec.yaml", text)])
+    assert catalog.names() == ["y-custom"]
+
+
+def test_default_backend_parameters_alias(tmp_path):
+    text = ("backend_name: z-custom\ndefault_backend_parameters: [--a=1]\n"
+            "version_configs: {v1: {image_name: img, custom_framework: cpu}}\n")
+    entry = next(iter(load_catalog([_write(tmp_path, "z/spec.yaml", text)])))
+    assert entry.spec.default_backend_param == ["--a=1"]
+
+
+def test_custom_versions_extend_a_builtin(tmp_path):
+    extra = _write(tmp_path, "vllm-extra/spec.yaml",
+                   "backend_name: vLLM\nversion_configs:\n  v0.17.0-custom:\n"
+                   "    image_name: vllm/vllm-openai:v0.17.0\n    custom_framework: cuda\n")
+    catalog = load_catalog([extra, ROOT / "backends"])
+    versions = catalog.get("vLLM").spec.version_configs
+    assert "v0.17.0-custom" in versions and "v0.16.0" in versions
+
+
+def test_custom_version_on_builtin_needs_suffix(tmp_path):
+    extra = _write(tmp_path, "vllm-extra/spec.yaml",
+                   "backend_name: vLLM\nversion_configs:\n  v0.17.0:\n"
+                   "    image_name: vllm/vllm-openai:v0.17.0\n    custom_framework: cuda\n")
+    with pytest.raises(InputError) as err:
+        load_catalog([ROOT / "backends", extra])
+    assert "version 'v0.17.0' added to built-in backend 'vLLM' must end in '-custom'" in str(err.value)
+    assert err.value.problems[0].line == 3
+
+
+def test_duplicate_backend_names_are_refused(tmp_path):
+    one = _write(tmp_path, "a/spec.yaml", "backend_name: d-custom\nversion_configs: {v: {image_name: i, "
+                                          "custom_framework: cpu}}\n")
+    two = _write(tmp_path, "b/spec.yaml", "backend_name: d-custom\nversion_configs: {v: {image_name: i, "
+                                          "custom_framework: cpu}}\n")
+    with pytest.raises(InputError) as err:
+        load_catalog([tmp_path])
+    assert "already defined in" in str(err.value) and str(one) in str(err.value)
+    assert err.value.problems[0].file == str(two)

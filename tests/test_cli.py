@@ -1,0 +1,64 @@
+"""The gpufleet command line: validate, catalog, help texts, exit codes, the README's commands."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+from .conftest import ROOT
+
+
+def test_validate_whole_repo(cli):
+    result = cli("--root", ROOT, "validate")
+    assert result.code == 0, result.err
+    assert result.out.strip() == "ok: 10 backends, 1 inventory, 1 stack"
+
+
+def test_validate_reports_every_problem_across_files(cli, tmp_path):
+    a = tmp_path / "a.yaml"
+    a.write_text("hosts:\n  - name: x\n    address: 127.0.40.1\n    lables: {}\n")
+    b = tmp_path / "b.yaml"
+    b.write_text("backend_name: q-custom\nversion_configs: {v: {image_name: i, custom_framework: gpu}}\n")
+    result = cli("--root", ROOT, "validate", a, b)
+    assert result.code == 2
+    lines = result.err.strip().splitlines()
+    assert lines[0].startswith(f"{a}:4:5: hosts[0].lables: unknown key 'lables' (did you mean 'labels'?)")
+    assert lines[1].startswith(f"{b}:2:56: version_configs.v.custom_framework: 'gpu' is not one of")
+    assert lines[2] == "gpufleet: 2 problems; nothing was changed"
+
+
+def test_catalog_json(cli):
+    result = cli("--root", ROOT, "catalog", "--json")
+    assert result.code == 0
+    rows = {r["backend"]: r for r in json.loads(result.out)["backends"]}
+    assert rows["vLLM"]["source"] == "built-in"
+    assert {"version": "cpu", "framework": "cpu", "image": "ghcr.io/ggml-org/llama.cpp:server"} in \
+        rows["llama.cpp"]["versions"]
+
+
+def test_catalog_table_marks_defaults(cli):
+    result = cli("--root", ROOT, "catalog")
+    assert result.code == 0
+    assert re.search(r"^vLLM\s+built-in\s+v0\.16\.0 \(default\)\s+cuda\s+vllm/vllm-openai:v0\.16\.0$", result.out,
+                     re.M)
+
+
+def test_console_script_help_and_exit_codes():
+    exe = [sys.executable, "-m", "stack.cli"]
+    out = subprocess.run(exe + ["--help"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and "validate" in out.stdout and "Exit status" in out.stdout
+    for command in ("validate", "catalog"):
+        sub = subprocess.run(exe + [command, "--help"], capture_output=True, text=True, cwd=ROOT)
+        assert sub.returncode == 0 and "usage: gpufleet " + command in sub.stdout, command
+    bad = subprocess.run(exe + ["validate", "tests/malformed/s01-unknown-backend.yaml"], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_readme_commands_match_ci():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", readme, re.S)
+    main_job, tests = blocks[0].strip(), blocks[1].strip()
+    assert "gpufleet validate" in main_job
+    assert tests in (ROOT / ".ci" / "run").read_text()

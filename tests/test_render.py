@@ -1,0 +1,159 @@
+"""Command rendering: templates, precedence, parameter formats, and that nothing reaches a shell."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from backends.render import Template, Variables, merge_parameters, normalise_parameters, render
+from stack.errors import InputError
+from stack.project import load_project
+from stack.yamlsource import Marks
+
+from .conftest import ROOT
+
+MARKS = Marks("t.yaml")
+
+
+def _vars(**kw):
+    base = dict(model_path="/models/m", model_name="m", port=40001, worker_ip="10.1.2.3", gpu_count=2,
+                gpu_ids="0,1", env={})
+    base.update(kw)
+    return Variables(**base)
+
+
+def t(text):
+    return Template(text, MARKS, ("run_command",))
+
+
+def test_all_builtin_variables():
+    argv = render(t("{{model_path}} {{model_name}} {{port}} {{worker_ip}} {{gpu_count}} {{gpu_ids}}"), _vars())
+    assert argv == ["/models/m", "m", "40001", "10.1.2.3", "2", "0,1"]
+
+
+def test_env_variables_and_builtins_inside_one_argument():
+    argv = render(t("--cache={{CACHE}}/{{model_name}} '--title=a b'"), _vars(env={"CACHE": "/c"}))
+    assert argv == ["--cache=/c/m", "--title=a b"]
+
+
+@pytest.mark.parametrize("evil", ["x; rm -rf /", "$(reboot)", "a' 'b", "`id`", "m --trust-remote-code",
+                                  "a\nb", "'; echo pwned; '"])
+def test_substituted_values_stay_one_argument(evil):
+    argv = render(t("serve {{model_name}} --port {{port}}"), _vars(model_name=evil))
+    assert argv == ["serve", evil, "--port", "40001"]
+    argv = render(t('serve "{{model_name}}"'), _vars(model_name=evil))
+    assert argv == ["serve", evil]
+
+
+def test_sandbox_refuses_python_internals():
+    with pytest.raises(InputError) as err:
+        render(t("{{ model_name.__class__.__mro__ }}"), _vars())
+    assert "t.yaml" in str(err.value)
+
+
+def test_unknown_variable_names_file_field_and_variable():
+    with pytest.raises(InputError) as err:
+        render(t("--port {{prot}}"), _vars())
+    (problem,) = err.value.problems
+    assert problem.file == "t.yaml" and problem.field == "run_command"
+    assert "unknown variable '{{prot}}' (did you mean 'port'?)" in problem.message
+
+
+def test_secret_variables_are_never_rendered():
+    with pytest.raises(InputError) as err:
+        render(t("--token {{HF_TOKEN}}"), _vars(env={"HF_TOKEN": "secret:hf"}), secret_names=["HF_TOKEN"])
+    assert "holds a secret" in str(err.value)
+
+
+@pytest.mark.parametrize("fmt,params,expected", [
+    ("space", ["--ctx-size=8192", "--flash-attn", "-ngl 99"], ["--ctx-size", "8192", "--flash-attn", "-ngl", "99"]),
+    ("equal", ["--max-model-len 8192", "--enforce-eager"], ["--max-model-len=8192", "--enforce-eager"]),
+    ("equal", ["--lora a b"], ["--lora", "a", "b"]),  # multi-value flags stay space-separated
+    ("equal", ["-ngl 99"], ["-ngl", "99"]),  # single-dash untouched
+    (None, ["--a=1", "--b 2"], ["--a=1", "--b", "2"]),  # unset: as written
+    ("space", ["--chat-template '{x} y'"], ["--chat-template", "{x} y"]),
+])
+def test_parameter_formats(fmt, params, expected):
+    assert normalise_parameters(params, fmt) == expected
+
+
+def test_deployment_parameters_replace_defaults_of_the_same_flag():
+    merged = merge_parameters(["--trust-remote-code", "--max-model-len=4096"], ["--max-model-len 8192"])
+    assert merged == ["--trust-remote-code", "--max-model-len 8192"]
+
+
+def _project(tmp_path: Path, backend: str, deployment: str):
+    (tmp_path / "backends" / "p").mkdir(parents=True)
+    (tmp_path / "backends" / "p" / "spec.yaml").write_text(backend)
+    (tmp_path / "stack").mkdir()
+    (tmp_path / "stack" / "t.yaml").write_text("inventory: ../inv.yaml\ndeployments:\n" + deployment)
+    (tmp_path / "inv.yaml").write_text("hosts:\n  - name: h1\n    address: 127.0.30.1\n    accelerators:\n"
+                                       "      - {vendor: nvidia, model: A100, vram: 80GiB, count: 2}\n")
+    (tmp_path / "Pulumi.yaml").write_text("name: gpufleet\nruntime: python\n")
+    return load_project("t", tmp_path)
+
+
+BACKEND = """backend_name: p-custom
+default_version: v1
+default_entrypoint: backend-ep
+default_run_command: backend-cmd {{LEVEL}}
+default_env: {LEVEL: backend, ONLY_BACKEND: b}
+default_backend_param: [--x=1]
+parameter_format: space
+version_configs:
+  v1:
+    image_name: img:v1
+    custom_framework: cuda
+    entrypoint: version-ep
+    run_command: version-cmd {{LEVEL}}
+    env: {LEVEL: version}
+  v2:
+    image_name: img:v2
+    custom_framework: cuda
+"""
+
+
+def test_precedence_deployment_over_version_over_backend(tmp_path):
+    dep = ("  a: {backend: p-custom, model: {huggingface: o/m}, entrypoint: dep-ep, run_command: 'dep-cmd {{LEVEL}}',"
+           " env: {LEVEL: deployment}, backend_parameters: ['--x=2', '--y=3']}\n"
+           "  b: {backend: p-custom, model: {huggingface: o/m}}\n"
+           "  c: {backend: p-custom, version: v2, model: {huggingface: o/m}}\n")
+    project = _project(tmp_path, BACKEND, dep)
+    a, b, c = project.workloads
+    assert (a.entrypoint.text, a.run_command.text, a.env["LEVEL"]) == ("dep-ep", "dep-cmd {{LEVEL}}", "deployment")
+    assert a.parameters == ["--x", "2", "--y", "3"]
+    assert (b.entrypoint.text, b.run_command.text, b.env["LEVEL"]) == ("version-ep", "version-cmd {{LEVEL}}",
+                                                                       "version")
+    assert b.parameters == ["--x", "1"]
+    assert (c.entrypoint.text, c.run_command.text, c.env["LEVEL"]) == ("backend-ep", "backend-cmd {{LEVEL}}",
+                                                                       "backend")
+    assert c.env["ONLY_BACKEND"] == "b" and c.image == "img:v2"
+
+
+def test_image_override_is_gpustacks_custom_mode(tmp_path):
+    dep = "  a: {backend: p-custom, image: 'my/img:dev', model: {local_path: /m}}\n"
+    (a,) = _project(tmp_path, BACKEND, dep).workloads
+    assert a.image == "my/img:dev"
+
+
+def test_default_version_naming_no_version_fails_only_when_relied_on(tmp_path):
+    backend = BACKEND.replace("default_version: v1", "default_version: v9")
+    # pinned version: fine
+    (a,) = _project(tmp_path, backend, "  a: {backend: p-custom, version: v2, model: {huggingface: o/m}}\n"
+                    ).workloads
+    assert a.version == "v2"
+    (tmp_path / "stack" / "t.yaml").write_text(
+        "inventory: ../inv.yaml\ndeployments:\n  a: {backend: p-custom, model: {huggingface: o/m}}\n")
+    with pytest.raises(InputError) as err:
+        load_project("t", tmp_path)
+    (problem,) = err.value.problems
+    assert problem.file == "stack/t.yaml" and problem.line == 3
+    assert "default_version 'v9' (backends/p/spec.yaml:2) names no version" in problem.message
+    assert "v1, v2" in problem.message
+
+
+def test_demo_stack_resolves(catalog):
+    project = load_project("demo", ROOT)
+    assert len(project.workloads) >= 5
+    frameworks = {w.framework for w in project.workloads}
+    assert {"cuda", "rocm", "cann", "cpu"} <= frameworks
