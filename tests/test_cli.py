@@ -48,7 +48,7 @@ def test_console_script_help_and_exit_codes():
     exe = [sys.executable, "-m", "stack.cli"]
     out = subprocess.run(exe + ["--help"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and "validate" in out.stdout and "Exit status" in out.stdout
-    for command in ("validate", "catalog"):
+    for command in ("validate", "catalog", "plan", "lock"):
         sub = subprocess.run(exe + [command, "--help"], capture_output=True, text=True, cwd=ROOT)
         assert sub.returncode == 0 and "usage: gpufleet " + command in sub.stdout, command
     bad = subprocess.run(exe + ["validate", "tests/malformed/s01-unknown-backend.yaml"], capture_output=True,
@@ -60,5 +60,5 @@ def test_readme_commands_match_ci():
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```sh\n(.*?)```", readme, re.S)
     main_job, tests = blocks[0].strip(), blocks[1].strip()
-    assert "gpufleet validate" in main_job
+    assert "gpufleet plan --stack demo" in main_job
     assert tests in (ROOT / ".ci" / "run").read_text()

@@ -1,0 +1,23 @@
+"""Workloads -> one placement Demand per replica (plain data for the placement engine)."""
+from __future__ import annotations
+
+from .placement.model import Demand
+from .workloads import Workload
+
+
+def demands_for(workloads: list[Workload]) -> list[Demand]:
+    out = []
+    for w in workloads:
+        r = w.spec.resources
+        whole = r.vram == "whole"
+        vram = None if whole else int(r.vram)
+        for replica in range(w.spec.replicas):
+            out.append(Demand(
+                deployment=w.name, replica=replica, framework=w.framework, gpus=r.gpus,
+                vram_mib=vram if r.gpus else None,
+                min_vram_mib=(r.min_vram or 0) if whole else int(r.vram),
+                labels=tuple(sorted(w.spec.selectors.labels.items())),
+                vendor=w.spec.selectors.vendor, gpu_model=w.spec.selectors.gpu_model,
+                manual=w.manual, spread_hosts=w.spec.spread == "hosts",
+            ))
+    return out

@@ -1,0 +1,105 @@
+"""``stack/<stack>.lock.yaml``: where each replica was placed, so the next plan keeps it there.
+
+Written by ``gpufleet lock`` (and read by ``plan`` and the Pulumi program).  The file is
+deterministic: the same placement gives the same bytes.  It holds no environment and no
+secret, only hosts, device indices/UUIDs, ports and demand shapes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from .documents import validate
+from .errors import InputError
+from .placement.model import Claim, LockedReplica, Placement
+from .yamlsource import read_yaml
+
+LOCK_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClaimEntry(_Strict):
+    framework: str
+    gpus: int = Field(ge=0)
+    vram_mib: Union[int, Literal["whole"]]
+    min_vram_mib: int = 0
+
+
+class ReplicaEntry(_Strict):
+    host: str
+    vendor: Optional[str] = None
+    gpus: list[int] = Field(default_factory=list)
+    uuids: Optional[list[Optional[str]]] = None
+    port: int = Field(ge=1, le=65535)
+    claim: ClaimEntry
+
+
+class LockFile(_Strict):
+    version: Literal[1]
+    stack: str
+    replicas: dict[str, ReplicaEntry] = Field(default_factory=dict)
+
+
+def lock_path(stack_file: Path) -> Path:
+    return stack_file.with_name(stack_file.stem + ".lock.yaml")
+
+
+def read_lock(path: Path, display: str | None = None) -> dict[str, LockedReplica]:
+    """The prior placement; an absent file is an empty prior, a broken one is an InputError."""
+    if not path.exists():
+        return {}
+    data, marks = read_yaml(path, display)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError([marks.problem((), "a lock file is a mapping written by `gpufleet lock`; delete it and "
+                                            "run `gpufleet lock` again")])
+    lock = validate(LockFile, data, marks)
+    out = {}
+    for key, r in lock.replicas.items():
+        c = r.claim
+        claim = Claim(c.framework, c.gpus, None if c.vram_mib == "whole" else c.vram_mib, c.min_vram_mib)
+        uuids = tuple(r.uuids) if r.uuids else (None,) * len(r.gpus)
+        out[key] = LockedReplica(key, r.host, r.vendor, tuple(r.gpus), uuids, r.port, claim)
+    return out
+
+
+def render_lock(stack: str, placement: Placement) -> str:
+    replicas = {}
+    for a in placement.assignments:
+        c = a.claim
+        entry: dict = {"host": a.host}
+        if a.vendor:
+            entry["vendor"] = a.vendor
+        entry["gpus"] = list(a.gpus)
+        if any(a.uuids):
+            entry["uuids"] = list(a.uuids)
+        entry["port"] = a.port
+        claim: dict = {"framework": c.framework, "gpus": c.gpus,
+                       "vram_mib": "whole" if c.vram_mib is None else c.vram_mib}
+        if c.min_vram_mib:
+            claim["min_vram_mib"] = c.min_vram_mib
+        entry["claim"] = claim
+        replicas[a.key] = entry
+    header = (f"# Placement lock for stack '{stack}', written by `gpufleet lock --stack {stack}`.\n"
+              "# Each replica stays where this says while it still fits; review changes like code.\n")
+    body = yaml.safe_dump({"version": LOCK_VERSION, "stack": stack, "replicas": replicas}, sort_keys=False,
+                          default_flow_style=None, width=100, allow_unicode=True)
+    return header + body
+
+
+def write_lock(path: Path, stack: str, placement: Placement) -> bool:
+    """Write the lock; returns whether the file changed."""
+    text = render_lock(stack, placement)
+    if path.exists() and path.read_text() == text:
+        return False
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return True

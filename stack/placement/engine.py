@@ -1,0 +1,250 @@
+"""The placement pipeline, in the order it runs:
+
+1. **sticky**: each replica in the prior lock stays exactly where it was (host, GPUs, port)
+   while that is still valid: same demand shape, host active, devices present, every filter
+   passes, capacity and port still free.  Otherwise the reason it must move is recorded.
+2. **fresh**: the rest, biggest first (GPUs, then whole before shared, then VRAM), each
+   through the filters and rankers (``index.best``): soft anti-affinity first tries hosts
+   not yet running the deployment; ``spread: hosts`` makes that a hard rule.
+3. **explain**: a replica nothing fits is run through every filter on every host, and the
+   hosts each filter rejected are counted under its reason code.
+4. **removed**: lock entries whose replica no longer exists.
+
+Pure: the same fleet, demands, prior and strategy give the same Placement.
+"""
+from __future__ import annotations
+
+from .filters import DEVICE_COUNT, FRAMEWORK, GPU_MODEL, PIPELINE, VENDOR, VRAM_SIZE, applicable
+from .index import BINPACK, CandidateIndex
+from .model import Assignment, Demand, LockedReplica, Placement, Removed, Unplaced
+from .state import FleetState, GroupState, choose_devices
+
+from inventory.fleet import Fleet
+
+
+def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] | None = None,
+          strategy: str = BINPACK) -> Placement:
+    prior = prior or {}
+    state = FleetState(fleet)
+    index = CandidateIndex(state, demands)
+    run = _Run(fleet, state, index, strategy)
+
+    ordered = sorted(demands, key=lambda d: (d.deployment, d.replica))
+    fresh: list[Demand] = []
+    for demand in ordered:  # 1. sticky
+        locked = prior.get(demand.key)
+        if locked is None or not run.keep(demand, locked):
+            fresh.append(demand)
+    _reserve_departing_ports(state, index, prior, kept={a.key for a in run.assignments})
+    fresh.sort(key=_biggest_first)
+    for demand in fresh:  # 2. fresh, 3. explain
+        run.place_fresh(demand, prior.get(demand.key))
+
+    wanted = {d.key for d in demands}  # 4. removed
+    removed = tuple(Removed(key, lr.host, lr.gpus, lr.port) for key, lr in sorted(prior.items())
+                    if key not in wanted)
+    return Placement(strategy, tuple(sorted(run.assignments, key=lambda a: (a.deployment, a.replica))),
+                     tuple(sorted(run.unplaced, key=lambda u: (u.deployment, u.replica))), removed,
+                     dict(sorted(run.move_reasons.items())))
+
+
+def _reserve_departing_ports(state: FleetState, index: CandidateIndex, prior: dict[str, LockedReplica],
+                             kept: set[str]) -> None:
+    """Ports of removed and moving replicas stay taken in this plan.
+
+    Pulumi creates new containers before it deletes old ones, and containers use host
+    networking: a new replica on a port the old one still holds would fail to bind.
+    """
+    for key, locked in sorted(prior.items()):
+        if key not in kept:
+            ports = state.ports.get(locked.host)
+            if ports is not None and ports.take(locked.port) and not state.has_free_port(locked.host):
+                index.drop_host(locked.host)
+
+
+def _biggest_first(d: Demand) -> tuple:
+    return (-d.gpus, 0 if d.whole else 1, -(d.vram_mib or 0), -d.min_vram_mib, d.deployment, d.replica)
+
+
+class _Run:
+    """One placement run: the state, the index, and what has been decided so far."""
+
+    def __init__(self, fleet: Fleet, state: FleetState, index: CandidateIndex, strategy: str):
+        self.fleet, self.state, self.index, self.strategy = fleet, state, index, strategy
+        self.assignments: list[Assignment] = []
+        self.unplaced: list[Unplaced] = []
+        self.move_reasons: dict[str, str] = {}
+        self._explained: dict[tuple, tuple] = {}
+        self._version = 0  # bumps on every commit; explanations are cached per version
+
+    # ------------------------------------------------------------------ 1. sticky
+    def keep(self, demand: Demand, locked: LockedReplica) -> bool:
+        reason, gs, positions = self._keep_reason(demand, locked)
+        if reason:
+            self.move_reasons[demand.key] = reason
+            return False
+        self._commit(demand, locked.host, gs, positions, locked.port, "kept", "", locked.host)
+        return True
+
+    def _keep_reason(self, demand: Demand, locked: LockedReplica):
+        if locked.claim != demand.claim:
+            return "demand_changed", None, None
+        host = self.fleet.host(locked.host)
+        if host is None:
+            return "host_removed", None, None
+        if not host.active:
+            return "host_cordoned", None, None
+        gs, positions = None, []
+        if demand.gpus:
+            gs = next((g for g in self.state.groups_of[host.name] if g.group.vendor == locked.vendor
+                       and all(i in g.pos_of for i in locked.gpus)), None)
+            if gs is None or len(locked.gpus) != demand.gpus:
+                return "devices_gone", None, None
+            positions = [gs.pos_of[i] for i in locked.gpus]
+            for pos, uuid in zip(positions, locked.uuids):
+                now = gs.group.devices[pos].uuid
+                if uuid and now and uuid != now:
+                    return "devices_replaced", None, None
+        for f in applicable(demand, PIPELINE):
+            if f.code in ("free_vram", "free_port"):
+                continue
+            if not f(host, gs.group if gs else None, demand, self.state):
+                return f"no_longer_matches:{f.code}", None, None
+        if gs is not None and not _positions_free(gs, positions, demand):
+            return "devices_taken", None, None
+        ports = self.state.ports[host.name]
+        if not ports.start <= locked.port <= ports.end:
+            return "port_out_of_range", None, None
+        if locked.port in ports.used:
+            return "port_taken", None, None
+        return "", gs, positions
+
+    # ------------------------------------------------------------------ 2. fresh
+    def place_fresh(self, demand: Demand, locked: LockedReplica | None) -> None:
+        status = "moved" if locked else "new"
+        reason = self.move_reasons.get(demand.key, "") if locked else ""
+        previous = locked.host if locked else None
+        choice = self._choose(demand)
+        if choice is None:
+            self.unplaced.append(self._explain(demand, previous))
+            return
+        host_name, gs = choice
+        positions = choose_devices(gs, demand, _allowed(demand, host_name)) if gs is not None else []
+        port = self.state.ports[host_name].lowest()
+        assert port is not None and positions is not None  # the filters checked both
+        self._commit(demand, host_name, gs, positions, port, status, reason, previous)
+
+    def _choose(self, demand: Demand) -> tuple[str, GroupState | None] | None:
+        avoid = self.state.hosts_running(demand.deployment)
+        if demand.gpus == 0 or demand.manual is not None:
+            return self._choose_by_scan(demand, avoid)
+        gs = self.index.best(demand, self.strategy, avoid) if avoid else None
+        if gs is None and not (avoid and demand.spread_hosts):
+            gs = self.index.best(demand, self.strategy)
+        return (gs.host.name, gs) if gs is not None else None
+
+    def _choose_by_scan(self, demand: Demand, avoid: set[str]):
+        """CPU-only replicas and manual GPU selection: few candidates, checked one by one."""
+        filters = applicable(demand)
+        hosts = self.fleet.hosts if demand.manual is None else \
+            [h for h in self.fleet.hosts if h.name in {n for n, _ in demand.manual}]
+        best = None
+        for host in hosts:
+            groups = [None] if demand.gpus == 0 else [gs.group for gs in self.state.groups_of[host.name]]
+            for group in groups:
+                if not all(f(host, group, demand, self.state) for f in filters):
+                    continue
+                gs = self.state.group_state(host.name, group) if group is not None else None
+                key = self._scan_rank(host, gs, demand, avoid)
+                if best is None or key < best[0]:
+                    best = (key, host.name, gs)
+        return None if best is None else (best[1], best[2])
+
+    def _scan_rank(self, host, gs: GroupState | None, demand: Demand, avoid: set[str]) -> tuple:
+        shared = host.name in avoid  # soft anti-affinity: hosts already running it go last
+        load = self.state.replicas_on[host.name]
+        if gs is None:  # no GPU needed: keep GPU hosts for GPU work
+            return (shared, bool(host.groups), -load if self.strategy == BINPACK else load, host.name)
+        free = gs.untouched
+        return (shared, free if self.strategy == BINPACK else -free, host.name, gs.gidx)
+
+    # ------------------------------------------------------------------ commit
+    def _commit(self, demand, host_name, gs, positions, port, status, reason, previous) -> None:
+        taken = self.state.ports[host_name].take(port) if status == "kept" else True
+        assert taken
+        per = self.state.claim(gs, positions, demand, host_name)
+        devices = [gs.group.devices[p] for p in positions] if gs is not None else []
+        self.assignments.append(Assignment(
+            deployment=demand.deployment, replica=demand.replica, host=host_name,
+            vendor=gs.group.vendor if gs is not None else None,
+            gpus=tuple(d.index for d in devices), uuids=tuple(d.uuid for d in devices),
+            vram_mib=per, whole=demand.whole, port=port, status=status, reason=reason,
+            previous_host=previous, claim=demand.claim))
+        if gs is not None:
+            self.index.refresh(gs)
+        if not self.state.has_free_port(host_name):
+            self.index.drop_host(host_name)
+        self._version += 1
+
+    # ------------------------------------------------------------------ 3. explain
+    def _explain(self, demand: Demand, previous: str | None) -> Unplaced:
+        cache_key = (demand.static_key(), demand.vram_mib, demand.manual, demand.spread_hosts and demand.deployment,
+                     self._version)
+        got = self._explained.get(cache_key)
+        if got is None:
+            got = self._explained[cache_key] = explain(self.fleet, self.state, demand)
+        rejected, never, text = got
+        return Unplaced(demand.deployment, demand.replica, demand.describe(), rejected,
+                        f"{demand.key}: {text}", never, previous)
+
+
+def explain(fleet: Fleet, state: FleetState, demand: Demand) -> tuple[dict[str, int], bool, str]:
+    """Count, per filter, the hosts it rejected (each host counted at the filter its best group reached).
+
+    Returns (counts by reason code, whether no host could ever hold it, the sentence for people).
+    """
+    filters = applicable(demand)
+    rejected_hosts: dict[str, list] = {f.code: [] for f in filters}
+    for host in fleet.hosts:
+        groups = [None] if demand.gpus == 0 else (list(host.groups) or [None])
+        furthest = -1
+        for group in groups:
+            reached = next((i for i, f in enumerate(filters)
+                            if (group is None and f.gpu_only) or not f(host, group, demand, state)), len(filters))
+            furthest = max(furthest, reached)
+        if furthest < len(filters):
+            rejected_hosts[filters[furthest].code].append(host)
+    rejected = {code: len(hosts) for code, hosts in rejected_hosts.items() if hosts}
+    parts = [f.explain(len(rejected_hosts[f.code]), demand, rejected_hosts[f.code])
+             for f in filters if rejected_hosts[f.code]]
+    if not fleet.hosts:
+        parts = ["the inventory has no hosts"]
+    never = bool(demand.gpus) and _too_big_for_any_host(fleet, demand)
+    if never:
+        most = max((len(g.devices) for h in fleet.hosts for g in h.groups if g.framework == demand.framework),
+                   default=0)
+        text = (f"no single host can ever hold {demand.describe()} (the most {demand.framework} devices on one "
+                f"host is {most}); a replica's GPUs must all be on one host, multi-host replicas are not "
+                f"supported — " + "; ".join(parts))
+    else:
+        text = f"no host fits {demand.describe()} — " + "; ".join(parts)
+    return rejected, never, text
+
+
+def _too_big_for_any_host(fleet: Fleet, demand: Demand) -> bool:
+    """Hosts of the right kind exist, but none has enough (or big enough) devices, even empty and uncordoned."""
+    kind = [(h, g) for h in fleet.hosts for g in h.groups
+            if FRAMEWORK(h, g, demand) and VENDOR(h, g, demand) and GPU_MODEL(h, g, demand)]
+    return bool(kind) and not any(DEVICE_COUNT(h, g, demand) and VRAM_SIZE(h, g, demand) for h, g in kind)
+
+
+def _positions_free(gs: GroupState, positions: list[int], demand: Demand) -> bool:
+    if demand.vram_mib is None:
+        return all(gs.claims[p] == 0 for p in positions)
+    return all(not gs.exclusive[p] and gs.free[p] >= demand.vram_mib for p in positions)
+
+
+def _allowed(demand: Demand, host: str) -> set[int] | None:
+    if demand.manual is None:
+        return None
+    return {i for (name, i) in demand.manual if name == host}

@@ -1,0 +1,113 @@
+"""Feasibility filters: small named parts, each with a stable reason code.
+
+A filter answers one question about one device group of one host (``group`` is None for a
+replica that needs no GPU).  Static filters depend only on the inventory and the demand, so
+the engine evaluates them once per equivalence class of groups; dynamic filters read the
+current :class:`~stack.placement.state.FleetState`.  The order of ``STATIC`` and ``DYNAMIC``
+is the pipeline order, and the order explanations are given in.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from inventory.fleet import DeviceGroup, Host
+from inventory.sizes import format_mib
+
+from .model import Demand
+
+Check = Callable[[Host, Optional[DeviceGroup], Demand, object], bool]
+
+
+@dataclass(frozen=True)
+class Filter:
+    code: str  # stable key in JSON output and tests
+    check: Check
+    #: how to say what the rejected hosts lack: (count, demand, rejected hosts) -> text
+    explain: Callable[[int, Demand, list], str]
+    static: bool = True
+    gpu_only: bool = False  # skipped for replicas that need no GPU
+
+    def __call__(self, host, group, demand, state=None) -> bool:
+        return self.check(host, group, demand, state)
+
+
+def _hosts(n: int) -> str:
+    return f"{n} host{'s' if n != 1 else ''}"
+
+
+def _labels_ok(host: Host, group, demand: Demand, state) -> bool:
+    if not demand.labels:
+        return True
+    have = host.label_map
+    return all(have.get(k) == v for k, v in demand.labels)
+
+
+def _frameworks_of(hosts: list) -> str:
+    fws = sorted({g.framework for h in hosts for g in h.groups})
+    if any(not h.groups for h in hosts):
+        fws.append("no GPUs")
+    return ", ".join(fws)
+
+
+HOST_ACTIVE = Filter(
+    "host_cordoned", lambda h, g, d, s: h.active,
+    lambda n, d, hs: f"cordoned: {_hosts(n)}")
+LABELS = Filter(
+    "labels", _labels_ok,
+    lambda n, d, hs: f"labels: {_hosts(n)} lack {', '.join(f'{k}={v}' for k, v in d.labels)}")
+FRAMEWORK = Filter(
+    "framework", lambda h, g, d, s: g is not None and g.framework == d.framework,
+    lambda n, d, hs: f"framework: {_hosts(n)} have no {d.framework} devices ({_frameworks_of(hs)})",
+    gpu_only=True)
+VENDOR = Filter(
+    "vendor", lambda h, g, d, s: d.vendor is None or g.vendor == d.vendor,
+    lambda n, d, hs: f"vendor: {_hosts(n)} are not {d.vendor}", gpu_only=True)
+GPU_MODEL = Filter(
+    "gpu_model", lambda h, g, d, s: d.gpu_model is None or fnmatch.fnmatchcase(g.model.lower(),
+                                                                                d.gpu_model.lower()),
+    lambda n, d, hs: f"GPU model: {_hosts(n)} have no '{d.gpu_model}'", gpu_only=True)
+DEVICE_COUNT = Filter(
+    "device_count", lambda h, g, d, s: len(g.devices) >= d.gpus,
+    lambda n, d, hs: f"device count: {_hosts(n)} have fewer than {d.gpus} such devices", gpu_only=True)
+VRAM_SIZE = Filter(
+    "vram_size", lambda h, g, d, s: g.vram_mib >= d.min_vram_mib,
+    lambda n, d, hs: f"VRAM size: {_hosts(n)} have devices smaller than {format_mib(d.min_vram_mib)}",
+    gpu_only=True)
+
+STATIC: tuple[Filter, ...] = (HOST_ACTIVE, LABELS, FRAMEWORK, VENDOR, GPU_MODEL, DEVICE_COUNT, VRAM_SIZE)
+
+
+def _manual_ok(h, g, d: Demand, state) -> bool:
+    if d.manual is None:
+        return True
+    chosen = {i for (name, i) in d.manual if name == h.name}
+    return g is not None and sum(1 for dev in g.devices if dev.index in chosen) >= d.gpus
+
+
+def _vram_text(n: int, d: Demand, hs) -> str:
+    if d.whole:
+        return f"free VRAM: {_hosts(n)} lack {d.gpus} unclaimed devices"
+    return f"free VRAM: {_hosts(n)} lack {d.gpus} devices with {format_mib(d.vram_mib)} free"
+
+
+MANUAL = Filter(
+    "gpu_selection", _manual_ok,
+    lambda n, d, hs: f"gpu_selection: {_hosts(n)} not selected (or too few selected devices)", gpu_only=True)
+FREE_PORT = Filter(
+    "free_port", lambda h, g, d, s: s.has_free_port(h.name),
+    lambda n, d, hs: f"ports: {_hosts(n)} have no free port in range", static=False)
+SPREAD = Filter(
+    "spread", lambda h, g, d, s: not (d.spread_hosts and s.runs(h.name, d.deployment)),
+    lambda n, d, hs: f"spread: {_hosts(n)} already run {d.deployment}", static=False)
+FREE_VRAM = Filter(
+    "free_vram", lambda h, g, d, s: s.fits(h.name, g, d),
+    _vram_text, static=False, gpu_only=True)
+
+DYNAMIC: tuple[Filter, ...] = (MANUAL, FREE_PORT, SPREAD, FREE_VRAM)
+PIPELINE: tuple[Filter, ...] = STATIC + DYNAMIC
+
+
+def applicable(demand: Demand, filters=PIPELINE) -> tuple[Filter, ...]:
+    return filters if demand.gpus else tuple(f for f in filters if not f.gpu_only)

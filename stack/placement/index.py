@@ -1,0 +1,185 @@
+"""Fast candidate lookup: the rankers' preferences, kept as sorted lists per class of device groups.
+
+Groups whose static attributes are equal (host state, the label values demands ask about,
+vendor, model, device size and count) form a *class*: static filters are evaluated once per
+class and demand shape, never per host.  Inside a class, groups and devices sit in lists
+sorted by what the rankers prefer, so a replica costs a few bisections instead of a scan
+of every host:
+
+- ``whole``:   (unclaimed devices U, host, group)  - binpack takes the smallest U >= gpus
+               (the tightest group, keeping empty hosts empty); spread takes the largest.
+- ``touched``: (free MiB, host, group, device)      - already-shared devices, best fit first.
+- ``kth[g]``:  (g-th largest shareable free MiB, host, group) - g-GPU fractional claims.
+
+Ties go to the lowest host name, then group, so the result never depends on file order.
+"""
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from typing import Iterable
+
+from .filters import STATIC
+from .model import Demand
+from .state import FleetState, GroupState
+
+BINPACK, SPREAD = "binpack", "spread"
+
+
+class _ClassLists:
+    __slots__ = ("capacity", "whole", "touched", "kth", "members", "rep")
+
+    def __init__(self, capacity: int, rep: GroupState):
+        self.capacity = capacity
+        self.rep = rep
+        self.members: list[int] = []
+        self.whole: list[tuple] = []
+        self.touched: list[tuple] = []
+        self.kth: dict[int, list[tuple]] = {}
+
+
+class CandidateIndex:
+    def __init__(self, state: FleetState, demands: Iterable[Demand]):
+        self.state = state
+        label_keys = sorted({k for d in demands for k, _ in d.labels})
+        self.classes: dict[tuple, _ClassLists] = {}
+        self.class_of: list[tuple] = []
+        for gs in state.groups:
+            host, group = gs.host, gs.group
+            labels = tuple(host.label_map.get(k) for k in label_keys)
+            key = (host.state, labels, group.vendor, group.model, group.vram_mib, len(group.devices))
+            lists = self.classes.get(key)
+            if lists is None:
+                lists = self.classes[key] = _ClassLists(group.vram_mib, gs)
+            lists.members.append(gs.gid)
+            self.class_of.append(key)
+        self._whole: list[tuple | None] = [None] * len(state.groups)
+        self._touched: list[list[tuple]] = [[] for _ in state.groups]
+        self._kth: list[dict[int, tuple]] = [{} for _ in state.groups]
+        self.dropped: set[int] = set()
+        self._eligible: dict[tuple, list[_ClassLists]] = {}
+        for gs in state.groups:
+            self.refresh(gs)
+
+    # ------------------------------------------------------------------ maintenance
+    def refresh(self, gs: GroupState) -> None:
+        """Re-file one group after its usage changed."""
+        lists = self.classes[self.class_of[gs.gid]]
+        gid, name, gidx = gs.gid, gs.host.name, gs.gidx
+        old = self._whole[gid]
+        if old is not None:
+            del lists.whole[bisect_left(lists.whole, old)]
+            self._whole[gid] = None
+        for entry in self._touched[gid]:
+            del lists.touched[bisect_left(lists.touched, entry)]
+        self._touched[gid] = []
+        for g, entry in self._kth[gid].items():
+            lst = lists.kth[g]
+            del lst[bisect_left(lst, entry)]
+        self._kth[gid] = {}
+        if gid in self.dropped:
+            return
+        u = gs.untouched
+        if u:
+            entry = (u, name, gidx, gid)
+            insort(lists.whole, entry)
+            self._whole[gid] = entry
+        for pos, (free, excl, claims) in enumerate(zip(gs.free, gs.exclusive, gs.claims)):
+            if claims and not excl and free > 0:
+                entry = (free, name, gidx, pos, gid)
+                insort(lists.touched, entry)
+                self._touched[gid].append(entry)
+        for g, lst in lists.kth.items():
+            self._file_kth(gs, g, lst, name, gidx)
+
+    def _file_kth(self, gs: GroupState, g: int, lst: list, name: str, gidx: int) -> None:
+        k = gs.kth_free(g)
+        if k > 0:
+            entry = (k, name, gidx, gs.gid)
+            insort(lst, entry)
+            self._kth[gs.gid][g] = entry
+
+    def _kth_list(self, lists: _ClassLists, g: int) -> list:
+        lst = lists.kth.get(g)
+        if lst is None:
+            lst = lists.kth[g] = []
+            for gid in lists.members:
+                if gid not in self.dropped:
+                    gs = self.state.groups[gid]
+                    self._file_kth(gs, g, lst, gs.host.name, gs.gidx)
+        return lst
+
+    def drop_host(self, host: str) -> None:
+        """No free port left: none of the host's groups is a candidate any more."""
+        for gs in self.state.groups_of[host]:
+            self.dropped.add(gs.gid)
+            self.refresh(gs)
+
+    # ------------------------------------------------------------------ queries
+    def eligible(self, demand: Demand) -> list[_ClassLists]:
+        """Classes whose groups pass every static filter for this demand shape (cached)."""
+        key = demand.static_key()
+        got = self._eligible.get(key)
+        if got is None:
+            got = [lists for lists in self.classes.values()
+                   if all(f(lists.rep.host, lists.rep.group, demand) for f in STATIC)]
+            self._eligible[key] = got
+        return got
+
+    def best(self, demand: Demand, strategy: str, avoid: set[str] | frozenset = frozenset()) -> GroupState | None:
+        """The group the ranker prefers for this demand, skipping hosts in ``avoid``; None if nothing fits."""
+        best_key, best_gid = None, None
+        g, v = demand.gpus, demand.vram_mib
+        for lists in self.eligible(demand):
+            cap = lists.capacity
+            if strategy == BINPACK:
+                if v is None:
+                    e = _first(lists.whole, bisect_left(lists.whole, (g,)), avoid)
+                    cand = e and ((0, e[0], cap, e[1], e[2]), e[-1])
+                elif g == 1:
+                    e = _first(lists.touched, bisect_left(lists.touched, (v,)), avoid)
+                    cand = e and ((0, e[0], cap, e[1], e[2]), e[-1])
+                    if v <= cap:
+                        u = _first(lists.whole, bisect_left(lists.whole, (1,)), avoid)
+                        alt = u and ((1, cap, u[0], u[1], u[2]), u[-1])
+                        if alt and (not cand or alt[0] < cand[0]):
+                            cand = alt
+                else:
+                    lst = self._kth_list(lists, g)
+                    e = _first(lst, bisect_left(lst, (v,)), avoid)
+                    cand = e and ((0, e[0], cap, e[1], e[2]), e[-1])
+            else:
+                lst = lists.whole if v is None else self._kth_list(lists, g)
+                e = _largest(lst, g if v is None else v, avoid)
+                cand = e and ((-e[0], cap, e[1], e[2]), e[-1])
+            if cand and (best_key is None or cand[0] < best_key):
+                best_key, best_gid = cand
+        return None if best_gid is None else self.state.groups[best_gid]
+
+
+def _first(lst: list, i: int, avoid) -> tuple | None:
+    """The first entry at or after ``i`` whose host is not avoided."""
+    n = len(lst)
+    if not avoid:
+        return lst[i] if i < n else None
+    while i < n:
+        if lst[i][1] not in avoid:
+            return lst[i]
+        i += 1
+    return None
+
+
+def _largest(lst: list, threshold: int, avoid) -> tuple | None:
+    """The entry with the largest key >= threshold (lowest host name among equals), skipping avoided hosts."""
+    if not lst:
+        return None
+    top = len(lst)
+    while top > 0:
+        key = lst[top - 1][0]
+        if key < threshold:
+            return None
+        start = bisect_left(lst, (key,), 0, top)
+        for i in range(start, top):
+            if lst[i][1] not in avoid:
+                return lst[i]
+        top = start
+    return None

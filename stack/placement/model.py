@@ -1,0 +1,131 @@
+"""The data placement reads and writes. Frozen dataclasses: cheap, hashable, easy to compare."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from inventory.sizes import format_mib
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """One replica's needs. ``vram_mib`` None means each GPU is taken whole (exclusive)."""
+
+    deployment: str
+    replica: int
+    framework: str
+    gpus: int
+    vram_mib: int | None = None
+    #: smallest acceptable device size (a fractional claim's own size, or ``min_vram`` of a whole one)
+    min_vram_mib: int = 0
+    labels: tuple[tuple[str, str], ...] = ()
+    vendor: str | None = None
+    gpu_model: str | None = None
+    #: manual GPU selection: (host, device index) pairs this deployment may use, or None
+    manual: tuple[tuple[str, int], ...] | None = None
+    #: replicas of this deployment must not share a host (else: avoid it when possible)
+    spread_hosts: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.deployment}/{self.replica}"
+
+    @property
+    def whole(self) -> bool:
+        return self.vram_mib is None
+
+    @property
+    def claim(self) -> "Claim":
+        return Claim(self.framework, self.gpus, self.vram_mib, self.min_vram_mib if self.vram_mib is None else 0)
+
+    def static_key(self) -> tuple:
+        """Everything static feasibility depends on (the cache key of eligible classes)."""
+        return (self.framework, self.labels, self.vendor, self.gpu_model, self.gpus, self.min_vram_mib,
+                self.vram_mib is None)
+
+    def describe(self) -> str:
+        if self.gpus == 0:
+            return f"{self.framework} (no GPU)"
+        per = "whole" if self.vram_mib is None else format_mib(self.vram_mib)
+        if self.vram_mib is None and self.min_vram_mib:
+            per = f"whole ≥ {format_mib(self.min_vram_mib)}"
+        return f"{self.gpus} × {per} {self.framework}"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The shape of a demand, as the lock records it: a locked replica stays only if this is unchanged."""
+
+    framework: str
+    gpus: int
+    vram_mib: int | None  # None: whole
+    min_vram_mib: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LockedReplica:
+    """Where a replica was placed last time (from ``stack/<stack>.lock.yaml``)."""
+
+    key: str
+    host: str
+    vendor: str | None
+    gpus: tuple[int, ...]
+    uuids: tuple[str | None, ...]
+    port: int
+    claim: Claim
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    deployment: str
+    replica: int
+    host: str
+    vendor: str | None
+    gpus: tuple[int, ...]
+    uuids: tuple[str | None, ...]
+    vram_mib: int  # claimed per GPU (a whole GPU claims its full size)
+    whole: bool
+    port: int
+    status: str  # kept | new | moved
+    reason: str = ""  # why it moved (stable code), "" otherwise
+    previous_host: str | None = None
+    claim: Claim | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.deployment}/{self.replica}"
+
+
+@dataclass(frozen=True, slots=True)
+class Unplaced:
+    deployment: str
+    replica: int
+    demand: str  # human summary, e.g. "2 × 80 GiB cuda"
+    #: hosts rejected per filter, by stable reason code, in pipeline order
+    rejected: dict[str, int]
+    message: str
+    never_fits: bool  # no single host could hold it even when empty
+    previous_host: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.deployment}/{self.replica}"
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    key: str
+    host: str
+    gpus: tuple[int, ...]
+    port: int
+
+
+@dataclass(frozen=True)
+class Placement:
+    strategy: str
+    assignments: tuple[Assignment, ...]
+    unplaced: tuple[Unplaced, ...]
+    removed: tuple[Removed, ...]
+    moved_reasons: dict[str, str] = field(default_factory=dict)
+
+    def by_key(self) -> dict[str, Assignment]:
+        return {a.key: a for a in self.assignments}

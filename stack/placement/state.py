@@ -1,0 +1,149 @@
+"""What is in use during one placement run: VRAM and exclusivity per device, ports, replicas per host.
+
+Device choice lives here, in :func:`choose_devices`, the one place that decides which devices
+of a group a replica gets; the fast index only decides which group to ask.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+from inventory.fleet import DeviceGroup, Fleet, Host
+
+from .model import Demand
+
+
+class GroupState:
+    """Mutable usage of one device group. Positions follow ``group.devices``."""
+
+    __slots__ = ("gid", "host", "gidx", "group", "free", "exclusive", "claims", "pos_of")
+
+    def __init__(self, gid: int, host: Host, gidx: int, group: DeviceGroup):
+        self.gid, self.host, self.gidx, self.group = gid, host, gidx, group
+        n = len(group.devices)
+        self.free = [group.vram_mib] * n
+        self.exclusive = [False] * n
+        self.claims = [0] * n
+        self.pos_of = {d.index: i for i, d in enumerate(group.devices)}
+
+    @property
+    def untouched(self) -> int:
+        return self.claims.count(0)
+
+    def kth_free(self, k: int) -> int:
+        """The k-th largest free VRAM among devices that can still be shared (0 if fewer than k)."""
+        shareable = sorted((f for f, x in zip(self.free, self.exclusive) if not x), reverse=True)
+        return shareable[k - 1] if len(shareable) >= k else 0
+
+
+def choose_devices(gs: GroupState, demand: Demand, allowed: set[int] | None = None) -> list[int] | None:
+    """Positions of the devices this replica gets in ``gs``, or None if it does not fit.
+
+    whole: the lowest-indexed unclaimed devices.  Fractional: best fit, already-shared devices
+    first (keeps untouched devices whole for whole claims), then the least free VRAM that fits.
+    """
+    g = demand.gpus
+    n = len(gs.free)
+    if demand.vram_mib is None:
+        picked = [i for i in range(n) if gs.claims[i] == 0
+                  and (allowed is None or gs.group.devices[i].index in allowed)]
+        return picked[:g] if len(picked) >= g else None
+    v = demand.vram_mib
+    fits = [i for i in range(n) if not gs.exclusive[i] and gs.free[i] >= v
+            and (allowed is None or gs.group.devices[i].index in allowed)]
+    if len(fits) < g:
+        return None
+    if len(fits) > g:
+        fits.sort(key=lambda i: (gs.claims[i] == 0, gs.free[i], i))
+    return sorted(fits[:g])
+
+
+@dataclass
+class Ports:
+    start: int
+    end: int
+    used: set
+    heap: list | None = None  # free ports, built on first allocation
+
+    def free_count(self) -> int:
+        return (self.end - self.start + 1) - len(self.used)
+
+    def take(self, port: int) -> bool:
+        if port < self.start or port > self.end or port in self.used:
+            return False
+        self.used.add(port)
+        return True
+
+    def lowest(self) -> int | None:
+        if self.heap is None:
+            self.heap = [p for p in range(self.start, self.end + 1) if p not in self.used]
+        while self.heap:
+            p = heapq.heappop(self.heap)
+            if p not in self.used:
+                self.used.add(p)
+                return p
+        return None
+
+
+class FleetState:
+    """Usage of the whole fleet while one plan is built."""
+
+    def __init__(self, fleet: Fleet):
+        self.fleet = fleet
+        self.groups: list[GroupState] = []
+        self.groups_of: dict[str, list[GroupState]] = {}
+        for host in fleet.hosts:
+            mine = []
+            for gidx, group in enumerate(host.groups):
+                gs = GroupState(len(self.groups), host, gidx, group)
+                self.groups.append(gs)
+                mine.append(gs)
+            self.groups_of[host.name] = mine
+        self.ports = {h.name: Ports(h.port_start, h.port_end, set()) for h in fleet.hosts}
+        self.deployments_on: dict[str, dict[str, int]] = {h.name: {} for h in fleet.hosts}
+        self.replicas_on: dict[str, int] = {h.name: 0 for h in fleet.hosts}
+        self._hosts_of: dict[str, set[str]] = {}
+
+    # -- questions the filters ask
+    def has_free_port(self, host: str) -> bool:
+        return self.ports[host].free_count() > 0
+
+    def runs(self, host: str, deployment: str) -> bool:
+        return deployment in self.deployments_on[host]
+
+    def hosts_running(self, deployment: str) -> set[str]:
+        return self._hosts_of.get(deployment, set())
+
+    def group_state(self, host: str, group: DeviceGroup) -> GroupState:
+        return next(gs for gs in self.groups_of[host] if gs.group is group)
+
+    def fits(self, host: str, group: DeviceGroup | None, demand: Demand) -> bool:
+        if group is None:
+            return demand.gpus == 0
+        return choose_devices(self.group_state(host, group), demand, _allowed(demand, host)) is not None
+
+    # -- changes
+    def claim(self, gs: GroupState | None, positions: list[int], demand: Demand, host: str) -> int:
+        """Record a replica's devices; returns the VRAM claimed per device."""
+        per = 0
+        if gs is not None:
+            for i in positions:
+                if demand.vram_mib is None:
+                    per = gs.group.vram_mib
+                    gs.free[i] = 0
+                    gs.exclusive[i] = True
+                else:
+                    per = demand.vram_mib
+                    gs.free[i] -= per
+                gs.claims[i] += 1
+        deps = self.deployments_on[host]
+        deps[demand.deployment] = deps.get(demand.deployment, 0) + 1
+        self._hosts_of.setdefault(demand.deployment, set()).add(host)
+        self.replicas_on[host] += 1
+        return per
+
+
+def _allowed(demand: Demand, host: str) -> set[int] | None:
+    if demand.manual is None:
+        return None
+    return {i for (name, i) in demand.manual if name == host}

@@ -1,0 +1,143 @@
+"""Properties placement must always have, over random fleets and demands (hypothesis)."""
+from __future__ import annotations
+
+import fnmatch
+import random
+from collections import defaultdict
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inventory.vendors import VENDORS
+from stack.lock import render_lock
+from stack.placement import Demand, place
+
+from .fleets import fleet, gpus, host
+from .test_placement import read_lock_from_text
+
+GPU_KINDS = [("nvidia", "H100", 80), ("nvidia", "A100", 40), ("nvidia", "L4", 24), ("amd", "MI300X", 192),
+             ("ascend", "910B", 64)]
+
+
+@st.composite
+def fleets(draw):
+    n = draw(st.integers(1, 10))
+    hosts = []
+    for i in range(n):
+        kinds = draw(st.lists(st.sampled_from(range(len(GPU_KINDS))), max_size=2, unique=True))
+        groups = []
+        for k in kinds:
+            vendor, model, gib = GPU_KINDS[k]
+            if any(g.vendor == vendor for g in groups):
+                continue  # device indices are per vendor
+            groups.append(gpus(vendor, model, gib, draw(st.integers(1, 8))))
+        hosts.append(host(f"h{i:02d}", *groups, labels={"zone": draw(st.sampled_from("ab"))},
+                          state=draw(st.sampled_from(["active"] * 5 + ["cordoned"])),
+                          ports=(40000, 40000 + draw(st.integers(0, 6)))))
+    return fleet(*hosts)
+
+
+@st.composite
+def demand_sets(draw):
+    out = []
+    for i in range(draw(st.integers(1, 8))):
+        fw = draw(st.sampled_from(["cuda", "cuda", "rocm", "cann", "cpu"]))
+        n = 0 if fw == "cpu" else draw(st.integers(1, 4))
+        vram = None if n == 0 or draw(st.booleans()) else draw(st.sampled_from([8, 20, 30, 50])) * 1024
+        min_vram = 0 if vram is not None else draw(st.sampled_from([0, 0, 40 * 1024]))
+        labels = (("zone", draw(st.sampled_from("ab"))),) if draw(st.booleans()) else ()
+        model = draw(st.sampled_from([None, None, "h100", "*l4*"])) if fw == "cuda" else None
+        spread = draw(st.booleans())
+        for r in range(draw(st.integers(1, 4))):
+            out.append(Demand(f"d{i}", r, fw, n, vram, vram or min_vram, labels, None, model, None, spread))
+    return out
+
+
+def check_invariants(f, demands, p):
+    by_demand = {x.key: x for x in demands}
+    assert len(p.assignments) + len(p.unplaced) == len(demands)
+    hosts = {h.name: h for h in f.hosts}
+    per_device = defaultdict(list)
+    ports = defaultdict(list)
+    for a in p.assignments:
+        dem = by_demand[a.key]
+        h = hosts[a.host]
+        assert h.active
+        assert all(dict(h.labels).get(k) == v for k, v in dem.labels)
+        ports[a.host].append(a.port)
+        assert h.port_start <= a.port <= h.port_end
+        assert len(a.gpus) == dem.gpus
+        if dem.gpus == 0:
+            assert a.vendor is None
+            continue
+        group = next(g for g in h.groups if g.vendor == a.vendor)
+        assert VENDORS[a.vendor].framework == dem.framework
+        assert group.vram_mib >= dem.min_vram_mib
+        if dem.gpu_model:
+            assert fnmatch.fnmatchcase(group.model.lower(), dem.gpu_model.lower())
+        assert {dev.index for dev in group.devices} >= set(a.gpus)
+        for i in a.gpus:
+            per_device[(a.host, a.vendor, i)].append((dem, group.vram_mib))
+    for key, claims in per_device.items():
+        wholes = [c for c in claims if c[0].vram_mib is None]
+        if wholes:
+            assert len(claims) == 1, f"{key} is exclusive but shared: {claims}"
+        else:
+            assert sum(c[0].vram_mib for c in claims) <= claims[0][1], f"{key} over-committed"
+    for h, used in ports.items():
+        assert len(used) == len(set(used)), f"duplicate port on {h}"
+    spread_hosts = defaultdict(list)
+    for a in p.assignments:
+        if by_demand[a.key].spread_hosts:
+            spread_hosts[a.deployment].append(a.host)
+    for dep, hs in spread_hosts.items():
+        assert len(hs) == len(set(hs)), f"{dep} has spread: hosts but shares a host"
+    for u in p.unplaced:
+        assert sum(u.rejected.values()) == len(f.hosts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(f=fleets(), demands=demand_sets(), strategy=st.sampled_from(["binpack", "spread"]))
+def test_no_overcommit_and_constraints_hold(f, demands, strategy):
+    check_invariants(f, demands, place(f, demands, strategy=strategy))
+
+
+@settings(max_examples=150, deadline=None)
+@given(f=fleets(), demands=demand_sets(), seed=st.integers(0, 1000), strategy=st.sampled_from(["binpack", "spread"]))
+def test_same_input_in_any_order_gives_the_same_plan(f, demands, seed, strategy):
+    base = place(f, demands, strategy=strategy)
+    rnd = random.Random(seed)
+    hosts, ds = list(f.hosts), list(demands)
+    rnd.shuffle(hosts)
+    rnd.shuffle(ds)
+    again = place(fleet(*hosts), ds, strategy=strategy)
+    assert render_lock("s", again) == render_lock("s", base)
+    assert again.unplaced == base.unplaced
+
+
+@settings(max_examples=200, deadline=None)
+@given(f=fleets(), demands=demand_sets(), extra=demand_sets(), seed=st.integers(0, 1000),
+       strategy=st.sampled_from(["binpack", "spread"]))
+def test_a_still_valid_locked_replica_never_moves(f, demands, extra, seed, strategy):
+    first = place(f, demands, strategy=strategy)
+    prior = read_lock_from_text(render_lock("s", first))
+    rnd = random.Random(seed)
+    # edits that never invalidate a placed replica: drop some demands, add new ones, add a host
+    kept = [x for x in demands if rnd.random() > 0.3]
+    added = [Demand("new" + x.deployment, x.replica, x.framework, x.gpus, x.vram_mib, x.min_vram_mib, x.labels,
+                    x.vendor, x.gpu_model, x.manual, x.spread_hosts) for x in extra]
+    # ... and cordon one host: only its replicas may move
+    cordoned = rnd.choice(f.hosts).name
+    f2 = fleet(*(replace(h, state="cordoned") if h.name == cordoned else h for h in f.hosts),
+               host("zz-new", gpus("nvidia", "H100", 80, 8)))
+    second = place(f2, kept + added, prior, strategy=strategy)
+    check_invariants(f2, kept + added, second)
+    before = first.by_key()
+    for a in second.assignments:
+        if a.key in before:
+            b = before[a.key]
+            if b.host == cordoned:
+                assert (a.status, a.reason) == ("moved", "host_cordoned")
+            else:
+                assert (a.status, a.host, a.gpus, a.port) == ("kept", b.host, b.gpus, b.port)
