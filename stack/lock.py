@@ -3,14 +3,20 @@
 Written by ``gpufleet lock`` (and read by ``plan`` and the Pulumi program).  The file is
 deterministic: the same placement gives the same bytes.  It holds no environment and no
 secret, only hosts, device indices/UUIDs, ports and demand shapes.
+
+It is YAML with one replica per line, each a JSON flow mapping: reviewable line by line in
+a pull request, and readable without PyYAML's cost (about 2.5 s for 10,000 replicas).  A
+file in exactly that shape is read line by line; anything else (a hand edit, a merge)
+goes through the full YAML loader, whose errors carry file:line:col.
 """
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .documents import validate
 from .errors import InputError
@@ -50,17 +56,56 @@ def lock_path(stack_file: Path) -> Path:
     return stack_file.with_name(stack_file.stem + ".lock.yaml")
 
 
+_LINE = re.compile(r'^  ("(?:[^"\\]|\\.)*"): (\{.*\})$')
+
+
+def _fast_parse(text: str) -> dict | None:
+    """The shape ``render_lock`` writes, parsed without YAML; None for anything else."""
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    if len(lines) < 3 or lines[0] != f"version: {LOCK_VERSION}" or not lines[1].startswith("stack: "):
+        return None
+    try:
+        stack = json.loads(lines[1][len("stack: "):])
+        if lines[2] == "replicas: {}" and len(lines) == 3:
+            return {"version": LOCK_VERSION, "stack": stack, "replicas": {}}
+        if lines[2] != "replicas:":
+            return None
+        replicas = {}
+        for line in lines[3:]:
+            m = _LINE.match(line)
+            if m is None:
+                return None
+            key = json.loads(m.group(1))
+            if key in replicas:
+                return None  # let the YAML loader name both lines
+            replicas[key] = json.loads(m.group(2))
+    except ValueError:
+        return None
+    return {"version": LOCK_VERSION, "stack": stack, "replicas": replicas}
+
+
 def read_lock(path: Path, display: str | None = None) -> dict[str, LockedReplica]:
     """The prior placement; an absent file is an empty prior, a broken one is an InputError."""
     if not path.exists():
         return {}
-    data, marks = read_yaml(path, display)
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise InputError([marks.problem((), "a lock file is a mapping written by `gpufleet lock`; delete it and "
-                                            "run `gpufleet lock` again")])
-    lock = validate(LockFile, data, marks)
+    lock = None
+    try:
+        fast = _fast_parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        fast = None
+    if fast is not None:
+        try:
+            lock = LockFile.model_validate(fast)
+        except ValidationError:
+            lock = None  # re-read below for positions
+    if lock is None:
+        data, marks = read_yaml(path, display)
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise InputError([marks.problem((), "a lock file is a mapping written by `gpufleet lock`; delete it "
+                                                "and run `gpufleet lock` again")])
+        lock = validate(LockFile, data, marks)
     out = {}
     for key, r in lock.replicas.items():
         c = r.claim
@@ -87,11 +132,15 @@ def render_lock(stack: str, placement: Placement) -> str:
             claim["min_vram_mib"] = c.min_vram_mib
         entry["claim"] = claim
         replicas[a.key] = entry
-    header = (f"# Placement lock for stack '{stack}', written by `gpufleet lock --stack {stack}`.\n"
-              "# Each replica stays where this says while it still fits; review changes like code.\n")
-    body = yaml.safe_dump({"version": LOCK_VERSION, "stack": stack, "replicas": replicas}, sort_keys=False,
-                          default_flow_style=None, width=100, allow_unicode=True)
-    return header + body
+    lines = [f"# Placement lock for stack '{stack}', written by `gpufleet lock --stack {stack}`.",
+             "# Each replica stays where this says while it still fits; review changes like code.",
+             f"version: {LOCK_VERSION}", f"stack: {json.dumps(stack)}"]
+    if replicas:
+        lines.append("replicas:")
+        lines += [f"  {json.dumps(key)}: {json.dumps(entry, separators=(', ', ': '))}" for key, entry in replicas.items()]
+    else:
+        lines.append("replicas: {}")
+    return "\n".join(lines) + "\n"
 
 
 def write_lock(path: Path, stack: str, placement: Placement) -> bool:

@@ -14,7 +14,7 @@ Pure: the same fleet, demands, prior and strategy give the same Placement.
 """
 from __future__ import annotations
 
-from .filters import DEVICE_COUNT, FRAMEWORK, GPU_MODEL, PIPELINE, VENDOR, VRAM_SIZE, applicable
+from .filters import DEVICE_COUNT, DYNAMIC, FRAMEWORK, GPU_MODEL, PIPELINE, VENDOR, VRAM_SIZE, applicable
 from .index import BINPACK, CandidateIndex
 from .model import Assignment, Demand, LockedReplica, Placement, Removed, Unplaced
 from .state import FleetState, GroupState, choose_devices
@@ -37,8 +37,9 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
             fresh.append(demand)
     _reserve_departing_ports(state, index, prior, kept={a.key for a in run.assignments})
     fresh.sort(key=_biggest_first)
-    for demand in fresh:  # 2. fresh, 3. explain
+    for demand in fresh:  # 2. fresh
         run.place_fresh(demand, prior.get(demand.key))
+    run.explain_unplaced()  # 3. explain, against the final state the user will see
 
     wanted = {d.key for d in demands}  # 4. removed
     removed = tuple(Removed(key, lr.host, lr.gpus, lr.port) for key, lr in sorted(prior.items())
@@ -74,8 +75,7 @@ class _Run:
         self.assignments: list[Assignment] = []
         self.unplaced: list[Unplaced] = []
         self.move_reasons: dict[str, str] = {}
-        self._explained: dict[tuple, tuple] = {}
-        self._version = 0  # bumps on every commit; explanations are cached per version
+        self._failed: list[tuple[Demand, str | None]] = []
 
     # ------------------------------------------------------------------ 1. sticky
     def keep(self, demand: Demand, locked: LockedReplica) -> bool:
@@ -126,7 +126,7 @@ class _Run:
         previous = locked.host if locked else None
         choice = self._choose(demand)
         if choice is None:
-            self.unplaced.append(self._explain(demand, previous))
+            self._failed.append((demand, previous))
             return
         host_name, gs = choice
         positions = choose_devices(gs, demand, _allowed(demand, host_name)) if gs is not None else []
@@ -184,34 +184,50 @@ class _Run:
             self.index.refresh(gs)
         if not self.state.has_free_port(host_name):
             self.index.drop_host(host_name)
-        self._version += 1
 
     # ------------------------------------------------------------------ 3. explain
-    def _explain(self, demand: Demand, previous: str | None) -> Unplaced:
-        cache_key = (demand.static_key(), demand.vram_mib, demand.manual, demand.spread_hosts and demand.deployment,
-                     self._version)
-        got = self._explained.get(cache_key)
-        if got is None:
-            got = self._explained[cache_key] = explain(self.fleet, self.state, demand)
-        rejected, never, text = got
-        return Unplaced(demand.deployment, demand.replica, demand.describe(), rejected,
-                        f"{demand.key}: {text}", never, previous)
+    def explain_unplaced(self) -> None:
+        """Explain each replica nothing fit. Capacity only shrinks during a run, so the final state
+        explains every failure, and replicas of one shape share one explanation."""
+        cache: dict[tuple, tuple] = {}
+        for demand, previous in self._failed:
+            key = (demand.static_key(), demand.vram_mib, demand.manual, demand.spread_hosts and demand.deployment)
+            got = cache.get(key)
+            if got is None:
+                got = cache[key] = explain(self.fleet, self.state, demand, self.index)
+            rejected, never, text = got
+            self.unplaced.append(Unplaced(demand.deployment, demand.replica, demand.describe(), rejected,
+                                          f"{demand.key}: {text}", never, previous))
 
 
-def explain(fleet: Fleet, state: FleetState, demand: Demand) -> tuple[dict[str, int], bool, str]:
+def explain(fleet: Fleet, state: FleetState, demand: Demand,
+            index: CandidateIndex | None = None) -> tuple[dict[str, int], bool, str]:
     """Count, per filter, the hosts it rejected (each host counted at the filter its best group reached).
 
+    Static filters are answered once per class of identical groups when an index is given.
     Returns (counts by reason code, whether no host could ever hold it, the sentence for people).
     """
     filters = applicable(demand)
+    first_dynamic = next(i for i, f in enumerate(filters) if f in DYNAMIC)
+    static_reach: dict[tuple, int] = {}
+
+    def reached(host, group) -> int:
+        start = 0
+        if group is not None and index is not None:
+            ckey = index.class_of[state.group_state(host.name, group).gid]
+            if ckey not in static_reach:
+                static_reach[ckey] = next((i for i, f in enumerate(filters[:first_dynamic])
+                                           if not f(host, group, demand, state)), first_dynamic)
+            if static_reach[ckey] < first_dynamic:
+                return static_reach[ckey]
+            start = first_dynamic
+        return next((i for i, f in enumerate(filters) if i >= start
+                     and ((group is None and f.gpu_only) or not f(host, group, demand, state))), len(filters))
+
     rejected_hosts: dict[str, list] = {f.code: [] for f in filters}
     for host in fleet.hosts:
         groups = [None] if demand.gpus == 0 else (list(host.groups) or [None])
-        furthest = -1
-        for group in groups:
-            reached = next((i for i, f in enumerate(filters)
-                            if (group is None and f.gpu_only) or not f(host, group, demand, state)), len(filters))
-            furthest = max(furthest, reached)
+        furthest = max(reached(host, group) for group in groups)
         if furthest < len(filters):
             rejected_hosts[filters[furthest].code].append(host)
     rejected = {code: len(hosts) for code, hosts in rejected_hosts.items() if hosts}

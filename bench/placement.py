@@ -1,0 +1,278 @@
+"""Placement benchmark: speed, memory, allocation quality, stickiness. Prints one JSON object.
+
+    .venv/bin/python bench/placement.py            # everything (about a minute on 2 cores)
+    .venv/bin/python bench/placement.py --quick    # smaller churn and fewer exact instances
+
+Figures, not pass/fail: targets are in the issue and the closing note, never in tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.synthetic import random_demand, synthetic_demands, synthetic_fleet  # noqa: E402
+from inventory.fleet import Device, DeviceGroup, Fleet, Host  # noqa: E402
+from stack.lock import read_lock, render_lock  # noqa: E402
+from stack.placement import Demand, place  # noqa: E402
+from stack.placement.filters import STATIC  # noqa: E402
+
+
+def capacity_claimed(fleet: Fleet, placement) -> tuple[int, int]:
+    total = sum(g.vram_mib * len(g.devices) for h in fleet.hosts for g in h.groups)
+    claimed = sum(a.vram_mib * len(a.gpus) for a in placement.assignments)
+    return claimed, total
+
+
+def scale_run(n_hosts: int, seed: int) -> dict:
+    """One size, measured in its own process so peak RSS belongs to it alone."""
+    fleet = synthetic_fleet(n_hosts, seed)
+    demands = synthetic_demands(5 * n_hosts, seed + 1)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    p = place(fleet, demands)
+    seconds = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    text = render_lock("bench", p)
+    t2 = time.perf_counter()
+    prior = read_lock_text(text)
+    t3 = time.perf_counter()
+    again = place(fleet, demands, prior)
+    sticky_seconds = time.perf_counter() - t3
+    claimed, total = capacity_claimed(fleet, p)
+    return {
+        "hosts": n_hosts, "devices": 8 * n_hosts, "replicas": len(demands),
+        "placed": len(p.assignments), "unplaced": len(p.unplaced),
+        "seconds": round(seconds, 4), "placements_per_second": round(len(demands) / seconds),
+        "replan_with_lock_seconds": round(sticky_seconds, 4),
+        "lock_write_seconds": round(t2 - t1, 4), "lock_read_seconds": round(t3 - t2, 4),
+        "replan_kept": sum(a.status == "kept" for a in again.assignments),
+        "gpus_used": len({(a.host, g) for a in p.assignments for g in a.gpus}),
+        "allocation_ratio": round(claimed / total, 4),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "rss_before_placement_mb": round(rss_before / 1024, 1),
+    }
+
+
+def read_lock_text(text: str):
+    import tempfile
+
+    path = Path(tempfile.mkdtemp()) / "bench.lock.yaml"
+    path.write_text(text)
+    return read_lock(path)
+
+
+# ---------------------------------------------------------------------------- churn
+
+def churn(n_hosts: int, edits: int, seed: int) -> dict:
+    """Random edits, re-planning with the lock each time; count moves that were not needed.
+
+    A move is needed when the locked placement is no longer valid on its own: host gone or
+    cordoned, demand shape changed, devices gone, a static filter now fails.  Anything else
+    that moved moved for no reason.
+    """
+    rnd = random.Random(seed)
+    hosts = list(synthetic_fleet(n_hosts, seed).hosts)
+    demands = synthetic_demands(4 * n_hosts, seed + 1)
+    fleet = Fleet(tuple(hosts), "synthetic")
+    prior = read_lock_text(render_lock("c", place(fleet, demands)))
+    next_host, next_dep = n_hosts, 100000
+    moved = unnecessary = kept = seconds = 0
+    kinds: dict[str, int] = {}
+    for _ in range(edits):
+        kind = rnd.choice(["add_host", "remove_host", "cordon_host", "add_deployment", "remove_deployment",
+                           "change_replicas"])
+        kinds[kind] = kinds.get(kind, 0) + 1
+        if kind == "add_host":
+            template = rnd.choice(hosts)
+            hosts.append(replace(template, name=f"host-{next_host:05d}", address=f"127.2.0.{next_host % 250 + 1}",
+                                 state="active"))
+            next_host += 1
+        elif kind == "remove_host":
+            hosts.pop(rnd.randrange(len(hosts)))
+        elif kind == "cordon_host":
+            i = rnd.randrange(len(hosts))
+            hosts[i] = replace(hosts[i], state="cordoned")
+        elif kind == "add_deployment":
+            shape = random_demand(rnd, f"dep-{next_dep:05d}", 0)
+            demands += [replace(shape, replica=r) for r in range(rnd.randint(1, 4))]
+            next_dep += 1
+        elif kind == "remove_deployment":
+            victim = rnd.choice(demands).deployment
+            demands = [d for d in demands if d.deployment != victim]
+        else:
+            victim = rnd.choice(demands)
+            mine = [d for d in demands if d.deployment == victim.deployment]
+            want = max(1, len(mine) + rnd.choice([-2, -1, 1, 2]))
+            demands = [d for d in demands if d.deployment != victim.deployment] + \
+                [replace(victim, replica=r) for r in range(want)]
+        fleet = Fleet(tuple(hosts), "synthetic")
+        t0 = time.perf_counter()
+        p = place(fleet, demands, prior)
+        seconds += time.perf_counter() - t0
+        by_demand = {d.key: d for d in demands}
+        for a in p.assignments:
+            if a.status == "kept":
+                kept += 1
+            elif a.status == "moved":
+                moved += 1
+                if still_valid(fleet, by_demand[a.key], prior[a.key]):
+                    unnecessary += 1
+        prior = read_lock_text(render_lock("c", p))
+    return {"hosts": n_hosts, "edits": edits, "edit_kinds": kinds, "replicas_kept": kept, "replicas_moved": moved,
+            "unnecessary_moves": unnecessary, "mean_replan_seconds": round(seconds / edits, 4)}
+
+
+def still_valid(fleet: Fleet, demand: Demand, locked) -> bool:
+    host = fleet.host(locked.host)
+    if host is None or not host.active or locked.claim != demand.claim:
+        return False
+    group = next((g for g in host.groups if g.vendor == locked.vendor), None)
+    if demand.gpus and (group is None or not set(locked.gpus) <= {d.index for d in group.devices}):
+        return False
+    return all(f(host, group, demand) for f in STATIC if group is not None or not f.gpu_only)
+
+
+# ---------------------------------------------------------------------------- exact
+
+def exact_instance(seed: int) -> tuple[Fleet, list[Demand]]:
+    """A small oversubscribed instance: 3-5 hosts, one device size, about 130% of capacity asked."""
+    rnd = random.Random(seed)
+    size = rnd.choice([48, 80]) * 1024
+    hosts = []
+    for i in range(rnd.randint(3, 5)):
+        vendor = rnd.choice(["nvidia", "nvidia", "amd"])
+        n = rnd.choice([2, 4, 8])
+        hosts.append(Host(f"h{i}", f"127.3.0.{i + 1}", None, (), "active", 40000, 40063, "/m",
+                          (DeviceGroup(vendor, "x", size, tuple(Device(j) for j in range(n))),)))
+    fleet = Fleet(tuple(hosts), "exact")
+    capacity = sum(size * len(h.groups[0].devices) for h in hosts)
+    demands, asked, k = [], 0, 0
+    while asked < 1.3 * capacity:
+        fw = "cuda" if any(h.groups[0].vendor == "nvidia" for h in hosts) and rnd.random() < 0.7 else \
+            ("rocm" if any(h.groups[0].vendor == "amd" for h in hosts) else "cuda")
+        g = rnd.choices([1, 2, 4], [0.6, 0.25, 0.15])[0]
+        if g == 1 and rnd.random() < 0.5:
+            v = rnd.choice([8, 12, 16, 24, 32]) * 1024
+            demands.append(Demand(f"d{k}", 0, fw, 1, v, v))
+            asked += v
+        else:
+            demands.append(Demand(f"d{k}", 0, fw, g, None, 0))
+            asked += g * size
+        k += 1
+    return fleet, demands
+
+
+def optimum(fleet: Fleet, demands: list[Demand]) -> float:
+    """Maximum claimed VRAM by MILP (HiGHS through scipy): replica -> devices of one group."""
+    import numpy as np
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    devs = [(h, g, d) for h in fleet.hosts for g in h.groups for d in g.devices]
+    groups = [(h, g) for h in fleet.hosts for g in h.groups]
+    cols: dict[tuple, int] = {}
+
+    def col(key):
+        if key not in cols:
+            cols[key] = len(cols)
+        return cols[key]
+
+    for r, dem in enumerate(demands):
+        for gi, (h, g) in enumerate(groups):
+            if g.framework == dem.framework and len(g.devices) >= dem.gpus and g.vram_mib >= dem.min_vram_mib:
+                col(("y", r, gi))
+                for d in g.devices:
+                    col(("x", r, gi, d.index))
+    for gi, (h, g) in enumerate(groups):
+        for d in g.devices:
+            col(("z", gi, d.index))
+    rows, lo, hi = [], [], []
+
+    def row(coeffs: dict, lower: float, upper: float):
+        rows.append(coeffs)
+        lo.append(lower)
+        hi.append(upper)
+
+    for r, dem in enumerate(demands):
+        ys = {cols[k]: 1 for k in cols if k[0] == "y" and k[1] == r}
+        if ys:
+            row(ys, 0, 1)
+        for gi, (h, g) in enumerate(groups):
+            if ("y", r, gi) not in cols:
+                continue
+            c = {cols[("x", r, gi, d.index)]: 1 for d in g.devices}
+            c[cols[("y", r, gi)]] = -dem.gpus
+            row(c, 0, 0)
+    for gi, (h, g) in enumerate(groups):
+        for d in g.devices:
+            whole = {cols[("x", r, gi, d.index)]: 1 for r, dem in enumerate(demands)
+                     if dem.whole and ("x", r, gi, d.index) in cols}
+            whole[cols[("z", gi, d.index)]] = -1
+            row(whole, 0, 0)
+            frac = {cols[("x", r, gi, d.index)]: dem.vram_mib for r, dem in enumerate(demands)
+                    if not dem.whole and ("x", r, gi, d.index) in cols}
+            frac[cols[("z", gi, d.index)]] = g.vram_mib
+            row(frac, 0, g.vram_mib)
+    n = len(cols)
+    objective = np.zeros(n)
+    for k, i in cols.items():
+        if k[0] == "y":
+            dem, (h, g) = demands[k[1]], groups[k[2]]
+            objective[i] = -(dem.gpus * (g.vram_mib if dem.whole else dem.vram_mib))
+    A = np.zeros((len(rows), n))
+    for i, coeffs in enumerate(rows):
+        for j, v in coeffs.items():
+            A[i, j] = v
+    res = milp(objective, constraints=LinearConstraint(A, lo, hi), integrality=np.ones(n), bounds=Bounds(0, 1),
+               options={"time_limit": 60})
+    return -res.fun
+
+
+def exact(count: int, seed: int) -> dict:
+    gaps, rows = [], []
+    for i in range(count):
+        fleet, demands = exact_instance(seed + i)
+        claimed, total = capacity_claimed(fleet, place(fleet, demands))
+        best = optimum(fleet, demands)
+        gap = (best - claimed) / best if best else 0.0
+        gaps.append(gap)
+        rows.append({"hosts": len(fleet.hosts), "replicas": len(demands), "ours": round(claimed / total, 4),
+                     "optimum": round(best / total, 4), "gap": round(gap, 4)})
+    return {"instances": count, "mean_gap": round(sum(gaps) / count, 4), "max_gap": round(max(gaps), 4),
+            "within_1pct": sum(g <= 0.01 for g in gaps), "detail": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--seed", type=int, default=20261121)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(scale_run(args.one, args.seed)))
+        return
+    scale = []
+    for n in (100, 1000, 2000):
+        out = subprocess.run([sys.executable, __file__, "--one", str(n), "--seed", str(args.seed)],
+                             capture_output=True, text=True, check=True)
+        scale.append(json.loads(out.stdout))
+    result = {
+        "machine": {"python": sys.version.split()[0], "cpus": __import__("os").cpu_count()},
+        "scale": scale,
+        "churn": churn(200 if args.quick else 1000, 30 if args.quick else 100, args.seed),
+        "exact": exact(5 if args.quick else 20, args.seed),
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
