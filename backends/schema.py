@@ -6,6 +6,7 @@ did-you-mean), lenient where real published specs are messy: null fields, folded
 """
 from __future__ import annotations
 
+import re
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -143,8 +144,9 @@ class BackendSpec(_Strict):
     @classmethod
     def _path(cls, value: str) -> str:
         value = value.strip()
-        if not value.startswith("/"):
-            raise ValueError(f"health_check_path '{value}' must start with '/', e.g. /v1/models")
+        if not re.match(r"^/[A-Za-z0-9._~/?=&%+-]*$", value):
+            raise ValueError(f"health_check_path '{value}' must be a URL path starting with '/' (letters, digits, "
+                             "and . _ ~ / ? = & % + -), e.g. /v1/models")
         return value
 
     @field_validator("default_env")

@@ -144,20 +144,29 @@ def still_valid(fleet: Fleet, demand: Demand, locked) -> bool:
 
 # ---------------------------------------------------------------------------- exact
 
-def exact_instance(seed: int) -> tuple[Fleet, list[Demand]]:
-    """A small oversubscribed instance: 3-5 hosts, one device size, about 130% of capacity asked."""
+def exact_instance(seed: int, hard: bool = False) -> tuple[Fleet, list[Demand]]:
+    """A small oversubscribed instance: 3-5 hosts, one device size, about 130% of capacity asked.
+
+    ``hard``: only whole GPUs, 1 to 6 per replica, on hosts of 4 to 8 (pure bin packing by device
+    count, where biggest-first is not always optimal)."""
     rnd = random.Random(seed)
     size = rnd.choice([48, 80]) * 1024
     hosts = []
     for i in range(rnd.randint(3, 5)):
-        vendor = rnd.choice(["nvidia", "nvidia", "amd"])
-        n = rnd.choice([2, 4, 8])
+        vendor = "nvidia" if hard else rnd.choice(["nvidia", "nvidia", "amd"])
+        n = rnd.choice([4, 5, 6, 7, 8] if hard else [2, 4, 8])
         hosts.append(Host(f"h{i}", f"127.3.0.{i + 1}", None, (), "active", 40000, 40063, "/m",
                           (DeviceGroup(vendor, "x", size, tuple(Device(j) for j in range(n))),)))
     fleet = Fleet(tuple(hosts), "exact")
     capacity = sum(size * len(h.groups[0].devices) for h in hosts)
     demands, asked, k = [], 0, 0
     while asked < 1.3 * capacity:
+        if hard:
+            g = rnd.randint(1, 6)
+            demands.append(Demand(f"d{k}", 0, "cuda", g, None, 0))
+            asked += g * size
+            k += 1
+            continue
         fw = "cuda" if any(h.groups[0].vendor == "nvidia" for h in hosts) and rnd.random() < 0.7 else \
             ("rocm" if any(h.groups[0].vendor == "amd" for h in hosts) else "cuda")
         g = rnd.choices([1, 2, 4], [0.6, 0.25, 0.15])[0]
@@ -237,10 +246,10 @@ def optimum(fleet: Fleet, demands: list[Demand]) -> float:
     return -res.fun
 
 
-def exact(count: int, seed: int) -> dict:
+def exact(count: int, seed: int, hard: bool = False) -> dict:
     gaps, rows = [], []
     for i in range(count):
-        fleet, demands = exact_instance(seed + i)
+        fleet, demands = exact_instance(seed + i, hard)
         claimed, total = capacity_claimed(fleet, place(fleet, demands))
         best = optimum(fleet, demands)
         gap = (best - claimed) / best if best else 0.0
@@ -269,7 +278,8 @@ def main() -> None:
         "machine": {"python": sys.version.split()[0], "cpus": __import__("os").cpu_count()},
         "scale": scale,
         "churn": churn(200 if args.quick else 1000, 30 if args.quick else 100, args.seed),
-        "exact": exact(5 if args.quick else 20, args.seed),
+        "exact_mixed": exact(5 if args.quick else 20, args.seed),
+        "exact_whole_gpus": exact(5 if args.quick else 20, args.seed, hard=True),
     }
     print(json.dumps(result, indent=2))
 

@@ -101,7 +101,10 @@ def load_fleet(path: Path, display: str | None = None) -> Fleet:
     if not isinstance(data, dict):
         raise InputError([marks.problem((), "an inventory is a mapping with 'hosts' (and optional 'defaults')")])
     inv = validate(InventoryFile, data, marks)
-    return build_fleet(inv, marks, path.parent)
+    # SSH paths relative to the inventory are kept relative to the project (as displayed), so every
+    # checkout renders the same provider settings; Pulumi runs in the project folder
+    shown = Path(display) if display else path
+    return build_fleet(inv, marks, shown.parent if not shown.is_absolute() else path.parent)
 
 
 def build_fleet(inv: InventoryFile, marks: Marks, base_dir: Path | None = None) -> Fleet:

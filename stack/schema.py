@@ -150,8 +150,9 @@ class Deployment(_Strict):
     @field_validator("health_check_path")
     @classmethod
     def _health(cls, value):
-        if value is not None and not value.startswith("/"):
-            raise ValueError(f"health_check_path '{value}' must start with '/'")
+        if value is not None and not re.match(r"^/[A-Za-z0-9._~/?=&%+-]*$", value):
+            raise ValueError(f"health_check_path '{value}' must be a URL path starting with '/' (letters, digits, "
+                             "and . _ ~ / ? = & % + -), e.g. /health")
         return value
 
     @field_validator("run_command", "entrypoint", "image", mode="before")

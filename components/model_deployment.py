@@ -1,0 +1,86 @@
+"""ModelDeployment: the containers of one deployment, each on the host the plan chose."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import pulumi
+import pulumi_docker as docker
+
+from stack.containers import ContainerSpec
+
+from .gpu_host import GpuHost
+
+
+@dataclass(frozen=True)
+class ModelDeploymentArgs:
+    """The rendered containers of one deployment, the hosts they land on, and secret values by config key."""
+
+    containers: tuple[ContainerSpec, ...]
+    hosts: Mapping[str, GpuHost]
+    secrets: Mapping[str, pulumi.Output[str]]
+
+
+def container_args(spec: ContainerSpec, image: pulumi.Input[str],
+                   secrets: Mapping[str, pulumi.Output[str]]) -> dict:
+    """The docker.Container inputs for one spec: a pure translation, tested on its own."""
+    envs: list[pulumi.Input[str]] = [f"{k}={v}" for k, v in spec.env]
+    envs += [pulumi.Output.concat(k, "=", secrets[key]) for k, key in spec.secret_env]
+    hc = spec.healthcheck
+    args = dict(
+        name=spec.name,
+        image=image,
+        command=list(spec.command),
+        envs=envs,
+        network_mode=spec.network_mode,
+        restart=spec.restart,
+        shm_size=spec.shm_size_mib,
+        labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in spec.labels],
+        mounts=[docker.ContainerMountArgs(target=m.target, source=m.source, type="bind", read_only=m.read_only)
+                for m in spec.mounts],
+        devices=[docker.ContainerDeviceArgs(host_path=d.host_path, container_path=d.container_path,
+                                            permissions=d.permissions) for d in spec.devices],
+        device_requests=[docker.ContainerDeviceRequestArgs(driver=r.driver, device_ids=list(r.device_ids),
+                                                           capabilities=list(r.capabilities))
+                         for r in spec.device_requests],
+        healthcheck=docker.ContainerHealthcheckArgs(
+            tests=list(hc.test), interval=f"{hc.interval_s}s", timeout=f"{hc.timeout_s}s",
+            start_period=f"{hc.start_period_s}s", retries=hc.retries),
+        wait=spec.wait,
+        wait_timeout=spec.wait_timeout_s,
+    )
+    if spec.entrypoint is not None:
+        args["entrypoints"] = list(spec.entrypoint)
+    if spec.memory_mib:
+        args["memory"] = spec.memory_mib
+    if spec.cpus:
+        args["cpus"] = f"{spec.cpus:g}"
+    return args
+
+
+class ModelDeployment(pulumi.ComponentResource):
+    """``gpufleet:index:ModelDeployment``: one docker.Container per placed replica, parented here."""
+
+    containers: dict[int, docker.Container]
+
+    def __init__(self, name: str, args: ModelDeploymentArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("gpufleet:index:ModelDeployment", name, {}, opts)
+        self.containers = {}
+        for spec in args.containers:
+            host = args.hosts[spec.host]
+            image = host.images[spec.image]
+            timeout = f"{spec.wait_timeout_s + 300}s"
+            self.containers[spec.replica] = docker.Container(
+                f"{name}-{spec.replica}",
+                **container_args(spec, image.image_id, args.secrets),
+                opts=pulumi.ResourceOptions(
+                    parent=self, provider=host.provider, depends_on=[image],
+                    # the GPUs and the port are freed before the replacement needs them
+                    delete_before_replace=True,
+                    # recorded by the provider but not updatable in place
+                    replace_on_changes=["healthcheck", "deviceRequests", "devices"],
+                    additional_secret_outputs=["envs"] if spec.secret_env else None,
+                    custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout, delete="10m"),
+                ))
+        self.endpoints = [c.endpoint for c in args.containers]
+        self.register_outputs({"endpoints": self.endpoints})

@@ -1,0 +1,110 @@
+"""The Pulumi program: load the stack's files, plan, build components, export.
+
+Everything that can be wrong with the input is found before the first resource is
+registered: invalid files, missing secrets and unplaced replicas fail the preview with
+file:line messages and nothing is created.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pulumi
+
+from stack.errors import InputError, Problem
+from stack.plan import Plan, build_plan
+from stack.project import Project, find_root, load_project
+
+from .gpu_host import GpuHost, GpuHostArgs
+from .model_deployment import ModelDeployment, ModelDeploymentArgs
+
+CONFIG = "gpufleet"
+
+
+def run(root: Path | None = None) -> dict[str, pulumi.Output]:
+    """Build the stack; returns what it exports (tests use it under mocks)."""
+    cfg = pulumi.Config(CONFIG)
+    stack = pulumi.get_stack()
+    root = root or find_root(Path.cwd())
+    try:
+        stack_file = cfg.get("stackFile")
+        project = load_project(str(root / stack_file) if stack_file else stack, root)
+        lock = cfg.get("lockFile")
+        plan = build_plan(project, root / lock if lock else None)
+        secrets = _secrets(project, plan, cfg)
+    except InputError as err:
+        raise pulumi.RunError(_problems_text(err.problems)) from None
+    if plan.placement.unplaced and not cfg.get_bool("allowUnplaced"):
+        raise pulumi.RunError(
+            f"{len(plan.placement.unplaced)} replica(s) cannot be placed; nothing was changed:\n"
+            + "\n".join(u.message for u in plan.placement.unplaced)
+            + f"\n(set `pulumi config set {CONFIG}:allowUnplaced true` to deploy the rest anyway)")
+    _log(plan)
+
+    used = plan.images_by_host()
+    hosts = {h.name: GpuHost(h.name, GpuHostArgs(h, tuple(used[h.name])))
+             for h in plan.hosts if h.name in used}
+    by_deployment: dict[str, list] = {}
+    for c in plan.containers:
+        by_deployment.setdefault(c.deployment, []).append(c)
+    for name, containers in by_deployment.items():
+        ModelDeployment(name, ModelDeploymentArgs(tuple(containers), hosts, secrets))
+
+    outputs = {
+        "placement": {c.key: {"host": c.host, "gpus": _gpus(plan, c.key), "port": c.port} for c in plan.containers},
+        "endpoints": plan.endpoints(),
+        "unplaced": [u.message for u in plan.placement.unplaced],
+    }
+    for key, value in outputs.items():
+        pulumi.export(key, value)
+    return outputs
+
+
+def _gpus(plan: Plan, key: str) -> list[int]:
+    return list(plan.placement.by_key()[key].gpus)
+
+
+def _secrets(project: Project, plan: Plan, cfg: pulumi.Config) -> dict[str, pulumi.Output[str]]:
+    """Every secret:NAME the plan uses, read as a Pulumi secret; missing ones are input problems."""
+    wanted: dict[str, tuple[str, str]] = {}
+    for c in plan.containers:
+        for var, key in c.secret_env:
+            wanted.setdefault(key, (c.deployment, var))
+    out, problems = {}, []
+    for key, (deployment, var) in sorted(wanted.items()):
+        value = cfg.get_secret(key)
+        if value is None:
+            path = ("deployments", deployment, "env", var)
+            if var not in project.stack.deployments[deployment].env:
+                path = ("deployments", deployment)
+            problems.append(project.stack_marks.problem(
+                path, f"secret '{key}' is not set for stack '{pulumi.get_stack()}'; run: "
+                      f"pulumi config set --secret {key} <value>"))
+        else:
+            out[key] = value
+    if problems:
+        raise InputError(problems)
+    return out
+
+
+def _problems_text(problems: list[Problem]) -> str:
+    n = len(problems)
+    return "\n".join(str(p) for p in problems) + f"\ngpufleet: {n} problem{'s' if n != 1 else ''}; nothing was changed"
+
+
+def _log(plan: Plan) -> None:
+    p = plan.placement
+    statuses = [a.status for a in p.assignments]
+    pulumi.log.info(f"gpufleet placement for stack {plan.stack} ({p.strategy}): {len(p.assignments)} replicas "
+                    f"({statuses.count('kept')} kept, {statuses.count('new')} new, {statuses.count('moved')} moved), "
+                    f"{len(p.removed)} removed, {len(p.unplaced)} unplaced")
+    for a in p.assignments:
+        gpus = ",".join(map(str, a.gpus)) or "-"
+        note = f" (moved: {a.reason}; was on {a.previous_host})" if a.status == "moved" else ""
+        pulumi.log.info(f"  {a.key} -> {a.host} gpus {gpus} port {a.port} [{a.status}]{note}")
+    for r in p.removed:
+        pulumi.log.info(f"  {r.key} removed from {r.host}")
+    for u in p.unplaced:
+        pulumi.log.warn(u.message)
+    if plan.lock_stale:
+        pulumi.log.warn(f"{plan.lock_file} is missing or does not match this placement; run `gpufleet lock --stack "
+                        f"{plan.stack}` and commit it, so the next preview keeps replicas where this one puts them")

@@ -1,0 +1,187 @@
+"""Render one placed replica into a complete container spec: plain data the components copy verbatim.
+
+Everything a container needs is decided here, not in Pulumi code: image, entrypoint and
+command (exec form), environment (secrets as references, never values), devices per vendor,
+visible-devices variables, mounts, labels, health check, limits.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from backends.render import SECRET_PREFIX, Variables, render
+from inventory.fleet import Host
+from inventory.vendors import ASCEND_CONTROL_DEVICES, ASCEND_DRIVER_MOUNTS, VENDORS
+
+from .placement.model import Assignment
+from .schema import Health
+from .workloads import Workload
+
+LABEL_PREFIX = "gpufleet."
+
+
+@dataclass(frozen=True)
+class DeviceRequest:
+    """Docker's --gpus: the NVIDIA container toolkit picks these devices."""
+
+    driver: str
+    device_ids: tuple[str, ...]
+    capabilities: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DeviceNode:
+    host_path: str
+    container_path: str
+    permissions: str = "rwm"
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    test: tuple[str, ...]
+    interval_s: int
+    timeout_s: int
+    start_period_s: int
+    retries: int
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    deployment: str
+    replica: int
+    host: str
+    address: str
+    port: int
+    name: str  # the container's name on the host
+    image: str
+    entrypoint: tuple[str, ...] | None  # None: the image's own
+    command: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]  # plain values, sorted by name
+    secret_env: tuple[tuple[str, str], ...]  # (variable, Pulumi config key)
+    device_requests: tuple[DeviceRequest, ...]
+    devices: tuple[DeviceNode, ...]
+    mounts: tuple[Mount, ...]
+    labels: tuple[tuple[str, str], ...]
+    healthcheck: HealthCheck
+    shm_size_mib: int
+    memory_mib: int | None
+    cpus: float | None
+    wait: bool
+    wait_timeout_s: int
+    restart: str = "unless-stopped"
+    network_mode: str = "host"
+
+    @property
+    def key(self) -> str:
+        return f"{self.deployment}/{self.replica}"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.address}:{self.port}"
+
+
+def container_name(deployment: str, replica: int) -> str:
+    return f"gpufleet-{deployment}-{replica}"
+
+
+def render_container(stack: str, w: Workload, a: Assignment, host: Host, health: Health) -> ContainerSpec:
+    spec = w.spec
+    source = spec.model
+    cache = host.model_cache
+    env: dict[str, str] = {}
+    mounts = [Mount(cache, cache, False)]
+    if source.kind == "huggingface":
+        env["HF_HOME"] = f"{cache}/huggingface"
+    elif source.kind == "modelscope":
+        env["MODELSCOPE_CACHE"] = f"{cache}/modelscope"
+    else:
+        mounts.append(Mount(source.ref, source.ref, True))
+    env.update(w.env)  # the user's and the backend's settings win over our defaults
+    devices, requests, visible = _devices(a)
+    env.update(visible)
+
+    secret_env = tuple(sorted((k, v[len(SECRET_PREFIX):]) for k, v in env.items() if v.startswith(SECRET_PREFIX)))
+    plain_env = tuple(sorted((k, v) for k, v in env.items() if not v.startswith(SECRET_PREFIX)))
+    template_env = dict(plain_env)
+    variables = Variables(model_path=source.ref, model_name=w.model_name, port=a.port, worker_ip=host.address,
+                          gpu_count=len(a.gpus), gpu_ids=",".join(map(str, a.gpus)), env=template_env)
+    secrets = [k for k, _ in secret_env]
+    entrypoint = tuple(render(w.entrypoint, variables, secrets)) if w.entrypoint else None
+    command = tuple(render(w.run_command, variables, secrets)) + tuple(w.parameters)
+    if a.vendor == "ascend":
+        mounts += [Mount(p, p, True) for p in ASCEND_DRIVER_MOUNTS]
+
+    labels = {
+        LABEL_PREFIX + "stack": stack,
+        LABEL_PREFIX + "deployment": w.name,
+        LABEL_PREFIX + "replica": str(a.replica),
+        LABEL_PREFIX + "backend": w.backend.name,
+        LABEL_PREFIX + "version": w.version,
+        LABEL_PREFIX + "gpus": ",".join(map(str, a.gpus)),
+        LABEL_PREFIX + "vendor": a.vendor or "cpu",
+        LABEL_PREFIX + "port": str(a.port),
+    }
+    r = spec.resources
+    return ContainerSpec(
+        deployment=w.name, replica=a.replica, host=host.name, address=host.address, port=a.port,
+        name=container_name(w.name, a.replica), image=w.image, entrypoint=entrypoint, command=command,
+        env=plain_env, secret_env=secret_env, device_requests=requests, devices=devices,
+        mounts=tuple(sorted(set(mounts), key=lambda m: m.target)), labels=tuple(sorted(labels.items())),
+        healthcheck=health_check(host.address, a.port, w.health_check_path, health),
+        shm_size_mib=r.shm, memory_mib=r.ram, cpus=r.cpus, wait=health.wait, wait_timeout_s=health.timeout,
+    )
+
+
+def _devices(a: Assignment) -> tuple[tuple[DeviceNode, ...], tuple[DeviceRequest, ...], dict[str, str]]:
+    """Devices and visibility variables per vendor.
+
+    Where devices are handed over one by one (NVIDIA device requests, AMD/Hygon and Ascend device
+    nodes) or restricted by the vendor runtime's variable, the container numbers them from 0;
+    where the vendor's runtime exposes every device, the engine must be told the host indices.
+    """
+    if a.vendor is None:
+        return (), (), {}
+    vendor = VENDORS[a.vendor]
+    local = ",".join(str(i) for i in range(len(a.gpus)))
+    host_ids = ",".join(str(i) for i in a.gpus)
+    nodes: list[DeviceNode] = []
+    requests: tuple[DeviceRequest, ...] = ()
+    env: dict[str, str] = {}
+    if vendor.exposure == "nvidia":
+        ids = tuple(u if u else str(i) for i, u in zip(a.gpus, a.uuids)) if all(a.uuids) else \
+            tuple(str(i) for i in a.gpus)
+        requests = (DeviceRequest("nvidia", ids, ("gpu",)),)
+    elif vendor.exposure == "kfd":
+        nodes.append(DeviceNode("/dev/kfd", "/dev/kfd"))
+        for i in a.gpus:
+            nodes.append(DeviceNode(f"/dev/dri/card{i}", f"/dev/dri/card{i}"))
+            nodes.append(DeviceNode(f"/dev/dri/renderD{128 + i}", f"/dev/dri/renderD{128 + i}"))
+    elif vendor.exposure == "davinci":
+        nodes += [DeviceNode(f"/dev/davinci{i}", f"/dev/davinci{i}") for i in a.gpus]
+        nodes += [DeviceNode(p, p) for p in ASCEND_CONTROL_DEVICES]
+    elif vendor.runtime_env:
+        env[vendor.runtime_env] = host_ids
+    restricted = vendor.exposure != "runtime" or vendor.runtime_env is not None
+    for name in vendor.visible_env:
+        env[name] = local if restricted else host_ids
+    return tuple(nodes), requests, env
+
+
+def health_check(address: str, port: int, path: str, health: Health) -> HealthCheck:
+    """An HTTP check that works in images without curl: curl, else wget, else python3, else bash's /dev/tcp."""
+    url = f"http://{address}:{port}{path}"
+    q = shlex.quote(url)
+    py = shlex.quote(f"import urllib.request; urllib.request.urlopen({url!r}, timeout=5)")
+    request = f"GET {path} HTTP/1.0\\r\\nHost: {address}\\r\\n\\r\\n"
+    tcp = shlex.quote(f"exec 3<>/dev/tcp/{address}/{port} && printf '{request}' >&3 && "
+                      "head -n 1 <&3 | grep -q ' 200 '")
+    script = (f"curl -fsS -o /dev/null {q} 2>/dev/null || wget -q -O /dev/null {q} 2>/dev/null || "
+              f"python3 -c {py} 2>/dev/null || bash -c {tcp}")
+    return HealthCheck(("CMD-SHELL", script), health.interval, 10, health.start_period, health.retries)

@@ -1,0 +1,209 @@
+"""The Pulumi program under mocks: what `pulumi preview` would register, and what it refuses."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pulumi
+import pytest
+
+from inventory.fleet import load_fleet
+
+from .conftest import ROOT, run_cli
+from .pulumi_harness import plain, run_program
+from .test_plan_cli import edit
+
+CONTAINER = "docker:index/container:Container"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    for name in ("backends", "inventory", "stack", "components"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("Pulumi.yaml", "Pulumi.demo.yaml"):
+        shutil.copy(ROOT / name, tmp_path)
+    return tmp_path
+
+
+def _lock(project: Path, stack: str = "demo") -> None:
+    assert run_cli("--root", project, "lock", "--stack", stack).code == 0
+
+
+def test_demo_registers_one_container_per_replica_on_its_hosts_provider(project):
+    run = run_program(project)
+    fleet = load_fleet(project / "inventory" / "demo.yaml", "inventory/demo.yaml")
+    placement = run.outputs["placement"]
+    containers = run.containers
+    assert len(containers) == len(placement) == 9
+    providers = {r.name: r for r in run.of_type("pulumi:providers:docker")}
+    for key, where in placement.items():
+        dep, replica = key.rsplit("/", 1)
+        c = containers[f"gpufleet-{dep}-{replica}"]
+        assert c.provider.split("::")[-2] == f"{where['host']}-docker"
+        host = fleet.host(where["host"])
+        assert providers[f"{where['host']}-docker"].inputs["host"] == \
+            f"ssh://{host.ssh.user}@{host.address}:{host.ssh.port}"
+    for r in run.resources:
+        if r.typ.startswith("docker:"):
+            assert r.provider and "default" not in r.provider, r.name
+    # images: one per distinct image per host
+    pairs = [(r.provider.split("::")[-2], r.inputs["name"]) for r in run.of_type("remoteImage:RemoteImage")]
+    assert len(pairs) == len(set(pairs))
+    expected = {(placement[k]["host"] + "-docker", None) for k in placement}
+    assert {p for p, _ in pairs} == {h for h, _ in expected}
+    assert all(r.inputs["keepLocally"] for r in run.of_type("remoteImage:RemoteImage"))
+    assert len([p for p in pairs if p[0] == "nv-a100-1-docker"]) == 2  # TEI and vLLM v0.15.1
+
+
+def test_provider_ssh_options(project):
+    run = run_program(project)
+    provider = next(r for r in run.of_type("pulumi:providers:docker") if r.name == "cpu-1-docker")
+    assert provider.inputs["host"] == "ssh://ops@127.0.10.6:22"
+    opts = json.loads(provider.inputs["sshOpts"]) if isinstance(provider.inputs["sshOpts"], str) \
+        else provider.inputs["sshOpts"]
+    joined = " ".join(opts)
+    for want in ("StrictHostKeyChecking=yes", "UserKnownHostsFile=inventory/known_hosts.demo",
+                 "-i ~/.ssh/gpufleet_ed25519", "ControlMaster=auto", "ControlPersist=10m", "BatchMode=yes"):
+        assert want in joined
+
+
+def test_per_vendor_devices_and_visibility(project):
+    c = run_program(project).containers
+    nv = c["gpufleet-llama-70b-0"].inputs
+    assert nv["deviceRequests"] == [{"driver": "nvidia", "deviceIds": ["0", "1", "2", "3"], "capabilities": ["gpu"]}]
+    assert "CUDA_VISIBLE_DEVICES=0,1,2,3" in nv["envs"]
+    assert nv["entrypoints"] == ["vllm", "serve"]
+    assert nv["command"][:2] == ["meta-llama/Llama-3.3-70B-Instruct", "--host"]
+    uuid = c["gpufleet-qwen3-8b-0"].inputs["deviceRequests"][0]["deviceIds"]
+    assert uuid == ["GPU-5a9e6c1f-0b4e-4c1d-9f0a-2d7c1a3e5b10"]  # UUIDs when the inventory has them
+    amd = c["gpufleet-qwen3-32b-rocm-0"].inputs
+    assert [d["hostPath"] for d in amd["devices"]] == ["/dev/kfd", "/dev/dri/card0", "/dev/dri/renderD128",
+                                                       "/dev/dri/card1", "/dev/dri/renderD129"]
+    assert "HIP_VISIBLE_DEVICES=0,1" in amd["envs"] and not amd["deviceRequests"]
+    ascend = c["gpufleet-mineru-ascend-0"].inputs
+    assert [d["hostPath"] for d in ascend["devices"]] == ["/dev/davinci0", "/dev/davinci_manager", "/dev/devmm_svm",
+                                                          "/dev/hisi_hdc"]
+    assert {m["target"] for m in ascend["mounts"] if m["readOnly"]} >= {"/usr/local/Ascend/driver",
+                                                                         "/usr/local/bin/npu-smi"}
+    assert "ASCEND_RT_VISIBLE_DEVICES=0" in ascend["envs"]
+    cpu = c["gpufleet-kokoro-tts-0"].inputs
+    assert not cpu["devices"] and not cpu["deviceRequests"] and cpu["memory"] == 4096 and cpu["cpus"] == "2"
+
+
+def test_container_basics(project):
+    c = run_program(project).containers["gpufleet-gguf-rocm-0"].inputs
+    assert c["networkMode"] == "host" and c["restart"] == "unless-stopped" and c["wait"] is True
+    assert c["waitTimeout"] == 900 and c["shmSize"] == 16384
+    labels = {label["label"]: label["value"] for label in c["labels"]}
+    assert labels == {"gpufleet.stack": "demo", "gpufleet.deployment": "gguf-rocm", "gpufleet.replica": "0",
+                      "gpufleet.backend": "llama.cpp", "gpufleet.version": "rocm", "gpufleet.gpus": "2",
+                      "gpufleet.vendor": "amd", "gpufleet.port": "40001"}
+    model = next(m for m in c["mounts"] if m["target"].endswith(".gguf"))
+    assert model["readOnly"] and model["source"] == model["target"]
+    hc = c["healthcheck"]
+    assert hc["tests"][0] == "CMD-SHELL" and "http://127.0.10.4:40001/v1/models" in hc["tests"][1]
+    assert (hc["interval"], hc["startPeriod"], hc["retries"]) == ("15s", "600s", 3)
+
+
+def test_env_precedence_and_secrets_stay_secret(project):
+    edit(project / "stack" / "demo.yaml", "env: {VLLM_LOGGING_LEVEL: INFO}",
+         "env: {VLLM_LOGGING_LEVEL: INFO, HF_TOKEN: 'secret:hfToken', NCCL_DEBUG: WARN}")
+    edit(project / "backends" / "vllm" / "spec.yaml", "parameter_format: equal",
+         "parameter_format: equal\ndefault_env: {NCCL_DEBUG: INFO, VLLM_PORT_BASE: '1'}")
+    token = "hf_Sup3rSecretValue"
+    run = run_program(project, secrets={"hfToken": token})
+    envs, secret = plain(run.containers["gpufleet-qwen3-8b-0"].inputs["envs"])
+    assert secret and f"HF_TOKEN={token}" in envs
+    assert "NCCL_DEBUG=WARN" in envs and "VLLM_PORT_BASE=1" in envs  # deployment over backend
+    other, other_secret = plain(run.containers["gpufleet-llama-70b-0"].inputs["envs"])
+    assert not other_secret and "NCCL_DEBUG=INFO" in other
+    everything = json.dumps([{k: v for k, v in r.inputs.items() if k != "envs"} for r in run.resources],
+                            default=str) + run.logs + json.dumps(run.outputs)
+    assert token not in everything
+    _lock(project)
+    assert token not in (project / "stack" / "demo.lock.yaml").read_text()
+    assert token not in run_cli("--root", project, "plan", "--stack", "demo", "--json").out
+
+
+def test_missing_secret_fails_before_anything_is_registered(project):
+    edit(project / "stack" / "demo.yaml", "env: {VLLM_LOGGING_LEVEL: INFO}",
+         "env: {VLLM_LOGGING_LEVEL: INFO, HF_TOKEN: 'secret:hfToken'}")
+    with pytest.raises(pulumi.RunError) as err:
+        run_program(project)
+    assert ("stack/demo.yaml:21:47: deployments.qwen3-8b.env.HF_TOKEN: secret 'hfToken' is not set for stack "
+            "'demo'; run: pulumi config set --secret hfToken <value>") in str(err.value)
+
+
+def _inputs(run, prefix=""):
+    return {name: json.dumps(r.inputs, sort_keys=True, default=str) for name, r in run.containers.items()
+            if name.startswith(prefix)}
+
+
+def test_editing_one_deployment_changes_only_its_containers(project):
+    _lock(project)
+    before = _inputs(run_program(project))
+    edit(project / "stack" / "demo.yaml", "backend_parameters: [--ctx-size=8192, --gpu-layers=99]",
+         "backend_parameters: [--ctx-size=16384, --gpu-layers=99]")
+    edit(project / "stack" / "demo.yaml", "    replicas: 2\n    resources: {gpus: 1, vram: 12GiB}",
+         "    replicas: 3\n    resources: {gpus: 1, vram: 12GiB}")
+    after = _inputs(run_program(project))
+    changed = {n for n in before if before[n] != after.get(n)} | (set(after) - set(before))
+    assert changed == {"gpufleet-gguf-rocm-0", "gpufleet-bge-embed-2"}
+
+
+def test_a_new_host_changes_no_existing_container(project):
+    _lock(project)
+    before = _inputs(run_program(project))
+    inv = project / "inventory" / "demo.yaml"
+    inv.write_text(inv.read_text() + "\n  - name: nv-h100-2\n    address: 127.0.10.7\n    accelerators:\n"
+                   "      - {vendor: nvidia, model: NVIDIA H100 80GB HBM3, vram: 81559MiB, count: 8}\n")
+    run = run_program(project)
+    assert _inputs(run) == before
+    assert "nv-h100-2-docker" not in {r.name for r in run.of_type("pulumi:providers:docker")}
+
+
+def test_invalid_input_fails_and_registers_nothing(project):
+    edit(project / "stack" / "demo.yaml", "backend: SGLang", "backend: sglang")
+    registered: list = []
+    with pytest.raises(pulumi.RunError) as err:
+        run_program(project, sink=registered)
+    assert registered == []
+    text = str(err.value)
+    assert "stack/demo.yaml:32:14: deployments.qwen3-32b-rocm.backend: unknown backend 'sglang' (did you mean " \
+           "'SGLang'?)" in text
+    assert text.endswith("gpufleet: 1 problem; nothing was changed")
+
+
+def test_nothing_registered_on_invalid_input(project):
+    edit(project / "inventory" / "demo.yaml", "vram: 40GiB", "vram: 40GB")
+    registered: list = []
+    with pytest.raises(pulumi.RunError) as err:
+        run_program(project, sink=registered)
+    assert [r.typ for r in registered] == []
+    assert "inventory/demo.yaml:28:15: hosts[1].accelerators[0].vram: '40GB'" in str(err.value)
+
+
+def test_unplaced_replicas_fail_unless_allowed(project):
+    edit(project / "stack" / "demo.yaml", "resources: {gpus: 2, vram: whole}\n    selectors: {vendor: amd}",
+         "resources: {gpus: 9, vram: whole}\n    selectors: {vendor: amd}")
+    with pytest.raises(pulumi.RunError) as err:
+        run_program(project)
+    assert "qwen3-32b-rocm/0: no single host can ever hold 9 × whole rocm" in str(err.value)
+    run = run_program(project, config={"allowUnplaced": "true"})
+    assert len(run.containers) == 8
+    assert run.outputs["unplaced"][0].startswith("qwen3-32b-rocm/0: no single host")
+
+
+def test_stack_file_config_and_logged_summary(project):
+    shutil.copy(project / "stack" / "demo.yaml", project / "stack" / "other.yaml")
+    run = run_program(project, stack="staging", config={"stackFile": "stack/other.yaml"})
+    assert len(run.containers) == 9
+    assert "gpufleet placement for stack other (binpack): 9 replicas (0 kept, 9 new, 0 moved)" in run.logs
+    assert "llama-70b/0 -> nv-h100-1 gpus 0,1,2,3 port 40000 [new]" in run.logs
+    assert "is missing or does not match this placement" in run.logs
+
+
+def test_main_module_is_a_dozen_lines():
+    lines = [ln for ln in (ROOT / "__main__.py").read_text().splitlines() if ln.strip()]
+    assert len(lines) <= 12
