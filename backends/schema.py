@@ -6,10 +6,11 @@ did-you-mean), lenient where real published specs are messy: null fields, folded
 """
 from __future__ import annotations
 
-import re
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from stack.fields import EnvMap, HealthPath
 
 FRAMEWORKS: tuple[str, ...] = ("cuda", "rocm", "cann", "dtk", "musa", "corex", "maca", "neuware", "hggc", "cpu")
 Framework = Literal["cuda", "rocm", "cann", "dtk", "musa", "corex", "maca", "neuware", "hggc", "cpu"]
@@ -20,9 +21,6 @@ IGNORED_BACKEND_KEYS = frozenset({
     "built_in_version_configs", "enabled",
 })
 IGNORED_VERSION_KEYS = frozenset({"built_in_frameworks", "is_deprecated"})
-
-_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-
 
 def _text(value):
     """Folded YAML strings end in a newline; a blank string means 'not set' (GPUStack's forms do that)."""
@@ -36,17 +34,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-def _env_check(env: dict[str, str] | None) -> dict[str, str]:
-    import re
-
-    env = env or {}
-    for key in env:
-        if not re.match(_ENV_NAME, key):
-            raise ValueError(f"'{key}' is not a valid environment variable name (letters, digits, _; "
-                             "not starting with a digit)")
-    return env
-
-
 class VersionConfig(_Strict):
     """One runnable version: an image plus optional overrides of the backend defaults."""
 
@@ -54,7 +41,7 @@ class VersionConfig(_Strict):
     custom_framework: Framework
     run_command: Optional[str] = None
     entrypoint: Optional[str] = None
-    env: dict[str, str] = Field(default_factory=dict)
+    env: EnvMap = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -78,27 +65,17 @@ class VersionConfig(_Strict):
             raise ValueError(f"image name '{value}' contains white space")
         return value
 
-    @field_validator("env", mode="before")
-    @classmethod
-    def _env_none(cls, value):
-        return {} if value is None else value
-
-    @field_validator("env")
-    @classmethod
-    def _env_names(cls, value):
-        return _env_check(value)
-
 
 class BackendSpec(_Strict):
     """A whole backend: defaults plus named versions."""
 
     backend_name: str = Field(min_length=1)
     description: Optional[str] = None
-    health_check_path: str = "/v1/models"
+    health_check_path: HealthPath = "/v1/models"
     default_version: Optional[str] = None
     default_run_command: Optional[str] = None
     default_entrypoint: Optional[str] = None
-    default_env: dict[str, str] = Field(default_factory=dict)
+    default_env: EnvMap = Field(default_factory=dict)
     default_backend_param: list[str] = Field(default_factory=list)
     parameter_format: Optional[Literal["space", "equal"]] = None
     common_parameters: list[str] = Field(default_factory=list)
@@ -122,7 +99,7 @@ class BackendSpec(_Strict):
             data["backend_source"] = "built-in"
         for key in IGNORED_BACKEND_KEYS:
             data.pop(key, None)
-        for key in ("default_env", "default_backend_param", "common_parameters"):
+        for key in ("default_backend_param", "common_parameters"):
             if key in data and data[key] is None:
                 data.pop(key)
         if data.get("health_check_path") is None:
@@ -139,20 +116,6 @@ class BackendSpec(_Strict):
     @classmethod
     def _name(cls, value):
         return value.strip() if isinstance(value, str) else value
-
-    @field_validator("health_check_path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        value = value.strip()
-        if not re.match(r"^/[A-Za-z0-9._~/?=&%+-]*$", value):
-            raise ValueError(f"health_check_path '{value}' must be a URL path starting with '/' (letters, digits, "
-                             "and . _ ~ / ? = & % + -), e.g. /v1/models")
-        return value
-
-    @field_validator("default_env")
-    @classmethod
-    def _env_names(cls, value):
-        return _env_check(value)
 
     @field_validator("version_configs")
     @classmethod

@@ -9,6 +9,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from stack.fields import StrMap
+
 from .sizes import parse_mib
 from .vendors import VENDOR_NAMES
 
@@ -95,7 +97,7 @@ class HostEntry(_Strict):
     name: str
     address: str = Field(min_length=1)
     ssh: SshSettings = Field(default_factory=SshSettings)
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: StrMap = Field(default_factory=dict)
     state: Literal["active", "cordoned"] = "active"
     port_range: Optional[tuple[int, int]] = None
     model_cache: Optional[str] = None
@@ -122,11 +124,6 @@ class HostEntry(_Strict):
     def _ports(cls, value):
         return None if value is None else parse_port_range(value)
 
-    @field_validator("labels", mode="before")
-    @classmethod
-    def _labels_none(cls, value):
-        return {} if value is None else value
-
     @field_validator("labels")
     @classmethod
     def _labels(cls, value: dict) -> dict:
@@ -140,7 +137,7 @@ class Defaults(_Strict):
     ssh: SshSettings = Field(default_factory=SshSettings)
     port_range: tuple[int, int] = (40000, 40063)
     model_cache: str = "/var/lib/gpufleet/models"
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: StrMap = Field(default_factory=dict)
 
     @field_validator("port_range", mode="before")
     @classmethod

@@ -14,7 +14,7 @@ from backends.catalog import Catalog, load_catalog
 from inventory.fleet import load_fleet
 
 from .errors import InputError, Problem, ProblemList
-from .project import display, find_root, load_project, load_stack_file
+from .project import display, find_root, load_project
 from .yamlsource import read_yaml
 
 EXIT_OK, EXIT_INPUT, EXIT_UNPLACED = 0, 2, 3

@@ -137,7 +137,8 @@ def render_lock(stack: str, placement: Placement) -> str:
              f"version: {LOCK_VERSION}", f"stack: {json.dumps(stack)}"]
     if replicas:
         lines.append("replicas:")
-        lines += [f"  {json.dumps(key)}: {json.dumps(entry, separators=(', ', ': '))}" for key, entry in replicas.items()]
+        lines += [f"  {json.dumps(key)}: {json.dumps(entry, separators=(', ', ': '))}"
+                  for key, entry in replicas.items()]
     else:
         lines.append("replicas: {}")
     return "\n".join(lines) + "\n"

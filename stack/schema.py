@@ -5,13 +5,14 @@ Edited by ML engineers through pull requests; every key is checked (``extra="for
 from __future__ import annotations
 
 import re
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from .fields import EnvMap, HealthPath, StrMap, empty_if_none
 
 from inventory.sizes import parse_mib
 
-_DEPLOYMENT = re.compile(r"^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?$")
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h)?\s*$")
 
 
@@ -92,7 +93,7 @@ class Resources(_Strict):
 
 
 class Selectors(_Strict):
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: StrMap = Field(default_factory=dict)
     vendor: Optional[Literal["nvidia", "amd", "ascend", "hygon", "mthreads", "iluvatar", "metax", "cambricon",
                              "thead"]] = None
     #: glob on the inventory's model name, e.g. '*H100*'
@@ -111,24 +112,17 @@ class Deployment(_Strict):
     gpu_selection: Optional[list[str]] = None
     #: 'hosts' makes replicas of this deployment never share a host (soft otherwise)
     spread: Literal["soft", "hosts"] = "soft"
-    env: dict[str, str] = Field(default_factory=dict)
+    env: EnvMap = Field(default_factory=dict)
     backend_parameters: list[str] = Field(default_factory=list)
     image: Optional[str] = None
     run_command: Optional[str] = None
     entrypoint: Optional[str] = None
-    health_check_path: Optional[str] = None
-
-    @field_validator("env", mode="before")
-    @classmethod
-    def _env_none(cls, value):
-        return {} if value is None else value
+    health_check_path: Optional[HealthPath] = None
 
     @field_validator("env")
     @classmethod
-    def _env(cls, value: dict) -> dict:
+    def _secrets(cls, value: dict) -> dict:
         for key, val in value.items():
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-                raise ValueError(f"'{key}' is not a valid environment variable name")
             if val.startswith("secret:") and not re.match(r"^secret:[A-Za-z][A-Za-z0-9_.-]*$", val):
                 raise ValueError(f"{key}: '{val}' must be secret:NAME, NAME being a Pulumi config key")
         return value
@@ -145,14 +139,6 @@ class Deployment(_Strict):
                 raise ValueError(f"'{item}' is not host:index, e.g. gpu-a1:0")
         if len(set(value)) != len(value):
             raise ValueError("gpu_selection lists a GPU twice")
-        return value
-
-    @field_validator("health_check_path")
-    @classmethod
-    def _health(cls, value):
-        if value is not None and not re.match(r"^/[A-Za-z0-9._~/?=&%+-]*$", value):
-            raise ValueError(f"health_check_path '{value}' must be a URL path starting with '/' (letters, digits, "
-                             "and . _ ~ / ? = & % + -), e.g. /health")
         return value
 
     @field_validator("run_command", "entrypoint", "image", mode="before")
@@ -182,9 +168,4 @@ class StackFile(_Strict):
     inventory: str
     strategy: Literal["binpack", "spread"] = "binpack"
     health: Health = Field(default_factory=Health)
-    deployments: dict[str, Deployment] = Field(default_factory=dict)
-
-    @field_validator("deployments", mode="before")
-    @classmethod
-    def _deps_none(cls, value):
-        return {} if value is None else value
+    deployments: Annotated[dict[str, Deployment], BeforeValidator(empty_if_none)] = Field(default_factory=dict)

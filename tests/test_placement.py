@@ -161,8 +161,8 @@ def test_cpu_replicas_prefer_cpu_hosts():
 
 
 def test_one_replica_never_spans_device_groups():
-    mixed = host("mixed", gpus("nvidia", "A100", 40, 2), replace(gpus("nvidia", "H100", 80, 2),
-                                                               devices=tuple(gpus("nvidia", "H100", 80, 4).devices[2:])))
+    h100s = replace(gpus("nvidia", "H100", 80, 2), devices=tuple(gpus("nvidia", "H100", 80, 4).devices[2:]))
+    mixed = host("mixed", gpus("nvidia", "A100", 40, 2), h100s)
     u = only_unplaced(place(fleet(mixed), [d(n=4)]))
     assert u.rejected == {"device_count": 1}
 
