@@ -155,8 +155,8 @@ def _devices(a: Assignment) -> tuple[tuple[DeviceNode, ...], tuple[DeviceRequest
     requests: tuple[DeviceRequest, ...] = ()
     env: dict[str, str] = {}
     if vendor.exposure == "nvidia":
-        ids = tuple(u if u else str(i) for i, u in zip(a.gpus, a.uuids)) if all(a.uuids) else \
-            tuple(str(i) for i in a.gpus)
+        # UUIDs survive re-enumeration after a reboot or a GPU swap; indices are the fallback
+        ids = tuple(a.uuids) if all(a.uuids) else tuple(str(i) for i in a.gpus)
         requests = (DeviceRequest("nvidia", ids, ("gpu",)),)
     elif vendor.exposure == "kfd":
         nodes.append(DeviceNode("/dev/kfd", "/dev/kfd"))

@@ -77,7 +77,7 @@ def test_free_vram_counts_hosts_that_are_full():
     p = place(f, [d("a", 0, n=2), d("b", 0, n=1)])
     (u,) = p.unplaced
     assert u.key == "b/0" and u.rejected == {"free_vram": 1} and not u.never_fits
-    assert "free VRAM: 1 host lack 1 unclaimed devices" in u.message
+    assert "free VRAM: 1 host lacks 1 unclaimed device" in u.message
 
 
 def test_free_port():
@@ -93,7 +93,7 @@ def test_hard_spread_leaves_a_replica_unplaced_and_says_why():
     p = place(f, [d(replica=0, spread_hosts=True), d(replica=1, spread_hosts=True)])
     (u,) = p.unplaced
     assert u.rejected == {"spread": 1}
-    assert "spread: 1 host already run m" in u.message
+    assert "spread: 1 host runs m already" in u.message
 
 
 def test_manual_selection_is_honoured_and_explained():

@@ -14,12 +14,12 @@ Pure: the same fleet, demands, prior and strategy give the same Placement.
 """
 from __future__ import annotations
 
+from inventory.fleet import Fleet
+
 from .filters import DEVICE_COUNT, DYNAMIC, FRAMEWORK, GPU_MODEL, PIPELINE, VENDOR, VRAM_SIZE, applicable
 from .index import BINPACK, CandidateIndex
 from .model import Assignment, Demand, LockedReplica, Placement, Removed, Unplaced
 from .state import FleetState, GroupState, choose_devices
-
-from inventory.fleet import Fleet
 
 
 def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] | None = None,

@@ -33,8 +33,18 @@ class Filter:
         return self.check(host, group, demand, state)
 
 
-def _hosts(n: int) -> str:
-    return f"{n} host{'s' if n != 1 else ''}"
+_SINGULAR = {"lack": "lacks", "have": "has", "run": "runs", "are": "is"}
+
+
+def _hosts(n: int, verb: str = "") -> str:
+    """'1 host lacks' / '7 hosts lack'."""
+    if not verb:
+        return f"{n} host{'s' if n != 1 else ''}"
+    return f"{n} host {_SINGULAR[verb]}" if n == 1 else f"{n} hosts {verb}"
+
+
+def _devices(n: int) -> str:
+    return f"{n} device{'s' if n != 1 else ''}"
 
 
 def _labels_ok(host: Host, group, demand: Demand, state) -> bool:
@@ -56,24 +66,24 @@ HOST_ACTIVE = Filter(
     lambda n, d, hs: f"cordoned: {_hosts(n)}")
 LABELS = Filter(
     "labels", _labels_ok,
-    lambda n, d, hs: f"labels: {_hosts(n)} lack {', '.join(f'{k}={v}' for k, v in d.labels)}")
+    lambda n, d, hs: f"labels: {_hosts(n, 'lack')} {', '.join(f'{k}={v}' for k, v in d.labels)}")
 FRAMEWORK = Filter(
     "framework", lambda h, g, d, s: g is not None and g.framework == d.framework,
-    lambda n, d, hs: f"framework: {_hosts(n)} have no {d.framework} devices ({_frameworks_of(hs)})",
+    lambda n, d, hs: f"framework: {_hosts(n, 'have')} no {d.framework} devices ({_frameworks_of(hs)})",
     gpu_only=True)
 VENDOR = Filter(
     "vendor", lambda h, g, d, s: d.vendor is None or g.vendor == d.vendor,
-    lambda n, d, hs: f"vendor: {_hosts(n)} are not {d.vendor}", gpu_only=True)
+    lambda n, d, hs: f"vendor: {_hosts(n, 'are')} not {d.vendor}", gpu_only=True)
 GPU_MODEL = Filter(
     "gpu_model", lambda h, g, d, s: d.gpu_model is None or fnmatch.fnmatchcase(g.model.lower(),
                                                                                 d.gpu_model.lower()),
-    lambda n, d, hs: f"GPU model: {_hosts(n)} have no '{d.gpu_model}'", gpu_only=True)
+    lambda n, d, hs: f"GPU model: {_hosts(n, 'have')} no '{d.gpu_model}'", gpu_only=True)
 DEVICE_COUNT = Filter(
     "device_count", lambda h, g, d, s: len(g.devices) >= d.gpus,
-    lambda n, d, hs: f"device count: {_hosts(n)} have fewer than {d.gpus} such devices", gpu_only=True)
+    lambda n, d, hs: f"device count: {_hosts(n, 'have')} fewer than {d.gpus} such devices", gpu_only=True)
 VRAM_SIZE = Filter(
     "vram_size", lambda h, g, d, s: g.vram_mib >= d.min_vram_mib,
-    lambda n, d, hs: f"VRAM size: {_hosts(n)} have devices smaller than {format_mib(d.min_vram_mib)}",
+    lambda n, d, hs: f"VRAM size: {_hosts(n, 'have')} devices smaller than {format_mib(d.min_vram_mib)}",
     gpu_only=True)
 
 STATIC: tuple[Filter, ...] = (HOST_ACTIVE, LABELS, FRAMEWORK, VENDOR, GPU_MODEL, DEVICE_COUNT, VRAM_SIZE)
@@ -88,8 +98,8 @@ def _manual_ok(h, g, d: Demand, state) -> bool:
 
 def _vram_text(n: int, d: Demand, hs) -> str:
     if d.whole:
-        return f"free VRAM: {_hosts(n)} lack {d.gpus} unclaimed devices"
-    return f"free VRAM: {_hosts(n)} lack {d.gpus} devices with {format_mib(d.vram_mib)} free"
+        return f"free VRAM: {_hosts(n, 'lack')} {d.gpus} unclaimed device{'s' if d.gpus != 1 else ''}"
+    return f"free VRAM: {_hosts(n, 'lack')} {_devices(d.gpus)} with {format_mib(d.vram_mib)} free"
 
 
 MANUAL = Filter(
@@ -97,10 +107,10 @@ MANUAL = Filter(
     lambda n, d, hs: f"gpu_selection: {_hosts(n)} not selected (or too few selected devices)", gpu_only=True)
 FREE_PORT = Filter(
     "free_port", lambda h, g, d, s: s.has_free_port(h.name),
-    lambda n, d, hs: f"ports: {_hosts(n)} have no free port in range", static=False)
+    lambda n, d, hs: f"ports: {_hosts(n, 'have')} no free port in range", static=False)
 SPREAD = Filter(
     "spread", lambda h, g, d, s: not (d.spread_hosts and s.runs(h.name, d.deployment)),
-    lambda n, d, hs: f"spread: {_hosts(n)} already run {d.deployment}", static=False)
+    lambda n, d, hs: f"spread: {_hosts(n, 'run')} {d.deployment} already", static=False)
 FREE_VRAM = Filter(
     "free_vram", lambda h, g, d, s: s.fits(h.name, g, d),
     _vram_text, static=False, gpu_only=True)
