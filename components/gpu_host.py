@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import pwd
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import pulumi
 import pulumi_docker as docker
@@ -38,6 +41,17 @@ def ssh_options(host: Host) -> list[str]:
     if host.ssh.identity_file:
         opts += ["-i", host.ssh.identity_file, "-o", "IdentitiesOnly=yes"]
     return opts
+
+
+def ensure_control_dir() -> Path:
+    """The folder of ``ControlPath``; without it OpenSSH refuses to connect at all (exit 255).
+
+    ssh expands ``~`` from the password database, not ``$HOME``; a fresh CI runner often has no
+    ``~/.ssh``.  Created 0700, as ssh-keygen would.
+    """
+    folder = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".ssh"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder
 
 
 def image_resource_name(host: str, image: str) -> str:

@@ -37,7 +37,10 @@ def container_args(spec: ContainerSpec, image: pulumi.Input[str],
         shm_size=spec.shm_size_mib,
         labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in spec.labels],
         mounts=[docker.ContainerMountArgs(target=m.target, source=m.source, type="bind", read_only=m.read_only)
-                for m in spec.mounts],
+                for m in spec.mounts if not m.create],
+        # host-path volumes: Docker creates a missing host folder, as a fresh host's model cache is
+        volumes=[docker.ContainerVolumeArgs(host_path=m.source, container_path=m.target, read_only=m.read_only)
+                 for m in spec.mounts if m.create],
         devices=[docker.ContainerDeviceArgs(host_path=d.host_path, container_path=d.container_path,
                                             permissions=d.permissions) for d in spec.devices],
         device_requests=[docker.ContainerDeviceRequestArgs(driver=r.driver, device_ids=list(r.device_ids),

@@ -14,7 +14,7 @@ from stack.errors import InputError, Problem
 from stack.plan import Plan, build_plan
 from stack.project import Project, find_root, load_project
 
-from .gpu_host import GpuHost, GpuHostArgs
+from .gpu_host import GpuHost, GpuHostArgs, ensure_control_dir
 from .model_deployment import ModelDeployment, ModelDeploymentArgs
 
 CONFIG = "gpufleet"
@@ -41,6 +41,8 @@ def run(root: Path | None = None) -> dict[str, pulumi.Output]:
     _log(plan)
 
     used = plan.images_by_host()
+    if used:
+        ensure_control_dir()
     hosts = {h.name: GpuHost(h.name, GpuHostArgs(h, tuple(used[h.name])))
              for h in plan.hosts if h.name in used}
     by_deployment: dict[str, list] = {}

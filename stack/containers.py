@@ -41,6 +41,9 @@ class Mount:
     source: str
     target: str
     read_only: bool
+    #: create the host folder when missing (the model cache); otherwise a missing source fails the
+    #: container (a local model, the Ascend driver) rather than mounting an empty folder
+    create: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, health:
     source = spec.model
     cache = host.model_cache
     env: dict[str, str] = {}
-    mounts = [Mount(cache, cache, False)]
+    mounts = [Mount(cache, cache, False, create=True)]
     if source.kind == "huggingface":
         env["HF_HOME"] = f"{cache}/huggingface"
     elif source.kind == "modelscope":

@@ -101,6 +101,8 @@ def test_container_basics(project):
                       "gpufleet.vendor": "amd", "gpufleet.port": "40001"}
     model = next(m for m in c["mounts"] if m["target"].endswith(".gguf"))
     assert model["readOnly"] and model["source"] == model["target"]
+    assert c["volumes"] == [{"hostPath": "/var/lib/gpufleet/models", "containerPath": "/var/lib/gpufleet/models",
+                             "readOnly": False}]
     hc = c["healthcheck"]
     assert hc["tests"][0] == "CMD-SHELL" and "http://127.0.10.4:40001/v1/models" in hc["tests"][1]
     assert (hc["interval"], hc["startPeriod"], hc["retries"]) == ("15s", "600s", 3)

@@ -1,0 +1,216 @@
+"""Fleet tests: real OpenSSH, a real Docker engine, real keys and host-key checking.
+
+The host is reached exactly as the docker provider reaches it: the docker CLI's ssh://
+connection helper runs ``ssh ... -- host docker system dial-stdio``, and a wrapper ``ssh``
+on PATH adds the options ``GpuHost`` gives the provider (``ssh_options``).  A replica
+rendered by the plan is then run with the inputs ``ModelDeployment`` would register, and
+must turn healthy through gpufleet's own health check.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import time
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from components.gpu_host import ensure_control_dir, ssh_options, ssh_url
+from components.model_deployment import container_args
+from stack.containers import ContainerSpec
+from stack.plan import build_plan
+from stack.project import load_project
+
+from .conftest import ROOT
+from .fleet_host import IMAGE, FleetHost, FleetHostProcess, missing_tools
+
+
+@pytest.fixture(scope="session")
+def fleet_host():
+    required = os.environ.get("GPUFLEET_REQUIRE_FLEET") == "1"  # .ci/run sets it: CI must not skip these
+    reason = None
+    if os.geteuid() != 0:
+        reason = "fleet tests start sshd and dockerd and need root"
+    elif missing_tools():
+        reason = (f"fleet tests need {', '.join(missing_tools())}: apt-get install docker.io openssh-server "
+                  "busybox-static (.ci/run does)")
+    if reason:
+        if required:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    proc = FleetHostProcess()
+    started: list[FleetHost] = []
+    try:
+        started.append(proc.start())
+        yield started[0]
+    finally:
+        for host in started:  # close the shared SSH connection the tests opened (ControlPersist)
+            subprocess.run(["ssh", "-o", "ControlPath=~/.ssh/gpufleet-%C", "-O", "exit", "-l", "root", host.address],
+                           capture_output=True, timeout=30)
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def project(fleet_host: FleetHost, tmp_path_factory) -> Path:
+    """Real files on disk: a custom backend (busybox httpd), an inventory with the host, a stack."""
+    root = tmp_path_factory.mktemp("fleet-project")
+    shutil.copy(ROOT / "Pulumi.yaml", root)
+    (root / "backends" / "httpd").mkdir(parents=True)
+    (root / "backends" / "httpd" / "spec.yaml").write_text(
+        "backend_name: httpd-custom\nhealth_check_path: /v1/models\ndefault_version: busybox\n"
+        "default_run_command: httpd -f -p {{worker_ip}}:{{port}} -h {{model_path}}\n"
+        f"version_configs:\n  busybox:\n    image_name: {IMAGE}\n    custom_framework: cpu\n")
+    www = root / "www"
+    (www / "v1").mkdir(parents=True)
+    (www / "v1" / "models").write_text('{"data": [{"id": "web"}]}')
+    (root / "inventory").mkdir()
+    (root / "inventory" / "fleet.yaml").write_text(
+        f"hosts:\n  - name: fleet-1\n    address: {fleet_host.address}\n"
+        f"    ssh: {{user: root, port: 22, identity_file: {fleet_host.identity}, "
+        f"known_hosts: {fleet_host.known_hosts}}}\n"
+        f"    port_range: 40000-40009\n    model_cache: {fleet_host.folder}/cache/models\n")
+    (root / "stack").mkdir()
+    (root / "stack" / "fleet.yaml").write_text(
+        "inventory: ../inventory/fleet.yaml\nhealth: {timeout: 60s, interval: 1s, start_period: 1s, retries: 5}\n"
+        f"deployments:\n  web:\n    backend: httpd-custom\n    model: {{local_path: {www}}}\n"
+        "    replicas: 2\n    resources: {gpus: 0, shm: 64MiB}\n")
+    return root
+
+
+def _docker_over_ssh(host, tmp: Path):
+    """A `docker` that reaches the host the way the provider does, with GpuHost's ssh options."""
+    wrapper = tmp / "bin"
+    wrapper.mkdir(parents=True, exist_ok=True)
+    ssh = shutil.which("ssh")
+    (wrapper / "ssh").write_text("#!/bin/sh\nexec " + " ".join(shlex.quote(a) for a in [ssh, *ssh_options(host)])
+                                 + ' "$@"\n')
+    (wrapper / "ssh").chmod(0o755)
+    env = {**os.environ, "PATH": f"{wrapper}:{os.environ['PATH']}", "DOCKER_HOST": ssh_url(host)}
+    env.pop("DOCKER_CONTEXT", None)
+
+    def docker(*args: str, check: bool = True, timeout: int = 60) -> subprocess.CompletedProcess:
+        result = subprocess.run(["docker", *args], env=env, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    return docker
+
+
+def docker_run_argv(spec: ContainerSpec) -> list[str]:
+    """What the docker provider does with ModelDeployment's inputs, as `docker run` flags."""
+    a = container_args(spec, spec.image, {})
+    argv = ["run", "-d", "--name", a["name"], "--network", a["network_mode"], "--restart", a["restart"],
+            "--shm-size", f"{a['shm_size']}m"]
+    for env in a["envs"]:
+        argv += ["-e", env]
+    for label in a["labels"]:
+        argv += ["--label", f"{label.label}={label.value}"]
+    for m in a["mounts"]:
+        argv += ["--mount", f"type={m.type},source={m.source},target={m.target}" + (",readonly" if m.read_only else "")]
+    for v in a["volumes"]:
+        argv += ["-v", f"{v.host_path}:{v.container_path}" + (":ro" if v.read_only else "")]
+    for dev in a["devices"]:
+        argv += ["--device", f"{dev.host_path}:{dev.container_path}:{dev.permissions}"]
+    hc = a["healthcheck"]
+    assert hc.tests[0] == "CMD-SHELL"
+    argv += ["--health-cmd", hc.tests[1], "--health-interval", hc.interval, "--health-timeout", hc.timeout,
+             "--health-start-period", hc.start_period, "--health-retries", str(hc.retries)]
+    command = list(a["command"])
+    if a.get("entrypoints"):
+        argv += ["--entrypoint", a["entrypoints"][0]]
+        command = a["entrypoints"][1:] + command
+    return argv + [a["image"], *command]
+
+
+def test_wrong_host_key_is_refused(project, fleet_host, tmp_path):
+    plan = build_plan(load_project("fleet", project))
+    host = plan.hosts[0]
+    good = _docker_over_ssh(host, tmp_path / "good")
+    assert good("version", "--format", "{{.Server.Version}}").stdout.strip()
+    # a known_hosts that names another key for this address; another user, so no shared connection
+    (tmp_path / "other_known_hosts").write_text(f"{fleet_host.address} ssh-ed25519 "
+                                                "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
+    impostor = replace(host, ssh=replace(host.ssh, user="nobody", known_hosts=str(tmp_path / "other_known_hosts")))
+    bad = _docker_over_ssh(impostor, tmp_path / "bad")
+    result = bad("version", check=False, timeout=60)
+    assert result.returncode != 0
+    assert "Host key verification failed" in result.stderr or "REMOTE HOST IDENTIFICATION" in result.stderr
+
+
+def test_rendered_replicas_run_and_turn_healthy(project, fleet_host, tmp_path):
+    ensure_control_dir()
+    plan = build_plan(load_project("fleet", project))
+    assert [c.key for c in plan.containers] == ["web/0", "web/1"]
+    assert {c.port for c in plan.containers} == {40000, 40001}
+    docker = _docker_over_ssh(plan.hosts[0], tmp_path)
+    for spec in plan.containers:
+        docker("rm", "-f", spec.name, check=False)
+        docker(*docker_run_argv(spec))
+    deadline = time.monotonic() + 60
+    status = {}
+    while time.monotonic() < deadline:
+        status = {c.name: docker("inspect", "-f", "{{.State.Health.Status}}", c.name).stdout.strip()
+                  for c in plan.containers}
+        if set(status.values()) == {"healthy"}:
+            break
+        time.sleep(1)
+    assert set(status.values()) == {"healthy"}, status
+    for spec in plan.containers:
+        with urllib.request.urlopen(f"{spec.endpoint}/v1/models", timeout=5) as response:
+            assert json.loads(response.read()) == {"data": [{"id": "web"}]}
+        info = json.loads(docker("inspect", spec.name).stdout)[0]
+        assert info["HostConfig"]["NetworkMode"] == "host"
+        assert info["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+        assert info["Config"]["Labels"]["gpufleet.deployment"] == "web"
+        assert info["Config"]["Labels"]["gpufleet.port"] == str(spec.port)
+        # the model folder is read-only inside; the model cache was created on the host
+        write = docker("exec", spec.name, "touch", f"{project}/www/x", check=False)
+        assert write.returncode != 0 and "Read-only file system" in write.stderr
+    assert (fleet_host.folder / "cache" / "models").is_dir()
+
+
+def test_a_sick_replica_is_reported_unhealthy(project, fleet_host, tmp_path):
+    plan = build_plan(load_project("fleet", project))
+    spec = plan.containers[0]
+    sick = replace(spec, name="gpufleet-sick-0", port=40009,
+                   healthcheck=replace(spec.healthcheck, test=(spec.healthcheck.test[0],
+                                                               spec.healthcheck.test[1].replace(str(spec.port),
+                                                                                                "40009")),
+                                       retries=1),
+                   command=tuple(a.replace(f":{spec.port}", ":40009") for a in spec.command))
+    (project / "www" / "v1").rename(project / "www" / "v1-gone")
+    docker = _docker_over_ssh(plan.hosts[0], tmp_path)
+    try:
+        docker("rm", "-f", sick.name, check=False)
+        docker(*docker_run_argv(sick))
+        deadline = time.monotonic() + 40
+        state = ""
+        while time.monotonic() < deadline and state != "unhealthy":
+            state = docker("inspect", "-f", "{{.State.Health.Status}}", sick.name).stdout.strip()
+            time.sleep(1)
+        assert state == "unhealthy"
+    finally:
+        (project / "www" / "v1-gone").rename(project / "www" / "v1")
+        docker("rm", "-f", sick.name, check=False)
+
+
+def test_many_calls_share_one_ssh_connection(project, fleet_host, tmp_path):
+    """sshd accepts only 3 unauthenticated connections at once here; 8 parallel docker calls must all pass
+    through the one shared connection (up to sshd's MaxSessions, 10 by default, per connection)."""
+    ensure_control_dir()
+    host = build_plan(load_project("fleet", project)).hosts[0]
+    docker = _docker_over_ssh(host, tmp_path)
+    docker("ps")  # the first call opens the shared connection
+    check = subprocess.run(["ssh", *ssh_options(host), "-O", "check", "-l", host.ssh.user, host.address],
+                           capture_output=True, text=True, timeout=30)
+    assert "Master running" in check.stderr
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: docker("ps", "-q", check=False, timeout=120), range(8)))
+    assert [r.returncode for r in results] == [0] * 8, [r.stderr for r in results if r.returncode]
