@@ -33,7 +33,12 @@ def run(root: Path | None = None) -> dict[str, pulumi.Output]:
         secrets = _secrets(project, plan, cfg)
     except InputError as err:
         raise pulumi.RunError(_problems_text(err.problems)) from None
-    if plan.placement.unplaced and not cfg.get_bool("allowUnplaced"):
+    try:
+        allow_unplaced = bool(cfg.get_bool("allowUnplaced"))
+    except pulumi.ConfigTypeError:
+        raise pulumi.RunError(f"config {CONFIG}:allowUnplaced must be true or false, got "
+                              f"'{cfg.get('allowUnplaced')}'; nothing was changed") from None
+    if plan.placement.unplaced and not allow_unplaced:
         raise pulumi.RunError(
             f"{len(plan.placement.unplaced)} replica(s) cannot be placed; nothing was changed:\n"
             + "\n".join(u.message for u in plan.placement.unplaced)
@@ -51,18 +56,16 @@ def run(root: Path | None = None) -> dict[str, pulumi.Output]:
     for name, containers in by_deployment.items():
         ModelDeployment(name, ModelDeploymentArgs(tuple(containers), hosts, secrets))
 
+    placed = plan.placement.by_key()
     outputs = {
-        "placement": {c.key: {"host": c.host, "gpus": _gpus(plan, c.key), "port": c.port} for c in plan.containers},
+        "placement": {c.key: {"host": c.host, "gpus": list(placed[c.key].gpus), "port": c.port}
+                      for c in plan.containers},
         "endpoints": plan.endpoints(),
         "unplaced": [u.message for u in plan.placement.unplaced],
     }
     for key, value in outputs.items():
         pulumi.export(key, value)
     return outputs
-
-
-def _gpus(plan: Plan, key: str) -> list[int]:
-    return list(plan.placement.by_key()[key].gpus)
 
 
 def _secrets(project: Project, plan: Plan, cfg: pulumi.Config) -> dict[str, pulumi.Output[str]]:

@@ -197,6 +197,12 @@ def test_unplaced_replicas_fail_unless_allowed(project):
     assert run.outputs["unplaced"][0].startswith("qwen3-32b-rocm/0: no single host")
 
 
+def test_bad_config_value_is_a_clear_error(project):
+    with pytest.raises(pulumi.RunError) as err:
+        run_program(project, config={"allowUnplaced": "yes please"})
+    assert "config gpufleet:allowUnplaced must be true or false, got 'yes please'" in str(err.value)
+
+
 def test_stack_file_config_and_logged_summary(project):
     shutil.copy(project / "stack" / "demo.yaml", project / "stack" / "other.yaml")
     run = run_program(project, stack="staging", config={"stackFile": "stack/other.yaml"})
