@@ -63,12 +63,21 @@ def _compile(token: str) -> tuple[jinja2.Template, frozenset[str]]:
     return _ENV.from_string(token), frozenset(meta.find_undeclared_variables(_ENV.parse(token)))
 
 
+@functools.lru_cache(maxsize=4096)
+def _split_text(text: str) -> tuple[str, ...] | str:
+    """Tokens, or the error text; cached because every replica of a deployment splits the same text."""
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as err:
+        return str(err)
+
+
 def split(template: Template) -> list[str]:
     """POSIX-split a template; unbalanced quotes are the template's fault, said where."""
-    try:
-        return shlex.split(template.text)
-    except ValueError as err:
-        raise InputError([template.problem(f"cannot split into arguments: {err} (check the quotes)")]) from None
+    tokens = _split_text(template.text)
+    if isinstance(tokens, str):
+        raise InputError([template.problem(f"cannot split into arguments: {tokens} (check the quotes)")])
+    return list(tokens)
 
 
 def check_variables(template: Template, names: Sequence[str], secret_names: Sequence[str] = ()) -> None:

@@ -5,7 +5,9 @@
 For 100 and 1,000 replicas it writes a synthetic project (inventory, stack, the shipped
 backends) to a temporary folder, then in separate processes measures wall time and peak RSS
 of (a) gpufleet's program and (b) a bare program that registers the same providers, images
-and containers with inputs of the same shape: the floor the Pulumi SDK sets.  Prints JSON.
+and containers with inputs of the same shape: the floor the Pulumi SDK sets.  The two run
+alternately ``--repeat`` times and the medians are compared (a single run varies by 10%
+here).  Prints JSON.
 """
 from __future__ import annotations
 
@@ -162,6 +164,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--one", nargs=3, metavar=("KIND", "REPLICAS", "FOLDER"), help=argparse.SUPPRESS)
     ap.add_argument("--sizes", default="100,1000")
+    ap.add_argument("--repeat", type=int, default=3, help="alternating runs of each program; medians reported")
     args = ap.parse_args()
     if args.one:
         kind, replicas, folder = args.one
@@ -172,11 +175,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             write_project(Path(tmp), replicas)
             (Path(tmp) / "layout.json").write_text(json.dumps(layout(Path(tmp))))
-            pair = {}
-            for kind in ("bare", "gpufleet"):
-                out = subprocess.run([sys.executable, __file__, "--one", kind, str(replicas), tmp],
-                                     capture_output=True, text=True, check=True, cwd=tmp)
-                pair[kind] = json.loads(out.stdout.strip().splitlines()[-1])
+            runs: dict[str, list[dict]] = {"bare": [], "gpufleet": []}
+            for _ in range(args.repeat):  # alternate, so drift in machine speed hits both alike
+                for kind in ("bare", "gpufleet"):
+                    out = subprocess.run([sys.executable, __file__, "--one", kind, str(replicas), tmp],
+                                         capture_output=True, text=True, check=True, cwd=tmp)
+                    runs[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            pair = {kind: {**sorted(rs, key=lambda r: r["seconds"])[len(rs) // 2],
+                           "all_seconds": [r["seconds"] for r in rs]} for kind, rs in runs.items()}
             assert pair["gpufleet"]["resources"] == pair["bare"]["resources"], pair
             pair["ratio"] = round(pair["gpufleet"]["seconds"] / pair["bare"]["seconds"], 3)
             rows.append(pair)

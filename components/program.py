@@ -97,17 +97,18 @@ def _problems_text(problems: list[Problem]) -> str:
 
 
 def _log(plan: Plan) -> None:
+    """The placement as one message: one engine call, however many replicas."""
     p = plan.placement
     statuses = [a.status for a in p.assignments]
-    pulumi.log.info(f"gpufleet placement for stack {plan.stack} ({p.strategy}): {len(p.assignments)} replicas "
-                    f"({statuses.count('kept')} kept, {statuses.count('new')} new, {statuses.count('moved')} moved), "
-                    f"{len(p.removed)} removed, {len(p.unplaced)} unplaced")
+    lines = [f"gpufleet placement for stack {plan.stack} ({p.strategy}): {len(p.assignments)} replicas "
+             f"({statuses.count('kept')} kept, {statuses.count('new')} new, {statuses.count('moved')} moved), "
+             f"{len(p.removed)} removed, {len(p.unplaced)} unplaced"]
     for a in p.assignments:
         gpus = ",".join(map(str, a.gpus)) or "-"
         note = f" (moved: {a.reason}; was on {a.previous_host})" if a.status == "moved" else ""
-        pulumi.log.info(f"  {a.key} -> {a.host} gpus {gpus} port {a.port} [{a.status}]{note}")
-    for r in p.removed:
-        pulumi.log.info(f"  {r.key} removed from {r.host}")
+        lines.append(f"  {a.key} -> {a.host} gpus {gpus} port {a.port} [{a.status}]{note}")
+    lines += [f"  {r.key} removed from {r.host}" for r in p.removed]
+    pulumi.log.info("\n".join(lines))
     for u in p.unplaced:
         pulumi.log.warn(u.message)
     if plan.lock_stale:
