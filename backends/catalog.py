@@ -35,9 +35,6 @@ class BackendEntry:
     def name(self) -> str:
         return self.spec.backend_name
 
-    def where(self, *path) -> tuple[Marks, tuple]:
-        return self.marks, self.base + tuple(path)
-
     def problem(self, path: tuple, message: str, at_key: bool = False) -> Problem:
         return self.marks.problem(self.base + tuple(path), message, at_key=at_key)
 

@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from stack.fields import EnvMap, HealthPath
 
-FRAMEWORKS: tuple[str, ...] = ("cuda", "rocm", "cann", "dtk", "musa", "corex", "maca", "neuware", "hggc", "cpu")
 Framework = Literal["cuda", "rocm", "cann", "dtk", "musa", "corex", "maca", "neuware", "hggc", "cpu"]
 
 #: keys GPUStack's catalog and API exports carry that say nothing about how to run a container

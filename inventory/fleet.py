@@ -7,7 +7,7 @@ one address) and returns a :class:`Fleet` sorted by host name, so file order nev
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from stack.documents import validate
@@ -82,8 +82,6 @@ class Host:
 class Fleet:
     hosts: tuple[Host, ...]
     file: str = "<memory>"
-    #: host name -> (marks, path) of its entry, for errors that point back at the inventory
-    where: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "hosts", tuple(sorted(self.hosts, key=lambda h: h.name)))
@@ -159,7 +157,7 @@ def build_fleet(inv: InventoryFile, marks: Marks, base_dir: Path | None = None) 
     problems.extend(_port_overlaps(hosts, where))
     if problems:
         raise InputError(problems)
-    return Fleet(tuple(hosts), marks.file, where)
+    return Fleet(tuple(hosts), marks.file)
 
 
 def _group(vendor: str, model: str, vram: int, devices: list[Device]) -> DeviceGroup:

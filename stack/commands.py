@@ -44,11 +44,11 @@ def _stack_args(p) -> None:
                    help="override the stack file's strategy")
 
 
-def compute(args, use_lock: bool = True):
+def compute(args):
     root = args.root or find_root()
     project = load_project(args.stack, root, args.inventory)
     path = args.lock or lock_path(project.stack_file)
-    prior = read_lock(path, display(path, root)) if use_lock and not getattr(args, "no_lock", False) else {}
+    prior = read_lock(path, display(path, root)) if not getattr(args, "no_lock", False) else {}
     strategy = args.strategy or project.stack.strategy
     placement = place(project.fleet, demands_for(project.workloads), prior, strategy)
     return project, placement, path

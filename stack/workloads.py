@@ -6,7 +6,6 @@ inventory, selectors agree with the framework, templates only use known variable
 """
 from __future__ import annotations
 
-import fnmatch
 import re
 from dataclasses import dataclass
 
@@ -212,6 +211,3 @@ def _also_for(problems: list[Problem], marks: Marks, at: tuple) -> list[Problem]
         out.append(p)
     return out
 
-
-def matches_model(pattern: str | None, model: str) -> bool:
-    return pattern is None or fnmatch.fnmatchcase(model.lower(), pattern.lower())

@@ -173,7 +173,7 @@ def _locked(p):
     return read_lock_from_text(render_lock("t", p))
 
 
-def read_lock_from_text(text, tmp=[0]):
+def read_lock_from_text(text):
     import pathlib
     import tempfile
 

@@ -26,7 +26,6 @@ class Filter:
     check: Check
     #: how to say what the rejected hosts lack: (count, demand, rejected hosts) -> text
     explain: Callable[[int, Demand, list], str]
-    static: bool = True
     gpu_only: bool = False  # skipped for replicas that need no GPU
 
     def __call__(self, host, group, demand, state=None) -> bool:
@@ -107,13 +106,13 @@ MANUAL = Filter(
     lambda n, d, hs: f"gpu_selection: {_hosts(n)} not selected (or too few selected devices)", gpu_only=True)
 FREE_PORT = Filter(
     "free_port", lambda h, g, d, s: s.has_free_port(h.name),
-    lambda n, d, hs: f"ports: {_hosts(n, 'have')} no free port in range", static=False)
+    lambda n, d, hs: f"ports: {_hosts(n, 'have')} no free port in range")
 SPREAD = Filter(
     "spread", lambda h, g, d, s: not (d.spread_hosts and s.runs(h.name, d.deployment)),
-    lambda n, d, hs: f"spread: {_hosts(n, 'run')} {d.deployment} already", static=False)
+    lambda n, d, hs: f"spread: {_hosts(n, 'run')} {d.deployment} already")
 FREE_VRAM = Filter(
     "free_vram", lambda h, g, d, s: s.fits(h.name, g, d),
-    _vram_text, static=False, gpu_only=True)
+    _vram_text, gpu_only=True)
 
 DYNAMIC: tuple[Filter, ...] = (MANUAL, FREE_PORT, SPREAD, FREE_VRAM)
 PIPELINE: tuple[Filter, ...] = STATIC + DYNAMIC
