@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from stack.documents import validate
-from stack.errors import InputError, Problem, ProblemList, did_you_mean
-from stack.yamlsource import Marks, read_yaml
+from documents.validation import validate
+from documents.problems import InputError, Problem, ProblemList, did_you_mean
+from documents.yaml_reader import Marks, read_yaml
 
 from .schema import BackendSpec, VersionConfig
 

@@ -18,8 +18,8 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
-from stack.errors import InputError, Problem, did_you_mean
-from stack.yamlsource import Marks
+from documents.problems import InputError, Problem, did_you_mean
+from documents.yaml_reader import Marks
 
 BUILTIN_VARIABLES = ("model_path", "model_name", "port", "worker_ip", "gpu_count", "gpu_ids")
 SECRET_PREFIX = "secret:"

@@ -10,7 +10,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stack.fields import EnvMap, HealthPath
+from documents.fields import EnvMap, HealthPath
 
 Framework = Literal["cuda", "rocm", "cann", "dtk", "musa", "corex", "maca", "neuware", "hggc", "cpu"]
 

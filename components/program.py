@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pulumi
 
-from stack.errors import InputError, Problem
+from documents.problems import InputError, Problem
 from stack.plan import Plan, build_plan
 from stack.project import Project, find_root, load_project
 

@@ -10,9 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from stack.documents import validate
-from stack.errors import InputError, Problem
-from stack.yamlsource import Marks, read_yaml
+from documents.validation import validate
+from documents.problems import InputError, Problem
+from documents.yaml_reader import Marks, read_yaml
 
 from .schema import InventoryFile
 from .sizes import format_mib

@@ -9,7 +9,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stack.fields import StrMap
+from documents.fields import StrMap
 
 from .sizes import parse_mib
 from .vendors import VENDOR_NAMES

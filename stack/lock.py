@@ -18,10 +18,10 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .documents import validate
-from .errors import InputError
+from documents.validation import validate
+from documents.problems import InputError
 from .placement.model import Claim, LockedReplica, Placement
-from .yamlsource import read_yaml
+from documents.yaml_reader import read_yaml
 
 LOCK_VERSION = 1
 

@@ -12,11 +12,11 @@ from pathlib import Path
 from backends.catalog import Catalog, load_catalog
 from inventory.fleet import Fleet, load_fleet
 
-from .documents import validate
-from .errors import InputError, Problem, ProblemList
+from documents.validation import validate
+from documents.problems import InputError, Problem, ProblemList
 from .schema import StackFile
 from .workloads import Workload, resolve
-from .yamlsource import Marks, read_yaml
+from documents.yaml_reader import Marks, read_yaml
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from .fields import EnvMap, HealthPath, StrMap, empty_if_none
+from documents.fields import EnvMap, HealthPath, StrMap, empty_if_none
 
 from inventory.sizes import parse_mib
 

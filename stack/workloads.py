@@ -16,9 +16,9 @@ from backends.schema import VersionConfig
 from inventory.fleet import Fleet
 from inventory.vendors import FRAMEWORK_VENDORS, VENDORS
 
-from .errors import InputError, Problem, did_you_mean
+from documents.problems import InputError, Problem, did_you_mean
 from .schema import Deployment, StackFile
-from .yamlsource import Marks
+from documents.yaml_reader import Marks
 
 _DEPLOYMENT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?$")
 

@@ -21,7 +21,7 @@ class CliResult:
 
 def run_cli(*argv: str) -> CliResult:
     """Run ``gpufleet`` in-process and capture what it prints."""
-    from stack.cli import main
+    from cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -7,7 +7,7 @@ import pytest
 
 from backends.catalog import load_catalog
 from backends.render import Template, Variables, render
-from stack.errors import InputError
+from documents.problems import InputError
 
 from .conftest import ROOT
 

@@ -45,7 +45,7 @@ def test_catalog_table_marks_defaults(cli):
 
 
 def test_console_script_help_and_exit_codes():
-    exe = [sys.executable, "-m", "stack.cli"]
+    exe = [sys.executable, "-m", "cli.main"]
     out = subprocess.run(exe + ["--help"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and "validate" in out.stdout and "Exit status" in out.stdout
     for command in ("validate", "catalog", "plan", "lock"):

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from backends.catalog import load_file
 from inventory.fleet import load_fleet
-from stack.errors import InputError
+from documents.problems import InputError
 from stack.project import load_project
 
 from .conftest import ROOT

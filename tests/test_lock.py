@@ -43,7 +43,7 @@ def test_empty_and_duplicate_entries(tmp_path):
     path.write_text(render_lock("s", _placement()) + line + "\n")
     import pytest
 
-    from stack.errors import InputError
+    from documents.problems import InputError
 
     with pytest.raises(InputError) as err:
         read_lock(path, "stack/s.lock.yaml")

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from backends.render import Template, Variables, merge_parameters, normalise_parameters, render
-from stack.errors import InputError
+from documents.problems import InputError
 from stack.project import load_project
-from stack.yamlsource import Marks
+from documents.yaml_reader import Marks
 
 from .conftest import ROOT
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from inventory.fleet import Fleet
 from inventory.sizes import format_mib
 
-from .placement.model import Placement
+from stack.placement.model import Placement
 
 
 def placement_json(stack: str, fleet: Fleet, placement: Placement) -> dict:

@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .demands import demands_for
-from .lock import lock_path, read_lock, write_lock
-from .placement import place
-from .project import display, find_root, load_project
+from stack.demands import demands_for
+from stack.lock import lock_path, read_lock, write_lock
+from stack.placement import place
+from stack.project import display, find_root, load_project
 from .report import placement_json, placement_text
 
 EXIT_OK, EXIT_UNPLACED = 0, 3

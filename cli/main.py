@@ -13,9 +13,9 @@ from pathlib import Path
 from backends.catalog import Catalog, load_catalog
 from inventory.fleet import load_fleet
 
-from .errors import InputError, Problem, ProblemList
-from .project import display, find_root, load_project
-from .yamlsource import read_yaml
+from documents.problems import InputError, Problem, ProblemList
+from stack.project import display, find_root, load_project
+from documents.yaml_reader import read_yaml
 
 EXIT_OK, EXIT_INPUT, EXIT_UNPLACED = 0, 2, 3
 
@@ -66,8 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     c.set_defaults(run=cmd_catalog)
 
-    from . import commands  # plan / lock live beside placement
-    commands.register(sub)
+    from . import placement  # plan / lock
+    placement.register(sub)
     return p
 
 

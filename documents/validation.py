@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import InputError, Problem, did_you_mean
-from .yamlsource import Marks, dotted
+from .problems import InputError, Problem, did_you_mean
+from .yaml_reader import Marks, dotted
 
 M = TypeVar("M", bound=BaseModel)
 

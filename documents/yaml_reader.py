@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .errors import InputError, Problem
+from .problems import InputError, Problem
 
 try:  # libyaml composes ~10x faster and gives the same marks
     _Loader = yaml.CSafeLoader
