@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from documents.fields import EnvMap, HealthPath
+from documents.fields import CommandText, EnvMap, HealthPath, ImageName, ParameterText, PlainText, StrictModel, blank_is_none
 
 Framework = Literal["cuda", "rocm", "cann", "dtk", "musa", "corex", "maca", "neuware", "hggc", "cpu"]
 
@@ -21,25 +21,14 @@ IGNORED_BACKEND_KEYS = frozenset({
 })
 IGNORED_VERSION_KEYS = frozenset({"built_in_frameworks", "is_deprecated"})
 
-def _text(value):
-    """Folded YAML strings end in a newline; a blank string means 'not set' (GPUStack's forms do that)."""
-    if isinstance(value, str):
-        value = value.strip()
-        return value or None
-    return value
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class VersionConfig(_Strict):
+class VersionConfig(StrictModel):
     """One runnable version: an image plus optional overrides of the backend defaults."""
 
-    image_name: str = Field(min_length=1)
+    image_name: ImageName
     custom_framework: Framework
-    run_command: Optional[str] = None
-    entrypoint: Optional[str] = None
+    run_command: CommandText = None
+    entrypoint: CommandText = None
     env: EnvMap = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -49,33 +38,18 @@ class VersionConfig(_Strict):
             data = {k: v for k, v in data.items() if k not in IGNORED_VERSION_KEYS}
         return data
 
-    @field_validator("run_command", "entrypoint", mode="before")
-    @classmethod
-    def _strip(cls, value):
-        return _text(value)
 
-    @field_validator("image_name", mode="before")
-    @classmethod
-    def _image(cls, value):
-        value = _text(value)
-        if value is None:
-            raise ValueError("image_name is empty; set the container image, e.g. vllm/vllm-openai:v0.11.0")
-        if isinstance(value, str) and any(c.isspace() for c in value):
-            raise ValueError(f"image name '{value}' contains white space")
-        return value
-
-
-class BackendSpec(_Strict):
+class BackendSpec(StrictModel):
     """A whole backend: defaults plus named versions."""
 
-    backend_name: str = Field(min_length=1)
+    backend_name: PlainText = Field(min_length=1)
     description: Optional[str] = None
     health_check_path: HealthPath = "/v1/models"
-    default_version: Optional[str] = None
-    default_run_command: Optional[str] = None
-    default_entrypoint: Optional[str] = None
+    default_version: Optional[PlainText] = None
+    default_run_command: CommandText = None
+    default_entrypoint: CommandText = None
     default_env: EnvMap = Field(default_factory=dict)
-    default_backend_param: list[str] = Field(default_factory=list)
+    default_backend_param: list[ParameterText] = Field(default_factory=list)
     parameter_format: Optional[Literal["space", "equal"]] = None
     common_parameters: list[str] = Field(default_factory=list)
     version_configs: dict[str, VersionConfig]
@@ -105,11 +79,10 @@ class BackendSpec(_Strict):
             data.pop("health_check_path", None)
         return data
 
-    @field_validator("description", "default_version", "default_run_command", "default_entrypoint",
-                     mode="before")
+    @field_validator("description", "default_version", mode="before")
     @classmethod
     def _strip(cls, value):
-        return _text(value)
+        return blank_is_none(value)
 
     @field_validator("backend_name", mode="before")
     @classmethod

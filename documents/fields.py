@@ -1,17 +1,32 @@
 """Field types shared by the three user-written formats (backend specs, inventories, stack files).
 
 Each is an ``Annotated`` pydantic type, so a rule lives in one place and every file that uses
-it reports it the same way.
+it reports it the same way.  Everything that ends up in a container or on a host (images,
+environment values, labels, users, paths, addresses) refuses control characters: these
+files arrive by pull request, and a value must never smuggle a newline into a log or an
+escape sequence into a terminal.
 """
 from __future__ import annotations
 
+import ipaddress
+import posixpath
 import re
+import unicodedata
 from typing import Annotated, Optional
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HEALTH_PATH = re.compile(r"^/[A-Za-z0-9._~/?=&%+-]*$")
+_DNS_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_IMAGE = re.compile(r"^[a-z0-9]([a-z0-9._/:@-]*[A-Za-z0-9_])?$", re.IGNORECASE)
+_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\$?$", re.IGNORECASE)
+
+
+class StrictModel(BaseModel):
+    """A user-written mapping: unknown keys are errors (with a did-you-mean), values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def empty_if_none(value):
@@ -19,16 +34,60 @@ def empty_if_none(value):
     return {} if value is None else value
 
 
+def blank_is_none(value):
+    """Folded YAML strings end in a newline; a blank string means 'not set' (GPUStack's forms do that)."""
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return value
+
+
+def control_character(text: str, allow: str = "") -> str | None:
+    """The first control, format or separator character in ``text`` (other than ``allow``), or None."""
+    for ch in text:
+        if ch not in allow and unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            return ch
+    return None
+
+
+def _refuse_controls(text: str, allow: str = "") -> str:
+    ch = control_character(text, allow)
+    if ch is not None:
+        raise ValueError(f"contains the control character U+{ord(ch):04X}; remove it")
+    return text
+
+
+def _plain_text(value: str) -> str:
+    return _refuse_controls(value)
+
+
+def _command_text(value: Optional[str]) -> Optional[str]:
+    """Commands may be folded over lines (newlines and tabs separate arguments); nothing else."""
+    return None if value is None else _refuse_controls(value, allow="\n\t")
+
+
 def _env_names(env: dict[str, str]) -> dict[str, str]:
-    for key in env:
+    for key, value in env.items():
         if not _ENV_NAME.match(key):
             raise ValueError(f"'{key}' is not a valid environment variable name (letters, digits, _; "
                              "not starting with a digit)")
+        if control_character(value):
+            raise ValueError(f"the value of {key} contains the control character "
+                             f"U+{ord(control_character(value) or ' '):04X}; remove it")
     return env
 
 
+def _str_map(values: dict[str, str]) -> dict[str, str]:
+    for key, value in values.items():
+        for text in (key, value):
+            ch = control_character(text)
+            if ch is not None:
+                raise ValueError(f"'{key}' contains the control character U+{ord(ch):04X}; remove it")
+    return values
+
+
 def _health_path(value: Optional[str]) -> Optional[str]:
-    """It ends up in the container's health check command: URL path characters only."""
+    """It ends up in the container's health check: URL path characters only."""
     if value is not None:
         value = value.strip()
         if not _HEALTH_PATH.match(value):
@@ -37,6 +96,111 @@ def _health_path(value: Optional[str]) -> Optional[str]:
     return value
 
 
+def _image_given(value):
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("image_name is empty; set the container image, e.g. vllm/vllm-openai:v0.11.0")
+    return value.strip() if isinstance(value, str) else value
+
+
+def _image(value: str) -> str:
+    _refuse_controls(value)
+    if any(c.isspace() for c in value):
+        raise ValueError(f"image name '{value}' contains white space")
+    if not _IMAGE.match(value) or len(value) > 512:
+        raise ValueError(f"'{value}' is not an image reference; write e.g. vllm/vllm-openai:v0.11.0 or "
+                         "registry.example.com/team/image:tag")
+    return value
+
+
+def _address(value: str) -> str:
+    """An IP address or an RFC 1123 host name: it goes into ssh:// URLs, health checks and endpoints."""
+    _refuse_controls(value)
+    text = value.strip("[]") if value.startswith("[") else value
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if any(c.isspace() for c in value) or "/" in value or "@" in value:
+        raise ValueError(f"address '{value}' must be a bare IP address or DNS name (put the user under ssh.user "
+                         "and the port under ssh.port)")
+    labels = value.rstrip(".").split(".")
+    if len(value) > 253 or not all(_DNS_LABEL.match(label) for label in labels) or labels[-1].isdigit():
+        raise ValueError(f"address '{value}' is neither an IP address nor a DNS name (letters, digits and '-' "
+                         "between dots, e.g. gpu-01.example.com)")
+    return value
+
+
+def _user(value: str) -> str:
+    if not _USER.match(value):
+        raise ValueError(f"SSH user '{value}' must be a POSIX user name (letters, digits, '_', '-', '.')")
+    return value
+
+
+def _absolute_path(value: str) -> str:
+    _refuse_controls(value)
+    if not value.startswith("/"):
+        raise ValueError(f"'{value}' must be an absolute path on the host, e.g. /srv/models/qwen3-8b")
+    if any(part == ".." for part in value.split("/")):
+        raise ValueError(f"'{value}' must not contain '..'; write the path it means")
+    return posixpath.normpath(value)
+
+
+def _file_path(value: str) -> str:
+    _refuse_controls(value)
+    if not value.strip():
+        raise ValueError("the path is empty")
+    return value
+
+
+#: free text that reaches a container, a host or a log: one line, no control characters
+PlainText = Annotated[str, AfterValidator(_plain_text)]
+#: a run command or entrypoint template: may be folded over lines
+CommandText = Annotated[Optional[str], BeforeValidator(blank_is_none), AfterValidator(_command_text)]
+#: one backend parameter, e.g. "--max-model-len 8192"
+ParameterText = Annotated[str, AfterValidator(_command_text)]
+ImageName = Annotated[str, BeforeValidator(_image_given), AfterValidator(_image)]
 EnvMap = Annotated[dict[str, str], BeforeValidator(empty_if_none), AfterValidator(_env_names)]
-StrMap = Annotated[dict[str, str], BeforeValidator(empty_if_none)]
+StrMap = Annotated[dict[str, str], BeforeValidator(empty_if_none), AfterValidator(_str_map)]
 HealthPath = Annotated[str, AfterValidator(_health_path)]
+Address = Annotated[str, AfterValidator(_address)]
+UserName = Annotated[str, AfterValidator(_user)]
+AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
+FilePath = Annotated[str, AfterValidator(_file_path)]
+
+
+#: host folders a container must never see: the host's configuration, its kernel interfaces,
+#: its runtime sockets (Docker's among them) and its programs
+SYSTEM_PATHS = ("/", "/etc", "/proc", "/sys", "/dev", "/run", "/var/run", "/boot", "/root", "/usr", "/bin",
+                "/sbin", "/lib", "/lib64", "/var/lib/docker", "/var/lib/containerd", "/home", "/var", "/var/lib")
+#: system folders whose whole subtree is off limits (the rest of SYSTEM_PATHS only as themselves)
+_SYSTEM_TREES = ("/etc", "/proc", "/sys", "/dev", "/run", "/var/run", "/boot", "/root", "/usr", "/bin", "/sbin",
+                 "/lib", "/lib64", "/var/lib/docker", "/var/lib/containerd")
+
+
+def system_path_reason(path: str) -> str | None:
+    """Why ``path`` (absolute, normalised) may not be mounted into a container, or None."""
+    if path in SYSTEM_PATHS:
+        return f"'{path}' is a system folder"
+    for tree in _SYSTEM_TREES:
+        if path.startswith(tree + "/"):
+            return f"'{path}' lies in the system folder {tree}"
+    name = path.rsplit("/", 1)[-1]
+    if name.endswith(".sock") or name in ("docker.sock", "containerd.sock"):
+        return f"'{path}' looks like a socket"
+    return None
+
+
+def is_under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _host_folder(value: str) -> str:
+    value = _absolute_path(value)
+    reason = system_path_reason(value)
+    if reason:
+        raise ValueError(f"{reason}; a model folder must be a dedicated folder such as /srv/models")
+    return value
+
+
+#: a folder on a host that containers may mount: absolute, normalised, not a system folder
+HostFolder = Annotated[str, AfterValidator(_host_folder)]

@@ -7,6 +7,7 @@ else is allowed to escape for bad input (the hypothesis tests hold us to that).
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -22,10 +23,12 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = self.file
+        """One line, whatever the input held: control characters and newlines are shown escaped."""
+        where = printable(self.file)
         if self.line:
             where += f":{self.line}:{self.col or 1}"
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        message = printable(self.message)
+        return f"{where}: {printable(self.field)}: {message}" if self.field else f"{where}: {message}"
 
     def sort_key(self) -> tuple:
         return (self.file, self.line, self.col, self.field, self.message)
@@ -68,6 +71,30 @@ class ProblemList:
 
     def __bool__(self) -> bool:
         return bool(self.items)
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal or a CI log: one line, no escape sequences, no bidi tricks.
+
+    Control characters (C0, DEL, C1), format characters (bidi overrides, zero-width) and line or
+    paragraph separators are written as ``\\n``, ``\\x1b``, ``\\u202e``; everything else is kept.
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable() or ch == " ":
+            out.append(ch)
+        elif ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn") or ord(ch) < 0x100:
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def did_you_mean(word: str, choices: Sequence[str]) -> str:

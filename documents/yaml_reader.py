@@ -1,13 +1,30 @@
-"""Read YAML into plain data while remembering where every key and value came from.
+"""Read YAML into plain data, bounded, while remembering where every key and value came from.
 
-PyYAML's ``safe_load`` forgets positions and silently keeps the last of two duplicate keys.
-Here we compose the node graph (with libyaml when present: fast, same marks), build plain
-dicts/lists/scalars ourselves, refuse duplicate keys, and record the line and column of
-each key and value under its path, e.g. ``("hosts", 3, "address")``.  Mapping keys are kept
-as the text written (``1.9:`` stays ``"1.9"``), because every key in our formats is a name.
+Files arrive through pull requests, so they are untrusted: this reader never recurses on the
+input, never follows an alias into exponential work, and never blocks on a special file.
+
+- The file is opened non-blocking and must be a regular file (a FIFO, a device or a folder is
+  refused before a byte is read) of at most ``Limits.max_bytes``.
+- Control characters other than tab, LF and CR are refused with their line and column.
+- PyYAML's event stream (libyaml when present) is turned into dicts, lists and scalars by a
+  loop with an explicit stack: nesting deeper than ``Limits.max_depth`` is refused at the
+  opening bracket, and every alias adds the size of what it repeats to a running count, so an
+  alias bomb is refused at the first alias that pushes it past ``Limits.max_values``.
+- Scalars follow YAML's safe core schema (null, bool, int, float, str). Other tags (``!!binary``,
+  ``!!python/…``, ``!custom``) are refused; a tagged value that does not parse (``!!int abc``)
+  is a problem; numbers beyond 64 bits, infinities and NaN are out of range. Dates stay text.
+- Duplicate keys are refused (PyYAML silently keeps the last); mapping keys are kept as the text
+  written (``1.9:`` stays ``"1.9"``), since every key in our formats is a name.
+
+Positions are recorded under paths such as ``("hosts", 3, "address")``.
 """
 from __future__ import annotations
 
+import errno
+import math
+import os
+import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,12 +33,25 @@ import yaml
 
 from .problems import InputError, Problem
 
-try:  # libyaml composes ~10x faster and gives the same marks
+try:  # libyaml parses ~10x faster and gives the same marks
     _Loader = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - pure-python fallback
     _Loader = yaml.SafeLoader
 
 Path_t = tuple  # a path into the document: str keys and int list indices
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one document may cost. Our formats need a small fraction of each."""
+
+    max_bytes: int = 16 * 1024 * 1024
+    max_depth: int = 64
+    #: values after alias expansion (what validation will walk)
+    max_values: int = 2_000_000
+
+
+LIMITS = Limits()
 
 
 @dataclass
@@ -60,83 +90,365 @@ def dotted(path: Path_t) -> str:
     return out
 
 
-def _pos(mark) -> tuple[int, int]:
-    return (mark.line + 1, mark.column + 1)
+# ----------------------------------------------------------------------------- reading the file
 
-
-class _Builder:
-    def __init__(self, file: str):
-        self.marks = Marks(file)
-        self.problems: list[Problem] = []
-        self._constructor = yaml.SafeLoader("")  # only its scalar constructors are used
-
-    def build(self, node, path: Path_t) -> Any:
-        self.marks.values[path] = _pos(node.start_mark)
-        if isinstance(node, yaml.MappingNode):
-            self._constructor.flatten_mapping(node)  # resolves YAML merge keys (<<)
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode):
-                    line, col = _pos(key_node.start_mark)
-                    self.problems.append(Problem(self.marks.file, line, col, dotted(path),
-                                                 "a key must be a plain name, not a list or mapping"))
-                    continue
-                key = key_node.value
-                if key in out:
-                    line, col = _pos(key_node.start_mark)
-                    first = self.marks.keys[path + (key,)][0]
-                    self.problems.append(Problem(self.marks.file, line, col, dotted(path + (key,)),
-                                                 f"duplicate key '{key}' (first written on line {first}); "
-                                                 "keep one"))
-                    continue
-                self.marks.keys[path + (key,)] = _pos(key_node.start_mark)
-                out[key] = self.build(value_node, path + (key,))
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
-        return self._constructor.construct_object(node, deep=True)
-
-
-def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
-    """Parse one YAML document. Raises InputError with the parser's position on bad YAML."""
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    try:
-        node = yaml.compose(text, Loader=_Loader)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line, col = _pos(mark) if mark else (0, 0)
-        what = err.problem or "invalid YAML"
-        if err.context:
-            what = f"{err.context}, {what}"
-        raise InputError([Problem(file, line, col, "", f"invalid YAML: {what}")]) from None
-    except yaml.YAMLError as err:  # e.g. a second document, bad characters
-        raise InputError([Problem(file, 0, 0, "", f"invalid YAML: {err}")]) from None
-    if node is None:
-        return None, Marks(file)
-    builder = _Builder(file)
-    try:
-        data = builder.build(node, ())
-    except yaml.constructor.ConstructorError as err:
-        line, col = _pos(err.problem_mark) if err.problem_mark else (0, 0)
-        raise InputError([Problem(file, line, col, "", f"invalid YAML: {err.problem}")]) from None
-    if builder.problems:
-        raise InputError(builder.problems)
-    return data, builder.marks
-
-
-def read_yaml(path: Path, display: str | None = None) -> tuple[Any, Marks]:
-    """Read and parse a file; unreadable files and non-UTF-8 bytes are problems, not tracebacks."""
+def read_yaml(path: Path, display: str | None = None, limits: Limits = LIMITS) -> tuple[Any, Marks]:
+    """Read and parse one file. Anything wrong is an InputError naming the file, never an OSError."""
     name = display or str(path)
+    return parse_yaml(read_text(path, name, limits.max_bytes), name, limits)
+
+
+def read_text(path: Path, name: str, max_bytes: int = LIMITS.max_bytes) -> str:
+    """A regular file's UTF-8 text, at most ``max_bytes``; special files are refused unread."""
+    raw = read_bytes(path, name, max_bytes)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError([Problem(name, 0, 0, "", "file not found")]) from None
-    except OSError as err:
-        raise InputError([Problem(name, 0, 0, "", f"cannot read file: {err.strerror}")]) from None
-    try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise InputError([Problem(name, line, 1, "", "file is not UTF-8 text; save it as UTF-8")]) from None
-    return parse_yaml(text, name)
+        col = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise InputError([Problem(name, line, col, "", "the file is not UTF-8 text; save it as UTF-8")]) from None
+
+
+def read_bytes(path: Path, name: str, max_bytes: int = LIMITS.max_bytes) -> bytes:
+    def fail(message: str) -> InputError:
+        return InputError([Problem(name, 0, 0, "", message)])
+
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat below refuses it
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        raise fail(_os_message(err)) from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise fail("this is a folder, not a file; give the path of a YAML file")
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else
+                    "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
+                    "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+            raise fail(f"this is {kind}, not a regular file; give the path of a YAML file")
+        if st.st_size > max_bytes:
+            raise fail(f"the file is {st.st_size:,} bytes; the limit is {max_bytes:,}")
+        chunks, total = [], 0
+        while total <= max_bytes:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > max_bytes:
+            raise fail(f"the file is more than {max_bytes:,} bytes, the limit")
+        return b"".join(chunks)
+    except OSError as err:
+        raise fail(_os_message(err)) from None
+    finally:
+        os.close(fd)
+
+
+def _os_message(err: OSError) -> str:
+    return {
+        errno.ENOENT: "file not found",
+        errno.ENOTDIR: "file not found (a part of the path is not a folder)",
+        errno.ELOOP: "the path is a loop of symbolic links; point it at a real file",
+        errno.ENAMETOOLONG: "the path is too long for this system",
+        errno.EACCES: "permission denied: this user cannot read the file",
+        errno.EISDIR: "this is a folder, not a file; give the path of a YAML file",
+    }.get(err.errno, f"cannot read the file: {err.strerror or err}")
+
+
+# ----------------------------------------------------------------------------- parsing
+
+# YAML allows tab, LF, CR and NEL; libyaml's own message for the rest carries no line
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ufffe\uffff]")
+
+
+def parse_yaml(text: str, file: str, limits: Limits = LIMITS) -> tuple[Any, Marks]:
+    """Parse one YAML document into plain data and its marks. Raises InputError on anything wrong."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    bad = _CONTROL.search(text)
+    if bad:
+        line, col = _line_col(text, bad.start())
+        raise InputError([Problem(file, line, col, "", f"control character U+{ord(bad.group()):04X} is not allowed "
+                                                        "in these files; remove it")])
+    composer = _Composer(file, limits)
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            composer.feed(event)
+    except yaml.MarkedYAMLError as err:
+        raise InputError([_syntax_problem(err, text, file)]) from None
+    except yaml.YAMLError as err:  # a reader error: position, no line
+        position = getattr(err, "position", None)
+        line, col = _line_col(text, position) if isinstance(position, int) else (0, 0)
+        raise InputError([Problem(file, line, col, "", "invalid YAML: a character that YAML does not allow")]) \
+            from None
+    if composer.problems:
+        raise InputError(composer.problems)
+    return composer.result, composer.marks
+
+
+def _line_col(text: str, index: int) -> tuple[int, int]:
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+#: libyaml's wording -> what to tell a person
+_SYNTAX = (
+    ("found character that cannot start any token", "this character cannot start a value; put the value in quotes"),
+    ("mapping values are not allowed here", "a ':' where a value was expected; quote a value that contains ': ', "
+                                            "or fix the indentation"),
+    ("mapping values are not allowed in this context", "a ':' where a value was expected; quote a value that "
+                                                       "contains ': ', or fix the indentation"),
+    ("could not find expected ':'", "expected 'key: value' here; a ':' is missing or the indentation is off"),
+    ("did not find expected key", "this line does not line up with the keys above it; fix the indentation"),
+    ("did not find expected '-' indicator", "this line does not line up with the list items above it; fix "
+                                            "the indentation"),
+    ("did not find expected ',' or ']'", "a list in [brackets] is not closed; add the ']' or a ','"),
+    ("did not find expected ',' or '}'", "a mapping in {braces} is not closed; add the '}' or a ','"),
+    ("found unexpected end of stream", "the file ends inside a value; close the open quote or bracket"),
+    ("found unknown escape character", "unknown escape in a double-quoted string; write a backslash as \\\\ "
+                                       "or use single quotes"),
+    ("found undefined alias", "this alias (*name) refers to no anchor (&name) before it"),
+    ("found duplicate anchor", "this anchor (&name) is defined twice; rename one"),
+    ("but found another document", "a second YAML document ('---'); a file holds one document"),
+    ("found a tab character that violates indentation", "a tab in the indentation; YAML indents with spaces only"),
+    ("found a tab character where an indentation space is expected", "a tab in the indentation; YAML indents "
+                                                                      "with spaces only"),
+    ("found unexpected ':'", "an unexpected ':'; quote the value that contains it"),
+    ("while scanning an alias", "an alias must be *name, letters and digits"),
+    ("while scanning an anchor", "an anchor must be &name, letters and digits"),
+    ("while scanning a quoted scalar", "a quoted value is not closed; add the closing quote"),
+)
+
+
+def _syntax_problem(err: yaml.MarkedYAMLError, text: str, file: str) -> Problem:
+    mark = err.problem_mark or err.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+    said = f"{err.context or ''} {err.problem or ''}"
+    index = getattr(mark, "index", None)
+    if isinstance(index, int) and 0 <= index < len(text) and text[index] == "\t":
+        return Problem(file, line, col, "", "invalid YAML: a tab here; YAML indents and separates with spaces "
+                                            "only, replace the tab with spaces")
+    for needle, message in _SYNTAX:
+        if needle in said:
+            return Problem(file, line, col, "", f"invalid YAML: {message}")
+    return Problem(file, line, col, "", f"invalid YAML: {(err.problem or err.context or 'cannot parse').strip()}")
+
+
+# ----------------------------------------------------------------------------- events -> data
+
+_CORE = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {_CORE + t for t in ("str", "int", "float", "bool", "null")}
+_MAX_INT = 2 ** 63 - 1
+_RESOLVER = yaml.resolver.Resolver()
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+
+
+class _Frame:
+    __slots__ = ("path", "value", "key", "key_mark", "size", "anchor", "merges", "is_map")
+
+    def __init__(self, path: Path_t, value, anchor: str | None):
+        self.path, self.value, self.anchor = path, value, anchor
+        self.is_map = isinstance(value, dict)
+        self.key: str | None = None
+        self.key_mark: tuple[int, int] | None = None
+        self.size = 1  # values in this subtree once aliases are expanded
+        self.merges: list = []
+
+
+class _Composer:
+    """Builds plain data from parser events with an explicit stack: the input controls no recursion."""
+
+    def __init__(self, file: str, limits: Limits):
+        self.file, self.limits = file, limits
+        self.marks = Marks(file)
+        self.problems: list[Problem] = []
+        self.stack: list[_Frame] = []
+        self.anchors: dict[str, tuple[Any, int]] = {}
+        self.open_anchors: set[str] = set()
+        self.expanded = 0
+        self.documents = 0
+        self.result: Any = None
+
+    def fail(self, mark, message: str) -> InputError:
+        return InputError([Problem(self.file, mark.line + 1, mark.column + 1, dotted(self._here()), message)])
+
+    def _here(self) -> Path_t:
+        if not self.stack:
+            return ()
+        top = self.stack[-1]
+        if top.is_map:
+            return top.path + ((top.key,) if top.key is not None else ())
+        return top.path + (len(top.value),)
+
+    def feed(self, event) -> None:
+        if isinstance(event, yaml.DocumentStartEvent):
+            self.documents += 1
+            if self.documents > 1:
+                raise self.fail(event.start_mark, "a second YAML document ('---'); a file holds one document")
+        elif isinstance(event, yaml.ScalarEvent):
+            self._scalar(event)
+        elif isinstance(event, yaml.AliasEvent):
+            self._alias(event)
+        elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            self._open(event)
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            self._close()
+
+    # -- collections
+    def _open(self, event) -> None:
+        top = self.stack[-1] if self.stack else None
+        if top is not None and top.is_map and top.key is None:
+            raise self.fail(event.start_mark, "a key must be a plain name, not a list or mapping")
+        if len(self.stack) >= self.limits.max_depth:
+            raise self.fail(event.start_mark, f"nested more than {self.limits.max_depth} levels deep; these files "
+                                              "need only a few levels")
+        tag = event.tag
+        is_map = isinstance(event, yaml.MappingStartEvent)
+        if tag not in (None, "!", _CORE + ("map" if is_map else "seq")):
+            raise self.fail(event.start_mark, f"the tag {_show_tag(tag)} is not accepted; remove it")
+        path = self._here()
+        self.marks.values[path] = (event.start_mark.line + 1, event.start_mark.column + 1)
+        if event.anchor:
+            self.open_anchors.add(event.anchor)
+        self.stack.append(_Frame(path, {} if is_map else [], event.anchor))
+
+    def _close(self) -> None:
+        frame = self.stack.pop()
+        if frame.merges:
+            for merged in frame.merges:  # explicit keys win over merged ones, earlier merges over later
+                for key, value in merged.items():
+                    frame.value.setdefault(key, value)
+        if frame.anchor:
+            self.open_anchors.discard(frame.anchor)
+            self.anchors[frame.anchor] = (frame.value, frame.size)
+        self._attach(frame.value, frame.size, None)
+
+    # -- leaves
+    def _alias(self, event) -> None:
+        name = event.anchor
+        if name in self.open_anchors:
+            raise self.fail(event.start_mark, f"alias *{name} refers to the value that contains it; a value cannot "
+                                              "contain itself")
+        if name not in self.anchors:
+            raise self.fail(event.start_mark, f"alias *{name} refers to no anchor &{name} before it")
+        value, size = self.anchors[name]
+        top = self.stack[-1] if self.stack else None
+        if top is not None and top.is_map and top.key is None:
+            if not isinstance(value, str):
+                raise self.fail(event.start_mark, "a key must be a plain name, not a list, mapping or number")
+            self._key(value, event)
+            return
+        self.marks.values[self._here()] = (event.start_mark.line + 1, event.start_mark.column + 1)
+        self._attach(value, size, event)
+
+    def _scalar(self, event) -> None:
+        top = self.stack[-1] if self.stack else None
+        if top is not None and top.is_map and top.key is None:
+            if event.tag not in (None, "!", _CORE + "str", _CORE + "merge"):
+                raise self.fail(event.start_mark, f"the tag {_show_tag(event.tag)} is not accepted on a key; "
+                                                  "remove it")
+            if event.value == "<<" and event.implicit[0]:
+                top.key, top.key_mark = "<<", (event.start_mark.line + 1, event.start_mark.column + 1)
+                return
+            self._key(event.value, event)
+            return
+        value = self._construct(event)
+        if event.anchor:
+            self.anchors[event.anchor] = (value, 1)
+        self.marks.values[self._here()] = (event.start_mark.line + 1, event.start_mark.column + 1)
+        self._attach(value, 1, event)
+
+    def _key(self, key: str, event) -> None:
+        top = self.stack[-1]
+        path = top.path + (key,)
+        pos = (event.start_mark.line + 1, event.start_mark.column + 1)
+        if key in top.value:
+            first = self.marks.keys.get(path, pos)[0]
+            self.problems.append(Problem(self.file, pos[0], pos[1], dotted(path),
+                                         f"duplicate key '{key}' (first written on line {first}); keep one"))
+            top.key, top.key_mark = key, None  # the value is read and dropped
+            return
+        self.marks.keys[path] = pos
+        top.key, top.key_mark = key, pos
+
+    def _attach(self, value, size: int, event) -> None:
+        self.expanded += size
+        if self.expanded > self.limits.max_values:
+            where = event.start_mark if event is not None else None
+            message = (f"aliases expand this document beyond {self.limits.max_values:,} values (an alias bomb?); "
+                       "write the values out or use fewer aliases")
+            if where is not None:
+                raise self.fail(where, message)
+            raise InputError([Problem(self.file, 0, 0, "", message)])
+        if not self.stack:
+            self.result = value
+            return
+        top = self.stack[-1]
+        top.size += size
+        if not top.is_map:
+            top.value.append(value)
+            return
+        key, key_mark = top.key, top.key_mark
+        top.key, top.key_mark = None, None
+        if key == "<<" and key_mark is not None:
+            merged = value if isinstance(value, list) else [value]
+            if not all(isinstance(m, dict) for m in merged):
+                line, col = key_mark
+                self.problems.append(Problem(self.file, line, col, dotted(top.path + ("<<",)),
+                                             "a merge key (<<) takes a mapping or a list of mappings"))
+                return
+            top.merges.extend(merged)
+            return
+        if key_mark is None:  # a duplicate key: reported, value dropped
+            return
+        top.value[key] = value
+
+    def _construct(self, event) -> Any:
+        tag, value = event.tag, event.value
+        if tag in (None, "!"):
+            tag = _RESOLVER.resolve(yaml.ScalarNode, value, event.implicit) if tag is None else _CORE + "str"
+        if tag == _CORE + "timestamp":
+            return value  # dates stay text: every date-like value in our formats is a name
+        if tag not in _SCALAR_TAGS:
+            raise self.fail(event.start_mark, f"the tag {_show_tag(tag)} is not accepted; remove it (values are "
+                                              "plain text, numbers, true/false, lists and mappings)")
+        kind = tag[len(_CORE):]
+        node = yaml.ScalarNode(tag, value, event.start_mark, event.end_mark, event.style)
+        try:
+            if kind == "str":
+                return value
+            if kind == "null":
+                return None
+            if kind == "bool":
+                return _CONSTRUCTOR.construct_yaml_bool(node)
+            if kind == "int":
+                if len(value.replace("_", "")) > 24:
+                    raise self.fail(event.start_mark, f"the number {_short(value)} is out of range (at most "
+                                                      f"{_MAX_INT:,})")
+                number = _CONSTRUCTOR.construct_yaml_int(node)
+                if abs(number) > _MAX_INT:
+                    raise self.fail(event.start_mark, f"the number {_short(value)} is out of range (at most "
+                                                      f"{_MAX_INT:,})")
+                return number
+            number = _CONSTRUCTOR.construct_yaml_float(node)
+        except (ValueError, KeyError, IndexError, TypeError, OverflowError):
+            if event.tag is None:
+                raise self.fail(event.start_mark, f"'{_short(value)}' cannot be read as a {kind}; put it in "
+                                                  "quotes if it is text") from None
+            what = {"bool": "true or false", "int": "a whole number", "float": "a number",
+                    "null": "null"}[kind]
+            raise self.fail(event.start_mark, f"'{_short(value)}' is tagged !!{kind} but is not {what}; fix the "
+                                              "value or remove the tag") from None
+        if not math.isfinite(number):
+            raise self.fail(event.start_mark, f"'{_short(value)}' is not a finite number; write a plain number")
+        return number
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
+
+
+def _show_tag(tag: str | None) -> str:
+    tag = tag or ""
+    return "!!" + tag[len(_CORE):] if tag.startswith(_CORE) else tag

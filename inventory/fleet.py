@@ -61,6 +61,8 @@ class Host:
     port_end: int
     model_cache: str
     groups: tuple[DeviceGroup, ...]
+    #: host folders a deployment's local_path may lie under (the model cache is always one)
+    model_roots: tuple[str, ...] = ()
 
     @property
     def frameworks(self) -> frozenset[str]:
@@ -152,12 +154,17 @@ def build_fleet(inv: InventoryFile, marks: Marks, base_dir: Path | None = None) 
             labels=tuple(sorted({**d.labels, **entry.labels}.items())),
             state=entry.state, port_start=start, port_end=end,
             model_cache=entry.model_cache or d.model_cache, groups=tuple(groups),
+            model_roots=_roots(entry.model_roots or d.model_roots or [], entry.model_cache or d.model_cache),
         ))
         where[entry.name] = (marks, path)
     problems.extend(_port_overlaps(hosts, where))
     if problems:
         raise InputError(problems)
     return Fleet(tuple(hosts), marks.file)
+
+
+def _roots(roots: list[str], cache: str) -> tuple[str, ...]:
+    return tuple(sorted({*roots, cache}))
 
 
 def _group(vendor: str, model: str, vram: int, devices: list[Device]) -> DeviceGroup:

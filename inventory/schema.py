@@ -7,19 +7,15 @@ from __future__ import annotations
 import re
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from documents.fields import StrMap
+from documents.fields import Address, FilePath, HostFolder, PlainText, StrictModel, StrMap, UserName
 
 from .sizes import parse_mib
-from .vendors import VENDOR_NAMES
+from .vendors import VENDOR_NAMES, VendorName
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,126}[A-Za-z0-9])?$")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def parse_port_range(value: object) -> tuple[int, int]:
@@ -38,23 +34,23 @@ def parse_port_range(value: object) -> tuple[int, int]:
     return start, end
 
 
-class SshSettings(_Strict):
-    user: Optional[str] = None
+class SshSettings(StrictModel):
+    user: Optional[UserName] = None
     port: Optional[int] = Field(default=None, ge=1, le=65535)
-    identity_file: Optional[str] = None
-    known_hosts: Optional[str] = None
+    identity_file: Optional[FilePath] = None
+    known_hosts: Optional[FilePath] = None
 
 
-class DeviceEntry(_Strict):
-    index: int = Field(ge=0)
-    uuid: Optional[str] = None
+class DeviceEntry(StrictModel):
+    index: int = Field(ge=0, le=1023)
+    uuid: Optional[PlainText] = None
 
 
-class AcceleratorGroup(_Strict):
+class AcceleratorGroup(StrictModel):
     """A set of identical devices on one host."""
 
-    vendor: Literal["nvidia", "amd", "ascend", "hygon", "mthreads", "iluvatar", "metax", "cambricon", "thead"]
-    model: str = Field(min_length=1)
+    vendor: VendorName
+    model: PlainText = Field(min_length=1)
     vram: int  # MiB
     count: Optional[int] = Field(default=None, ge=1, le=64)
     indices: Optional[list[int]] = None
@@ -71,8 +67,8 @@ class AcceleratorGroup(_Strict):
         if value is not None:
             if not value:
                 raise ValueError("indices is empty; list the device indices, e.g. [0, 1]")
-            if any(i < 0 for i in value):
-                raise ValueError("device indices are 0 or more")
+            if any(i < 0 or i > 1023 for i in value):
+                raise ValueError("device indices are between 0 and 1023")
         return value
 
     @model_validator(mode="after")
@@ -93,14 +89,16 @@ class AcceleratorGroup(_Strict):
         return [DeviceEntry(index=first_index + i) for i in range(self.count or 0)]
 
 
-class HostEntry(_Strict):
+class HostEntry(StrictModel):
     name: str
-    address: str = Field(min_length=1)
+    address: Address
     ssh: SshSettings = Field(default_factory=SshSettings)
     labels: StrMap = Field(default_factory=dict)
     state: Literal["active", "cordoned"] = "active"
     port_range: Optional[tuple[int, int]] = None
-    model_cache: Optional[str] = None
+    model_cache: Optional[HostFolder] = None
+    #: folders under which a deployment's local_path may lie (default: the model cache)
+    model_roots: Optional[list[HostFolder]] = None
     accelerators: list[AcceleratorGroup] = Field(default_factory=list)
 
     @field_validator("name")
@@ -109,14 +107,6 @@ class HostEntry(_Strict):
         if not _NAME.match(value):
             raise ValueError(f"host name '{value}' must be lowercase letters, digits, '-' or '.', "
                              "starting and ending with a letter or digit (it becomes part of resource names)")
-        return value
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        if any(c.isspace() for c in value) or "/" in value or "@" in value:
-            raise ValueError(f"address '{value}' must be a bare IP address or DNS name "
-                             "(put the user under ssh.user and the port under ssh.port)")
         return value
 
     @field_validator("port_range", mode="before")
@@ -133,10 +123,11 @@ class HostEntry(_Strict):
         return value
 
 
-class Defaults(_Strict):
+class Defaults(StrictModel):
     ssh: SshSettings = Field(default_factory=SshSettings)
     port_range: tuple[int, int] = (40000, 40063)
-    model_cache: str = "/var/lib/gpufleet/models"
+    model_cache: HostFolder = "/var/lib/gpufleet/models"
+    model_roots: Optional[list[HostFolder]] = None
     labels: StrMap = Field(default_factory=dict)
 
     @field_validator("port_range", mode="before")
@@ -145,7 +136,7 @@ class Defaults(_Strict):
         return parse_port_range(value)
 
 
-class InventoryFile(_Strict):
+class InventoryFile(StrictModel):
     defaults: Defaults = Field(default_factory=Defaults)
     hosts: list[HostEntry]
 

@@ -7,6 +7,7 @@ runtime reads to expose devices (set only where the devices are handed over that
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ VENDORS: dict[str, Vendor] = {v.name: v for v in (
 )}
 
 VENDOR_NAMES: tuple[str, ...] = tuple(VENDORS)
+#: the pydantic type of a vendor field, written once for the inventory and the stack file
+VendorName = Literal[VENDOR_NAMES]  # type: ignore[valid-type]
 FRAMEWORK_VENDORS: dict[str, tuple[str, ...]] = {}
 for _v in VENDORS.values():
     FRAMEWORK_VENDORS.setdefault(_v.framework, ())

@@ -5,13 +5,14 @@ Edited by ML engineers through pull requests; every key is checked (``extra="for
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, ClassVar, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from documents.fields import EnvMap, HealthPath, StrMap, empty_if_none
-
+from documents.fields import (AbsolutePath, CommandText, EnvMap, HealthPath, ImageName, ParameterText, PlainText,
+                              StrictModel, StrMap, blank_is_none, empty_if_none)
 from inventory.sizes import parse_mib
+from inventory.vendors import VendorName
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h)?\s*$")
 
@@ -27,16 +28,15 @@ def parse_seconds(value: object) -> int:
     raise ValueError(f"'{value}' is not a duration; write e.g. 600s, 10m or 1h")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelSource(_Strict):
+class ModelSource(StrictModel):
     """Exactly one of: a Hugging Face repo id, a ModelScope id, or a path on the host."""
 
-    huggingface: Optional[str] = None
-    modelscope: Optional[str] = None
-    local_path: Optional[str] = None
+    #: how to write it, for a value of the wrong shape (documents.validation reads this)
+    shape_hint: ClassVar[str] = "write {huggingface: ORG/NAME}, {modelscope: ORG/NAME} or {local_path: /abs/path}"
+
+    huggingface: Optional[PlainText] = None
+    modelscope: Optional[PlainText] = None
+    local_path: Optional[AbsolutePath] = None
 
     @model_validator(mode="after")
     def _exactly_one(self):
@@ -44,8 +44,6 @@ class ModelSource(_Strict):
         if len(given) != 1:
             raise ValueError("give exactly one model source: huggingface: ORG/NAME, modelscope: ORG/NAME or "
                              "local_path: /abs/path" + (f" (got {', '.join(given)})" if given else ""))
-        if self.local_path is not None and not self.local_path.startswith("/"):
-            raise ValueError(f"local_path '{self.local_path}' must be an absolute path on the host")
         for repo in (self.huggingface, self.modelscope):
             if repo is not None and not re.match(r"^[\w.-]+(/[\w.-]+)?$", repo):
                 raise ValueError(f"'{repo}' is not a repository id; write ORG/NAME, e.g. Qwen/Qwen3-8B")
@@ -60,7 +58,7 @@ class ModelSource(_Strict):
         return self.huggingface or self.modelscope or self.local_path or ""
 
 
-class Resources(_Strict):
+class Resources(StrictModel):
     gpus: int = Field(default=1, ge=0, le=64)
     #: VRAM per GPU: a size (devices may be shared while the sum fits) or 'whole' (exclusive)
     vram: Union[int, Literal["whole"]] = "whole"
@@ -92,19 +90,18 @@ class Resources(_Strict):
         return self
 
 
-class Selectors(_Strict):
+class Selectors(StrictModel):
     labels: StrMap = Field(default_factory=dict)
-    vendor: Optional[Literal["nvidia", "amd", "ascend", "hygon", "mthreads", "iluvatar", "metax", "cambricon",
-                             "thead"]] = None
+    vendor: Optional[VendorName] = None
     #: glob on the inventory's model name, e.g. '*H100*'
     gpu_model: Optional[str] = None
 
 
-class Deployment(_Strict):
+class Deployment(StrictModel):
     backend: str = Field(min_length=1)
     version: Optional[str] = None
     model: ModelSource
-    model_name: Optional[str] = None
+    model_name: Optional[PlainText] = None
     replicas: int = Field(default=1, ge=0, le=1000)
     resources: Resources = Field(default_factory=Resources)
     selectors: Selectors = Field(default_factory=Selectors)
@@ -113,10 +110,10 @@ class Deployment(_Strict):
     #: 'hosts' makes replicas of this deployment never share a host (soft otherwise)
     spread: Literal["soft", "hosts"] = "soft"
     env: EnvMap = Field(default_factory=dict)
-    backend_parameters: list[str] = Field(default_factory=list)
-    image: Optional[str] = None
-    run_command: Optional[str] = None
-    entrypoint: Optional[str] = None
+    backend_parameters: list[ParameterText] = Field(default_factory=list)
+    image: Annotated[Optional[ImageName], BeforeValidator(blank_is_none)] = None
+    run_command: CommandText = None
+    entrypoint: CommandText = None
     health_check_path: Optional[HealthPath] = None
 
     @field_validator("env")
@@ -141,16 +138,8 @@ class Deployment(_Strict):
             raise ValueError("gpu_selection lists a GPU twice")
         return value
 
-    @field_validator("run_command", "entrypoint", "image", mode="before")
-    @classmethod
-    def _strip(cls, value):
-        if isinstance(value, str):
-            value = value.strip()
-            return value or None
-        return value
 
-
-class Health(_Strict):
+class Health(StrictModel):
     #: wait for the container to report healthy before `pulumi up` moves on
     wait: bool = True
     timeout: int = 900
@@ -164,7 +153,7 @@ class Health(_Strict):
         return parse_seconds(value)
 
 
-class StackFile(_Strict):
+class StackFile(StrictModel):
     inventory: str
     strategy: Literal["binpack", "spread"] = "binpack"
     health: Health = Field(default_factory=Health)

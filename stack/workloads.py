@@ -10,15 +10,16 @@ import re
 from dataclasses import dataclass
 
 from backends.catalog import BackendEntry, Catalog
+from documents.fields import is_under, system_path_reason
+from documents.problems import InputError, Problem, did_you_mean
+from documents.yaml_reader import Marks
 from backends.render import (BUILTIN_VARIABLES, SECRET_PREFIX, Template, check_variables, merge_parameters,
                              normalise_parameters)
 from backends.schema import VersionConfig
 from inventory.fleet import Fleet
 from inventory.vendors import FRAMEWORK_VENDORS, VENDORS
 
-from documents.problems import InputError, Problem, did_you_mean
 from .schema import Deployment, StackFile
-from documents.yaml_reader import Marks
 
 _DEPLOYMENT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?$")
 
@@ -98,6 +99,9 @@ def _resolve_one(name: str, dep: Deployment, marks: Marks, catalog: Catalog, fle
         problems.append(marks.problem(at + ("selectors", "vendor"),
                                       f"vendor {vendor} runs {VENDORS[vendor].framework}, but {entry.name} "
                                       f"{version} needs {framework} ({', '.join(FRAMEWORK_VENDORS[framework])})"))
+
+    if dep.model.local_path is not None:
+        problems += _local_path_problems(dep.model.local_path, fleet, marks, at + ("model", "local_path"))
 
     manual = None
     if dep.gpu_selection is not None:
@@ -187,6 +191,23 @@ def _manual(dep: Deployment, marks: Marks, at: tuple, fleet: Fleet, framework: s
                                       f"{dep.replicas} replicas × {dep.resources.gpus} GPUs need {needed} GPUs; "
                                       f"gpu_selection lists {len(pool)}"))
     return tuple(pool)
+
+
+def _local_path_problems(path: str, fleet: Fleet, marks: Marks, where: tuple) -> list[Problem]:
+    """A local model is bind-mounted into the container: only from folders the inventory allows."""
+    reason = system_path_reason(path)
+    if reason:
+        return [marks.problem(where, f"{reason} and cannot be mounted into a container; put the model under a "
+                                     "model root of the inventory (model_roots, default: the model cache)")]
+    # a replica may land on any host, so every host must allow the folder
+    outside = [h for h in fleet.hosts if not any(is_under(path, r) for r in h.model_roots)]
+    if outside:
+        roots = sorted({r for h in outside for r in h.model_roots})
+        names = ", ".join(h.name for h in outside[:3]) + (f" and {len(outside) - 3} more" if len(outside) > 3 else "")
+        return [marks.problem(where, f"'{path}' is not under a model root of {names} in {fleet.file} "
+                                     f"({', '.join(roots)}); move the model there, or add its folder to "
+                                     "model_roots in the inventory")]
+    return []
 
 
 def _template(text: str | None, marks: Marks, path: tuple) -> Template | None:

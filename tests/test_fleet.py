@@ -74,7 +74,8 @@ def project(fleet_host: FleetHost, tmp_path_factory) -> Path:
         f"hosts:\n  - name: fleet-1\n    address: {fleet_host.address}\n"
         f"    ssh: {{user: root, port: 22, identity_file: {fleet_host.identity}, "
         f"known_hosts: {fleet_host.known_hosts}}}\n"
-        f"    port_range: 40000-40009\n    model_cache: {fleet_host.folder}/cache/models\n")
+        f"    port_range: 40000-40009\n    model_cache: {fleet_host.folder}/cache/models\n"
+        f"    model_roots: [{www}]\n")
     (root / "stack").mkdir()
     (root / "stack" / "fleet.yaml").write_text(
         "inventory: ../inventory/fleet.yaml\nhealth: {timeout: 60s, interval: 1s, start_period: 1s, retries: 5}\n"

@@ -131,7 +131,7 @@ def test_precedence_deployment_over_version_over_backend(tmp_path):
 
 
 def test_image_override_is_gpustacks_custom_mode(tmp_path):
-    dep = "  a: {backend: p-custom, image: 'my/img:dev', model: {local_path: /m}}\n"
+    dep = "  a: {backend: p-custom, image: 'my/img:dev', model: {local_path: /var/lib/gpufleet/models/m}}\n"
     (a,) = _project(tmp_path, BACKEND, dep).workloads
     assert a.image == "my/img:dev"
 
