@@ -33,35 +33,72 @@ def problems_from(err: ValidationError, model: type[BaseModel], marks: Marks, ba
         kind = e["type"]
         if kind == "extra_forbidden":
             key = loc[-1]
-            hint = did_you_mean(str(key), _fields_at(model, e["loc"][:-1]))
-            problems.append(marks.problem(loc, f"unknown key '{key}'{hint}; remove it or fix its spelling",
-                                          at_key=True))
+            valid = _fields_at(model, e["loc"][:-1])
+            hint = did_you_mean(str(key), valid)
+            listing = f"; valid keys: {', '.join(valid)}" if valid else ""
+            problems.append(marks.problem(loc, f"unknown key '{key}'{hint}{listing}", at_key=True))
         elif kind == "missing":
             line, col = marks.of_value(loc[:-1])
             problems.append(Problem(marks.file, line, col, dotted(loc), f"required key '{loc[-1]}' is missing"))
         else:
-            problems.append(marks.problem(loc, _message(e)))
+            problems.append(marks.problem(loc, message_for(e, _type_at(model, e["loc"]))))
     return problems
 
 
-def _message(e: dict) -> str:
-    msg = e["msg"]
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if msg.startswith(prefix):
-            msg = msg[len(prefix):]
-    if e["type"] == "literal_error":
-        expected = e.get("ctx", {}).get("expected", "")
-        choices = [c.strip().strip("'") for c in expected.replace(" or ", ", ").split(",")]
-        got = e.get("input")
+#: pydantic's error types -> how to say it to a person ({got} is the value as written)
+_PLAIN = {
+    "string_type": "must be text, got {got}",
+    "int_type": "must be a whole number, got {got}",
+    "int_parsing": "must be a whole number, got {got}",
+    "int_from_float": "must be a whole number, got {got}",
+    "float_type": "must be a number, got {got}",
+    "float_parsing": "must be a number, got {got}",
+    "finite_number": "must be a finite number, got {got}",
+    "bool_type": "must be true or false, got {got}",
+    "bool_parsing": "must be true or false, got {got}",
+    "dict_type": "must be a mapping (key: value lines), got {got}",
+    "mapping_type": "must be a mapping (key: value lines), got {got}",
+    "model_type": "must be a mapping (key: value lines), got {got}",
+    "model_attributes_type": "must be a mapping (key: value lines), got {got}",
+    "list_type": "must be a list, got {got}",
+    "tuple_type": "must be a list, got {got}",
+    "greater_than": "must be more than {gt}, got {got}",
+    "greater_than_equal": "must be {ge} or more, got {got}",
+    "less_than": "must be less than {lt}, got {got}",
+    "less_than_equal": "must be {le} or less, got {got}",
+    "string_too_short": "must not be empty",
+    "string_too_long": "is too long (at most {max_length} characters)",
+    "too_short": "must have at least {min_length} entries",
+    "too_long": "must have at most {max_length} entries",
+    "none_required": "must be empty",
+}
+
+
+def message_for(e: dict, expected: Any = None) -> str:
+    """One error in our words; no pydantic wording reaches the user."""
+    kind, ctx, got = e["type"], e.get("ctx") or {}, e.get("input")
+    if kind in ("value_error", "assertion_error"):
+        msg = e["msg"]
+        for prefix in ("Value error, ", "Assertion failed, "):
+            if msg.startswith(prefix):
+                msg = msg[len(prefix):]
+        return msg
+    if kind == "literal_error":
+        choices = [c.strip().strip("'") for c in str(ctx.get("expected", "")).replace(" or ", ", ").split(",")]
         hint = did_you_mean(str(got), choices) if isinstance(got, str) else ""
-        msg = f"'{got}' is not one of: {', '.join(choices)}{hint}"
-    elif e["type"] in ("string_type", "int_type", "bool_type", "dict_type", "list_type", "model_type",
-                       "int_parsing", "bool_parsing", "float_type", "mapping_type"):
-        got = e.get("input")
-        msg = f"{msg[0].lower()}{msg[1:]}, got {_describe(got)}"
-        if e["type"] == "string_type" and isinstance(got, (bool, int, float)):
-            msg += f"; quote it: '{_yaml_text(got)}'"
-    return msg
+        shown = f"'{got}'" if isinstance(got, str) else _describe(got)
+        return f"{shown} is not one of: {', '.join(choices)}{hint}"
+    template = _PLAIN.get(kind)
+    if template is None:
+        return f"{_describe(got)} is not accepted here"
+    text = template.format(got=_describe(got), **{k: v for k, v in ctx.items() if isinstance(v, (int, float, str))})
+    if kind in ("dict_type", "model_type", "mapping_type", "model_attributes_type"):
+        hint = getattr(_unwrap(expected), "shape_hint", None)
+        if hint:
+            text += f"; {hint}"
+    if kind == "string_type" and isinstance(got, (bool, int, float)):
+        text += f"; quote it: '{_yaml_text(got)}'"
+    return text
 
 
 def _describe(value: Any) -> str:
@@ -72,7 +109,7 @@ def _describe(value: Any) -> str:
     if isinstance(value, (int, float)):
         return f"the number {value}"
     if isinstance(value, str):
-        return f"the text '{value[:40]}'"
+        return f"the text '{value[:40]}'" + ("…" if len(value) > 40 else "")
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
@@ -87,7 +124,15 @@ def _yaml_text(value: Any) -> str:
 
 
 def _fields_at(model: Any, loc: tuple) -> list[str]:
-    """The field names a model expects at ``loc`` (walks models, dicts, lists, optionals)."""
+    """The field names a model expects at ``loc``."""
+    tp = _unwrap(_type_at(model, loc))
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [f.alias or name for name, f in tp.model_fields.items()]
+    return []
+
+
+def _type_at(model: Any, loc: tuple) -> Any:
+    """The declared type at ``loc`` (walks models, dicts, lists, optionals); Any when lost."""
     tp: Any = model
     for part in loc:
         tp = _unwrap(tp)
@@ -96,21 +141,18 @@ def _fields_at(model: Any, loc: tuple) -> list[str]:
             if field is None:
                 field = next((f for f in tp.model_fields.values() if f.alias == part), None)
             if field is None:
-                return []
+                return Any
             tp = field.annotation
         else:
             args = typing.get_args(tp)
             origin = typing.get_origin(tp)
-            if origin in (dict, typing.Mapping) or (origin and issubclass(origin, dict)):
+            if origin in (dict, typing.Mapping) or (isinstance(origin, type) and issubclass(origin, dict)):
                 tp = args[1] if len(args) == 2 else Any
             elif origin in (list, tuple, typing.Sequence):
                 tp = args[0] if args else Any
             else:
-                return []
-    tp = _unwrap(tp)
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return [f.alias or name for name, f in tp.model_fields.items()]
-    return []
+                return Any
+    return tp
 
 
 def _unwrap(tp: Any) -> Any:

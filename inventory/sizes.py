@@ -10,7 +10,9 @@ import re
 
 _UNITS = {"": 1, "m": 1, "mi": 1, "mib": 1, "g": 1024, "gi": 1024, "gib": 1024,
           "t": 1024 * 1024, "ti": 1024 * 1024, "tib": 1024 * 1024}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+_SIZE = re.compile(r"^\s*(\d{1,15}(?:\.\d{1,6})?)\s*([A-Za-z]*)\s*$")
+#: 1 PiB: no device, host or container comes near it; anything larger is a typo
+MAX_MIB = 1024 ** 3
 
 
 def parse_mib(value: object) -> int:
@@ -20,12 +22,16 @@ def parse_mib(value: object) -> int:
     if isinstance(value, int):
         if value <= 0:
             raise ValueError(f"size must be positive, got {value}")
+        if value > MAX_MIB:
+            raise ValueError(f"size {value} MiB is out of range (at most {MAX_MIB:,} MiB, 1 PiB)")
         return value
     if isinstance(value, float):
         raise ValueError(f"write sizes with a unit, e.g. {value}GiB, or as whole MiB")
     if not isinstance(value, str):
         raise ValueError("expected a size such as 80GiB, 81920MiB, 80G or a number of MiB")
     m = _SIZE.match(value)
+    if not m and re.match(r"^\s*\d{16,}", value):
+        raise ValueError(f"'{value[:40]}' is out of range (at most 1 PiB)")
     if not m:
         raise ValueError(f"'{value}' is not a size; write e.g. 80GiB, 81920MiB, 80G or a number of MiB")
     number, unit = float(m.group(1)), m.group(2).lower()
@@ -35,6 +41,8 @@ def parse_mib(value: object) -> int:
     if unit not in _UNITS:
         raise ValueError(f"'{value}': unknown unit '{m.group(2)}'; use MiB, GiB or TiB (M, G, T)")
     mib = number * _UNITS[unit]
+    if mib > MAX_MIB:
+        raise ValueError(f"'{value}' is out of range (at most 1 PiB)")
     if mib != int(mib) or mib <= 0:
         raise ValueError(f"'{value}' is not a positive whole number of MiB")
     return int(mib)

@@ -103,7 +103,7 @@ def test_broken_lock_is_an_input_error(project):
                                                       " claim: {framework: cuda, gpus: 1, vram_mib: whole}}\n")
     r = run_cli("--root", project, "plan", "--stack", "demo")
     assert r.code == 2
-    assert "stack/demo.lock.yaml:4:24: replicas.a/0.port: Input should be greater than or equal to 1" in r.err
+    assert "stack/demo.lock.yaml:4:24: replicas.a/0.port: must be 1 or more, got the number 0" in r.err
 
 
 def test_unknown_stack_lists_known_ones(project):
