@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import jinja2
-from jinja2 import meta
+from jinja2 import meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from documents.problems import InputError, Problem, did_you_mean
@@ -24,7 +24,56 @@ from documents.yaml_reader import Marks
 BUILTIN_VARIABLES = ("model_path", "model_name", "port", "worker_ip", "gpu_count", "gpu_ids")
 SECRET_PREFIX = "secret:"
 
-_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+#: the longest argument a template may render to
+MAX_ARGUMENT = 64 * 1024
+#: what a template may contain: substitutions, literals, conditions and a few text filters.
+#: No loops, calls, assignments, macros or includes, so rendering takes time linear in the
+#: template; sizes are checked on every operator that can grow a value.
+_ALLOWED_NODES = (nodes.Template, nodes.Output, nodes.TemplateData, nodes.Name, nodes.Const, nodes.Filter,
+                  nodes.Test, nodes.CondExpr, nodes.If, nodes.Compare, nodes.Operand, nodes.And, nodes.Or,
+                  nodes.Not, nodes.Concat, nodes.Add, nodes.Sub, nodes.Mul, nodes.Neg, nodes.Pos, nodes.Getitem,
+                  nodes.Slice, nodes.List, nodes.Tuple, nodes.Keyword)
+_ALLOWED_FILTERS = frozenset({"default", "d", "lower", "upper", "trim", "string", "int", "first", "last", "length"})
+
+
+class _BoundedEnvironment(SandboxedEnvironment):
+    """jinja2's sandbox with every operator that can grow a value checked, and no constant folding."""
+
+    intercepted_binops = frozenset({"*", "+", "%", "**", "//", "/"})
+
+    def call_binop(self, context, operator, left, right):
+        if operator in ("**", "%", "//", "/"):
+            raise jinja2.exceptions.SecurityError(f"the operator '{operator}' is not allowed in command templates")
+        if operator == "*":
+            if isinstance(left, int) and isinstance(right, int):
+                if left.bit_length() + right.bit_length() > 128:
+                    raise jinja2.exceptions.SecurityError("a number in the template is too large")
+            else:
+                count = right if isinstance(right, int) else left if isinstance(left, int) else 1
+                size = len(left) if hasattr(left, "__len__") else len(right) if hasattr(right, "__len__") else 0
+                if count * size > MAX_ARGUMENT:
+                    raise jinja2.exceptions.SecurityError(f"the template builds a value longer than "
+                                                          f"{MAX_ARGUMENT:,} characters")
+        if operator == "+" and hasattr(left, "__len__") and hasattr(right, "__len__"):
+            if len(left) + len(right) > MAX_ARGUMENT:
+                raise jinja2.exceptions.SecurityError(f"the template builds a value longer than {MAX_ARGUMENT:,} "
+                                                      "characters")
+        return super().call_binop(context, operator, left, right)
+
+
+_ENV = _BoundedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, optimized=False)
+
+
+def _refused_construct(tree: nodes.Node) -> str | None:
+    """The first construct a command template may not use, in words; None when all is allowed."""
+    for node in tree.find_all(nodes.Node):
+        if not isinstance(node, _ALLOWED_NODES):
+            return {"For": "loops ({% for %})", "Call": "function and method calls", "Assign": "assignments "
+                    "({% set %})", "Macro": "macros", "Pow": "the operator '**'"}.get(
+                type(node).__name__, f"'{type(node).__name__}' constructs")
+        if isinstance(node, nodes.Filter) and node.name not in _ALLOWED_FILTERS:
+            return f"the filter '{node.name}' (allowed: {', '.join(sorted(_ALLOWED_FILTERS))})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -58,9 +107,30 @@ class Variables:
         return values
 
 
+class _Refused(Exception):
+    """A template uses something command templates may not (said in the message)."""
+
+
+def _nesting(token: str) -> int:
+    depth = deepest = 0
+    for ch in token:
+        if ch in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in ")]}":
+            depth -= 1
+    return deepest
+
+
 @functools.lru_cache(maxsize=4096)
 def _compile(token: str) -> tuple[jinja2.Template, frozenset[str]]:
-    return _ENV.from_string(token), frozenset(meta.find_undeclared_variables(_ENV.parse(token)))
+    if _nesting(token) > 24:  # jinja2's parser recurses on brackets
+        raise _Refused("brackets nested more than 24 deep")
+    tree = _ENV.parse(token)
+    refused = _refused_construct(tree)
+    if refused:
+        raise _Refused(refused)
+    return _ENV.from_string(tree), frozenset(meta.find_undeclared_variables(tree))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -102,6 +172,11 @@ def check_variables(template: Template, names: Sequence[str], secret_names: Sequ
 def _compiled(template: Template, token: str):
     try:
         return _compile(token)
+    except _Refused as err:
+        raise InputError([template.problem(
+            f"template in argument '{token[:60]}': {err} cannot be used; command templates substitute "
+            "{{variables}} (with if/else and the filters default, lower, upper, trim, string, int, first, last, "
+            "length)")]) from None
     except jinja2.TemplateSyntaxError as err:
         raise InputError([template.problem(
             f"template error in argument '{token}': {err.message}; each argument is rendered on its own, "
@@ -121,11 +196,17 @@ def render(template: Template | None, variables: Variables, secret_names: Sequen
             continue
         compiled, _ = _compiled(template, token)
         try:
-            out.append(compiled.render(values))
+            text = compiled.render(values)
         except jinja2.exceptions.SecurityError as err:
             raise InputError([template.problem(f"template not allowed: {err}")]) from None
         except jinja2.TemplateError as err:
             raise InputError([template.problem(f"template error in argument '{token}': {err}")]) from None
+        except (ArithmeticError, ValueError, TypeError, LookupError, MemoryError) as err:
+            raise InputError([template.problem(f"template error in argument '{token}': {err}")]) from None
+        if len(text) > MAX_ARGUMENT:
+            raise InputError([template.problem(f"argument '{token[:40]}' renders to {len(text):,} characters; the "
+                                               f"limit is {MAX_ARGUMENT:,}")])
+        out.append(text)
     return out
 
 

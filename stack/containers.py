@@ -6,7 +6,6 @@ visible-devices variables, mounts, labels, health check, limits.
 """
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 
 from backends.render import SECRET_PREFIX, Variables, render
@@ -87,7 +86,7 @@ class ContainerSpec:
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.address}:{self.port}"
+        return f"http://{url_host(self.address)}:{self.port}"
 
 
 def container_name(deployment: str, replica: int) -> str:
@@ -177,14 +176,25 @@ def _devices(a: Assignment) -> tuple[tuple[DeviceNode, ...], tuple[DeviceRequest
     return tuple(nodes), requests, env
 
 
+#: the health check's program: constant, its target arrives as arguments ($1 url, $2 host, $3 port,
+#: $4 path), so nothing from a file is ever spliced into shell text. It works in images without
+#: curl: curl, else wget, else python3, else bash's /dev/tcp.
+HEALTH_SCRIPT = (
+    'curl -fsS -o /dev/null "$1" 2>/dev/null'
+    ' || wget -q -O /dev/null "$1" 2>/dev/null'
+    " || python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' \"$1\" 2>/dev/null"
+    " || bash -c 'exec 3<>\"/dev/tcp/$0/$1\" && printf \"GET %s HTTP/1.0\\r\\nHost: %s\\r\\n\\r\\n\" \"$2\" \"$0\" >&3"
+    " && head -n 1 <&3 | grep -q \" 200 \"' \"$2\" \"$3\" \"$4\""
+)
+
+
+def url_host(address: str) -> str:
+    """An address as it stands in a URL: IPv6 in brackets."""
+    return f"[{address}]" if ":" in address else address
+
+
 def health_check(address: str, port: int, path: str, health: Health) -> HealthCheck:
-    """An HTTP check that works in images without curl: curl, else wget, else python3, else bash's /dev/tcp."""
-    url = f"http://{address}:{port}{path}"
-    q = shlex.quote(url)
-    py = shlex.quote(f"import urllib.request; urllib.request.urlopen({url!r}, timeout=5)")
-    request = f"GET {path} HTTP/1.0\\r\\nHost: {address}\\r\\n\\r\\n"
-    tcp = shlex.quote(f"exec 3<>/dev/tcp/{address}/{port} && printf '{request}' >&3 && "
-                      "head -n 1 <&3 | grep -q ' 200 '")
-    script = (f"curl -fsS -o /dev/null {q} 2>/dev/null || wget -q -O /dev/null {q} 2>/dev/null || "
-              f"python3 -c {py} 2>/dev/null || bash -c {tcp}")
-    return HealthCheck(("CMD-SHELL", script), health.interval, 10, health.start_period, health.retries)
+    """An HTTP check of the replica's own endpoint, in exec form: ``sh -c SCRIPT`` with the target as data."""
+    url = f"http://{url_host(address)}:{port}{path}"
+    test = ("CMD", "/bin/sh", "-c", HEALTH_SCRIPT, "gpufleet-health", url, address, str(port), path)
+    return HealthCheck(test, health.interval, 10, health.start_period, health.retries)

@@ -60,9 +60,9 @@ def test_health_check_passes_and_fails_with_one_tool(tmp_path, server, tool):
     env = {"PATH": str(folder)}
     healthy = health_check("127.0.0.1", server, "/v1/models", Health())
     sick = health_check("127.0.0.1", server, "/not-ready", Health())
-    assert healthy.test[0] == "CMD-SHELL"
-    ok = subprocess.run(["/bin/sh", "-c", healthy.test[1]], env=env, timeout=20)
-    bad = subprocess.run(["/bin/sh", "-c", sick.test[1]], env=env, timeout=20)
+    assert healthy.test[0] == "CMD"
+    ok = subprocess.run(list(healthy.test[1:]), env=env, timeout=20)
+    bad = subprocess.run(list(sick.test[1:]), env=env, timeout=20)
     assert ok.returncode == 0
     assert bad.returncode != 0
 
@@ -70,6 +70,26 @@ def test_health_check_passes_and_fails_with_one_tool(tmp_path, server, tool):
 def test_health_check_fails_when_nothing_listens(tmp_path):
     folder = _bin(tmp_path, "bash")
     closed = health_check("127.0.0.1", 9, "/v1/models", Health())
-    result = subprocess.run(["/bin/sh", "-c", closed.test[1]], env={"PATH": str(folder)}, timeout=20)
+    result = subprocess.run(list(closed.test[1:]), env={"PATH": str(folder)}, timeout=20)
     assert result.returncode != 0
     assert os.path.exists("/bin/sh")
+
+
+@pytest.mark.parametrize("tool", sorted(TOOLS))
+def test_health_check_target_is_data_never_shell_text(tmp_path, tool):
+    """Whatever the target, the shell program is the same constant text; the target is an argument.
+
+    A target full of shell metacharacters (it cannot pass the inventory's address check, but the
+    health check must not depend on that) is handed to each tool as a value and runs nothing.
+    """
+    folder = _bin(tmp_path, tool)
+    (folder / "touch").symlink_to(shutil.which("touch"))
+    marker = tmp_path / "pwned"
+    hostile = f"127.0.0.1;touch {marker};$(touch {marker})`touch {marker}`"
+    check = health_check(hostile, 9, f"/x;touch${{IFS}}{marker}", Health())
+    plain = health_check("127.0.0.1", 40000, "/v1/models", Health())
+    assert check.test[:5] == plain.test[:5]  # same program
+    assert hostile in check.test[5:] or any(hostile in arg for arg in check.test[5:])
+    result = subprocess.run(list(check.test[1:]), env={"PATH": str(folder)}, cwd=tmp_path, timeout=20)
+    assert result.returncode != 0
+    assert not marker.exists()
