@@ -21,6 +21,21 @@ class ModelDeploymentArgs:
     secrets: Mapping[str, pulumi.Output[str]]
 
 
+def go_duration(seconds: int) -> str:
+    """Seconds as Go's ``time.Duration.String()`` writes them: 600 -> ``10m0s``, 15 -> ``15s``.
+
+    The provider's read (``resourceDockerContainerRead``) stores health-check times in that form;
+    an input in any other spelling ("600s") differs from state on every preview.
+    """
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
 def container_args(spec: ContainerSpec, image: pulumi.Input[str],
                    secrets: Mapping[str, pulumi.Output[str]]) -> dict:
     """The docker.Container inputs for one spec: a pure translation, tested on its own."""
@@ -47,8 +62,8 @@ def container_args(spec: ContainerSpec, image: pulumi.Input[str],
                                                            capabilities=list(r.capabilities))
                          for r in spec.device_requests],
         healthcheck=docker.ContainerHealthcheckArgs(
-            tests=list(hc.test), interval=f"{hc.interval_s}s", timeout=f"{hc.timeout_s}s",
-            start_period=f"{hc.start_period_s}s", retries=hc.retries),
+            tests=list(hc.test), interval=go_duration(hc.interval_s), timeout=go_duration(hc.timeout_s),
+            start_period=go_duration(hc.start_period_s), retries=hc.retries),
         wait=spec.wait,
         wait_timeout=spec.wait_timeout_s,
     )

@@ -28,7 +28,9 @@ from stack.plan import build_plan
 from stack.project import load_project
 
 from .conftest import ROOT
+from .docker_api import DockerApi
 from .fleet_host import IMAGE, FleetHost, FleetHostProcess, missing_tools
+from .provider_port import create_body
 
 
 @pytest.fixture(scope="session")
@@ -104,30 +106,17 @@ def _docker_over_ssh(host, tmp: Path):
     return docker
 
 
-def docker_run_argv(spec: ContainerSpec) -> list[str]:
-    """What the docker provider does with ModelDeployment's inputs, as `docker run` flags."""
-    a = container_args(spec, spec.image, {})
-    argv = ["run", "-d", "--name", a["name"], "--network", a["network_mode"], "--restart", a["restart"],
-            "--shm-size", f"{a['shm_size']}m"]
-    for env in a["envs"]:
-        argv += ["-e", env]
-    for label in a["labels"]:
-        argv += ["--label", f"{label.label}={label.value}"]
-    for m in a["mounts"]:
-        argv += ["--mount", f"type={m.type},source={m.source},target={m.target}" + (",readonly" if m.read_only else "")]
-    for v in a["volumes"]:
-        argv += ["-v", f"{v.host_path}:{v.container_path}" + (":ro" if v.read_only else "")]
-    for dev in a["devices"]:
-        argv += ["--device", f"{dev.host_path}:{dev.container_path}:{dev.permissions}"]
-    hc = a["healthcheck"]
-    assert hc.tests[0] == "CMD-SHELL"
-    argv += ["--health-cmd", hc.tests[1], "--health-interval", hc.interval, "--health-timeout", hc.timeout,
-             "--health-start-period", hc.start_period, "--health-retries", str(hc.retries)]
-    command = list(a["command"])
-    if a.get("entrypoints"):
-        argv += ["--entrypoint", a["entrypoints"][0]]
-        command = a["entrypoints"][1:] + command
-    return argv + [a["image"], *command]
+def docker_api(host) -> DockerApi:
+    """The Engine API of a test host, over the same SSH options the provider gets."""
+    return DockerApi(["ssh", *ssh_options(host), "-l", host.ssh.user, "-p", str(host.ssh.port), host.address])
+
+
+def apply(api: DockerApi, spec: ContainerSpec) -> str:
+    """Create and start a replica exactly as the provider would from ModelDeployment's inputs."""
+    api.remove(spec.name)
+    ident = api.create(spec.name, create_body(container_args(spec, spec.image, {}), spec.image))
+    api.start(ident)
+    return ident
 
 
 def test_wrong_host_key_is_refused(project, fleet_host, tmp_path):
@@ -151,9 +140,9 @@ def test_rendered_replicas_run_and_turn_healthy(project, fleet_host, tmp_path):
     assert [c.key for c in plan.containers] == ["web/0", "web/1"]
     assert {c.port for c in plan.containers} == {40000, 40001}
     docker = _docker_over_ssh(plan.hosts[0], tmp_path)
+    api = docker_api(plan.hosts[0])
     for spec in plan.containers:
-        docker("rm", "-f", spec.name, check=False)
-        docker(*docker_run_argv(spec))
+        apply(api, spec)
     deadline = time.monotonic() + 60
     status = {}
     while time.monotonic() < deadline:
@@ -181,16 +170,13 @@ def test_a_sick_replica_is_reported_unhealthy(project, fleet_host, tmp_path):
     plan = build_plan(load_project("fleet", project))
     spec = plan.containers[0]
     sick = replace(spec, name="gpufleet-sick-0", port=40009,
-                   healthcheck=replace(spec.healthcheck, test=(spec.healthcheck.test[0],
-                                                               spec.healthcheck.test[1].replace(str(spec.port),
-                                                                                                "40009")),
-                                       retries=1),
+                   healthcheck=replace(spec.healthcheck, test=tuple(a.replace(str(spec.port), "40009")
+                                                                    for a in spec.healthcheck.test), retries=1),
                    command=tuple(a.replace(f":{spec.port}", ":40009") for a in spec.command))
     (project / "www" / "v1").rename(project / "www" / "v1-gone")
     docker = _docker_over_ssh(plan.hosts[0], tmp_path)
     try:
-        docker("rm", "-f", sick.name, check=False)
-        docker(*docker_run_argv(sick))
+        apply(docker_api(plan.hosts[0]), sick)
         deadline = time.monotonic() + 40
         state = ""
         while time.monotonic() < deadline and state != "unhealthy":

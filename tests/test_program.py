@@ -104,8 +104,8 @@ def test_container_basics(project):
     assert c["volumes"] == [{"hostPath": "/var/lib/gpufleet/models", "containerPath": "/var/lib/gpufleet/models",
                              "readOnly": False}]
     hc = c["healthcheck"]
-    assert hc["tests"][0] == "CMD-SHELL" and "http://127.0.10.4:40001/v1/models" in hc["tests"][1]
-    assert (hc["interval"], hc["startPeriod"], hc["retries"]) == ("15s", "600s", 3)
+    assert hc["tests"][0] == "CMD" and "http://127.0.10.4:40001/v1/models" in hc["tests"]
+    assert (hc["interval"], hc["startPeriod"], hc["retries"]) == ("15s", "10m0s", 3)
 
 
 def test_env_precedence_and_secrets_stay_secret(project):
