@@ -48,7 +48,7 @@ def compute(args):
     root = args.root or find_root()
     project = load_project(args.stack, root, args.inventory)
     path = args.lock or lock_path(project.stack_file)
-    prior = read_lock(path, display(path, root)) if not getattr(args, "no_lock", False) else {}
+    prior = read_lock(path, display(path, root), project.name) if not getattr(args, "no_lock", False) else {}
     strategy = args.strategy or project.stack.strategy
     placement = place(project.fleet, demands_for(project.workloads), prior, strategy)
     return project, placement, path
@@ -65,8 +65,8 @@ def cmd_plan(args) -> int:
 
 def cmd_lock(args) -> int:
     project, placement, path = compute(args)
-    changed = write_lock(path, project.name, placement)
     shown = display(path, project.root)
+    changed = write_lock(path, project.name, placement, shown)
     print(f"{'wrote' if changed else 'unchanged'}: {shown} ({len(placement.assignments)} replicas)")
     for u in placement.unplaced:
         print(u.message)

@@ -29,7 +29,7 @@ def placement_json(stack: str, fleet: Fleet, placement: Placement) -> dict:
             "deployment": u.deployment, "replica": u.replica, "demand": u.demand, "rejected": u.rejected,
             "never_fits": u.never_fits, "message": u.message, "previous_host": u.previous_host,
         } for u in placement.unplaced],
-        "removed": [{"deployment": r.key.rsplit("/", 1)[0], "replica": int(r.key.rsplit("/", 1)[1]),
+        "removed": [{"deployment": r.deployment, "replica": r.replica,
                      "host": r.host, "gpus": list(r.gpus), "port": r.port} for r in placement.removed],
         "hosts": hosts,
     }

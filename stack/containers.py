@@ -12,7 +12,7 @@ from backends.render import SECRET_PREFIX, Variables, render
 from inventory.fleet import Host
 from inventory.vendors import ASCEND_CONTROL_DEVICES, ASCEND_DRIVER_MOUNTS, VENDORS
 
-from .placement.model import Assignment
+from .placement.model import Assignment, replica_key
 from .schema import Health
 from .workloads import Workload
 
@@ -82,7 +82,7 @@ class ContainerSpec:
 
     @property
     def key(self) -> str:
-        return f"{self.deployment}/{self.replica}"
+        return replica_key(self.deployment, self.replica)
 
     @property
     def endpoint(self) -> str:

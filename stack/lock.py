@@ -16,40 +16,60 @@ import re
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from documents.fields import PlainText, StrictModel
+from documents.problems import InputError, Problem
 from documents.validation import validate
-from documents.problems import InputError
-from .placement.model import Claim, LockedReplica, Placement
-from documents.yaml_reader import read_yaml
+from documents.yaml_reader import Marks, read_text, read_yaml
+
+from .placement.model import Claim, LockedReplica, Placement, parse_replica_key
 
 LOCK_VERSION = 1
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ClaimEntry(_Strict):
+class ClaimEntry(StrictModel):
     framework: str
     gpus: int = Field(ge=0)
     vram_mib: Union[int, Literal["whole"]]
     min_vram_mib: int = 0
 
 
-class ReplicaEntry(_Strict):
-    host: str
-    vendor: Optional[str] = None
+class ReplicaEntry(StrictModel):
+    host: PlainText
+    vendor: Optional[PlainText] = None
     gpus: list[int] = Field(default_factory=list)
-    uuids: Optional[list[Optional[str]]] = None
+    uuids: Optional[list[Optional[PlainText]]] = None
     port: int = Field(ge=1, le=65535)
     claim: ClaimEntry
 
+    @model_validator(mode="after")
+    def _consistent(self):
+        """An entry that contradicts itself is refused: it could only have been edited by hand."""
+        if len(set(self.gpus)) != len(self.gpus):
+            raise ValueError(f"gpus {self.gpus} names a device twice; a replica's GPUs are distinct devices "
+                             "(delete the entry and run `gpufleet lock` to place it again)")
+        if len(self.gpus) != self.claim.gpus:
+            raise ValueError(f"gpus lists {len(self.gpus)} devices but the claim is for {self.claim.gpus}; "
+                             "delete the entry and run `gpufleet lock`")
+        if self.uuids is not None and len(self.uuids) != len(self.gpus):
+            raise ValueError("uuids and gpus differ in length; delete the entry and run `gpufleet lock`")
+        if self.gpus and self.vendor is None:
+            raise ValueError("an entry with gpus needs its vendor; delete the entry and run `gpufleet lock`")
+        return self
 
-class LockFile(_Strict):
+
+class LockFile(StrictModel):
     version: Literal[1]
-    stack: str
+    stack: PlainText
     replicas: dict[str, ReplicaEntry] = Field(default_factory=dict)
+
+    @field_validator("replicas")
+    @classmethod
+    def _keys(cls, value: dict) -> dict:
+        for key in value:
+            parse_replica_key(key)
+        return value
 
 
 def lock_path(stack_file: Path) -> Path:
@@ -84,19 +104,21 @@ def _fast_parse(text: str) -> dict | None:
     return {"version": LOCK_VERSION, "stack": stack, "replicas": replicas}
 
 
-def read_lock(path: Path, display: str | None = None) -> dict[str, LockedReplica]:
-    """The prior placement; an absent file is an empty prior, a broken one is an InputError."""
+def read_lock(path: Path, display: str | None = None, stack: str | None = None) -> dict[str, LockedReplica]:
+    """The prior placement; an absent file is an empty prior, a broken one is an InputError.
+
+    With ``stack``, a lock written for another stack is refused: its hosts, GPUs and ports
+    belong to another placement.
+    """
     if not path.exists():
         return {}
-    lock = None
-    try:
-        fast = _fast_parse(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError):
-        fast = None
+    name = display or str(path)
+    lock, marks = None, Marks(name)
+    fast = _fast_parse(read_text(path, name))
     if fast is not None:
         try:
             lock = LockFile.model_validate(fast)
-        except ValidationError:
+        except (ValidationError, ValueError):
             lock = None  # re-read below for positions
     if lock is None:
         data, marks = read_yaml(path, display)
@@ -106,6 +128,10 @@ def read_lock(path: Path, display: str | None = None) -> dict[str, LockedReplica
             raise InputError([marks.problem((), "a lock file is a mapping written by `gpufleet lock`; delete it "
                                                 "and run `gpufleet lock` again")])
         lock = validate(LockFile, data, marks)
+    if stack is not None and lock.stack != stack:
+        raise InputError([marks.problem(("stack",), f"this lock was written for stack '{lock.stack}', not "
+                                                    f"'{stack}'; give this stack's own lock (stack/{stack}.lock.yaml)"
+                                                    " or --no-lock to place it fresh")])
     out = {}
     for key, r in lock.replicas.items():
         c = r.claim
@@ -144,12 +170,23 @@ def render_lock(stack: str, placement: Placement) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_lock(path: Path, stack: str, placement: Placement) -> bool:
-    """Write the lock; returns whether the file changed."""
+def write_lock(path: Path, stack: str, placement: Placement, display: str | None = None) -> bool:
+    """Write the lock atomically (a temporary file, then a rename); returns whether the file changed."""
+    name = display or str(path)
     text = render_lock(stack, placement)
-    if path.exists() and path.read_text() == text:
-        return False
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    if not path.parent.is_dir():
+        raise InputError([Problem(name, 0, 0, "", f"the folder {path.parent} does not exist; create it or give "
+                                                  "another --lock path")])
+    try:
+        if path.is_file() and read_text(path, name) == text:
+            return False
+    except InputError:
+        pass  # an unreadable old lock is replaced
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise InputError([Problem(name, 0, 0, "", f"cannot write the lock: {err.strerror or err}")]) from None
     return True

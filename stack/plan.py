@@ -42,7 +42,7 @@ class Plan:
 def build_plan(project: Project, lock_file: Path | None = None, strategy: str | None = None) -> Plan:
     path = lock_file or lock_path(project.stack_file)
     shown = display(path, project.root)
-    prior = read_lock(path, shown)
+    prior = read_lock(path, shown, project.name)
     placement = place(project.fleet, demands_for(project.workloads), prior, strategy or project.stack.strategy)
     workloads = {w.name: w for w in project.workloads}
     containers = tuple(

@@ -129,7 +129,7 @@ class _Run:
             self._failed.append((demand, previous))
             return
         host_name, gs = choice
-        positions = choose_devices(gs, demand, _allowed(demand, host_name)) if gs is not None else []
+        positions = choose_devices(gs, demand, demand.allowed_on(host_name)) if gs is not None else []
         port = self.state.ports[host_name].lowest()
         assert port is not None and positions is not None  # the filters checked both
         self._commit(demand, host_name, gs, positions, port, status, reason, previous)
@@ -259,8 +259,3 @@ def _positions_free(gs: GroupState, positions: list[int], demand: Demand) -> boo
         return all(gs.claims[p] == 0 for p in positions)
     return all(not gs.exclusive[p] and gs.free[p] >= demand.vram_mib for p in positions)
 
-
-def _allowed(demand: Demand, host: str) -> set[int] | None:
-    if demand.manual is None:
-        return None
-    return {i for (name, i) in demand.manual if name == host}

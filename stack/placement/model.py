@@ -1,9 +1,25 @@
 """The data placement reads and writes. Frozen dataclasses: cheap, hashable, easy to compare."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from inventory.sizes import format_mib
+
+#: how a replica is named everywhere (lock keys, outputs, messages): ``<deployment>/<replica>``
+REPLICA_KEY = re.compile(r"^([a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?)/(0|[1-9][0-9]{0,5})$")
+
+
+def replica_key(deployment: str, replica: int) -> str:
+    return f"{deployment}/{replica}"
+
+
+def parse_replica_key(key: str) -> tuple[str, int]:
+    """``qwen3/1`` -> ``("qwen3", 1)``; ValueError for anything else."""
+    m = REPLICA_KEY.match(key)
+    if m is None:
+        raise ValueError(f"'{key}' is not a replica key; write DEPLOYMENT/N, e.g. qwen3-8b/0")
+    return m.group(1), int(m.group(3))
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +43,17 @@ class Demand:
 
     @property
     def key(self) -> str:
-        return f"{self.deployment}/{self.replica}"
+        return replica_key(self.deployment, self.replica)
 
     @property
     def whole(self) -> bool:
         return self.vram_mib is None
+
+    def allowed_on(self, host: str) -> set[int] | None:
+        """Device indices manual GPU selection allows on ``host``; None when there is no selection."""
+        if self.manual is None:
+            return None
+        return {i for (name, i) in self.manual if name == host}
 
     @property
     def claim(self) -> "Claim":
@@ -92,7 +114,7 @@ class Assignment:
 
     @property
     def key(self) -> str:
-        return f"{self.deployment}/{self.replica}"
+        return replica_key(self.deployment, self.replica)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +130,7 @@ class Unplaced:
 
     @property
     def key(self) -> str:
-        return f"{self.deployment}/{self.replica}"
+        return replica_key(self.deployment, self.replica)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +139,14 @@ class Removed:
     host: str
     gpus: tuple[int, ...]
     port: int
+
+    @property
+    def deployment(self) -> str:
+        return parse_replica_key(self.key)[0]
+
+    @property
+    def replica(self) -> int:
+        return parse_replica_key(self.key)[1]
 
 
 @dataclass(frozen=True)

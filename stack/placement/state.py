@@ -120,7 +120,7 @@ class FleetState:
     def fits(self, host: str, group: DeviceGroup | None, demand: Demand) -> bool:
         if group is None:
             return demand.gpus == 0
-        return choose_devices(self.group_state(host, group), demand, _allowed(demand, host)) is not None
+        return choose_devices(self.group_state(host, group), demand, demand.allowed_on(host)) is not None
 
     # -- changes
     def claim(self, gs: GroupState | None, positions: list[int], demand: Demand, host: str) -> int:
@@ -142,8 +142,3 @@ class FleetState:
         self.replicas_on[host] += 1
         return per
 
-
-def _allowed(demand: Demand, host: str) -> set[int] | None:
-    if demand.manual is None:
-        return None
-    return {i for (name, i) in demand.manual if name == host}
