@@ -23,16 +23,27 @@ CONFIG = "gpufleet"
 def run(root: Path | None = None) -> dict[str, pulumi.Output]:
     """Build the stack; returns what it exports (tests use it under mocks)."""
     cfg = pulumi.Config(CONFIG)
-    stack = pulumi.get_stack()
-    root = root or find_root(Path.cwd())
+    project, plan, secrets = _load_and_plan(cfg, root or find_root(Path.cwd()))
+    _check(plan, cfg)
+    _log(plan)
+    _build(plan, secrets)
+    return _export(plan)
+
+
+def _load_and_plan(cfg: pulumi.Config, root: Path) -> tuple[Project, Plan, dict[str, pulumi.Output[str]]]:
+    """Load every file, place, render; any input problem fails the preview before a resource exists."""
     try:
         stack_file = cfg.get("stackFile")
-        project = load_project(str(root / stack_file) if stack_file else stack, root)
+        project = load_project(str(root / stack_file) if stack_file else pulumi.get_stack(), root)
         lock = cfg.get("lockFile")
         plan = build_plan(project, root / lock if lock else None)
-        secrets = _secrets(project, plan, cfg)
+        return project, plan, _secrets(project, plan, cfg)
     except InputError as err:
         raise pulumi.RunError(_problems_text(err.problems)) from None
+
+
+def _check(plan: Plan, cfg: pulumi.Config) -> None:
+    """Unplaced replicas fail the preview unless the stack explicitly allows a partial deployment."""
     try:
         allow_unplaced = bool(cfg.get_bool("allowUnplaced"))
     except pulumi.ConfigTypeError:
@@ -43,8 +54,10 @@ def run(root: Path | None = None) -> dict[str, pulumi.Output]:
             f"{len(plan.placement.unplaced)} replica(s) cannot be placed; nothing was changed:\n"
             + "\n".join(u.message for u in plan.placement.unplaced)
             + f"\n(set `pulumi config set {CONFIG}:allowUnplaced true` to deploy the rest anyway)")
-    _log(plan)
 
+
+def _build(plan: Plan, secrets: dict[str, pulumi.Output[str]]) -> None:
+    """One GpuHost per host that runs something, one ModelDeployment per deployment."""
     used = plan.images_by_host()
     if used:
         ensure_control_dir()
@@ -56,6 +69,8 @@ def run(root: Path | None = None) -> dict[str, pulumi.Output]:
     for name, containers in by_deployment.items():
         ModelDeployment(name, ModelDeploymentArgs(tuple(containers), hosts, secrets))
 
+
+def _export(plan: Plan) -> dict[str, pulumi.Output]:
     placed = plan.placement.by_key()
     outputs = {
         "placement": {c.key: {"host": c.host, "gpus": list(placed[c.key].gpus), "port": c.port}

@@ -10,29 +10,13 @@ from dataclasses import dataclass
 
 from backends.render import SECRET_PREFIX, Variables, render
 from inventory.fleet import Host
-from inventory.vendors import ASCEND_CONTROL_DEVICES, ASCEND_DRIVER_MOUNTS, VENDORS
+from inventory.vendors import VENDORS, DeviceNode, DeviceRequest, Exposure
 
 from .placement.model import Assignment, replica_key
 from .schema import Health
 from .workloads import Workload
 
 LABEL_PREFIX = "gpufleet."
-
-
-@dataclass(frozen=True)
-class DeviceRequest:
-    """Docker's --gpus: the NVIDIA container toolkit picks these devices."""
-
-    driver: str
-    device_ids: tuple[str, ...]
-    capabilities: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class DeviceNode:
-    host_path: str
-    container_path: str
-    permissions: str = "rwm"
 
 
 @dataclass(frozen=True)
@@ -106,8 +90,8 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, health:
     else:
         mounts.append(Mount(source.ref, source.ref, True))
     env.update(w.env)  # the user's and the backend's settings win over our defaults
-    devices, requests, visible = _devices(a)
-    env.update(visible)
+    exposure = VENDORS[a.vendor].expose(a.gpus, a.uuids) if a.vendor else Exposure()
+    env.update(exposure.env)
 
     secret_env = tuple(sorted((k, v[len(SECRET_PREFIX):]) for k, v in env.items() if v.startswith(SECRET_PREFIX)))
     plain_env = tuple(sorted((k, v) for k, v in env.items() if not v.startswith(SECRET_PREFIX)))
@@ -117,8 +101,7 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, health:
     secrets = [k for k, _ in secret_env]
     entrypoint = tuple(render(w.entrypoint, variables, secrets)) if w.entrypoint else None
     command = tuple(render(w.run_command, variables, secrets)) + tuple(w.parameters)
-    if a.vendor == "ascend":
-        mounts += [Mount(p, p, True) for p in ASCEND_DRIVER_MOUNTS]
+    mounts += [Mount(p, p, True) for p in exposure.mounts]
 
     labels = {
         LABEL_PREFIX + "stack": stack,
@@ -134,46 +117,11 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, health:
     return ContainerSpec(
         deployment=w.name, replica=a.replica, host=host.name, address=host.address, port=a.port,
         name=container_name(w.name, a.replica), image=w.image, entrypoint=entrypoint, command=command,
-        env=plain_env, secret_env=secret_env, device_requests=requests, devices=devices,
+        env=plain_env, secret_env=secret_env, device_requests=exposure.requests, devices=exposure.nodes,
         mounts=tuple(sorted(set(mounts), key=lambda m: m.target)), labels=tuple(sorted(labels.items())),
         healthcheck=health_check(host.address, a.port, w.health_check_path, health),
         shm_size_mib=r.shm, memory_mib=r.ram, cpus=r.cpus, wait=health.wait, wait_timeout_s=health.timeout,
     )
-
-
-def _devices(a: Assignment) -> tuple[tuple[DeviceNode, ...], tuple[DeviceRequest, ...], dict[str, str]]:
-    """Devices and visibility variables per vendor.
-
-    Where devices are handed over one by one (NVIDIA device requests, AMD/Hygon and Ascend device
-    nodes) or restricted by the vendor runtime's variable, the container numbers them from 0;
-    where the vendor's runtime exposes every device, the engine must be told the host indices.
-    """
-    if a.vendor is None:
-        return (), (), {}
-    vendor = VENDORS[a.vendor]
-    local = ",".join(str(i) for i in range(len(a.gpus)))
-    host_ids = ",".join(str(i) for i in a.gpus)
-    nodes: list[DeviceNode] = []
-    requests: tuple[DeviceRequest, ...] = ()
-    env: dict[str, str] = {}
-    if vendor.exposure == "nvidia":
-        # UUIDs survive re-enumeration after a reboot or a GPU swap; indices are the fallback
-        ids = tuple(a.uuids) if all(a.uuids) else tuple(str(i) for i in a.gpus)
-        requests = (DeviceRequest("nvidia", ids, ("gpu",)),)
-    elif vendor.exposure == "kfd":
-        nodes.append(DeviceNode("/dev/kfd", "/dev/kfd"))
-        for i in a.gpus:
-            nodes.append(DeviceNode(f"/dev/dri/card{i}", f"/dev/dri/card{i}"))
-            nodes.append(DeviceNode(f"/dev/dri/renderD{128 + i}", f"/dev/dri/renderD{128 + i}"))
-    elif vendor.exposure == "davinci":
-        nodes += [DeviceNode(f"/dev/davinci{i}", f"/dev/davinci{i}") for i in a.gpus]
-        nodes += [DeviceNode(p, p) for p in ASCEND_CONTROL_DEVICES]
-    elif vendor.runtime_env:
-        env[vendor.runtime_env] = host_ids
-    restricted = vendor.exposure != "runtime" or vendor.runtime_env is not None
-    for name in vendor.visible_env:
-        env[name] = local if restricted else host_ids
-    return tuple(nodes), requests, env
 
 
 #: the health check's program: constant, its target arrives as arguments ($1 url, $2 host, $3 port,
