@@ -15,7 +15,7 @@ from inventory.fleet import load_fleet
 
 from documents.problems import InputError, Problem, ProblemList
 from stack.project import display, find_root, load_project
-from documents.yaml_reader import read_yaml
+from documents.yaml_reader import path_kind, read_yaml
 
 EXIT_OK, EXIT_INPUT, EXIT_UNPLACED = 0, 2, 3
 
@@ -101,7 +101,7 @@ def cmd_validate(args) -> int:
 
 def _validate_path(path: Path, root: Path, community: bool = False) -> str:
     shown = display(path, root)
-    if path.is_dir():
+    if path_kind(path) == "folder":
         catalog = load_catalog([path], root)
         if not len(catalog):
             raise InputError([Problem(shown, 0, 0, "", "no <name>/spec.yaml files in this folder")])

@@ -16,11 +16,11 @@ from typing import Annotated, Optional
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_HEALTH_PATH = re.compile(r"^/[A-Za-z0-9._~/?=&%+-]*$")
-_DNS_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-_IMAGE = re.compile(r"^[a-z0-9]([a-z0-9._/:@-]*[A-Za-z0-9_])?$", re.IGNORECASE)
-_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\$?$", re.IGNORECASE)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_HEALTH_PATH = re.compile(r"^/[A-Za-z0-9._~/?=&%+-]*\Z")
+_DNS_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+_IMAGE = re.compile(r"^[a-z0-9]([a-z0-9._/:@-]*[A-Za-z0-9_])?\Z", re.IGNORECASE)
+_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\$?\Z", re.IGNORECASE)
 
 
 class StrictModel(BaseModel):

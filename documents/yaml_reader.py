@@ -109,6 +109,17 @@ def read_text(path: Path, name: str, max_bytes: int = LIMITS.max_bytes) -> str:
         raise InputError([Problem(name, line, col, "", "the file is not UTF-8 text; save it as UTF-8")]) from None
 
 
+def path_kind(path: Path) -> str:
+    """``file``, ``folder``, ``missing`` or ``other`` (a special file, a loop, a path too long): never raises."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, ValueError):
+        return "other"
+    return "folder" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+
 def read_bytes(path: Path, name: str, max_bytes: int = LIMITS.max_bytes) -> bytes:
     def fail(message: str) -> InputError:
         return InputError([Problem(name, 0, 0, "", message)])

@@ -14,13 +14,13 @@ from documents.fields import Address, FilePath, HostFolder, PlainText, StrictMod
 from .sizes import parse_mib
 from .vendors import VENDOR_NAMES, VendorName
 
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
-_LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,126}[A-Za-z0-9])?$")
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?\Z")
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,126}[A-Za-z0-9])?\Z")
 
 
 def parse_port_range(value: object) -> tuple[int, int]:
     if isinstance(value, str):
-        m = re.match(r"^\s*(\d+)\s*-\s*(\d+)\s*$", value)
+        m = re.match(r"^\s*(\d+)\s*-\s*(\d+)\s*\Z", value)
         if not m:
             raise ValueError(f"'{value}' is not a port range; write it as START-END, e.g. 40000-40063")
         start, end = int(m.group(1)), int(m.group(2))

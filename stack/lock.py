@@ -21,7 +21,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from documents.fields import PlainText, StrictModel
 from documents.problems import InputError, Problem
 from documents.validation import validate
-from documents.yaml_reader import Marks, read_text, read_yaml
+from documents.yaml_reader import Marks, path_kind, read_text, read_yaml
 
 from .placement.model import Claim, LockedReplica, Placement, parse_replica_key
 
@@ -110,7 +110,7 @@ def read_lock(path: Path, display: str | None = None, stack: str | None = None) 
     With ``stack``, a lock written for another stack is refused: its hosts, GPUs and ports
     belong to another placement.
     """
-    if not path.exists():
+    if path_kind(path) == "missing":
         return {}
     name = display or str(path)
     lock, marks = None, Marks(name)
@@ -174,11 +174,11 @@ def write_lock(path: Path, stack: str, placement: Placement, display: str | None
     """Write the lock atomically (a temporary file, then a rename); returns whether the file changed."""
     name = display or str(path)
     text = render_lock(stack, placement)
-    if not path.parent.is_dir():
+    if path_kind(path.parent) != "folder":
         raise InputError([Problem(name, 0, 0, "", f"the folder {path.parent} does not exist; create it or give "
                                                   "another --lock path")])
     try:
-        if path.is_file() and read_text(path, name) == text:
+        if path_kind(path) == "file" and read_text(path, name) == text:
             return False
     except InputError:
         pass  # an unreadable old lock is replaced

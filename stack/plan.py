@@ -12,6 +12,8 @@ from inventory.fleet import Host
 
 from .containers import ContainerSpec, render_container
 from .demands import demands_for
+from documents.yaml_reader import path_kind, read_text
+
 from .lock import lock_path, read_lock, render_lock
 from .placement import Placement, place
 from .project import Project, display
@@ -48,5 +50,5 @@ def build_plan(project: Project, lock_file: Path | None = None, strategy: str | 
     containers = tuple(
         render_container(project.name, workloads[a.deployment], a, project.fleet.host(a.host), project.stack.health)
         for a in placement.assignments)
-    stale = not path.exists() or path.read_text() != render_lock(project.name, placement)
+    stale = path_kind(path) != "file" or read_text(path, shown) != render_lock(project.name, placement)
     return Plan(project.name, placement, containers, project.fleet.hosts, shown, stale)

@@ -16,7 +16,7 @@ from documents.validation import validate
 from documents.problems import InputError, Problem, ProblemList
 from .schema import StackFile
 from .workloads import Workload, resolve
-from documents.yaml_reader import Marks, read_yaml
+from documents.yaml_reader import Marks, path_kind, read_yaml
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +34,7 @@ def display(path: Path, root: Path) -> str:
     try:
         return os.path.relpath(path.resolve(), root.resolve()) if path.resolve().is_relative_to(root.resolve()) \
             else str(path)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11)
         return str(path)
 
 
@@ -76,7 +76,7 @@ def load_project(stack: str, root: Path | None = None, inventory: Path | None = 
     problems = ProblemList()
     catalog = problems.absorb(load_catalog, catalog_paths or [root / "backends"], root)
     path = stack_path(root, stack)
-    if not path.exists() and "/" not in stack and not stack.endswith((".yaml", ".yml")):
+    if path_kind(path) == "missing" and "/" not in stack and not stack.endswith((".yaml", ".yml")):
         known = sorted(p.stem for p in (root / "stack").glob("*.yaml") if not p.name.endswith(".lock.yaml"))
         problems.add(Problem(display(path, root), 0, 0, "",
                              f"no stack file for stack '{stack}'; stacks here: {', '.join(known) or 'none'}"))
@@ -86,9 +86,12 @@ def load_project(stack: str, root: Path | None = None, inventory: Path | None = 
     if loaded is not None:
         stack_file, marks = loaded
         inv = inventory or inventory_path(path, stack_file)
-        if not inv.exists() and inventory is None:
+        if path_kind(inv) == "missing" and inventory is None:
             problems.add(marks.problem(("inventory",), f"inventory file '{stack_file.inventory}' not found "
                                                        f"(looked for {display(inv, root)})"))
+        elif path_kind(inv) == "folder" and inventory is None:
+            problems.add(marks.problem(("inventory",), f"'{stack_file.inventory}' is a folder; name the inventory "
+                                                       "file, e.g. ../inventory/prod.yaml"))
         else:
             fleet = problems.absorb(load_fleet, inv, display(inv, root))
     problems.raise_if_any()

@@ -9,22 +9,25 @@ from typing import Annotated, ClassVar, Literal, Optional, Union
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from documents.fields import (AbsolutePath, CommandText, EnvMap, HealthPath, ImageName, ParameterText, PlainText,
+from documents.fields import (AbsolutePath, CommandText, EnvMap, FilePath, HealthPath, ImageName, ParameterText, PlainText,
                               StrictModel, StrMap, blank_is_none, empty_if_none)
 from inventory.sizes import parse_mib
 from inventory.vendors import VendorName
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h)?\s*$")
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h)?\s*\Z")
 
 
 def parse_seconds(value: object) -> int:
     """``600``, ``600s``, ``10m``, ``1h`` -> seconds."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 7 * 24 * 3600:
         return value
     if isinstance(value, str):
         m = _DURATION.match(value)
-        if m and int(m.group(1)) > 0:
-            return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+        if m and int(m.group(1)) > 0 and len(m.group(1)) <= 9:
+            seconds = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+            if seconds <= 7 * 24 * 3600:
+                return seconds
+            raise ValueError(f"'{value}' is longer than 7 days; write e.g. 600s, 10m or 1h")
     raise ValueError(f"'{value}' is not a duration; write e.g. 600s, 10m or 1h")
 
 
@@ -45,7 +48,7 @@ class ModelSource(StrictModel):
             raise ValueError("give exactly one model source: huggingface: ORG/NAME, modelscope: ORG/NAME or "
                              "local_path: /abs/path" + (f" (got {', '.join(given)})" if given else ""))
         for repo in (self.huggingface, self.modelscope):
-            if repo is not None and not re.match(r"^[\w.-]+(/[\w.-]+)?$", repo):
+            if repo is not None and not re.match(r"^[\w.-]+(/[\w.-]+)?\Z", repo):
                 raise ValueError(f"'{repo}' is not a repository id; write ORG/NAME, e.g. Qwen/Qwen3-8B")
         return self
 
@@ -120,7 +123,7 @@ class Deployment(StrictModel):
     @classmethod
     def _secrets(cls, value: dict) -> dict:
         for key, val in value.items():
-            if val.startswith("secret:") and not re.match(r"^secret:[A-Za-z][A-Za-z0-9_.-]*$", val):
+            if val.startswith("secret:") and not re.match(r"^secret:[A-Za-z][A-Za-z0-9_.-]*\Z", val):
                 raise ValueError(f"{key}: '{val}' must be secret:NAME, NAME being a Pulumi config key")
         return value
 
@@ -132,7 +135,7 @@ class Deployment(StrictModel):
         if not value:
             raise ValueError("gpu_selection is empty; list 'host:index' entries or remove it")
         for item in value:
-            if not re.match(r"^[a-z0-9][a-z0-9.-]*:\d+$", item):
+            if not re.match(r"^[a-z0-9][a-z0-9.-]*:\d+\Z", item):
                 raise ValueError(f"'{item}' is not host:index, e.g. gpu-a1:0")
         if len(set(value)) != len(value):
             raise ValueError("gpu_selection lists a GPU twice")
@@ -154,7 +157,7 @@ class Health(StrictModel):
 
 
 class StackFile(StrictModel):
-    inventory: str
+    inventory: FilePath
     strategy: Literal["binpack", "spread"] = "binpack"
     health: Health = Field(default_factory=Health)
     deployments: Annotated[dict[str, Deployment], BeforeValidator(empty_if_none)] = Field(default_factory=dict)

@@ -21,7 +21,7 @@ from inventory.vendors import FRAMEWORK_VENDORS, VENDORS
 
 from .schema import Deployment, StackFile
 
-_DEPLOYMENT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?$")
+_DEPLOYMENT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?\Z")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from inventory.sizes import format_mib
 
 #: how a replica is named everywhere (lock keys, outputs, messages): ``<deployment>/<replica>``
-REPLICA_KEY = re.compile(r"^([a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?)/(0|[1-9][0-9]{0,5})$")
+REPLICA_KEY = re.compile(r"^([a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?)/(0|[1-9][0-9]{0,5})\Z")
 
 
 def replica_key(deployment: str, replica: int) -> str:
