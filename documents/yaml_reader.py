@@ -256,10 +256,10 @@ _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 
 
 class _Frame:
-    __slots__ = ("path", "value", "key", "key_mark", "size", "anchor", "merges", "is_map")
+    __slots__ = ("path", "value", "key", "key_mark", "size", "anchor", "merges", "is_map", "event")
 
-    def __init__(self, path: Path_t, value, anchor: str | None):
-        self.path, self.value, self.anchor = path, value, anchor
+    def __init__(self, path: Path_t, value, anchor: str | None, event):
+        self.path, self.value, self.anchor, self.event = path, value, anchor, event
         self.is_map = isinstance(value, dict)
         self.key: str | None = None
         self.key_mark: tuple[int, int] | None = None
@@ -322,7 +322,7 @@ class _Composer:
         self.marks.values[path] = (event.start_mark.line + 1, event.start_mark.column + 1)
         if event.anchor:
             self.open_anchors.add(event.anchor)
-        self.stack.append(_Frame(path, {} if is_map else [], event.anchor))
+        self.stack.append(_Frame(path, {} if is_map else [], event.anchor, event))
 
     def _close(self) -> None:
         frame = self.stack.pop()
@@ -333,7 +333,7 @@ class _Composer:
         if frame.anchor:
             self.open_anchors.discard(frame.anchor)
             self.anchors[frame.anchor] = (frame.value, frame.size)
-        self._attach(frame.value, frame.size, None)
+        self._attach(frame.value, frame.size, frame.event)
 
     # -- leaves
     def _alias(self, event) -> None:
@@ -384,14 +384,11 @@ class _Composer:
         top.key, top.key_mark = key, pos
 
     def _attach(self, value, size: int, event) -> None:
+        """Add a finished value to its parent; ``event`` is where it starts (for the alias-bomb message)."""
         self.expanded += size
         if self.expanded > self.limits.max_values:
-            where = event.start_mark if event is not None else None
-            message = (f"aliases expand this document beyond {self.limits.max_values:,} values (an alias bomb?); "
-                       "write the values out or use fewer aliases")
-            if where is not None:
-                raise self.fail(where, message)
-            raise InputError([Problem(self.file, 0, 0, "", message)])
+            raise self.fail(event.start_mark, f"aliases expand this document beyond {self.limits.max_values:,} "
+                                              "values (an alias bomb?); write the values out or use fewer aliases")
         if not self.stack:
             self.result = value
             return
