@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from documents.validation import validate
 from documents.problems import InputError, Problem, ProblemList, did_you_mean
+from documents.validation import validate
 from documents.yaml_reader import Marks, read_yaml
 
 from .schema import BackendSpec, VersionConfig

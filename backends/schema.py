@@ -10,7 +10,16 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from documents.fields import CommandText, EnvMap, HealthPath, ImageName, ParameterText, PlainText, StrictModel, blank_is_none
+from documents.fields import (
+    CommandText,
+    EnvMap,
+    HealthPath,
+    ImageName,
+    ParameterText,
+    PlainText,
+    StrictModel,
+    blank_is_none,
+)
 
 Framework = Literal["cuda", "rocm", "cann", "dtk", "musa", "corex", "maca", "neuware", "hggc", "cpu"]
 

@@ -11,11 +11,10 @@ import sys
 from pathlib import Path
 
 from backends.catalog import Catalog, load_catalog
-from inventory.fleet import load_fleet
-
 from documents.problems import InputError, Problem, ProblemList
-from stack.project import display, find_root, load_project
 from documents.yaml_reader import path_kind, read_yaml
+from inventory.fleet import load_fleet
+from stack.project import display, find_root, load_project
 
 EXIT_OK, EXIT_INPUT, EXIT_UNPLACED = 0, 2, 3
 

@@ -8,6 +8,7 @@ from stack.demands import demands_for
 from stack.lock import lock_path, read_lock, write_lock
 from stack.placement import place
 from stack.project import display, find_root, load_project
+
 from .report import placement_json, placement_text
 
 EXIT_OK, EXIT_UNPLACED = 0, 3

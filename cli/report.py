@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from inventory.fleet import Fleet
 from inventory.sizes import format_mib
-
 from stack.placement.model import Placement
 
 

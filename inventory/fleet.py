@@ -10,8 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from documents.validation import validate
 from documents.problems import InputError, Problem
+from documents.validation import validate
 from documents.yaml_reader import Marks, read_yaml
 
 from .schema import InventoryFile

@@ -9,7 +9,15 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from documents.fields import Address, FilePath, HostFolder, PlainText, StrictModel, StrMap, UserName
+from documents.fields import (
+    Address,
+    FilePath,
+    HostFolder,
+    PlainText,
+    StrictModel,
+    StrMap,
+    UserName,
+)
 
 from .sizes import parse_mib
 from .vendors import VENDOR_NAMES, VendorName

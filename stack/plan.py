@@ -8,12 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from documents.yaml_reader import path_kind, read_text
 from inventory.fleet import Host
 
 from .containers import ContainerSpec, render_container
 from .demands import demands_for
-from documents.yaml_reader import path_kind, read_text
-
 from .lock import lock_path, read_lock, render_lock
 from .placement import Placement, place
 from .project import Project, display

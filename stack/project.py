@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backends.catalog import Catalog, load_catalog
+from documents.problems import InputError, Problem, ProblemList
+from documents.validation import validate
+from documents.yaml_reader import Marks, path_kind, read_yaml
 from inventory.fleet import Fleet, load_fleet
 
-from documents.validation import validate
-from documents.problems import InputError, Problem, ProblemList
 from .schema import StackFile
 from .workloads import Workload, resolve
-from documents.yaml_reader import Marks, path_kind, read_yaml
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 

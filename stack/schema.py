@@ -9,8 +9,20 @@ from typing import Annotated, ClassVar, Literal, Optional, Union
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from documents.fields import (AbsolutePath, CommandText, EnvMap, FilePath, HealthPath, ImageName, ParameterText, PlainText,
-                              StrictModel, StrMap, blank_is_none, empty_if_none)
+from documents.fields import (
+    AbsolutePath,
+    CommandText,
+    EnvMap,
+    FilePath,
+    HealthPath,
+    ImageName,
+    ParameterText,
+    PlainText,
+    StrictModel,
+    StrMap,
+    blank_is_none,
+    empty_if_none,
+)
 from inventory.sizes import parse_mib
 from inventory.vendors import VendorName
 

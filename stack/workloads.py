@@ -10,12 +10,18 @@ import re
 from dataclasses import dataclass
 
 from backends.catalog import BackendEntry, Catalog
+from backends.render import (
+    BUILTIN_VARIABLES,
+    SECRET_PREFIX,
+    Template,
+    check_variables,
+    merge_parameters,
+    normalise_parameters,
+)
+from backends.schema import VersionConfig
 from documents.fields import is_under, system_path_reason
 from documents.problems import InputError, Problem, did_you_mean
 from documents.yaml_reader import Marks
-from backends.render import (BUILTIN_VARIABLES, SECRET_PREFIX, Template, check_variables, merge_parameters,
-                             normalise_parameters)
-from backends.schema import VersionConfig
 from inventory.fleet import Fleet
 from inventory.vendors import FRAMEWORK_VENDORS, VENDORS
 

@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backends.catalog import load_file
-from inventory.fleet import load_fleet
 from documents.problems import InputError
+from inventory.fleet import load_fleet
 from stack.project import load_project
 
 from .conftest import ROOT

@@ -10,8 +10,17 @@ from stack.lock import read_lock, render_lock
 from stack.placement import Demand, LockedReplica, place
 from stack.placement.model import Claim
 
-from .fleets import (amd_mi300x8, ascend_910bx8, cpu_only, fleet, gpus, host, nvidia_a100x4, nvidia_h100x8,
-                     nvidia_l4x2)
+from .fleets import (
+    amd_mi300x8,
+    ascend_910bx8,
+    cpu_only,
+    fleet,
+    gpus,
+    host,
+    nvidia_a100x4,
+    nvidia_h100x8,
+    nvidia_l4x2,
+)
 
 GiB = 1024
 

@@ -5,10 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from backends.render import Template, Variables, merge_parameters, normalise_parameters, render
+from backends.render import (
+    Template,
+    Variables,
+    merge_parameters,
+    normalise_parameters,
+    render,
+)
 from documents.problems import InputError
-from stack.project import load_project
 from documents.yaml_reader import Marks
+from stack.project import load_project
 
 from .conftest import ROOT
 

@@ -16,7 +16,16 @@ from __future__ import annotations
 
 from inventory.fleet import Fleet
 
-from .filters import DEVICE_COUNT, DYNAMIC, FRAMEWORK, GPU_MODEL, PIPELINE, VENDOR, VRAM_SIZE, applicable
+from .filters import (
+    DEVICE_COUNT,
+    DYNAMIC,
+    FRAMEWORK,
+    GPU_MODEL,
+    PIPELINE,
+    VENDOR,
+    VRAM_SIZE,
+    applicable,
+)
 from .index import BINPACK, CandidateIndex
 from .model import Assignment, Demand, LockedReplica, Placement, Removed, Unplaced
 from .state import FleetState, GroupState, choose_devices
