@@ -5,9 +5,9 @@ Written by ops and by ``gpufleet discover``; every key is checked (``extra="forb
 from __future__ import annotations
 
 import re
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from documents.fields import (
     Address,
@@ -41,6 +41,10 @@ def parse_port_range(value: object) -> tuple[int, int]:
         raise ValueError(f"port range {start}-{end} must lie within 1024-65535 with start <= end")
     return start, end
 
+
+
+#: ``START-END`` or ``{start, end}``: the ports replicas on a host may use
+PortRange = Annotated[tuple[int, int], BeforeValidator(parse_port_range)]
 
 class SshSettings(StrictModel):
     user: Optional[UserName] = None
@@ -103,7 +107,7 @@ class HostEntry(StrictModel):
     ssh: SshSettings = Field(default_factory=SshSettings)
     labels: StrMap = Field(default_factory=dict)
     state: Literal["active", "cordoned"] = "active"
-    port_range: Optional[tuple[int, int]] = None
+    port_range: Optional[PortRange] = None
     model_cache: Optional[HostFolder] = None
     #: folders under which a deployment's local_path may lie (default: the model cache)
     model_roots: Optional[list[HostFolder]] = None
@@ -117,11 +121,6 @@ class HostEntry(StrictModel):
                              "starting and ending with a letter or digit (it becomes part of resource names)")
         return value
 
-    @field_validator("port_range", mode="before")
-    @classmethod
-    def _ports(cls, value):
-        return None if value is None else parse_port_range(value)
-
     @field_validator("labels")
     @classmethod
     def _labels(cls, value: dict) -> dict:
@@ -133,15 +132,10 @@ class HostEntry(StrictModel):
 
 class Defaults(StrictModel):
     ssh: SshSettings = Field(default_factory=SshSettings)
-    port_range: tuple[int, int] = (40000, 40063)
+    port_range: PortRange = (40000, 40063)
     model_cache: HostFolder = "/var/lib/gpufleet/models"
     model_roots: Optional[list[HostFolder]] = None
     labels: StrMap = Field(default_factory=dict)
-
-    @field_validator("port_range", mode="before")
-    @classmethod
-    def _ports(cls, value):
-        return parse_port_range(value)
 
 
 class InventoryFile(StrictModel):
