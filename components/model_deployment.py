@@ -36,6 +36,25 @@ def go_duration(seconds: int) -> str:
     return f"{secs}s"
 
 
+def provider_cpus(cpus: float) -> str:
+    """CPUs as the provider's read writes them back (``nanoInt64ToDecimalString`` in helpers.go, v4.0.0).
+
+    The read turns NanoCPUs into ``big.Rat.FloatString(9)``; when the text has exactly nine '0'
+    characters it uses ``FloatString(1)``, else it trims trailing zeros: 2 -> ``2.0``,
+    0.5 -> ``0.5``, 10 -> ``10.`` (sic). ``cpus`` forces replacement, so any other spelling
+    would replace the container on every up.
+    """
+    nanos = round(cpus * 1_000_000_000)
+    if nanos == 0:
+        return "0"
+    whole, frac = divmod(nanos, 1_000_000_000)
+    nine = f"{whole}.{frac:09d}"
+    if nine.count("0") == 9:
+        tenths = round(nanos / 100_000_000)  # FloatString(1): rounded to one decimal
+        return f"{tenths // 10}.{tenths % 10}"
+    return nine.rstrip("0")
+
+
 def container_args(spec: ContainerSpec, image: pulumi.Input[str],
                    secrets: Mapping[str, pulumi.Output[str]]) -> dict:
     """The docker.Container inputs for one spec: a pure translation, tested on its own."""
@@ -66,13 +85,21 @@ def container_args(spec: ContainerSpec, image: pulumi.Input[str],
             start_period=go_duration(hc.start_period_s), retries=hc.retries),
         wait=spec.wait,
         wait_timeout=spec.wait_timeout_s,
+        log_driver=spec.log_driver,
+        log_opts=dict(spec.log_opts),
+        init=spec.init,
+        # `docker stop` (and the engine on shutdown) gives this long; the provider's delete too
+        stop_timeout=spec.stop_grace_s,
+        destroy_grace_seconds=spec.stop_grace_s,
     )
     if spec.entrypoint is not None:
         args["entrypoints"] = list(spec.entrypoint)
     if spec.memory_mib:
+        # without memory_swap Docker sets swap to 2 x memory and the read brings that back
         args["memory"] = spec.memory_mib
+        args["memory_swap"] = spec.memory_mib
     if spec.cpus:
-        args["cpus"] = f"{spec.cpus:g}"
+        args["cpus"] = provider_cpus(spec.cpus)
     return args
 
 

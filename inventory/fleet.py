@@ -51,6 +51,13 @@ class SshTarget:
 
 
 @dataclass(frozen=True, slots=True)
+class RegistryLogin:
+    address: str
+    username: str
+    password_key: str  # the Pulumi config key of the password
+
+
+@dataclass(frozen=True, slots=True)
 class Host:
     name: str
     address: str
@@ -63,6 +70,7 @@ class Host:
     groups: tuple[DeviceGroup, ...]
     #: host folders a deployment's local_path may lie under (the model cache is always one)
     model_roots: tuple[str, ...] = ()
+    registries: tuple[RegistryLogin, ...] = ()
 
     @property
     def frameworks(self) -> frozenset[str]:
@@ -155,6 +163,8 @@ def build_fleet(inv: InventoryFile, marks: Marks, base_dir: Path | None = None) 
             state=entry.state, port_start=start, port_end=end,
             model_cache=entry.model_cache or d.model_cache, groups=tuple(groups),
             model_roots=_roots(entry.model_roots or d.model_roots or [], entry.model_cache or d.model_cache),
+            registries=tuple(RegistryLogin(r.address, r.username, r.password[len("secret:"):])
+                             for r in (entry.registries if entry.registries is not None else d.registries)),
         ))
         where[entry.name] = (marks, path)
     problems.extend(_port_overlaps(hosts, where))

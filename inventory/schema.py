@@ -101,6 +101,35 @@ class AcceleratorGroup(StrictModel):
         return [DeviceEntry(index=first_index + i) for i in range(self.count or 0)]
 
 
+_REGISTRY = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?\Z", re.IGNORECASE)
+_SECRET_REF = re.compile(r"^secret:[A-Za-z][A-Za-z0-9_.-]*\Z")
+
+
+class RegistryLogin(StrictModel):
+    """Credentials each host's Docker engine uses to pull from one registry."""
+
+    address: str
+    username: UserName | PlainText
+    #: secret:NAME, NAME a Pulumi config key set with `pulumi config set --secret NAME …`
+    password: str
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not _REGISTRY.match(value):
+            raise ValueError(f"registry address '{value}' must be a host name with an optional port, e.g. "
+                             "registry.example.com or registry.example.com:5000")
+        return value
+
+    @field_validator("password")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        if not _SECRET_REF.match(value):
+            raise ValueError("a registry password is written secret:NAME (a Pulumi config secret), never in the "
+                             "inventory; run `pulumi config set --secret NAME …`")
+        return value
+
+
 class HostEntry(StrictModel):
     name: str
     address: Address
@@ -111,6 +140,8 @@ class HostEntry(StrictModel):
     model_cache: Optional[HostFolder] = None
     #: folders under which a deployment's local_path may lie (default: the model cache)
     model_roots: Optional[list[HostFolder]] = None
+    #: registry logins for this host (replace the defaults' list)
+    registries: Optional[list[RegistryLogin]] = None
     accelerators: list[AcceleratorGroup] = Field(default_factory=list)
 
     @field_validator("name")
@@ -136,6 +167,7 @@ class Defaults(StrictModel):
     model_cache: HostFolder = "/var/lib/gpufleet/models"
     model_roots: Optional[list[HostFolder]] = None
     labels: StrMap = Field(default_factory=dict)
+    registries: list[RegistryLogin] = Field(default_factory=list)
 
 
 class InventoryFile(StrictModel):

@@ -13,7 +13,7 @@ from inventory.fleet import Host
 from inventory.vendors import VENDORS, DeviceNode, DeviceRequest, Exposure
 
 from .placement.model import Assignment, replica_key
-from .schema import Health
+from .schema import Health, StackFile
 from .workloads import Workload
 
 LABEL_PREFIX = "gpufleet."
@@ -61,8 +61,19 @@ class ContainerSpec:
     cpus: float | None
     wait: bool
     wait_timeout_s: int
+    #: json-file rotation: (("max-file", "5"), ("max-size", "100m"))
+    log_opts: tuple[tuple[str, str], ...] = ()
+    #: SIGTERM, then this long before SIGKILL, when the container is stopped or deleted
+    stop_grace_s: int = 30
+    #: how long pulling the image may take
+    pull_timeout_s: int = 3600
+    #: the replica's previous host when it moves to another one (created there before the old is deleted)
+    moved_from: str | None = None
     restart: str = "unless-stopped"
     network_mode: str = "host"
+    log_driver: str = "json-file"
+    #: a tiny init as PID 1: engines that fork workers get their zombies reaped and signals forwarded
+    init: bool = True
 
     @property
     def key(self) -> str:
@@ -73,11 +84,12 @@ class ContainerSpec:
         return f"http://{url_host(self.address)}:{self.port}"
 
 
-def container_name(deployment: str, replica: int) -> str:
-    return f"gpufleet-{deployment}-{replica}"
+def container_name(stack: str, deployment: str, replica: int) -> str:
+    """Scoped by stack: two stacks on one inventory never fight over a container name."""
+    return f"gpufleet-{stack}-{deployment}-{replica}"
 
 
-def render_container(stack: str, w: Workload, a: Assignment, host: Host, health: Health) -> ContainerSpec:
+def render_container(stack: str, w: Workload, a: Assignment, host: Host, settings: StackFile) -> ContainerSpec:
     spec = w.spec
     source = spec.model
     cache = host.model_cache
@@ -114,13 +126,17 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, health:
         LABEL_PREFIX + "port": str(a.port),
     }
     r = spec.resources
+    health = settings.health
+    moved_from = a.previous_host if a.status == "moved" and a.previous_host != host.name else None
     return ContainerSpec(
         deployment=w.name, replica=a.replica, host=host.name, address=host.address, port=a.port,
-        name=container_name(w.name, a.replica), image=w.image, entrypoint=entrypoint, command=command,
+        name=container_name(stack, w.name, a.replica), image=w.image, entrypoint=entrypoint, command=command,
         env=plain_env, secret_env=secret_env, device_requests=exposure.requests, devices=exposure.nodes,
         mounts=tuple(sorted(set(mounts), key=lambda m: m.target)), labels=tuple(sorted(labels.items())),
         healthcheck=health_check(host.address, a.port, w.health_check_path, health),
         shm_size_mib=r.shm, memory_mib=r.ram, cpus=r.cpus, wait=health.wait, wait_timeout_s=health.timeout,
+        log_opts=(("max-file", str(settings.logs.max_file)), ("max-size", settings.logs.max_size)),
+        stop_grace_s=settings.rollout.stop_grace, pull_timeout_s=settings.images.pull_timeout, moved_from=moved_from,
     )
 
 

@@ -47,7 +47,7 @@ def build_plan(project: Project, lock_file: Path | None = None, strategy: str | 
     placement = place(project.fleet, demands_for(project.workloads), prior, strategy or project.stack.strategy)
     workloads = {w.name: w for w in project.workloads}
     containers = tuple(
-        render_container(project.name, workloads[a.deployment], a, project.fleet.host(a.host), project.stack.health)
+        render_container(project.name, workloads[a.deployment], a, project.fleet.host(a.host), project.stack)
         for a in placement.assignments)
     stale = path_kind(path) != "file" or read_text(path, shown) != render_lock(project.name, placement)
     return Plan(project.name, placement, containers, project.fleet.hosts, shown, stale)

@@ -6,6 +6,7 @@ Paths in messages are relative to the project root, as a reviewer sees them in a
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .schema import StackFile
 from .workloads import Workload, resolve
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+STACK_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?\Z")
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -97,6 +99,10 @@ def load_project(stack: str, root: Path | None = None, inventory: Path | None = 
     problems.raise_if_any()
     assert catalog is not None and loaded is not None and fleet is not None
     stack_file, marks = loaded
-    workloads = resolve(stack_file, marks, catalog, fleet)
     name = path.stem
+    if not STACK_NAME.match(name):
+        raise InputError([Problem(display(path, root), 0, 0, "", f"stack name '{name}' (from the file name) must be "
+                                  "lowercase letters, digits and '-', at most 32 characters: it becomes part of "
+                                  "container names")])
+    workloads = resolve(stack_file, marks, catalog, fleet)
     return Project(root, name, catalog, stack_file, marks, path, fleet, workloads)

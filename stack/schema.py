@@ -168,8 +168,52 @@ class Health(StrictModel):
         return parse_seconds(value)
 
 
+class Rollout(StrictModel):
+    """How `pulumi up` replaces the running replicas of one deployment."""
+
+    #: replicas of one deployment replaced at a time (the next waits for these to turn healthy)
+    max_unavailable: int = Field(default=1, ge=1, le=1000)
+    #: time a container gets to stop (SIGTERM, then SIGKILL) before it is deleted
+    stop_grace: int = 30
+
+    @field_validator("stop_grace", mode="before")
+    @classmethod
+    def _secs(cls, value):
+        return parse_seconds(value)
+
+
+_LOG_SIZE = re.compile(r"^[1-9][0-9]{0,5}[kmg]\Z")
+
+
+class Logs(StrictModel):
+    """Docker's json-file rotation on every container: an engine's logs must not fill the disk."""
+
+    max_size: str = "100m"
+    max_file: int = Field(default=5, ge=1, le=100)
+
+    @field_validator("max_size", mode="before")
+    @classmethod
+    def _size(cls, value):
+        if not isinstance(value, str) or not _LOG_SIZE.match(value):
+            raise ValueError(f"{value!r} is not a log size; write e.g. 100m, 512k or 1g (Docker's units)")
+        return value
+
+
+class Images(StrictModel):
+    #: how long pulling one image may take (engine images are 10-30 GB)
+    pull_timeout: int = 3600
+
+    @field_validator("pull_timeout", mode="before")
+    @classmethod
+    def _secs(cls, value):
+        return parse_seconds(value)
+
+
 class StackFile(StrictModel):
     inventory: FilePath
     strategy: Literal["binpack", "spread"] = "binpack"
     health: Health = Field(default_factory=Health)
+    rollout: Rollout = Field(default_factory=Rollout)
+    logs: Logs = Field(default_factory=Logs)
+    images: Images = Field(default_factory=Images)
     deployments: Annotated[dict[str, Deployment], BeforeValidator(empty_if_none)] = Field(default_factory=dict)

@@ -72,17 +72,17 @@ class Harness:
             if stack.inventory != "../inventory/demo.yaml":
                 return  # another inventory path: the stack file itself was read and checked
             workloads = resolve(stack, marks, self.catalog, self.demo.fleet)
-            self._place(workloads, self.demo.fleet, {}, stack.health)
+            self._place(workloads, self.demo.fleet, {}, stack)
         else:
             prior = read_lock(path, "stack/fuzz.lock.yaml", "demo")
             self._place(self.demo.workloads, self.demo.fleet, prior)
 
-    def _place(self, workloads, fleet, prior, health=None) -> None:
+    def _place(self, workloads, fleet, prior, settings=None) -> None:
         placement = place(fleet, demands_for(workloads), prior)
         by_name = {w.name: w for w in workloads}
         for a in placement.assignments:
             spec = render_container("fuzz", by_name[a.deployment], a, fleet.host(a.host),
-                                    health or self.demo.stack.health)
+                                    settings or self.demo.stack)
             container_args(spec, spec.image, {key: "x" for _, key in spec.secret_env})
 
 

@@ -39,7 +39,7 @@ def test_demo_registers_one_container_per_replica_on_its_hosts_provider(project)
     providers = {r.name: r for r in run.of_type("pulumi:providers:docker")}
     for key, where in placement.items():
         dep, replica = key.rsplit("/", 1)
-        c = containers[f"gpufleet-{dep}-{replica}"]
+        c = containers[f"gpufleet-demo-{dep}-{replica}"]
         assert c.provider.split("::")[-2] == f"{where['host']}-docker"
         host = fleet.host(where["host"])
         assert providers[f"{where['host']}-docker"].inputs["host"] == \
@@ -70,29 +70,31 @@ def test_provider_ssh_options(project):
 
 def test_per_vendor_devices_and_visibility(project):
     c = run_program(project).containers
-    nv = c["gpufleet-llama-70b-0"].inputs
+    nv = c["gpufleet-demo-llama-70b-0"].inputs
     assert nv["deviceRequests"] == [{"driver": "nvidia", "deviceIds": ["0", "1", "2", "3"], "capabilities": ["gpu"]}]
     assert "CUDA_VISIBLE_DEVICES=0,1,2,3" in nv["envs"]
     assert nv["entrypoints"] == ["vllm", "serve"]
     assert nv["command"][:2] == ["meta-llama/Llama-3.3-70B-Instruct", "--host"]
-    uuid = c["gpufleet-qwen3-8b-0"].inputs["deviceRequests"][0]["deviceIds"]
+    uuid = c["gpufleet-demo-qwen3-8b-0"].inputs["deviceRequests"][0]["deviceIds"]
     assert uuid == ["GPU-5a9e6c1f-0b4e-4c1d-9f0a-2d7c1a3e5b10"]  # UUIDs when the inventory has them
-    amd = c["gpufleet-qwen3-32b-rocm-0"].inputs
+    amd = c["gpufleet-demo-qwen3-32b-rocm-0"].inputs
     assert [d["hostPath"] for d in amd["devices"]] == ["/dev/kfd", "/dev/dri/card0", "/dev/dri/renderD128",
                                                        "/dev/dri/card1", "/dev/dri/renderD129"]
     assert "HIP_VISIBLE_DEVICES=0,1" in amd["envs"] and not amd["deviceRequests"]
-    ascend = c["gpufleet-mineru-ascend-0"].inputs
+    ascend = c["gpufleet-demo-mineru-ascend-0"].inputs
     assert [d["hostPath"] for d in ascend["devices"]] == ["/dev/davinci0", "/dev/davinci_manager", "/dev/devmm_svm",
                                                           "/dev/hisi_hdc"]
     assert {m["target"] for m in ascend["mounts"] if m["readOnly"]} >= {"/usr/local/Ascend/driver",
                                                                          "/usr/local/bin/npu-smi"}
     assert "ASCEND_RT_VISIBLE_DEVICES=0" in ascend["envs"]
-    cpu = c["gpufleet-kokoro-tts-0"].inputs
-    assert not cpu["devices"] and not cpu["deviceRequests"] and cpu["memory"] == 4096 and cpu["cpus"] == "2"
+    cpu = c["gpufleet-demo-kokoro-tts-0"].inputs
+    assert not cpu["devices"] and not cpu["deviceRequests"] and cpu["memory"] == 4096 and cpu["cpus"] == "2.0"
+    assert cpu["memorySwap"] == 4096 and cpu["init"] is True and cpu["logDriver"] == "json-file"
+    assert cpu["logOpts"] == {"max-file": "5", "max-size": "100m"} and cpu["destroyGraceSeconds"] == 30
 
 
 def test_container_basics(project):
-    c = run_program(project).containers["gpufleet-gguf-rocm-0"].inputs
+    c = run_program(project).containers["gpufleet-demo-gguf-rocm-0"].inputs
     assert c["networkMode"] == "host" and c["restart"] == "unless-stopped" and c["wait"] is True
     assert c["waitTimeout"] == 900 and c["shmSize"] == 16384
     labels = {label["label"]: label["value"] for label in c["labels"]}
@@ -115,10 +117,10 @@ def test_env_precedence_and_secrets_stay_secret(project):
          "parameter_format: equal\ndefault_env: {NCCL_DEBUG: INFO, VLLM_PORT_BASE: '1'}")
     token = "hf_Sup3rSecretValue"
     run = run_program(project, secrets={"hfToken": token})
-    envs, secret = plain(run.containers["gpufleet-qwen3-8b-0"].inputs["envs"])
+    envs, secret = plain(run.containers["gpufleet-demo-qwen3-8b-0"].inputs["envs"])
     assert secret and f"HF_TOKEN={token}" in envs
     assert "NCCL_DEBUG=WARN" in envs and "VLLM_PORT_BASE=1" in envs  # deployment over backend
-    other, other_secret = plain(run.containers["gpufleet-llama-70b-0"].inputs["envs"])
+    other, other_secret = plain(run.containers["gpufleet-demo-llama-70b-0"].inputs["envs"])
     assert not other_secret and "NCCL_DEBUG=INFO" in other
     everything = json.dumps([{k: v for k, v in r.inputs.items() if k != "envs"} for r in run.resources],
                             default=str) + run.logs + json.dumps(run.outputs)
@@ -151,7 +153,7 @@ def test_editing_one_deployment_changes_only_its_containers(project):
          "    replicas: 3\n    resources: {gpus: 1, vram: 12GiB}")
     after = _inputs(run_program(project))
     changed = {n for n in before if before[n] != after.get(n)} | (set(after) - set(before))
-    assert changed == {"gpufleet-gguf-rocm-0", "gpufleet-bge-embed-2"}
+    assert changed == {"gpufleet-demo-gguf-rocm-0", "gpufleet-demo-bge-embed-2"}
 
 
 def test_a_new_host_changes_no_existing_container(project):
