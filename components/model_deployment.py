@@ -50,7 +50,7 @@ def provider_cpus(cpus: float) -> str:
     whole, frac = divmod(nanos, 1_000_000_000)
     nine = f"{whole}.{frac:09d}"
     if nine.count("0") == 9:
-        tenths = round(nanos / 100_000_000)  # FloatString(1): rounded to one decimal
+        tenths = (nanos * 10 + 500_000_000) // 1_000_000_000  # FloatString(1): halves away from zero
         return f"{tenths // 10}.{tenths % 10}"
     return nine.rstrip("0")
 

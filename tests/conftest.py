@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,3 +48,31 @@ def catalog():
     from backends.catalog import load_catalog
 
     return load_catalog([ROOT / "backends"], ROOT)
+
+
+@pytest.fixture(scope="session")
+def fleet_host():
+    """One test host: a real sshd and a real dockerd on a loopback address (tests/fleet_host.py)."""
+    from .fleet_host import FleetHostProcess, missing_tools
+
+    required = os.environ.get("GPUFLEET_REQUIRE_FLEET") == "1"  # .ci/run sets it: CI must not skip these
+    reason = None
+    if os.geteuid() != 0:
+        reason = "fleet tests start sshd and dockerd and need root"
+    elif missing_tools():
+        reason = (f"fleet tests need {', '.join(missing_tools())}: apt-get install docker.io openssh-server "
+                  "busybox-static (.ci/run does)")
+    if reason:
+        if required:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    proc = FleetHostProcess()
+    started: list = []
+    try:
+        started.append(proc.start())
+        yield started[0]
+    finally:
+        for host in started:  # close the shared SSH connection the tests opened (ControlPersist)
+            subprocess.run(["ssh", "-o", "ControlPath=~/.ssh/gpufleet-%C", "-O", "exit", "-l", "root", host.address],
+                           capture_output=True, timeout=30)
+        proc.stop()

@@ -29,33 +29,8 @@ from stack.project import load_project
 
 from .conftest import ROOT
 from .docker_api import DockerApi
-from .fleet_host import IMAGE, FleetHost, FleetHostProcess, missing_tools
-from .provider_port import create_body
-
-
-@pytest.fixture(scope="session")
-def fleet_host():
-    required = os.environ.get("GPUFLEET_REQUIRE_FLEET") == "1"  # .ci/run sets it: CI must not skip these
-    reason = None
-    if os.geteuid() != 0:
-        reason = "fleet tests start sshd and dockerd and need root"
-    elif missing_tools():
-        reason = (f"fleet tests need {', '.join(missing_tools())}: apt-get install docker.io openssh-server "
-                  "busybox-static (.ci/run does)")
-    if reason:
-        if required:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    proc = FleetHostProcess()
-    started: list[FleetHost] = []
-    try:
-        started.append(proc.start())
-        yield started[0]
-    finally:
-        for host in started:  # close the shared SSH connection the tests opened (ControlPersist)
-            subprocess.run(["ssh", "-o", "ControlPath=~/.ssh/gpufleet-%C", "-O", "exit", "-l", "root", host.address],
-                           capture_output=True, timeout=30)
-        proc.stop()
+from .fleet_host import IMAGE, FleetHost
+from .provider_port import create_body, tf_inputs
 
 
 @pytest.fixture(scope="session")
@@ -114,7 +89,7 @@ def docker_api(host) -> DockerApi:
 def apply(api: DockerApi, spec: ContainerSpec) -> str:
     """Create and start a replica exactly as the provider would from ModelDeployment's inputs."""
     api.remove(spec.name)
-    ident = api.create(spec.name, create_body(container_args(spec, spec.image, {}), spec.image))
+    ident = api.create(spec.name, create_body(tf_inputs(container_args(spec, spec.image, {}))))
     api.start(ident)
     return ident
 
