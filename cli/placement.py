@@ -4,9 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stack.demands import demands_for
-from stack.lock import lock_path, read_lock, write_lock
-from stack.placement import place
+from stack.lock import lock_path, write_lock
+from stack.plan import plan_placement
 from stack.project import display, find_root, load_project
 
 from .report import placement_json, placement_text
@@ -49,9 +48,7 @@ def compute(args):
     root = args.root or find_root()
     project = load_project(args.stack, root, args.inventory)
     path = args.lock or lock_path(project.stack_file)
-    prior = read_lock(path, display(path, root), project.name) if not getattr(args, "no_lock", False) else {}
-    strategy = args.strategy or project.stack.strategy
-    placement = place(project.fleet, demands_for(project.workloads), prior, strategy)
+    _, placement = plan_placement(project, path, args.strategy, use_lock=not getattr(args, "no_lock", False))
     return project, placement, path
 
 

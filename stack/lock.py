@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional, Union
 
@@ -63,8 +64,11 @@ class LockFile(StrictModel):
     version: Literal[1]
     stack: PlainText
     replicas: dict[str, ReplicaEntry] = Field(default_factory=dict)
+    #: replicas that left their place in the plan that wrote this lock: their containers run until
+    #: the `pulumi up` applying this lock deletes them, so that up keeps their GPUs and ports free
+    reserved: dict[str, ReplicaEntry] = Field(default_factory=dict)
 
-    @field_validator("replicas")
+    @field_validator("replicas", "reserved")
     @classmethod
     def _keys(cls, value: dict) -> dict:
         for key in value:
@@ -85,33 +89,49 @@ def _fast_parse(text: str) -> dict | None:
     if len(lines) < 3 or lines[0] != f"version: {LOCK_VERSION}" or not lines[1].startswith("stack: "):
         return None
     try:
-        stack = json.loads(lines[1][len("stack: "):])
-        if lines[2] == "replicas: {}" and len(lines) == 3:
-            return {"version": LOCK_VERSION, "stack": stack, "replicas": {}}
-        if lines[2] != "replicas:":
-            return None
-        replicas = {}
-        for line in lines[3:]:
+        out: dict = {"version": LOCK_VERSION, "stack": json.loads(lines[1][len("stack: "):])}
+        section = None
+        for line in lines[2:]:
+            if line in ("replicas: {}", "reserved: {}") and line[:8] not in out:
+                out[line[:8]] = {}
+                section = None
+                continue
+            if line in ("replicas:", "reserved:") and line[:8] not in out:
+                section = out[line[:8]] = {}
+                continue
             m = _LINE.match(line)
-            if m is None:
+            if m is None or section is None:
                 return None
             key = json.loads(m.group(1))
-            if key in replicas:
+            if key in section:
                 return None  # let the YAML loader name both lines
-            replicas[key] = json.loads(m.group(2))
+            section[key] = json.loads(m.group(2))
     except ValueError:
         return None
-    return {"version": LOCK_VERSION, "stack": stack, "replicas": replicas}
+    return out
+
+
+@dataclass(frozen=True)
+class Prior:
+    """What a lock says: where each replica is, and what the last change left running for one more up."""
+
+    replicas: dict[str, LockedReplica]
+    reserved: tuple[LockedReplica, ...] = ()
 
 
 def read_lock(path: Path, display: str | None = None, stack: str | None = None) -> dict[str, LockedReplica]:
+    """The prior placement of a lock (see ``read_prior``)."""
+    return read_prior(path, display, stack).replicas
+
+
+def read_prior(path: Path, display: str | None = None, stack: str | None = None) -> Prior:
     """The prior placement; an absent file is an empty prior, a broken one is an InputError.
 
     With ``stack``, a lock written for another stack is refused: its hosts, GPUs and ports
     belong to another placement.
     """
     if path_kind(path) == "missing":
-        return {}
+        return Prior({})
     name = display or str(path)
     lock, marks = None, Marks(name)
     fast = _fast_parse(read_text(path, name))
@@ -123,7 +143,7 @@ def read_lock(path: Path, display: str | None = None, stack: str | None = None) 
     if lock is None:
         data, marks = read_yaml(path, display)
         if data is None:
-            return {}
+            return Prior({})
         if not isinstance(data, dict):
             raise InputError([marks.problem((), "a lock file is a mapping written by `gpufleet lock`; delete it "
                                                 "and run `gpufleet lock` again")])
@@ -132,42 +152,56 @@ def read_lock(path: Path, display: str | None = None, stack: str | None = None) 
         raise InputError([marks.problem(("stack",), f"this lock was written for stack '{lock.stack}', not "
                                                     f"'{stack}'; give this stack's own lock (stack/{stack}.lock.yaml)"
                                                     " or --no-lock to place it fresh")])
-    out = {}
-    for key, r in lock.replicas.items():
-        c = r.claim
-        claim = Claim(c.framework, c.gpus, None if c.vram_mib == "whole" else c.vram_mib, c.min_vram_mib)
-        uuids = tuple(r.uuids) if r.uuids else (None,) * len(r.gpus)
-        out[key] = LockedReplica(key, r.host, r.vendor, tuple(r.gpus), uuids, r.port, claim)
-    return out
+    return Prior({key: _locked(key, r) for key, r in lock.replicas.items()},
+                 tuple(_locked(key, r) for key, r in sorted(lock.reserved.items())))
+
+
+def _locked(key: str, r: ReplicaEntry) -> LockedReplica:
+    c = r.claim
+    claim = Claim(c.framework, c.gpus, None if c.vram_mib == "whole" else c.vram_mib, c.min_vram_mib)
+    uuids = tuple(r.uuids) if r.uuids else (None,) * len(r.gpus)
+    return LockedReplica(key, r.host, r.vendor, tuple(r.gpus), uuids, r.port, claim)
+
+
+def _entry(host: str, vendor: str | None, gpus, uuids, port: int, c: Claim) -> dict:
+    entry: dict = {"host": host}
+    if vendor:
+        entry["vendor"] = vendor
+    entry["gpus"] = list(gpus)
+    if any(uuids):
+        entry["uuids"] = list(uuids)
+    entry["port"] = port
+    claim: dict = {"framework": c.framework, "gpus": c.gpus, "vram_mib": "whole" if c.vram_mib is None else c.vram_mib}
+    if c.min_vram_mib:
+        claim["min_vram_mib"] = c.min_vram_mib
+    entry["claim"] = claim
+    return entry
 
 
 def render_lock(stack: str, placement: Placement) -> str:
-    replicas = {}
-    for a in placement.assignments:
-        c = a.claim
-        entry: dict = {"host": a.host}
-        if a.vendor:
-            entry["vendor"] = a.vendor
-        entry["gpus"] = list(a.gpus)
-        if any(a.uuids):
-            entry["uuids"] = list(a.uuids)
-        entry["port"] = a.port
-        claim: dict = {"framework": c.framework, "gpus": c.gpus,
-                       "vram_mib": "whole" if c.vram_mib is None else c.vram_mib}
-        if c.min_vram_mib:
-            claim["min_vram_mib"] = c.min_vram_mib
-        entry["claim"] = claim
-        replicas[a.key] = entry
+    """The lock for a placement: its replicas, and its departing replicas as ``reserved``."""
+    replicas = {a.key: _entry(a.host, a.vendor, a.gpus, a.uuids, a.port, a.claim) for a in placement.assignments}
+    reserved = {d.key: _entry(d.host, d.vendor, d.gpus, d.uuids, d.port, d.claim) for d in placement.departing}
     lines = [f"# Placement lock for stack '{stack}', written by `gpufleet lock --stack {stack}`.",
              "# Each replica stays where this says while it still fits; review changes like code.",
              f"version: {LOCK_VERSION}", f"stack: {json.dumps(stack)}"]
-    if replicas:
-        lines.append("replicas:")
-        lines += [f"  {json.dumps(key)}: {json.dumps(entry, separators=(', ', ': '))}"
-                  for key, entry in replicas.items()]
-    else:
-        lines.append("replicas: {}")
+    for name, section in (("replicas", replicas), ("reserved", reserved)):
+        if section:
+            lines.append(f"{name}:")
+            lines += [f"  {json.dumps(key)}: {json.dumps(entry, separators=(', ', ': '))}"
+                      for key, entry in section.items()]
+        elif name == "replicas":
+            lines.append("replicas: {}")
+    if reserved:
+        lines.insert(-len(reserved) - 1, "# reserved: left their place in this change; their containers keep their "
+                                         "GPUs and ports until the next `pulumi up` deletes them")
     return "\n".join(lines) + "\n"
+
+
+def lock_matches(prior: Prior, placement: Placement) -> bool:
+    """Whether the lock's replicas are exactly this placement's (its reservations are about the last change)."""
+    return prior.replicas == {a.key: LockedReplica(a.key, a.host, a.vendor, a.gpus, a.uuids, a.port, a.claim)
+                              for a in placement.assignments}
 
 
 def write_lock(path: Path, stack: str, placement: Placement, display: str | None = None) -> bool:

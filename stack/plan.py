@@ -8,14 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from documents.yaml_reader import path_kind, read_text
+from documents.problems import ProblemList
+from documents.yaml_reader import path_kind, read_yaml
 from inventory.fleet import Host
 
 from .containers import ContainerSpec, render_container
 from .demands import demands_for
-from .lock import lock_path, read_lock, render_lock
-from .placement import Placement, place
-from .project import Project, display
+from .lock import Prior, lock_matches, lock_path, read_prior
+from .placement import LockedReplica, Placement, place
+from .project import Project, display, inventory_path
 
 
 @dataclass(frozen=True)
@@ -40,14 +41,51 @@ class Plan:
         return out
 
 
+def plan_placement(project: Project, lock_file: Path | None = None, strategy: str | None = None,
+                   use_lock: bool = True) -> tuple[Prior, Placement]:
+    """The placement of a project: its lock kept where it fits, other stacks' GPUs and ports left alone."""
+    path = lock_file or lock_path(project.stack_file)
+    prior = read_prior(path, display(path, project.root), project.name) if use_lock else Prior({})
+    placement = place(project.fleet, demands_for(project.workloads), prior.replicas,
+                      strategy or project.stack.strategy, prior.reserved, other_stacks_held(project))
+    return prior, placement
+
+
+def other_stacks_held(project: Project) -> dict[str, tuple[LockedReplica, ...]]:
+    """Replicas (and reservations) in the locks of the other stacks beside this one on the same inventory."""
+    inventory = _resolved(inventory_path(project.stack_file, project.stack))
+    held: dict[str, tuple[LockedReplica, ...]] = {}
+    problems = ProblemList()
+    for other in sorted(project.stack_file.parent.glob("*.yaml")):
+        if other.name.endswith(".lock.yaml") or _resolved(other) == _resolved(project.stack_file):
+            continue
+        data, _ = problems.absorb(read_yaml, other, display(other, project.root)) or (None, None)
+        if not isinstance(data, dict) or not isinstance(data.get("inventory"), str):
+            continue  # not a stack file (or broken: its own validation says so)
+        if _resolved(other.parent / data["inventory"]) != inventory:
+            continue
+        lock = lock_path(other)
+        prior = problems.absorb(read_prior, lock, display(lock, project.root), other.stem)
+        if prior is not None and (prior.replicas or prior.reserved):
+            held[other.stem] = tuple(prior.replicas.values()) + prior.reserved
+    problems.raise_if_any()
+    return held
+
+
+def _resolved(path: Path) -> str:
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):
+        return str(path)
+
+
 def build_plan(project: Project, lock_file: Path | None = None, strategy: str | None = None) -> Plan:
     path = lock_file or lock_path(project.stack_file)
     shown = display(path, project.root)
-    prior = read_lock(path, shown, project.name)
-    placement = place(project.fleet, demands_for(project.workloads), prior, strategy or project.stack.strategy)
+    prior, placement = plan_placement(project, lock_file, strategy)
     workloads = {w.name: w for w in project.workloads}
     containers = tuple(
         render_container(project.name, workloads[a.deployment], a, project.fleet.host(a.host), project.stack)
         for a in placement.assignments)
-    stale = path_kind(path) != "file" or read_text(path, shown) != render_lock(project.name, placement)
+    stale = path_kind(path) != "file" or not lock_matches(prior, placement)
     return Plan(project.name, placement, containers, project.fleet.hosts, shown, stale)

@@ -206,7 +206,10 @@ def test_bad_config_value_is_a_clear_error(project):
 
 
 def test_stack_file_config_and_logged_summary(project):
-    shutil.copy(project / "stack" / "demo.yaml", project / "stack" / "other.yaml")
+    # its own inventory: a stack on the demo inventory would have to leave the demo lock's GPUs alone
+    shutil.copy(project / "inventory" / "demo.yaml", project / "inventory" / "other.yaml")
+    (project / "stack" / "other.yaml").write_text((project / "stack" / "demo.yaml").read_text().replace(
+        "../inventory/demo.yaml", "../inventory/other.yaml"))
     run = run_program(project, stack="staging", config={"stackFile": "stack/other.yaml"})
     assert len(run.containers) == 9
     assert "gpufleet placement for stack other (binpack): 9 replicas (0 kept, 9 new, 0 moved)" in run.logs

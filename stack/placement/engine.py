@@ -32,7 +32,15 @@ from .state import FleetState, GroupState, choose_devices
 
 
 def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] | None = None,
-          strategy: str = BINPACK) -> Placement:
+          strategy: str = BINPACK, reserved: tuple[LockedReplica, ...] = (),
+          held: dict[str, tuple[LockedReplica, ...]] | None = None) -> Placement:
+    """Place ``demands``; ``prior`` is the lock's placement.
+
+    ``reserved``: departing replicas the lock recorded (their containers still run until the up
+    that applies this lock deletes them). ``held``: replicas of other stacks on the same hosts, by
+    stack name.
+    Both, like this plan's own departing replicas, keep their GPUs and ports.
+    """
     prior = prior or {}
     state = FleetState(fleet)
     index = CandidateIndex(state, demands)
@@ -44,7 +52,13 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
         locked = prior.get(demand.key)
         if locked is None or not run.keep(demand, locked):
             fresh.append(demand)
-    _reserve_departing_ports(state, index, prior, kept={a.key for a in run.assignments})
+    kept = {a.key for a in run.assignments}
+    departing = tuple(lr for key, lr in sorted(prior.items()) if key not in kept)
+    _hold(state, index, departing + tuple(reserved))
+    for other, entries in sorted((held or {}).items()):
+        _hold(state, index, entries)
+        for locked in entries:
+            state.held_by.setdefault(locked.host, set()).add(other)
     fresh.sort(key=_biggest_first)
     for demand in fresh:  # 2. fresh
         run.place_fresh(demand, prior.get(demand.key))
@@ -55,21 +69,28 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
                     if key not in wanted)
     return Placement(strategy, tuple(sorted(run.assignments, key=lambda a: (a.deployment, a.replica))),
                      tuple(sorted(run.unplaced, key=lambda u: (u.deployment, u.replica))), removed,
-                     dict(sorted(run.move_reasons.items())))
+                     dict(sorted(run.move_reasons.items())), departing)
 
 
-def _reserve_departing_ports(state: FleetState, index: CandidateIndex, prior: dict[str, LockedReplica],
-                             kept: set[str]) -> None:
-    """Ports of removed and moving replicas stay taken in this plan.
+def _hold(state: FleetState, index: CandidateIndex, entries: tuple[LockedReplica, ...]) -> None:
+    """GPUs and ports of containers that still exist during the apply stay taken in this plan.
 
-    Pulumi creates new containers before it deletes old ones, and containers use host
-    networking: a new replica on a port the old one still holds would fail to bind.
+    Pulumi creates new containers before it deletes removed ones, and a replica moving to
+    another host is created there before the old one goes: a new replica on a GPU or port an
+    old container still holds would fail its free-memory check or its bind. Entries naming a
+    host or device that no longer exists hold nothing.
     """
-    for key, locked in sorted(prior.items()):
-        if key not in kept:
-            ports = state.ports.get(locked.host)
-            if ports is not None and ports.take(locked.port) and not state.has_free_port(locked.host):
-                index.drop_host(locked.host)
+    for locked in entries:
+        gs = None
+        if locked.gpus:
+            gs = next((g for g in state.groups_of.get(locked.host, ()) if g.group.vendor == locked.vendor
+                       and all(i in g.pos_of for i in locked.gpus)), None)
+            if gs is not None:
+                state.hold(gs, [gs.pos_of[i] for i in locked.gpus], locked.claim.vram_mib)
+                index.refresh(gs)
+        ports = state.ports.get(locked.host)
+        if ports is not None and ports.take(locked.port) and not state.has_free_port(locked.host):
+            index.drop_host(locked.host)
 
 
 def _biggest_first(d: Demand) -> tuple:
@@ -242,6 +263,11 @@ def explain(fleet: Fleet, state: FleetState, demand: Demand,
     rejected = {code: len(hosts) for code, hosts in rejected_hosts.items() if hosts}
     parts = [f.explain(len(rejected_hosts[f.code]), demand, rejected_hosts[f.code])
              for f in filters if rejected_hosts[f.code]]
+    busy = [h.name for code in ("free_vram", "free_port") for h in rejected_hosts.get(code, ())
+            if h.name in state.held_by]
+    if busy:
+        stacks = sorted({s for name in busy for s in state.held_by[name]})
+        parts.append(f"taken by stack {', '.join(stacks)} on {len(busy)} of those host{'s' if len(busy) != 1 else ''}")
     if not fleet.hosts:
         parts = ["the inventory has no hosts"]
     never = bool(demand.gpus) and _too_big_for_any_host(fleet, demand)

@@ -156,6 +156,9 @@ class Placement:
     unplaced: tuple[Unplaced, ...]
     removed: tuple[Removed, ...]
     moved_reasons: dict[str, str] = field(default_factory=dict)
+    #: lock entries that did not stay where they were (removed or moved): their containers exist
+    #: until the up that applies this plan deletes them, so their GPUs and ports were held
+    departing: tuple[LockedReplica, ...] = ()
 
     def by_key(self) -> dict[str, Assignment]:
         return {a.key: a for a in self.assignments}

@@ -103,6 +103,8 @@ class FleetState:
         self.deployments_on: dict[str, dict[str, int]] = {h.name: {} for h in fleet.hosts}
         self.replicas_on: dict[str, int] = {h.name: 0 for h in fleet.hosts}
         self._hosts_of: dict[str, set[str]] = {}
+        #: hosts where other stacks on the same inventory hold GPUs or ports, and which stacks
+        self.held_by: dict[str, set[str]] = {}
 
     # -- questions the filters ask
     def has_free_port(self, host: str) -> bool:
@@ -123,6 +125,16 @@ class FleetState:
         return choose_devices(self.group_state(host, group), demand, demand.allowed_on(host)) is not None
 
     # -- changes
+    def hold(self, gs: GroupState, positions: list[int], vram_mib: int | None) -> None:
+        """Devices a container outside this plan's replicas still uses (departing, or another stack's)."""
+        for i in positions:
+            if vram_mib is None:
+                gs.free[i] = 0
+                gs.exclusive[i] = True
+            else:
+                gs.free[i] = max(0, gs.free[i] - vram_mib)
+            gs.claims[i] += 1
+
     def claim(self, gs: GroupState | None, positions: list[int], demand: Demand, host: str) -> int:
         """Record a replica's devices; returns the VRAM claimed per device."""
         per = 0
