@@ -19,6 +19,18 @@ class ModelDeploymentArgs:
     containers: tuple[ContainerSpec, ...]
     hosts: Mapping[str, GpuHost]
     secrets: Mapping[str, pulumi.Output[str]]
+    #: replicas replaced at a time: replica k waits for replica k - max_unavailable
+    max_unavailable: int = 1
+
+
+def rollout_waves(replicas: list[int], max_unavailable: int) -> dict[int, int | None]:
+    """For each replica, the replica it waits for (None for the first wave).
+
+    Pulumi runs independent resources at once; chaining replica k after replica k - m (whose
+    create waits until it is healthy) keeps at most m replicas of a deployment down at a time.
+    """
+    ordered = sorted(replicas)
+    return {r: (ordered[i - max_unavailable] if i >= max_unavailable else None) for i, r in enumerate(ordered)}
 
 
 def go_duration(seconds: int) -> str:
@@ -111,21 +123,27 @@ class ModelDeployment(pulumi.ComponentResource):
     def __init__(self, name: str, args: ModelDeploymentArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpufleet:index:ModelDeployment", name, {}, opts)
         self.containers = {}
-        for spec in args.containers:
+        waits = rollout_waves([s.replica for s in args.containers], args.max_unavailable)
+        for spec in sorted(args.containers, key=lambda s: s.replica):
             host = args.hosts[spec.host]
             image = host.images[spec.image]
-            timeout = f"{spec.wait_timeout_s + 300}s"
+            timeout = f"{spec.wait_timeout_s + spec.stop_grace_s + 300}s"
+            after = waits[spec.replica]
             self.containers[spec.replica] = docker.Container(
                 f"{name}-{spec.replica}",
                 **container_args(spec, image.image_id, args.secrets),
                 opts=pulumi.ResourceOptions(
-                    parent=self, provider=host.provider, depends_on=[image],
-                    # the GPUs and the port are freed before the replacement needs them
-                    delete_before_replace=True,
+                    parent=self, provider=host.provider,
+                    depends_on=[image] + ([self.containers[after]] if after is not None else []),
+                    # on its own host a replacement needs the GPUs and port the old container holds:
+                    # delete first. Moving to another host, the new one starts before the old goes
+                    # (placement kept the old one's GPUs and port free for that).
+                    delete_before_replace=spec.moved_from is None,
                     # recorded by the provider but not updatable in place
                     replace_on_changes=["healthcheck", "deviceRequests", "devices"],
                     additional_secret_outputs=["envs"] if spec.secret_env else None,
-                    custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout, delete="10m"),
+                    custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout,
+                                                          delete=f"{spec.stop_grace_s + 300}s"),
                 ))
         self.endpoints = [c.endpoint for c in args.containers]
         self.register_outputs({"endpoints": self.endpoints})

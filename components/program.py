@@ -22,12 +22,27 @@ CONFIG = "gpufleet"
 
 def run(root: Path | None = None) -> dict[str, pulumi.Output]:
     """Build the stack; returns what it exports (tests use it under mocks)."""
+    pulumi.runtime.register_stack_transformation(require_explicit_provider)
     cfg = pulumi.Config(CONFIG)
     project, plan, secrets = _load_and_plan(cfg, root or find_root(Path.cwd()))
     _check(plan, cfg)
     _log(plan)
     _build(plan, secrets)
     return _export(plan)
+
+
+def require_explicit_provider(args: pulumi.ResourceTransformationArgs):
+    """Every docker resource names its host's provider: none may fall back to a default provider.
+
+    A default docker provider talks to the engine on the machine running Pulumi (a laptop, a CI
+    runner): a model server there is never what anyone meant. This holds whatever the stack's
+    ``pulumi:disable-default-providers`` says.
+    """
+    if args.type_.startswith("docker:") and args.opts.provider is None and not args.opts.providers:
+        raise pulumi.RunError(f"{args.type_} '{args.name}' has no explicit docker provider; gpufleet never uses "
+                              "the default provider (it would reach the Docker engine of the machine running "
+                              "Pulumi); nothing was changed")
+    return None
 
 
 def _load_and_plan(cfg: pulumi.Config, root: Path) -> tuple[Project, Plan, dict[str, pulumi.Output[str]]]:
@@ -61,13 +76,14 @@ def _build(plan: Plan, secrets: dict[str, pulumi.Output[str]]) -> None:
     used = plan.images_by_host()
     if used:
         ensure_control_dir()
-    hosts = {h.name: GpuHost(h.name, GpuHostArgs(h, tuple(used[h.name])))
+    pull = max((c.pull_timeout_s for c in plan.containers), default=3600)
+    hosts = {h.name: GpuHost(h.name, GpuHostArgs(h, tuple(used[h.name]), secrets, pull))
              for h in plan.hosts if h.name in used}
     by_deployment: dict[str, list] = {}
     for c in plan.containers:
         by_deployment.setdefault(c.deployment, []).append(c)
     for name, containers in by_deployment.items():
-        ModelDeployment(name, ModelDeploymentArgs(tuple(containers), hosts, secrets))
+        ModelDeployment(name, ModelDeploymentArgs(tuple(containers), hosts, secrets, plan.max_unavailable))
 
 
 def _export(plan: Plan) -> dict[str, pulumi.Output]:
@@ -89,6 +105,8 @@ def _secrets(project: Project, plan: Plan, cfg: pulumi.Config) -> dict[str, pulu
     for c in plan.containers:
         for var, key in c.secret_env:
             wanted.setdefault(key, (c.deployment, var))
+    used_hosts = {c.host for c in plan.containers}
+    registry_keys = {r.password_key: r.address for h in plan.hosts if h.name in used_hosts for r in h.registries}
     out, problems = {}, []
     for key, (deployment, var) in sorted(wanted.items()):
         value = cfg.get_secret(key)
@@ -99,6 +117,14 @@ def _secrets(project: Project, plan: Plan, cfg: pulumi.Config) -> dict[str, pulu
             problems.append(project.stack_marks.problem(
                 path, f"secret '{key}' is not set for stack '{pulumi.get_stack()}'; run: "
                       f"pulumi config set --secret {key} <value>"))
+        else:
+            out[key] = value
+    for key, address in sorted(registry_keys.items()):
+        value = cfg.get_secret(key)
+        if value is None:
+            problems.append(Problem(project.fleet.file, 0, 0, "", f"the password of registry {address} (secret "
+                                    f"'{key}') is not set for stack '{pulumi.get_stack()}'; run: pulumi config set "
+                                    f"--secret {key} <value>"))
         else:
             out[key] = value
     if problems:

@@ -27,6 +27,7 @@ class Plan:
     hosts: tuple[Host, ...]  # every host of the inventory, sorted by name
     lock_file: str
     lock_stale: bool  # the lock on disk differs from this placement: run `gpufleet lock`
+    max_unavailable: int = 1  # replicas of a deployment replaced at a time
 
     def images_by_host(self) -> dict[str, list[str]]:
         out: dict[str, set[str]] = {}
@@ -88,4 +89,5 @@ def build_plan(project: Project, lock_file: Path | None = None, strategy: str | 
         render_container(project.name, workloads[a.deployment], a, project.fleet.host(a.host), project.stack)
         for a in placement.assignments)
     stale = path_kind(path) != "file" or not lock_matches(prior, placement)
-    return Plan(project.name, placement, containers, project.fleet.hosts, shown, stale)
+    return Plan(project.name, placement, containers, project.fleet.hosts, shown, stale,
+                project.stack.rollout.max_unavailable)

@@ -72,7 +72,8 @@ def fleet_host():
         started.append(proc.start())
         yield started[0]
     finally:
-        for host in started:  # close the shared SSH connection the tests opened (ControlPersist)
-            subprocess.run(["ssh", "-o", "ControlPath=~/.ssh/gpufleet-%C", "-O", "exit", "-l", "root", host.address],
-                           capture_output=True, timeout=30)
+        for host in started:  # close the shared SSH connections the tests opened (ControlPersist)
+            for sock in Path.home().joinpath(".ssh").glob("gf-*"):
+                subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "-l", "root", host.address],
+                               capture_output=True, timeout=30)
         proc.stop()

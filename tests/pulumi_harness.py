@@ -36,6 +36,8 @@ class Run:
     resources: list
     outputs: dict = field(default_factory=dict)
     logs: str = ""
+    #: resource options by resource name, as the program passed them (recorded by a transformation)
+    options: dict = field(default_factory=dict)
 
     def of_type(self, suffix: str) -> list:
         return [r for r in self.resources if r.typ.endswith(suffix)]
@@ -69,8 +71,13 @@ def run_program(root: Path, stack: str = "demo", config: dict | None = None, sec
     pulumi.runtime.set_all_config(values, [f"gpufleet:{k}" for k in (secrets or {})])
     result = Run(mocks.resources)
 
+    def record(args: pulumi.ResourceTransformationArgs):
+        result.options[args.name] = args.opts
+        return None
+
     @pulumi.runtime.test
     def program():
+        pulumi.runtime.register_stack_transformation(record)
         return pulumi.Output.from_input(run(root)).apply(result.outputs.update)
 
     try:

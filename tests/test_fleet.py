@@ -99,10 +99,11 @@ def test_wrong_host_key_is_refused(project, fleet_host, tmp_path):
     host = plan.hosts[0]
     good = _docker_over_ssh(host, tmp_path / "good")
     assert good("version", "--format", "{{.Server.Version}}").stdout.strip()
-    # a known_hosts that names another key for this address; another user, so no shared connection
+    # a known_hosts that names another key for this address, same user: the open shared connection
+    # (trusted under the right known_hosts) must not be reused under this one
     (tmp_path / "other_known_hosts").write_text(f"{fleet_host.address} ssh-ed25519 "
                                                 "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
-    impostor = replace(host, ssh=replace(host.ssh, user="nobody", known_hosts=str(tmp_path / "other_known_hosts")))
+    impostor = replace(host, ssh=replace(host.ssh, known_hosts=str(tmp_path / "other_known_hosts")))
     bad = _docker_over_ssh(impostor, tmp_path / "bad")
     result = bad("version", check=False, timeout=60)
     assert result.returncode != 0

@@ -220,3 +220,77 @@ def test_stack_file_config_and_logged_summary(project):
 def test_main_module_is_a_dozen_lines():
     lines = [ln for ln in (ROOT / "__main__.py").read_text().splitlines() if ln.strip()]
     assert len(lines) <= 12
+
+
+def test_rollout_replaces_max_unavailable_replicas_at_a_time(project):
+    text = (project / "stack" / "demo.yaml").read_text()
+    text = text.replace("    replicas: 2\n    resources: {gpus: 1, vram: whole}", "    replicas: 2\n"
+                        "    resources: {gpus: 1, vram: whole}", 1)
+    (project / "stack" / "demo.yaml").write_text(text.replace("deployments:", "rollout: {max_unavailable: 1, "
+                                                                               "stop_grace: 45s}\ndeployments:", 1))
+    run = run_program(project)
+    opts = run.options
+    first, second = opts["qwen3-8b-0"], opts["qwen3-8b-1"]
+    names = lambda deps: sorted(getattr(d, "_name", None) for d in deps)  # noqa: E731
+    assert "qwen3-8b-0" not in names(first.depends_on)
+    assert "qwen3-8b-0" in names(second.depends_on)  # replica 1 waits for replica 0 to be healthy
+    inputs = run.containers["gpufleet-demo-qwen3-8b-1"].inputs
+    assert inputs["stopTimeout"] == 45 and inputs["destroyGraceSeconds"] == 45
+    assert first.delete_before_replace is True  # in place: GPUs and port freed first
+
+
+def test_a_replica_moving_host_is_created_before_the_old_one_goes(project):
+    _lock(project)
+    edit(project / "inventory" / "demo.yaml", "  - name: nv-a100-1\n    address: 127.0.10.2\n",
+         "  - name: nv-a100-1\n    address: 127.0.10.2\n    state: cordoned\n")
+    run = run_program(project)
+    moved = [k for k, v in run.outputs["placement"].items() if k.startswith("qwen3-8b/") or k.startswith("bge")]
+    assert moved
+    for key in ("qwen3-8b/0", "bge-embed/0"):
+        name = key.replace("/", "-")
+        assert run.outputs["placement"][key]["host"] != "nv-a100-1"
+        assert run.options[name].delete_before_replace is False, name
+    assert run.options["llama-70b-0"].delete_before_replace is True
+
+
+def test_every_docker_resource_has_an_explicit_provider(project):
+    run = run_program(project)
+    for r in run.resources:
+        if r.typ.startswith("docker:"):
+            assert r.provider, r.name
+
+
+def test_the_default_docker_provider_is_refused_whatever_the_config():
+    import pulumi_docker as docker
+
+    from components.program import require_explicit_provider
+
+    mocks = __import__("tests.pulumi_harness", fromlist=["RecordingMocks"]).RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project="gpufleet", stack="x", preview=True)
+
+    @pulumi.runtime.test
+    def program():
+        pulumi.runtime.register_stack_transformation(require_explicit_provider)
+        docker.Container("stray", image="busybox", name="stray")
+
+    with pytest.raises(Exception, match="no explicit docker provider"):
+        program()
+    assert not [r for r in mocks.resources if r.typ.endswith("container:Container")]
+
+
+def test_registry_passwords_travel_as_secrets(project):
+    edit(project / "inventory" / "demo.yaml", "  model_roots: [/srv/models]",
+         "  model_roots: [/srv/models]\n  registries: [{address: registry.example.com, username: puller, "
+         "password: 'secret:registryPassword'}]")
+    with pytest.raises(pulumi.RunError, match="pulumi config set --secret registryPassword"):
+        run_program(project)
+    run = run_program(project, secrets={"registryPassword": "hunter2"})
+    providers = run.of_type("pulumi:providers:docker")
+    assert providers
+    for p in providers:
+        auth, secret = plain(p.inputs["registryAuth"])  # provider config travels as one JSON string
+        assert secret, "the registry login must stay a Pulumi secret in state"
+        assert json.loads(auth) == [{"address": "registry.example.com", "password": "hunter2", "username": "puller"}]
+    assert "hunter2" not in run.logs
+    images = run.of_type("remoteImage:RemoteImage")
+    assert all(run.options[i.name].custom_timeouts.create == "3600s" for i in images)
