@@ -103,4 +103,5 @@ class GpuHost(pulumi.ComponentResource):
             for image in args.images
         }
         self.address = host.address
+        self.host = host
         self.register_outputs({"address": host.address, "images": list(args.images)})

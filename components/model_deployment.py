@@ -7,9 +7,11 @@ from typing import Mapping
 import pulumi
 import pulumi_docker as docker
 
+from inventory.ssh import Endpoint
 from stack.containers import ContainerSpec
 
 from .gpu_host import GpuHost
+from .health_gate import HealthGate
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,8 @@ def container_args(spec: ContainerSpec, image: pulumi.Input[str],
         healthcheck=docker.ContainerHealthcheckArgs(
             tests=list(hc.test), interval=go_duration(hc.interval_s), timeout=go_duration(hc.timeout_s),
             start_period=go_duration(hc.start_period_s), retries=hc.retries),
-        wait=spec.wait,
-        wait_timeout=spec.wait_timeout_s,
+        # the health gate waits (and explains a failure); the provider's own wait only says "unhealthy"
+        wait=False,
         log_driver=spec.log_driver,
         log_opts=dict(spec.log_opts),
         init=spec.init,
@@ -123,18 +125,21 @@ class ModelDeployment(pulumi.ComponentResource):
     def __init__(self, name: str, args: ModelDeploymentArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpufleet:index:ModelDeployment", name, {}, opts)
         self.containers = {}
+        self.gates: dict[int, HealthGate] = {}
         waits = rollout_waves([s.replica for s in args.containers], args.max_unavailable)
         for spec in sorted(args.containers, key=lambda s: s.replica):
             host = args.hosts[spec.host]
             image = host.images[spec.image]
-            timeout = f"{spec.wait_timeout_s + spec.stop_grace_s + 300}s"
+            timeout = f"{spec.stop_grace_s + 300}s"
             after = waits[spec.replica]
+            # replica k starts once replica k - max_unavailable is healthy (or, without waiting, created)
+            before = [] if after is None else [self.gates.get(after) or self.containers[after]]
             self.containers[spec.replica] = docker.Container(
                 f"{name}-{spec.replica}",
                 **container_args(spec, image.image_id, args.secrets),
                 opts=pulumi.ResourceOptions(
                     parent=self, provider=host.provider,
-                    depends_on=[image] + ([self.containers[after]] if after is not None else []),
+                    depends_on=[image, *before],
                     # on its own host a replacement needs the GPUs and port the old container holds:
                     # delete first. Moving to another host, the new one starts before the old goes
                     # (placement kept the old one's GPUs and port free for that).
@@ -142,8 +147,13 @@ class ModelDeployment(pulumi.ComponentResource):
                     # recorded by the provider but not updatable in place
                     replace_on_changes=["healthcheck", "deviceRequests", "devices"],
                     additional_secret_outputs=["envs"] if spec.secret_env else None,
-                    custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout,
-                                                          delete=f"{spec.stop_grace_s + 300}s"),
+                    custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout, delete=timeout),
                 ))
+            if spec.wait:
+                container = self.containers[spec.replica]
+                self.gates[spec.replica] = HealthGate(
+                    f"{name}-{spec.replica}-healthy", Endpoint.of(host.host), spec.name, container.id,
+                    spec.wait_timeout_s, spec.healthcheck.interval_s,
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[container]))
         self.endpoints = [c.endpoint for c in args.containers]
         self.register_outputs({"endpoints": self.endpoints})

@@ -177,3 +177,51 @@ def test_many_calls_share_one_ssh_connection(project, fleet_host, tmp_path):
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: docker("ps", "-q", check=False, timeout=120), range(8)))
     assert [r.returncode for r in results] == [0] * 8, [r.stderr for r in results if r.returncode]
+
+
+def test_health_gate_waits_for_healthy_and_explains_a_failure(project, fleet_host, tmp_path):
+    """What `pulumi up` runs after each container (components.health_gate), against the real engine."""
+    from components.health_gate import _HealthGateProvider
+    from inventory.ssh import Endpoint
+    from stack.health_wait import NotHealthy
+
+    plan = build_plan(load_project("fleet", project))
+    spec = plan.containers[0]
+    api = docker_api(plan.hosts[0])
+    endpoint = Endpoint.of(plan.hosts[0])
+    props = {"endpoint": endpoint.__dict__, "container": spec.name, "container_id": "x", "timeout_s": 60,
+             "interval_s": 1}
+    apply(api, spec)
+    result = _HealthGateProvider().create(props)
+    assert result.id == f"{spec.name}@fleet-1"
+
+    # a replica whose command fails: the up fails with its state and its last log lines
+    sick = replace(spec, name="gpufleet-fleet-sick-1",
+                   command=("sh", "-c", "echo loading weights; echo 'CUDA out of memory' >&2; exit 3"))
+    apply(api, sick)
+    try:
+        with pytest.raises(NotHealthy) as err:
+            _HealthGateProvider().create({**props, "container": sick.name, "timeout_s": 30})
+        text = str(err.value)
+        assert f"{sick.name} on fleet-1 exited" in text
+        assert "exit code 3" in text and "CUDA out of memory" in text and "loading weights" in text
+    finally:
+        api.remove(sick.name)
+        api.remove(spec.name)
+
+
+def test_health_gate_refuses_an_unknown_or_changed_host_key(project, fleet_host, tmp_path):
+    from inventory.ssh import Endpoint, HostUnreachable, connect
+
+    host = build_plan(load_project("fleet", project)).hosts[0]
+    good = Endpoint.of(host)
+    connect(good).close()
+    (tmp_path / "other").write_text(f"{fleet_host.address} ssh-ed25519 "
+                                    "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(HostUnreachable, match="CHANGED"):
+        connect(replace(good, known_hosts=str(tmp_path / "other")))
+    with pytest.raises(HostUnreachable, match="is not in"):
+        connect(replace(good, known_hosts=str(tmp_path / "empty")))
+    with pytest.raises(HostUnreachable, match="cannot reach"):
+        connect(replace(good, port=1), timeout=5)

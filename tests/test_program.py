@@ -95,8 +95,13 @@ def test_per_vendor_devices_and_visibility(project):
 
 def test_container_basics(project):
     c = run_program(project).containers["gpufleet-demo-gguf-rocm-0"].inputs
-    assert c["networkMode"] == "host" and c["restart"] == "unless-stopped" and c["wait"] is True
-    assert c["waitTimeout"] == 900 and c["shmSize"] == 16384
+    assert c["networkMode"] == "host" and c["restart"] == "unless-stopped" and c["wait"] is False
+    assert c["shmSize"] == 16384
+    # the health gate waits instead, with the stack's timeout, on the container's host
+    (gate,) = [r for r in run_program(project).resources if r.name == "gguf-rocm-0-healthy"]
+    assert gate.typ == "pulumi-python:dynamic:Resource"
+    assert gate.inputs["container"] == "gpufleet-demo-gguf-rocm-0" and gate.inputs["timeout_s"] == 900
+    assert gate.inputs["endpoint"]["address"] == "127.0.10.4"
     labels = {label["label"]: label["value"] for label in c["labels"]}
     assert labels == {"gpufleet.stack": "demo", "gpufleet.deployment": "gguf-rocm", "gpufleet.replica": "0",
                       "gpufleet.backend": "llama.cpp", "gpufleet.version": "rocm", "gpufleet.gpus": "2",
@@ -233,7 +238,7 @@ def test_rollout_replaces_max_unavailable_replicas_at_a_time(project):
     first, second = opts["qwen3-8b-0"], opts["qwen3-8b-1"]
     names = lambda deps: sorted(getattr(d, "_name", None) for d in deps)  # noqa: E731
     assert "qwen3-8b-0" not in names(first.depends_on)
-    assert "qwen3-8b-0" in names(second.depends_on)  # replica 1 waits for replica 0 to be healthy
+    assert "qwen3-8b-0-healthy" in names(second.depends_on)  # replica 1 waits for replica 0 to be healthy
     inputs = run.containers["gpufleet-demo-qwen3-8b-1"].inputs
     assert inputs["stopTimeout"] == 45 and inputs["destroyGraceSeconds"] == 45
     assert first.delete_before_replace is True  # in place: GPUs and port freed first

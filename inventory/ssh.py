@@ -1,0 +1,77 @@
+"""SSH sessions to fleet hosts with paramiko: the inventory's known_hosts only, the inventory's key only.
+
+Used where gpufleet itself talks to hosts (the health gate, probe, status), as opposed to the
+docker provider, which runs OpenSSH with ``components.gpu_host.ssh_options``. Both trust exactly
+the same things: the host key must be in the inventory's known_hosts (an unknown or changed key
+is refused), and only the inventory's identity file is offered.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+from dataclasses import dataclass
+
+import paramiko
+
+
+class HostUnreachable(Exception):
+    """The host could not be reached or did not prove its identity; the message says which."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What an SSH session needs of a host: plain data, so it can travel to a dynamic provider."""
+
+    name: str
+    address: str
+    port: int
+    user: str
+    known_hosts: str | None
+    identity_file: str | None
+
+    @classmethod
+    def of(cls, host) -> "Endpoint":
+        return cls(host.name, host.address, host.ssh.port, host.ssh.user, host.ssh.known_hosts,
+                   host.ssh.identity_file)
+
+
+def connect(endpoint: Endpoint, timeout: float = 10) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    if endpoint.known_hosts:
+        try:
+            client.load_host_keys(os.path.expanduser(endpoint.known_hosts))
+        except OSError as err:
+            raise HostUnreachable(f"{endpoint.name}: cannot read known_hosts {endpoint.known_hosts}: "
+                                  f"{err.strerror}") from None
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    try:
+        client.connect(endpoint.address, endpoint.port, endpoint.user,
+                       key_filename=os.path.expanduser(endpoint.identity_file) if endpoint.identity_file else None,
+                       look_for_keys=False, allow_agent=False, timeout=timeout, banner_timeout=timeout,
+                       auth_timeout=timeout)
+    except paramiko.BadHostKeyException:
+        client.close()
+        raise HostUnreachable(f"{endpoint.name}: the host key of {endpoint.address} CHANGED since it was recorded "
+                              f"in {endpoint.known_hosts}; refusing to connect (check the host, then update "
+                              "known_hosts)") from None
+    except paramiko.SSHException as err:
+        client.close()
+        if "not found in known_hosts" in str(err):
+            where = endpoint.known_hosts or "any known_hosts"
+            raise HostUnreachable(f"{endpoint.name}: {endpoint.address} is not in {where}; record its key first "
+                                  "(ssh-keyscan, check the fingerprint)") from None
+        raise HostUnreachable(f"{endpoint.name}: SSH to {endpoint.address}:{endpoint.port} failed: {err}") from None
+    except (OSError, socket.timeout) as err:
+        client.close()
+        raise HostUnreachable(f"{endpoint.name}: cannot reach {endpoint.address}:{endpoint.port}: "
+                              f"{getattr(err, 'strerror', None) or err}") from None
+    return client
+
+
+def run(client: paramiko.SSHClient, argv: list[str], timeout: float = 30) -> tuple[int, str, str]:
+    """Run one command (argv, quoted for the remote shell); returns exit status, stdout, stderr."""
+    _, stdout, stderr = client.exec_command(shlex.join(argv), timeout=timeout)
+    out = stdout.read().decode(errors="replace")
+    err = stderr.read().decode(errors="replace")
+    return stdout.channel.recv_exit_status(), out, err
