@@ -126,6 +126,8 @@ class Deployment(StrictModel):
     spread: Literal["soft", "hosts"] = "soft"
     env: EnvMap = Field(default_factory=dict)
     backend_parameters: list[ParameterText] = Field(default_factory=list)
+    #: backend default parameters this deployment does not want, by flag (e.g. --trust-remote-code)
+    drop_default_parameters: list[ParameterText] = Field(default_factory=list)
     image: Annotated[Optional[ImageName], BeforeValidator(blank_is_none)] = None
     run_command: CommandText = None
     entrypoint: CommandText = None

@@ -10,13 +10,18 @@ import re
 from dataclasses import dataclass
 
 from backends.catalog import BackendEntry, Catalog
+from backends.parameters import (
+    ParameterError,
+    flags,
+    flatten_to_argv,
+    merge,
+    normalize_param_format,
+)
 from backends.render import (
     BUILTIN_VARIABLES,
     SECRET_PREFIX,
     Template,
     check_variables,
-    merge_parameters,
-    normalise_parameters,
 )
 from backends.schema import VersionConfig
 from documents.fields import is_under, system_path_reason
@@ -129,17 +134,19 @@ def _resolve_one(name: str, dep: Deployment, marks: Marks, catalog: Catalog, fle
             except InputError as err:
                 problems.extend(_also_for(err.problems, marks, at))
     parameters: list[str] = []
-    try:
-        # defaults and the deployment's own are merged per flag first (a deployment's --x replaces the
-        # default --x), then each item is normalised where it was written, so errors point there
-        mine = set(dep.backend_parameters)
-        merged = merge_parameters(entry.spec.default_backend_param, dep.backend_parameters)
-        for item in merged:
-            where = Template("", marks, at + ("backend_parameters",)) if item in mine else \
-                Template("", entry.marks, entry.base + ("default_backend_param",))
-            parameters += normalise_parameters([item], entry.spec.parameter_format, where)
-    except InputError as err:
-        problems.extend(err.problems)
+    defaults = _flatten(entry.spec.default_backend_param, entry.marks, entry.base + ("default_backend_param",),
+                        problems)
+    mine = _flatten(dep.backend_parameters, marks, at + ("backend_parameters",), problems)
+    unknown_drop = sorted(set(dep.drop_default_parameters) - flags(defaults))
+    if unknown_drop:
+        problems.append(marks.problem(at + ("drop_default_parameters",),
+                                      f"{', '.join(unknown_drop)} is not among {entry.name}'s default parameters "
+                                      f"({', '.join(sorted(flags(defaults))) or 'none'})"))
+    # GPUStack prefills a model's parameters with the backend's defaults and formats the whole list
+    # per parameter_format (InferenceServer._flatten_backend_param); a deployment's flag replaces
+    # the default of the same flag
+    parameters = normalize_param_format(merge(defaults, mine, dep.drop_default_parameters),
+                                        entry.spec.parameter_format)
     if problems:
         raise InputError(problems)
     return Workload(
@@ -197,6 +204,16 @@ def _manual(dep: Deployment, marks: Marks, at: tuple, fleet: Fleet, framework: s
                                       f"{dep.replicas} replicas × {dep.resources.gpus} GPUs need {needed} GPUs; "
                                       f"gpu_selection lists {len(pool)}"))
     return tuple(pool)
+
+
+def _flatten(items, marks: Marks, where: tuple, problems: list[Problem]) -> list[str]:
+    tokens: list[str] = []
+    for i, item in enumerate(items):
+        try:
+            tokens += flatten_to_argv([item])
+        except ParameterError as err:
+            problems.append(marks.problem(where + (i,), str(err)))
+    return tokens
 
 
 def _local_path_problems(path: str, fleet: Fleet, marks: Marks, where: tuple) -> list[Problem]:

@@ -8,8 +8,6 @@ import pytest
 from backends.render import (
     Template,
     Variables,
-    merge_parameters,
-    normalise_parameters,
     render,
 )
 from documents.problems import InputError
@@ -69,23 +67,6 @@ def test_secret_variables_are_never_rendered():
     with pytest.raises(InputError) as err:
         render(t("--token {{HF_TOKEN}}"), _vars(env={"HF_TOKEN": "secret:hf"}), secret_names=["HF_TOKEN"])
     assert "holds a secret" in str(err.value)
-
-
-@pytest.mark.parametrize("fmt,params,expected", [
-    ("space", ["--ctx-size=8192", "--flash-attn", "-ngl 99"], ["--ctx-size", "8192", "--flash-attn", "-ngl", "99"]),
-    ("equal", ["--max-model-len 8192", "--enforce-eager"], ["--max-model-len=8192", "--enforce-eager"]),
-    ("equal", ["--lora a b"], ["--lora", "a", "b"]),  # multi-value flags stay space-separated
-    ("equal", ["-ngl 99"], ["-ngl", "99"]),  # single-dash untouched
-    (None, ["--a=1", "--b 2"], ["--a=1", "--b", "2"]),  # unset: as written
-    ("space", ["--chat-template '{x} y'"], ["--chat-template", "{x} y"]),
-])
-def test_parameter_formats(fmt, params, expected):
-    assert normalise_parameters(params, fmt) == expected
-
-
-def test_deployment_parameters_replace_defaults_of_the_same_flag():
-    merged = merge_parameters(["--trust-remote-code", "--max-model-len=4096"], ["--max-model-len 8192"])
-    assert merged == ["--trust-remote-code", "--max-model-len 8192"]
 
 
 def _project(tmp_path: Path, backend: str, deployment: str):
