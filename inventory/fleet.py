@@ -23,6 +23,8 @@ from .vendors import VENDORS
 class Device:
     index: int
     uuid: str | None = None
+    pci_bus_id: str | None = None
+    render_node: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +156,7 @@ def build_fleet(inv: InventoryFile, marks: Marks, base_dir: Path | None = None) 
                                                   f"host '{entry.name}'; each device index appears once"))
                     continue
                 taken[device.index] = g_i
-                devices.append(Device(device.index, device.uuid))
+                devices.append(Device(device.index, device.uuid, device.pci_bus_id, device.render_node))
             groups.append(_group(g.vendor, g.model, g.vram, devices))
         start, end = entry.port_range or d.port_range
         hosts.append(Host(

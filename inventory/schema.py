@@ -53,9 +53,31 @@ class SshSettings(StrictModel):
     known_hosts: Optional[FilePath] = None
 
 
+_PCI = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]\Z")
+_RENDER = re.compile(r"^renderD(1[2-9][0-9]|2[0-5][0-9])\Z")
+
+
 class DeviceEntry(StrictModel):
     index: int = Field(ge=0, le=1023)
     uuid: Optional[PlainText] = None
+    #: AMD/Hygon: where the device is, so its node is found however /dev/dri is numbered
+    pci_bus_id: Optional[str] = None
+    render_node: Optional[str] = None
+
+    @field_validator("pci_bus_id")
+    @classmethod
+    def _pci(cls, value):
+        if value is not None and not _PCI.match(value.lower()):
+            raise ValueError(f"'{value}' is not a PCI bus id; write it as rocm-smi --showbus prints it, e.g. "
+                             "0000:c1:00.0")
+        return value.lower() if value else value
+
+    @field_validator("render_node")
+    @classmethod
+    def _render(cls, value):
+        if value is not None and not _RENDER.match(value):
+            raise ValueError(f"'{value}' is not a render node; write e.g. renderD129 (ls /dev/dri)")
+        return value
 
 
 class AcceleratorGroup(StrictModel):

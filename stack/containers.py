@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from backends.render import SECRET_PREFIX, Variables, render
 from inventory.fleet import Host
-from inventory.vendors import VENDORS, DeviceNode, DeviceRequest, Exposure
+from inventory.vendors import VENDORS, DeviceNode, DeviceRef, DeviceRequest, Exposure
 
 from .placement.model import Assignment, replica_key
 from .schema import Health, StackFile
@@ -102,14 +102,14 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, setting
     else:
         mounts.append(Mount(source.ref, source.ref, True))
     env.update(w.env)  # the user's and the backend's settings win over our defaults
-    exposure = VENDORS[a.vendor].expose(a.gpus, a.uuids) if a.vendor else Exposure()
+    exposure = VENDORS[a.vendor].expose(_device_refs(host, a)) if a.vendor else Exposure()
     env.update(exposure.env)
 
     secret_env = tuple(sorted((k, v[len(SECRET_PREFIX):]) for k, v in env.items() if v.startswith(SECRET_PREFIX)))
     plain_env = tuple(sorted((k, v) for k, v in env.items() if not v.startswith(SECRET_PREFIX)))
     template_env = dict(plain_env)
     variables = Variables(model_path=source.ref, model_name=w.model_name, port=a.port, worker_ip=host.address,
-                          gpu_count=len(a.gpus), gpu_ids=",".join(map(str, a.gpus)), env=template_env)
+                          gpu_count=len(a.gpus), gpu_ids=exposure.gpu_ids, env=template_env)
     secrets = [k for k, _ in secret_env]
     entrypoint = tuple(render(w.entrypoint, variables, secrets)) if w.entrypoint else None
     command = tuple(render(w.run_command, variables, secrets)) + tuple(w.parameters)
@@ -138,6 +138,12 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, setting
         log_opts=(("max-file", str(settings.logs.max_file)), ("max-size", settings.logs.max_size)),
         stop_grace_s=settings.rollout.stop_grace, pull_timeout_s=settings.images.pull_timeout, moved_from=moved_from,
     )
+
+
+def _device_refs(host: Host, a: Assignment) -> tuple[DeviceRef, ...]:
+    group = next(g for g in host.groups if g.vendor == a.vendor and {d.index for d in g.devices} >= set(a.gpus))
+    by_index = {d.index: d for d in group.devices}
+    return tuple(DeviceRef(i, by_index[i].uuid, by_index[i].pci_bus_id, by_index[i].render_node) for i in a.gpus)
 
 
 #: the health check's program: constant, its target arrives as arguments ($1 url, $2 host, $3 port,
