@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-REFERENCE = ROOT.parent / "shared" / "reference"
+#: GPUStack's community catalog and community specs, copied into the repository (see its NOTICE)
+REFERENCE = ROOT / "tests" / "data" / "gpustack"
 
 
 @dataclass
@@ -38,8 +39,6 @@ def cli():
 
 @pytest.fixture
 def reference() -> Path:
-    if not REFERENCE.is_dir():
-        pytest.skip(f"GPUStack reference material not found at {REFERENCE} (shared/ sits beside the checkout)")
     return REFERENCE
 
 
