@@ -169,3 +169,11 @@ def merge(defaults: Sequence[str], overrides: Sequence[str], drop: Iterable[str]
 
 def flags(tokens: Sequence[str]) -> set[str]:
     return {key for key, _ in clusters(tokens) if key is not None}
+
+
+def find_parameter(tokens: Sequence[str], flag: str) -> str | None:
+    """The first value given to ``flag`` (``--flag v`` or ``--flag=v``), as GPUStack's find_parameter reads it."""
+    for key, values in clusters(tokens):
+        if key == flag and values:
+            return values[0]
+    return None

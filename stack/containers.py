@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from backends.memory import fraction, knob_for
+from backends.parameters import find_parameter
 from backends.render import SECRET_PREFIX, Variables, render
+from documents.problems import InputError
 from inventory.fleet import Host
 from inventory.vendors import VENDORS, DeviceNode, DeviceRef, DeviceRequest, Exposure
 
@@ -113,6 +116,7 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, setting
     secrets = [k for k, _ in secret_env]
     entrypoint = tuple(render(w.entrypoint, variables, secrets)) if w.entrypoint else None
     command = tuple(render(w.run_command, variables, secrets)) + tuple(w.parameters)
+    command += _memory_cap(w, a, host, command)
     mounts += [Mount(p, p, True) for p in exposure.mounts]
 
     labels = {
@@ -140,9 +144,34 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, setting
     )
 
 
+def _memory_cap(w: Workload, a: Assignment, host: Host, command: tuple[str, ...]) -> tuple[str, ...]:
+    """A shared claim sets the engine's memory fraction to claim / device size (backends.memory)."""
+    knob = knob_for(w.backend.name)
+    if a.whole or not a.gpus or knob is None or w.spec.resources.share != "enforced":
+        return ()
+    device = _group(host, a).vram_mib
+    cap = fraction(a.vram_mib, device)
+    given = find_parameter(command, knob.flag)
+    if given is not None:
+        try:
+            too_much = float(given) > cap
+        except ValueError:
+            too_much = False  # the engine will reject it; not ours to judge
+        if too_much:
+            raise InputError([w.spec_problem(("backend_parameters",), (
+                f"{knob.flag} {given} lets replica {a.replica} take {float(given) * device / 1024:.1f} GiB of a "
+                f"{device / 1024:.0f} GiB GPU on {host.name}, but it claims {a.vram_mib / 1024:.1f} GiB "
+                f"(at most {cap}); remove the flag (gpufleet sets it) or raise resources.vram"))])
+        return ()
+    return (f"{knob.flag}={cap}",) if w.backend.spec.parameter_format == "equal" else (knob.flag, str(cap))
+
+
+def _group(host: Host, a: Assignment):
+    return next(g for g in host.groups if g.vendor == a.vendor and {d.index for d in g.devices} >= set(a.gpus))
+
+
 def _device_refs(host: Host, a: Assignment) -> tuple[DeviceRef, ...]:
-    group = next(g for g in host.groups if g.vendor == a.vendor and {d.index for d in g.devices} >= set(a.gpus))
-    by_index = {d.index: d for d in group.devices}
+    by_index = {d.index: d for d in _group(host, a).devices}
     return tuple(DeviceRef(i, by_index[i].uuid, by_index[i].pci_bus_id, by_index[i].render_node) for i in a.gpus)
 
 

@@ -82,6 +82,8 @@ class Resources(StrictModel):
     ram: Optional[int] = None
     cpus: Optional[float] = Field(default=None, gt=0)
     shm: int = 16 * 1024
+    #: a sized vram claim is enforced on the engine (its memory fraction is set), or only advisory
+    share: Literal["enforced", "advisory"] = "enforced"
 
     @field_validator("vram", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from backends.catalog import BackendEntry, Catalog
+from backends.memory import knob_for
 from backends.parameters import (
     ParameterError,
     flags,
@@ -52,6 +53,12 @@ class Workload:
     parameters: list[str]  # backend parameters, normalised, appended to the rendered command
     health_check_path: str
     manual: tuple[tuple[str, int], ...] | None
+    marks: Marks | None = None  # where the deployment is written, for problems found after placement
+
+    def spec_problem(self, path: tuple, message: str) -> Problem:
+        if self.marks is None:
+            return Problem("", 0, 0, f"deployments.{self.name}", message)
+        return self.marks.problem(("deployments", self.name) + tuple(path), message)
 
     @property
     def model_name(self) -> str:
@@ -111,6 +118,12 @@ def _resolve_one(name: str, dep: Deployment, marks: Marks, catalog: Catalog, fle
                                       f"vendor {vendor} runs {VENDORS[vendor].framework}, but {entry.name} "
                                       f"{version} needs {framework} ({', '.join(FRAMEWORK_VENDORS[framework])})"))
 
+    if gpus and dep.resources.vram != "whole" and dep.resources.share == "enforced" and knob_for(entry.name) is None:
+        problems.append(marks.problem(at + ("resources", "vram"),
+                                      f"{entry.name} has no setting that caps its GPU memory, so a shared claim "
+                                      "cannot be enforced; use vram: whole, or add share: advisory if the engine "
+                                      "allocates only what it needs"))
+
     if dep.model.local_path is not None:
         problems += _local_path_problems(dep.model.local_path, fleet, marks, at + ("model", "local_path"))
 
@@ -153,7 +166,7 @@ def _resolve_one(name: str, dep: Deployment, marks: Marks, catalog: Catalog, fle
         name=name, spec=dep, backend=entry, version=version, config=config, framework=framework,
         image=dep.image or config.image_name, entrypoint=entrypoint, run_command=run_command, env=env,
         parameters=parameters, health_check_path=dep.health_check_path or entry.spec.health_check_path,
-        manual=manual,
+        manual=manual, marks=marks,
     )
 
 

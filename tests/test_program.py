@@ -154,8 +154,8 @@ def test_editing_one_deployment_changes_only_its_containers(project):
     before = _inputs(run_program(project))
     edit(project / "stack" / "demo.yaml", "backend_parameters: [--ctx-size=8192, --gpu-layers=99]",
          "backend_parameters: [--ctx-size=16384, --gpu-layers=99]")
-    edit(project / "stack" / "demo.yaml", "    replicas: 2\n    resources: {gpus: 1, vram: 12GiB}",
-         "    replicas: 3\n    resources: {gpus: 1, vram: 12GiB}")
+    edit(project / "stack" / "demo.yaml", "    replicas: 2\n    resources: {gpus: 1, vram: 12GiB, share: advisory}",
+         "    replicas: 3\n    resources: {gpus: 1, vram: 12GiB, share: advisory}")
     after = _inputs(run_program(project))
     changed = {n for n in before if before[n] != after.get(n)} | (set(after) - set(before))
     assert changed == {"gpufleet-demo-gguf-rocm-0", "gpufleet-demo-bge-embed-2"}

@@ -1,6 +1,7 @@
 """Command rendering: templates, precedence, parameter formats, and that nothing reaches a shell."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from backends.render import (
 )
 from documents.problems import InputError
 from documents.yaml_reader import Marks
+from stack.plan import build_plan
 from stack.project import load_project
 
 from .conftest import ROOT
@@ -144,3 +146,57 @@ def test_demo_stack_resolves(catalog):
     assert len(project.workloads) >= 5
     frameworks = {w.framework for w in project.workloads}
     assert {"cuda", "rocm", "cann", "cpu"} <= frameworks
+
+
+SHARED_STACK = """inventory: ../inventory/demo.yaml
+deployments:
+  chat:
+    backend: vLLM
+    model: {{huggingface: Qwen/Qwen3-8B}}
+    replicas: 2
+    resources: {{gpus: 1, vram: {vram}}}
+    selectors: {{gpu_model: "*H100*"}}
+    backend_parameters: {params}
+"""
+
+
+def _shared(tmp_path, vram="30GiB", params="[]", backend="vLLM"):
+    root = tmp_path / "p"
+    for name in ("backends", "inventory", "stack"):
+        shutil.copytree(ROOT / name, root / name)
+    (root / "stack" / "demo.lock.yaml").unlink()
+    (root / "stack" / "demo.yaml").write_text(SHARED_STACK.format(vram=vram, params=params).replace("vLLM", backend))
+    return build_plan(load_project("demo", root))
+
+
+def test_a_shared_claim_caps_vllms_memory_at_its_share(tmp_path):
+    plan = _shared(tmp_path)
+    for c in plan.containers:  # 30 GiB of an 81559 MiB H100; vLLM's spec says parameter_format: equal
+        assert c.command[-1] == "--gpu-memory-utilization=0.376"
+    a, b = plan.placement.assignments
+    assert (a.host, a.gpus) == (b.host, b.gpus)  # both on one GPU: they fit only because of the cap
+
+
+def test_sglang_gets_its_static_memory_fraction(tmp_path):
+    plan = _shared(tmp_path, backend="SGLang")
+    assert all(c.command[-2:] == ("--mem-fraction-static", "0.376") for c in plan.containers)
+
+
+def test_a_user_cap_above_the_claim_is_refused_and_one_below_is_kept(tmp_path):
+    with pytest.raises(InputError) as err:
+        _shared(tmp_path / "a", params="[--gpu-memory-utilization=0.9]")
+    assert "--gpu-memory-utilization 0.9 lets replica 0 take 71.7 GiB of a 80 GiB GPU" in str(err.value)
+    assert "stack/demo.yaml:" in str(err.value)
+    plan = _shared(tmp_path / "b", params="[--gpu-memory-utilization=0.3]")
+    assert all(c.command.count("--gpu-memory-utilization=0.3") == 1 and "--gpu-memory-utilization" not in c.command
+               for c in plan.containers)
+
+
+def test_a_backend_without_a_memory_cap_refuses_an_enforced_share(tmp_path):
+    root = tmp_path / "p"
+    for name in ("backends", "inventory", "stack"):
+        shutil.copytree(ROOT / name, root / name)
+    text = (root / "stack" / "demo.yaml").read_text().replace("vram: 24GiB, share: advisory", "vram: 24GiB")
+    (root / "stack" / "demo.yaml").write_text(text)
+    with pytest.raises(InputError, match="llama.cpp has no setting that caps its GPU memory"):
+        load_project("demo", root)
