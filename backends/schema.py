@@ -26,7 +26,7 @@ Framework = Literal["cuda", "rocm", "cann", "dtk", "musa", "corex", "maca", "neu
 #: keys GPUStack's catalog and API exports carry that say nothing about how to run a container
 IGNORED_BACKEND_KEYS = frozenset({
     "is_built_in", "icon", "framework_index_map", "id", "created_at", "updated_at", "deleted_at",
-    "built_in_version_configs", "enabled",
+    "built_in_version_configs", "enabled", "allowed_proxy_uris",
 })
 IGNORED_VERSION_KEYS = frozenset({"built_in_frameworks", "is_deprecated"})
 
@@ -79,6 +79,8 @@ class BackendSpec(StrictModel):
             data["default_backend_param"] = data.pop("default_backend_parameters")
         if data.get("is_built_in") is True and "backend_source" not in data:
             data["backend_source"] = "built-in"
+        if data.get("backend_source") == "built_in":  # GPUStack's spelling (BackendSourceEnum.BUILT_IN)
+            data["backend_source"] = "built-in"
         for key in IGNORED_BACKEND_KEYS:
             data.pop(key, None)
         for key in ("default_backend_param", "common_parameters"):
@@ -108,3 +110,19 @@ class BackendSpec(StrictModel):
     @property
     def frameworks(self) -> list[str]:
         return sorted({v.custom_framework for v in self.version_configs.values()})
+
+
+def unknown_keys(data: dict) -> tuple[list[str], dict[str, list[str]]]:
+    """Keys GPUStack would ignore silently: at the top, and per version. Known aliases are not unknown."""
+    known = set(BackendSpec.model_fields) | IGNORED_BACKEND_KEYS | {"default_backend_parameters"}
+    top = [k for k in data if isinstance(k, str) and k not in known]
+    per_version: dict[str, list[str]] = {}
+    versions = data.get("version_configs")
+    if isinstance(versions, dict):
+        vknown = set(VersionConfig.model_fields) | IGNORED_VERSION_KEYS
+        for name, config in versions.items():
+            if isinstance(config, dict):
+                extra = [k for k in config if isinstance(k, str) and k not in vknown]
+                if extra:
+                    per_version[name] = extra
+    return top, per_version

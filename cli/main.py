@@ -55,9 +55,6 @@ def _parser() -> argparse.ArgumentParser:
                                    "inventory, template variables are known).")
     v.add_argument("paths", nargs="*", type=Path, metavar="PATH",
                    help="a spec.yaml, a catalog list, a folder of backend folders, an inventory or a stack file")
-    v.add_argument("--community", action="store_true",
-                   help="the given spec files come from GPUStack's community repository (their names need "
-                        "no '-custom' suffix)")
     v.set_defaults(run=cmd_validate)
 
     c = sub.add_parser("catalog", help="list backends, versions, frameworks and images",
@@ -76,9 +73,13 @@ def cmd_validate(args) -> int:
     root = args.root or find_root()
     problems = ProblemList()
     counts = {"backends": 0, "inventories": 0, "stacks": 0}
+    notes: list[Problem] = []
+    backends: set[str] = set()
     if not args.paths:
         catalog = problems.absorb(load_catalog, [root / "backends"], root)
-        counts["backends"] = len(catalog) if catalog else 0
+        if catalog is not None:
+            backends |= set(catalog.names())
+            notes += catalog.notes
         stacks = sorted(p for p in (root / "stack").glob("*.yaml") if not p.name.endswith(".lock.yaml"))
         for path in stacks:
             project = problems.absorb(load_project, str(path), root)
@@ -89,35 +90,49 @@ def cmd_validate(args) -> int:
                 counts["inventories"] += 1
     else:
         for path in args.paths:
-            kind = problems.absorb(_validate_path, path, root, args.community)
-            if kind:
-                counts[kind] += 1
+            got = problems.absorb(_validate_path, path, root)
+            if got:
+                kind, names, found = got
+                counts[kind] += 1 if kind != "backends" else 0
+                backends |= names
+                notes += found
+    counts["backends"] = len(backends)
+    print_notes(notes)
     problems.raise_if_any()
     print("ok: " + ", ".join(f"{n} {k if n != 1 else k.rstrip('s').replace('inventorie', 'inventory')}"
                              for k, n in counts.items()))
     return EXIT_OK
 
 
-def _validate_path(path: Path, root: Path, community: bool = False) -> str:
+def print_notes(notes: list[Problem]) -> None:
+    """What loading ignored or decided (GPUStack's leniency), one line each, before the result."""
+    for note in sorted(set(notes), key=Problem.sort_key):
+        print(f"note: {note}", file=sys.stderr)
+
+
+def _validate_path(path: Path, root: Path) -> tuple[str, set[str], list[Problem]]:
+    """Check one file in the project's context, exactly as `plan` would load it."""
     shown = display(path, root)
+    backends = root / "backends"
     if path_kind(path) == "folder":
         catalog = load_catalog([path], root)
         if not len(catalog):
-            raise InputError([Problem(shown, 0, 0, "", "no <name>/spec.yaml files in this folder")])
-        return "backends"
+            raise InputError([Problem(shown, 0, 0, "", "no <name>/spec.yaml or catalog files in this folder")])
+        return "backends", set(catalog.names()), catalog.notes
     data, marks = read_yaml(path, shown)
     if isinstance(data, list) or (isinstance(data, dict) and "backend_name" in data):
-        # in the project's context: name rules and built-in extensions depend on what else is loaded
-        backends = root / "backends"
+        # in the project's context, as plan sees it: name rules and replacements depend on the rest
         inside = path.resolve().is_relative_to(backends.resolve())
-        load_catalog([path] if inside else [backends, path], root, [path] if community else [])
-        return "backends"
+        catalog = load_catalog([backends] if inside else [backends, path], root)
+        mine = {e.name for e in catalog if e.marks.file == shown or e.version_marks.keys() and any(
+            m.file == shown for m, _ in e.version_marks.values())}
+        return "backends", mine, [n for n in catalog.notes if n.file == shown]
     if isinstance(data, dict) and "hosts" in data:
         load_fleet(path, shown)
-        return "inventories"
+        return "inventories", set(), []
     if isinstance(data, dict) and ("deployments" in data or "inventory" in data):
-        load_project(str(path), root)
-        return "stacks"
+        project = load_project(str(path), root)
+        return "stacks", set(), project.catalog.notes
     raise InputError([marks.problem((), "cannot tell what this file is: a backend spec has backend_name, an "
                                         "inventory has hosts, a stack file has inventory and deployments")])
 

@@ -54,6 +54,9 @@ def compute(args):
 
 def cmd_plan(args) -> int:
     project, placement, _ = compute(args)
+    from .main import print_notes
+
+    print_notes(project.catalog.notes)
     if args.json:
         print(json.dumps(placement_json(project.name, project.fleet, placement), indent=2))
     else:

@@ -152,6 +152,8 @@ def _log(plan: Plan) -> None:
     pulumi.log.info("\n".join(lines))
     for u in p.unplaced:
         pulumi.log.warn(u.message)
+    for note in plan.notes:
+        pulumi.log.info(f"note: {note}")
     if plan.lock_stale:
         pulumi.log.warn(f"{plan.lock_file} is missing or does not match this placement; run `gpufleet lock --stack "
                         f"{plan.stack}` and commit it, so the next preview keeps replicas where this one puts them")

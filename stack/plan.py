@@ -28,6 +28,7 @@ class Plan:
     lock_file: str
     lock_stale: bool  # the lock on disk differs from this placement: run `gpufleet lock`
     max_unavailable: int = 1  # replicas of a deployment replaced at a time
+    notes: tuple = ()  # what loading the catalog ignored or decided (documents.problems.Problem)
 
     def images_by_host(self) -> dict[str, list[str]]:
         out: dict[str, set[str]] = {}
@@ -90,4 +91,4 @@ def build_plan(project: Project, lock_file: Path | None = None, strategy: str | 
         for a in placement.assignments)
     stale = path_kind(path) != "file" or not lock_matches(prior, placement)
     return Plan(project.name, placement, containers, project.fleet.hosts, shown, stale,
-                project.stack.rollout.max_unavailable)
+                project.stack.rollout.max_unavailable, tuple(project.catalog.notes))

@@ -25,6 +25,7 @@ from backends.render import (
     check_variables,
 )
 from backends.schema import VersionConfig
+from backends.versions import newest
 from documents.fields import is_under, system_path_reason
 from documents.problems import InputError, Problem, did_you_mean
 from documents.yaml_reader import Marks
@@ -180,15 +181,20 @@ def _version(entry: BackendEntry, dep: Deployment, marks: Marks, at: tuple) -> t
                                             f"{', '.join(versions)}")])
         return dep.version, versions[dep.version]
     default = entry.spec.default_version
+    if default in versions:
+        return default, versions[default]
+    if entry.spec.backend_source != "built-in":
+        # GPUStack's resolve_target_version: a non-built-in backend falls back to its newest version
+        chosen = newest(versions)
+        assert chosen is not None  # a spec has at least one version
+        return chosen, versions[chosen]
     if default is None:
         raise InputError([marks.problem(at, f"no version given and {entry.name} has no default_version; "
                                             f"set version: to one of {', '.join(versions)}")])
-    if default not in versions:
-        line = entry.marks.of_value(entry.base + ("default_version",))[0]
-        raise InputError([marks.problem(at, f"no version given and {entry.name}'s default_version '{default}' "
-                                            f"({entry.marks.file}:{line}) names no version; set version: to one "
-                                            f"of {', '.join(versions)}, or fix default_version")])
-    return default, versions[default]
+    line = entry.marks.of_value(entry.base + ("default_version",))[0]
+    raise InputError([marks.problem(at, f"no version given and {entry.name}'s default_version '{default}' "
+                                        f"({entry.marks.file}:{line}) names no version; set version: to one "
+                                        f"of {', '.join(versions)}, or fix default_version")])
 
 
 def _manual(dep: Deployment, marks: Marks, at: tuple, fleet: Fleet, framework: str,

@@ -1,6 +1,7 @@
 """Backend specs: the shipped catalog, GPUStack's real catalog and community specs, GPUStack's rules."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -85,11 +86,11 @@ def test_community_repository_specs_load(reference: Path):
     assert entry.spec.default_version not in entry.spec.version_configs
 
 
-def test_community_spec_without_marking_needs_the_suffix(reference: Path):
-    with pytest.raises(InputError) as err:
-        load_catalog([reference / "community-specs" / "mis-tei-3961e3a.yaml"])
-    assert "must end in '-custom'" in str(err.value)
-    assert "backend_source: community" in str(err.value)
+def test_a_pasted_community_spec_loads_as_community_with_a_note(reference: Path):
+    catalog = load_catalog([reference / "community-specs" / "mis-tei-3961e3a.yaml"])
+    assert catalog.get("mis-tei").spec.backend_source == "community"
+    (note,) = catalog.notes
+    assert "no -custom suffix: loaded as a community backend" in note.message and note.line == 1
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:
@@ -136,14 +137,60 @@ def test_custom_versions_extend_a_builtin(tmp_path):
     assert "v0.17.0-custom" in versions and "v0.16.0" in versions
 
 
-def test_custom_version_on_builtin_needs_suffix(tmp_path):
+def test_a_users_spec_with_a_shipped_name_replaces_it_and_says_so(tmp_path):
     extra = _write(tmp_path, "vllm-extra/spec.yaml",
-                   "backend_name: vLLM\nversion_configs:\n  v0.17.0:\n"
+                   "backend_name: vLLM\nis_built_in: true\nversion_configs:\n  v0.17.0:\n"
                    "    image_name: vllm/vllm-openai:v0.17.0\n    custom_framework: cuda\n")
-    with pytest.raises(InputError) as err:
-        load_catalog([ROOT / "backends", extra])
-    assert "version 'v0.17.0' added to built-in backend 'vLLM' must end in '-custom'" in str(err.value)
-    assert err.value.problems[0].line == 3
+    catalog = load_catalog([ROOT / "backends", extra])
+    assert list(catalog.get("vLLM").spec.version_configs) == ["v0.17.0"]
+    (note,) = [n for n in catalog.notes if "replaces the shipped backend" in n.message]
+    assert note.file == str(extra) and "backends/vllm/spec.yaml" in note.message
+
+
+def test_gpustacks_whole_catalog_dropped_into_backends_updates_by_name(tmp_path, reference: Path):
+    root = tmp_path / "backends"
+    shutil.copytree(ROOT / "backends", root, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    shutil.copy(reference / "gpustack-community-catalog.yaml", root / "gpustack-community-catalog.yaml")
+    catalog = load_catalog([root], tmp_path)
+    replaced = sorted(n.message.split("'")[1] for n in catalog.notes if "replaces the shipped backend" in n.message)
+    assert len(replaced) >= 5  # the catalog's entries of shipped community backends win
+    shipped = load_catalog([ROOT / "backends"])
+    assert len(catalog) == len(shipped) + (len(load_catalog([reference / "gpustack-community-catalog.yaml"]))
+                                           - len(replaced))
+    for name in replaced:
+        assert catalog.get(name).marks.file == "backends/gpustack-community-catalog.yaml"
+
+
+def test_every_catalog_entry_pasted_alone_loads(tmp_path, reference: Path):
+    import yaml
+
+    entries = yaml.safe_load((reference / "gpustack-community-catalog.yaml").read_text())
+    for i, entry in enumerate(entries):
+        path = _write(tmp_path, f"e{i}.yaml", yaml.safe_dump(entry))
+        catalog = load_catalog([path])
+        assert catalog.get(entry["backend_name"]).spec.backend_source == "community"
+
+
+def test_gpustacks_spellings_and_extra_keys_are_accepted_with_notes(tmp_path):
+    path = _write(tmp_path, "x.yaml", "backend_name: x\nbackend_source: built_in\nallowed_proxy_uris: [/v1/x]\n"
+                                      "health_check_pth: /h\nversion_configs:\n  v1:\n    image_name: i\n"
+                                      "    custom_framework: cpu\n    gpu_hint: a100\n")
+    catalog = load_catalog([path])
+    assert catalog.get("x").spec.backend_source == "built-in"
+    messages = [(n.line, n.message) for n in catalog.notes]
+    assert (4, "'health_check_pth' is not a backend field GPUStack reads; ignored (did you mean "
+               "'health_check_path'?)") in messages
+    assert any(line == 9 and "'gpu_hint' is not a version field" in m for line, m in messages)
+    assert not any("allowed_proxy_uris" in m for _, m in messages)  # GPUStack's own key: silently ignored
+
+
+def test_community_backends_take_custom_versions(tmp_path):
+    extra = _write(tmp_path, "llama-mine/spec.yaml",
+                   "backend_name: llama.cpp\nversion_configs:\n  b9999-custom:\n"
+                   "    image_name: my/llama.cpp:b9999\n    custom_framework: cuda\n")
+    catalog = load_catalog([ROOT / "backends", extra])
+    assert "b9999-custom" in catalog.get("llama.cpp").spec.version_configs
+    assert catalog.get("llama.cpp").spec.backend_source == "community"
 
 
 def test_duplicate_backend_names_are_refused(tmp_path):

@@ -62,3 +62,26 @@ def test_readme_commands_match_ci():
     main_job, tests = blocks[0].strip(), blocks[1].strip()
     assert "gpufleet plan --stack demo" in main_job
     assert tests in (ROOT / ".ci" / "run").read_text()
+
+
+def test_validate_and_plan_agree_on_a_dropped_catalog_and_count_backends(tmp_path):
+    import shutil
+
+    root = tmp_path / "p"
+    for name in ("backends", "inventory", "stack"):
+        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    shutil.copy(ROOT / "Pulumi.yaml", root)
+    shutil.copy(ROOT / "tests" / "data" / "gpustack" / "gpustack-community-catalog.yaml", root / "backends")
+    from .conftest import run_cli as cli
+
+    one = cli("--root", root, "validate", root / "backends" / "gpustack-community-catalog.yaml")
+    assert one.code == 0, one.err
+    assert one.out.strip() == "ok: 8 backends, 0 inventories, 0 stacks"  # backends in the file, not 1 path
+    assert "note: backends/gpustack-community-catalog.yaml:" in one.err and "replaces the shipped backend" in one.err
+    # the catalog's Kokoro-FastAPI defaults to its GPU version: the demo's CPU-only deployment that
+    # relied on the shipped default now fails, and validate and plan say the same thing
+    whole = cli("--root", root, "validate")
+    plan = cli("--root", root, "plan", "--stack", "demo")
+    assert whole.code == plan.code == 2
+    expected = "stack/demo.yaml:58:23: deployments.kokoro-tts.resources.gpus: version 'latest-gpu' of Kokoro-FastAPI"
+    assert expected in whole.err and expected in plan.err

@@ -125,20 +125,37 @@ def test_image_override_is_gpustacks_custom_mode(tmp_path):
     assert a.image == "my/img:dev"
 
 
-def test_default_version_naming_no_version_fails_only_when_relied_on(tmp_path):
+def test_default_version_follows_gpustacks_resolution(tmp_path):
     backend = BACKEND.replace("default_version: v1", "default_version: v9")
     # pinned version: fine
     (a,) = _project(tmp_path, backend, "  a: {backend: p-custom, version: v2, model: {huggingface: o/m}}\n"
                     ).workloads
     assert a.version == "v2"
+    # a non-built-in backend whose default_version names no version: its newest version (GPUStack's
+    # resolve_target_version with compare_versions)
     (tmp_path / "stack" / "t.yaml").write_text(
         "inventory: ../inv.yaml\ndeployments:\n  a: {backend: p-custom, model: {huggingface: o/m}}\n")
+    assert load_project("t", tmp_path).workloads[0].version == "v2"
+    # a built-in backend has no such fallback: the deployment that relies on it fails, located
+    (tmp_path / "backends" / "p" / "spec.yaml").write_text(backend.replace("p-custom", "P") + "is_built_in: true\n")
+    (tmp_path / "stack" / "t.yaml").write_text(
+        "inventory: ../inv.yaml\ndeployments:\n  a: {backend: P, model: {huggingface: o/m}}\n")
     with pytest.raises(InputError) as err:
         load_project("t", tmp_path)
     (problem,) = err.value.problems
     assert problem.file == "stack/t.yaml" and problem.line == 3
     assert "default_version 'v9' (backends/p/spec.yaml:2) names no version" in problem.message
     assert "v1, v2" in problem.message
+
+
+@pytest.mark.parametrize("versions, expected", [
+    (["v0.10.2", "v0.9.1", "v0.10.1"], "v0.10.2"), (["1.0.0-rc1", "1.0.0"], "1.0.0"),
+    (["26.0.0-a2", "7.3.0-a2"], "26.0.0-a2"), (["latest-cpu", "latest-gpu"], "latest-gpu"),
+])
+def test_newest_version_as_gpustack_runtime_compares(versions, expected):
+    from backends.versions import newest
+
+    assert newest(versions) == expected
 
 
 def test_demo_stack_resolves(catalog):
