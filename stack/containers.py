@@ -147,7 +147,7 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, setting
 def _memory_cap(w: Workload, a: Assignment, host: Host, command: tuple[str, ...]) -> tuple[str, ...]:
     """A shared claim sets the engine's memory fraction to claim / device size (backends.memory)."""
     knob = knob_for(w.backend.name)
-    if a.whole or not a.gpus or knob is None or w.spec.resources.share != "enforced":
+    if a.whole or not a.gpus or knob is None or w.custom or w.spec.resources.share != "enforced":
         return ()
     device = _group(host, a).vram_mib
     cap = fraction(a.vram_mib, device)

@@ -24,7 +24,7 @@ from backends.render import (
     Template,
     check_variables,
 )
-from backends.schema import VersionConfig
+from backends.schema import BackendSpec, VersionConfig
 from backends.versions import newest
 from documents.fields import is_under, system_path_reason
 from documents.problems import InputError, Problem, did_you_mean
@@ -34,6 +34,10 @@ from inventory.vendors import FRAMEWORK_VENDORS, VENDORS
 
 from .schema import Deployment, StackFile
 
+#: GPUStack's name for a model run with its own image and command (BackendEnum.CUSTOM)
+CUSTOM = "Custom"
+#: GPUStack's default health check path (InferenceBackend.health_check_path)
+DEFAULT_HEALTH_PATH = "/v1/models"
 _DEPLOYMENT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?\Z")
 
 
@@ -54,7 +58,9 @@ class Workload:
     parameters: list[str]  # backend parameters, normalised, appended to the rendered command
     health_check_path: str
     manual: tuple[tuple[str, int], ...] | None
-    marks: Marks | None = None  # where the deployment is written, for problems found after placement
+    marks: Marks | None = None
+    #: GPUStack's "Custom" mode: the deployment's own image and command, no backend defaults
+    custom: bool = False  # where the deployment is written, for problems found after placement
 
     def spec_problem(self, path: tuple, message: str) -> Problem:
         if self.marks is None:
@@ -93,10 +99,14 @@ def _resolve_one(name: str, dep: Deployment, marks: Marks, catalog: Catalog, fle
         raise InputError([marks.problem(at, f"deployment name '{name}' must be lowercase letters, digits and '-', "
                                             "at most 48 characters (it becomes the container name "
                                             "gpufleet-<name>-<replica>)", at_key=True)])
-    entry = catalog.get(dep.backend)
-    if entry is None:
-        raise InputError([marks.problem(at + ("backend",), catalog.unknown_message(dep.backend))])
-    version, config = _version(entry, dep, marks, at)
+    custom = dep.backend == CUSTOM or (dep.image is not None and dep.run_command is not None)
+    if dep.backend == CUSTOM:
+        entry, version, config = _custom_entry(name, dep, marks, at)
+    else:
+        entry = catalog.get(dep.backend)
+        if entry is None:
+            raise InputError([marks.problem(at + ("backend",), catalog.unknown_message(dep.backend))])
+        version, config = _version(entry, dep, marks, at)
     framework = config.custom_framework
     problems: list[Problem] = []
 
@@ -119,11 +129,13 @@ def _resolve_one(name: str, dep: Deployment, marks: Marks, catalog: Catalog, fle
                                       f"vendor {vendor} runs {VENDORS[vendor].framework}, but {entry.name} "
                                       f"{version} needs {framework} ({', '.join(FRAMEWORK_VENDORS[framework])})"))
 
-    if gpus and dep.resources.vram != "whole" and dep.resources.share == "enforced" and knob_for(entry.name) is None:
+    enforced = dep.resources.vram != "whole" and dep.resources.share == "enforced"
+    if gpus and enforced and (custom or knob_for(entry.name) is None):
+        who = "a custom command" if custom else entry.name
         problems.append(marks.problem(at + ("resources", "vram"),
-                                      f"{entry.name} has no setting that caps its GPU memory, so a shared claim "
-                                      "cannot be enforced; use vram: whole, or add share: advisory if the engine "
-                                      "allocates only what it needs"))
+                                      f"{who} has no setting gpufleet knows that caps its GPU memory, so a shared "
+                                      "claim cannot be enforced; use vram: whole, or add share: advisory if the "
+                                      "engine allocates only what it needs (or caps itself through its flags)"))
 
     if dep.model.local_path is not None:
         problems += _local_path_problems(dep.model.local_path, fleet, marks, at + ("model", "local_path"))
@@ -132,13 +144,20 @@ def _resolve_one(name: str, dep: Deployment, marks: Marks, catalog: Catalog, fle
     if dep.gpu_selection is not None:
         manual = _manual(dep, marks, at, fleet, framework, problems)
 
-    env = {**entry.spec.default_env, **config.env, **dep.env}
-    entrypoint = _template(dep.entrypoint, marks, at + ("entrypoint",)) \
-        or _backend_template(entry, config.entrypoint, version, "entrypoint") \
-        or _backend_template(entry, entry.spec.default_entrypoint, None, "default_entrypoint")
-    run_command = _template(dep.run_command, marks, at + ("run_command",)) \
-        or _backend_template(entry, config.run_command, version, "run_command") \
-        or _backend_template(entry, entry.spec.default_run_command, None, "default_run_command")
+    if custom:
+        # GPUStack's "Custom" mode: the image's own entrypoint (or the deployment's) and the deployment's
+        # command, environment and parameters; nothing of any backend's defaults
+        env = dict(dep.env)
+        entrypoint = _template(dep.entrypoint, marks, at + ("entrypoint",))
+        run_command = _template(dep.run_command, marks, at + ("run_command",))
+    else:
+        env = {**entry.spec.default_env, **config.env, **dep.env}
+        entrypoint = _template(dep.entrypoint, marks, at + ("entrypoint",)) \
+            or _backend_template(entry, config.entrypoint, version, "entrypoint") \
+            or _backend_template(entry, entry.spec.default_entrypoint, None, "default_entrypoint")
+        run_command = _template(dep.run_command, marks, at + ("run_command",)) \
+            or _backend_template(entry, config.run_command, version, "run_command") \
+            or _backend_template(entry, entry.spec.default_run_command, None, "default_run_command")
     secret_names = [k for k, v in env.items() if v.startswith(SECRET_PREFIX)]
     variables = list(BUILTIN_VARIABLES) + list(env)
     for template in (entrypoint, run_command):
@@ -148,8 +167,8 @@ def _resolve_one(name: str, dep: Deployment, marks: Marks, catalog: Catalog, fle
             except InputError as err:
                 problems.extend(_also_for(err.problems, marks, at))
     parameters: list[str] = []
-    defaults = _flatten(entry.spec.default_backend_param, entry.marks, entry.base + ("default_backend_param",),
-                        problems)
+    defaults = [] if custom else _flatten(entry.spec.default_backend_param, entry.marks,
+                                          entry.base + ("default_backend_param",), problems)
     mine = _flatten(dep.backend_parameters, marks, at + ("backend_parameters",), problems)
     unknown_drop = sorted(set(dep.drop_default_parameters) - flags(defaults))
     if unknown_drop:
@@ -160,15 +179,33 @@ def _resolve_one(name: str, dep: Deployment, marks: Marks, catalog: Catalog, fle
     # per parameter_format (InferenceServer._flatten_backend_param); a deployment's flag replaces
     # the default of the same flag
     parameters = normalize_param_format(merge(defaults, mine, dep.drop_default_parameters),
-                                        entry.spec.parameter_format)
+                                        None if custom else entry.spec.parameter_format)
     if problems:
         raise InputError(problems)
     return Workload(
         name=name, spec=dep, backend=entry, version=version, config=config, framework=framework,
         image=dep.image or config.image_name, entrypoint=entrypoint, run_command=run_command, env=env,
-        parameters=parameters, health_check_path=dep.health_check_path or entry.spec.health_check_path,
-        manual=manual, marks=marks,
+        parameters=parameters,
+        health_check_path=dep.health_check_path or (DEFAULT_HEALTH_PATH if custom else entry.spec.health_check_path),
+        manual=manual, marks=marks, custom=custom,
     )
+
+
+def _custom_entry(name: str, dep: Deployment, marks: Marks, at: tuple) -> tuple[BackendEntry, str, VersionConfig]:
+    """``backend: Custom`` (GPUStack's name): no spec, the deployment's image and command on its accelerators."""
+    missing = [k for k in ("image", "run_command") if getattr(dep, k) is None]
+    if missing:
+        raise InputError([marks.problem(at + ("backend",), f"backend: Custom runs the deployment's own image and "
+                                                           f"command; set {' and '.join(missing)}")])
+    vendor = dep.selectors.vendor
+    if dep.resources.gpus and vendor is None:
+        raise InputError([marks.problem(at + ("selectors",), "backend: Custom with GPUs needs selectors.vendor "
+                                                             "(nvidia, amd, ascend, ...): it says which devices "
+                                                             "the image runs on")])
+    framework = VENDORS[vendor].framework if dep.resources.gpus and vendor else "cpu"
+    config = VersionConfig(image_name=dep.image, custom_framework=framework)
+    spec = BackendSpec(backend_name=CUSTOM, version_configs={"custom": config}, backend_source="custom")
+    return BackendEntry(spec, marks, at, {"custom": (marks, at)}), "custom", config
 
 
 def _version(entry: BackendEntry, dep: Deployment, marks: Marks, at: tuple) -> tuple[str, VersionConfig]:

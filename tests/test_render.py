@@ -119,10 +119,32 @@ def test_precedence_deployment_over_version_over_backend(tmp_path):
     assert c.env["ONLY_BACKEND"] == "b" and c.image == "img:v2"
 
 
-def test_image_override_is_gpustacks_custom_mode(tmp_path):
+def test_an_image_alone_keeps_the_backends_command(tmp_path):
     dep = "  a: {backend: p-custom, image: 'my/img:dev', model: {local_path: /var/lib/gpufleet/models/m}}\n"
     (a,) = _project(tmp_path, BACKEND, dep).workloads
-    assert a.image == "my/img:dev"
+    assert a.image == "my/img:dev" and a.run_command.text == "version-cmd {{LEVEL}}" and not a.custom
+
+
+def test_own_image_and_command_is_gpustacks_custom_mode_with_nothing_of_the_backend(tmp_path):
+    dep = ("  a: {backend: p-custom, image: 'lmsysorg/sglang:v0.5.4', run_command: 'python3 -m sglang.launch_server "
+           "--model-path {{model_path}} --port {{port}}', env: {A: '1'}, backend_parameters: ['--tp 1'], "
+           "model: {huggingface: o/m}}\n")
+    (a,) = _project(tmp_path, BACKEND, dep).workloads
+    assert a.custom and a.entrypoint is None  # the image's own entrypoint, not the backend's
+    assert a.env == {"A": "1"} and a.parameters == ["--tp", "1"]  # no default_env, no default params
+    assert a.health_check_path == "/v1/models" and a.framework == "cuda"
+
+
+def test_backend_custom_needs_image_command_and_a_vendor(tmp_path):
+    (a,) = _project(tmp_path, BACKEND, "  a: {backend: Custom, image: 'my/srv:1', run_command: 'serve --port "
+                                       "{{port}}', selectors: {vendor: nvidia}, model: {huggingface: o/m}}\n"
+                    ).workloads
+    assert (a.backend.name, a.framework, a.image, a.entrypoint) == ("Custom", "cuda", "my/srv:1", None)
+    with pytest.raises(InputError, match="set image and run_command"):
+        _project(tmp_path / "b", BACKEND, "  a: {backend: Custom, model: {huggingface: o/m}}\n")
+    with pytest.raises(InputError, match="needs selectors.vendor"):
+        _project(tmp_path / "c", BACKEND, "  a: {backend: Custom, image: 'i:1', run_command: 'x', "
+                                          "model: {huggingface: o/m}}\n")
 
 
 def test_default_version_follows_gpustacks_resolution(tmp_path):
@@ -215,5 +237,5 @@ def test_a_backend_without_a_memory_cap_refuses_an_enforced_share(tmp_path):
         shutil.copytree(ROOT / name, root / name)
     text = (root / "stack" / "demo.yaml").read_text().replace("vram: 24GiB, share: advisory", "vram: 24GiB")
     (root / "stack" / "demo.yaml").write_text(text)
-    with pytest.raises(InputError, match="llama.cpp has no setting that caps its GPU memory"):
+    with pytest.raises(InputError, match="llama.cpp has no setting gpufleet knows that caps its GPU memory"):
         load_project("demo", root)
