@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from backends.builtins import BUILDERS, BuiltinContext
 from backends.memory import fraction, knob_for
 from backends.parameters import find_parameter
 from backends.render import SECRET_PREFIX, Variables, render
@@ -115,8 +116,18 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, setting
                           gpu_count=len(a.gpus), gpu_ids=exposure.gpu_ids, env=template_env)
     secrets = [k for k, _ in secret_env]
     entrypoint = tuple(render(w.entrypoint, variables, secrets)) if w.entrypoint else None
-    command = tuple(render(w.run_command, variables, secrets)) + tuple(w.parameters)
-    command += _memory_cap(w, a, host, command)
+    cap = _memory_fraction(w, a, host)
+    builder = BUILDERS.get(w.backend.name) if w.builtin_command else None
+    if builder is not None:
+        # GPUStack builds its built-ins' command lines itself (backends.builtins)
+        command = tuple(builder(BuiltinContext(source.ref, w.model_name, host.address, a.port, len(a.gpus),
+                                               w.version, tuple(w.parameters), dict(plain_env), cap)))
+    else:
+        command = tuple(render(w.run_command, variables, secrets)) + tuple(w.parameters)
+        if cap is not None:
+            knob = knob_for(w.backend.name)
+            assert knob is not None
+            command += (f"{knob.flag}={cap}",) if w.backend.spec.parameter_format == "equal" else (knob.flag, str(cap))
     mounts += [Mount(p, p, True) for p in exposure.mounts]
 
     labels = {
@@ -144,26 +155,30 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, setting
     )
 
 
-def _memory_cap(w: Workload, a: Assignment, host: Host, command: tuple[str, ...]) -> tuple[str, ...]:
-    """A shared claim sets the engine's memory fraction to claim / device size (backends.memory)."""
+def _memory_fraction(w: Workload, a: Assignment, host: Host) -> float | None:
+    """A shared claim's memory fraction (claim / device size) to set on the engine, or None.
+
+    None also when the user set the engine's flag themselves at or below the claim; above it is
+    refused (backends.memory).
+    """
     knob = knob_for(w.backend.name)
     if a.whole or not a.gpus or knob is None or w.custom or w.spec.resources.share != "enforced":
-        return ()
+        return None
     device = _group(host, a).vram_mib
     cap = fraction(a.vram_mib, device)
-    given = find_parameter(command, knob.flag)
-    if given is not None:
-        try:
-            too_much = float(given) > cap
-        except ValueError:
-            too_much = False  # the engine will reject it; not ours to judge
-        if too_much:
-            raise InputError([w.spec_problem(("backend_parameters",), (
-                f"{knob.flag} {given} lets replica {a.replica} take {float(given) * device / 1024:.1f} GiB of a "
-                f"{device / 1024:.0f} GiB GPU on {host.name}, but it claims {a.vram_mib / 1024:.1f} GiB "
-                f"(at most {cap}); remove the flag (gpufleet sets it) or raise resources.vram"))])
-        return ()
-    return (f"{knob.flag}={cap}",) if w.backend.spec.parameter_format == "equal" else (knob.flag, str(cap))
+    given = find_parameter(w.parameters, knob.flag)
+    if given is None:
+        return cap
+    try:
+        too_much = float(given) > cap
+    except ValueError:
+        too_much = False  # the engine will reject it; not ours to judge
+    if too_much:
+        raise InputError([w.spec_problem(("backend_parameters",), (
+            f"{knob.flag} {given} lets replica {a.replica} take {float(given) * device / 1024:.1f} GiB of a "
+            f"{device / 1024:.0f} GiB GPU on {host.name}, but it claims {a.vram_mib / 1024:.1f} GiB "
+            f"(at most {cap}); remove the flag (gpufleet sets it) or raise resources.vram"))])
+    return None
 
 
 def _group(host: Host, a: Assignment):

@@ -60,7 +60,9 @@ class Workload:
     manual: tuple[tuple[str, int], ...] | None
     marks: Marks | None = None
     #: GPUStack's "Custom" mode: the deployment's own image and command, no backend defaults
-    custom: bool = False  # where the deployment is written, for problems found after placement
+    custom: bool = False
+    #: a built-in whose command GPUStack builds itself (backends.builtins): no run_command was given
+    builtin_command: bool = False  # where the deployment is written, for problems found after placement
 
     def spec_problem(self, path: tuple, message: str) -> Problem:
         if self.marks is None:
@@ -188,6 +190,8 @@ def _resolve_one(name: str, dep: Deployment, marks: Marks, catalog: Catalog, fle
         parameters=parameters,
         health_check_path=dep.health_check_path or (DEFAULT_HEALTH_PATH if custom else entry.spec.health_check_path),
         manual=manual, marks=marks, custom=custom,
+        builtin_command=(not custom and entry.spec.backend_source == "built-in" and dep.run_command is None
+                         and config.run_command is None),
     )
 
 

@@ -74,7 +74,7 @@ def test_per_vendor_devices_and_visibility(project):
     assert nv["deviceRequests"] == [{"driver": "nvidia", "deviceIds": ["0", "1", "2", "3"], "capabilities": ["gpu"]}]
     assert "CUDA_VISIBLE_DEVICES=0,1,2,3" in nv["envs"]
     assert nv["entrypoints"] == ["vllm", "serve"]
-    assert nv["command"][:2] == ["meta-llama/Llama-3.3-70B-Instruct", "--host"]
+    assert nv["command"][:3] == ["meta-llama/Llama-3.3-70B-Instruct", "--tensor-parallel-size", "4"]
     uuid = c["gpufleet-demo-qwen3-8b-0"].inputs["deviceRequests"][0]["deviceIds"]
     assert uuid == ["GPU-5a9e6c1f-0b4e-4c1d-9f0a-2d7c1a3e5b10"]  # UUIDs when the inventory has them
     amd = c["gpufleet-demo-qwen3-32b-rocm-0"].inputs

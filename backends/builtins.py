@@ -1,0 +1,109 @@
+"""The command lines of GPUStack's built-in vLLM and SGLang, built as GPUStack's workers build them.
+
+Ported from gpustack/worker/backends/vllm.py (``VLLMServer._build_command_args``,
+``get_auto_parallelism_arguments``, ``get_access_log_arguments``, ``get_cache_report_arguments``)
+and gpustack/worker/backends/sglang.py (the same names, and ``get_metrics_arguments``), for one
+replica on one host. In GPUStack's order: the model, what GPUStack injects (parallelism only
+when the user gave none and the replica has several GPUs; access-log filter and cache report
+from the versions that have them; SGLang's metrics and memory fraction), the user's
+parameters, then ``--host``/``--port``/``--served-model-name`` unless the user set them.
+
+Not ported: ``--max-model-len 8192`` / ``--context-length 8192``, which GPUStack adds when the
+model's config.json allows more than 8192 tokens; gpufleet does not read the model at plan time,
+so the engine's own default applies (set the flag in backend_parameters to cap it). Multi-host
+(Ray, MP) arguments do not apply: a gpufleet replica lives on one host.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from .parameters import clusters
+from .versions import compare_versions
+
+
+@dataclass(frozen=True)
+class BuiltinContext:
+    model_path: str
+    model_name: str
+    worker_ip: str
+    port: int
+    gpu_count: int
+    version: str
+    #: the user's parameters: backend defaults merged with the deployment's, formatted
+    parameters: tuple[str, ...]
+    env: dict
+    #: a shared claim's memory fraction, when gpufleet enforces one
+    memory_fraction: float | None = None
+
+
+_FALSY = frozenset({"0", "false", "no", "off", "f", "n"})
+
+
+def _pairs(params: Sequence[str]):
+    """(key without dashes, first value or None), as GPUStack's _iter_param_pairs yields them."""
+    for key, values in clusters(params):
+        if key is not None:
+            yield key.lstrip("-"), (values[0] if values else None)
+
+
+def _find(params: Sequence[str], *names: str) -> str | None:
+    """GPUStack's find_parameter: the first value of any of ``names``; a bare flag has none."""
+    return next((v for k, v in _pairs(params) if k in names and v is not None), None)
+
+
+def _enabled(params: Sequence[str], *names: str) -> bool:
+    """GPUStack's find_bool_parameter: a bare flag or a truthy value; the first occurrence wins."""
+    for key, value in _pairs(params):
+        if key in names:
+            return value is None or value.lower() not in _FALSY
+    return False
+
+
+def _extend_no_exist(arguments: list[str], *pairs: tuple[str, str]) -> None:
+    """GPUStack's extend_args_no_exist: add --key value unless --key or --key=... is there."""
+    for key, value in pairs:
+        if not any(a == key or a.startswith(f"{key}=") for a in arguments):
+            arguments.extend([key, value])
+
+
+def vllm_arguments(ctx: BuiltinContext) -> list[str]:
+    p = ctx.parameters
+    args = [ctx.model_path]
+    if _find(p, "tensor-parallel-size", "tp", "pipeline-parallel-size", "pp", "data-parallel-size", "dp") is None \
+            and ctx.gpu_count > 1:
+        args += ["--tensor-parallel-size", str(ctx.gpu_count)]
+    if compare_versions(ctx.version, "0.16.0") >= 0 and _find(p, "disable-access-log-for-endpoints") is None:
+        args += ["--disable-access-log-for-endpoints", "/metrics"]
+    if compare_versions(ctx.version, "0.9.0.1") >= 0 and not _enabled(
+            p, "enable-prompt-tokens-details", "no-enable-prompt-tokens-details"):
+        args += ["--enable-prompt-tokens-details"]
+    if ctx.memory_fraction is not None and _find(p, "gpu-memory-utilization") is None:
+        args += ["--gpu-memory-utilization", str(ctx.memory_fraction)]
+    args += list(p)
+    _extend_no_exist(args, ("--host", ctx.worker_ip), ("--port", str(ctx.port)),
+                     ("--served-model-name", ctx.model_name))
+    return args
+
+
+def sglang_arguments(ctx: BuiltinContext) -> list[str]:
+    p = ctx.parameters
+    args = ["--model-path", ctx.model_path]
+    if _find(p, "tensor-parallel-size", "tp-size", "pipeline-parallel-size", "pp-size", "data-parallel-size",
+             "dp-size") is None and ctx.gpu_count > 1:
+        args += ["--tp-size", str(ctx.gpu_count)]
+    if _find(p, "enable-metrics") is None and not ctx.env.get("GPUSTACK_DISABLE_METRICS"):
+        args += ["--enable-metrics"]
+    if compare_versions(ctx.version, "0.5.8.post1") >= 0 and _find(p, "uvicorn-access-log-exclude-prefixes") is None:
+        args += ["--uvicorn-access-log-exclude-prefixes", "/metrics"]
+    if compare_versions(ctx.version, "0.3.4") >= 0 and not _enabled(p, "enable-cache-report"):
+        args += ["--enable-cache-report"]
+    if ctx.memory_fraction is not None and _find(p, "mem-fraction-static") is None:
+        args += ["--mem-fraction-static", str(ctx.memory_fraction)]
+    args += list(p)
+    _extend_no_exist(args, ("--host", ctx.worker_ip), ("--port", str(ctx.port)))
+    return args
+
+
+#: built-in backends whose command gpufleet builds as GPUStack does (by backend_name)
+BUILDERS: dict[str, Callable[[BuiltinContext], list[str]]] = {"vLLM": vllm_arguments, "SGLang": sglang_arguments}
