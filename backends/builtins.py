@@ -35,6 +35,8 @@ class BuiltinContext:
     env: dict
     #: a shared claim's memory fraction, when gpufleet enforces one
     memory_fraction: float | None = None
+    #: the replica's first device as the engine inside numbers it (VoxBox's --device)
+    first_device: str | None = None
 
 
 _FALSY = frozenset({"0", "false", "no", "off", "f", "n"})
@@ -105,5 +107,24 @@ def sglang_arguments(ctx: BuiltinContext) -> list[str]:
     return args
 
 
+#: VoxBox's data folder (GPUStack passes its own data_dir; inside the container any writable path does)
+VOXBOX_DATA_DIR = "/var/lib/vox-box"
+
+
+def voxbox_arguments(ctx: BuiltinContext) -> list[str]:
+    """VoxBoxServer._build_command_args (gpustack/worker/backends/vox_box.py), after ``vox-box start``.
+
+    GPUStack passes ``--device cuda:<host index>`` to its privileged container; gpufleet's sees only
+    the replica's devices, numbered from 0, so ``cuda:<that number>``. Without GPUs: no --device,
+    and vox-box runs on the CPU.
+    """
+    args = ["--model", ctx.model_path, "--data-dir", VOXBOX_DATA_DIR, *ctx.parameters]
+    _extend_no_exist(args, ("--host", ctx.worker_ip), ("--port", str(ctx.port)))
+    if ctx.gpu_count and ctx.first_device is not None:
+        _extend_no_exist(args, ("--device", f"cuda:{ctx.first_device}"))
+    return args
+
+
 #: built-in backends whose command gpufleet builds as GPUStack does (by backend_name)
-BUILDERS: dict[str, Callable[[BuiltinContext], list[str]]] = {"vLLM": vllm_arguments, "SGLang": sglang_arguments}
+BUILDERS: dict[str, Callable[[BuiltinContext], list[str]]] = {
+    "vLLM": vllm_arguments, "SGLang": sglang_arguments, "VoxBox": voxbox_arguments}

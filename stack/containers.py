@@ -120,8 +120,9 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, setting
     builder = BUILDERS.get(w.backend.name) if w.builtin_command else None
     if builder is not None:
         # GPUStack builds its built-ins' command lines itself (backends.builtins)
+        first = exposure.gpu_ids.split(",")[0] if exposure.gpu_ids else None
         command = tuple(builder(BuiltinContext(source.ref, w.model_name, host.address, a.port, len(a.gpus),
-                                               w.version, tuple(w.parameters), dict(plain_env), cap)))
+                                               w.version, tuple(w.parameters), dict(plain_env), cap, first)))
     else:
         command = tuple(render(w.run_command, variables, secrets)) + tuple(w.parameters)
         if cap is not None:

@@ -41,3 +41,13 @@ def test_the_golden_file_covers_what_the_issue_names():
         assert any(c["gpus"] == 1 for c in mine) and any(c["gpus"] > 2 for c in mine)
         assert any(c["fraction"] for c in mine)
         assert any(any("pipeline" in p or "pp" in p for p in c["parameters"]) for c in mine)
+
+
+def test_voxbox_gets_its_device_as_the_container_numbers_it():
+    gpu = BUILDERS["VoxBox"](BuiltinContext("/m", "m", "10.0.0.5", 40000, 1, "0.0.21-cuda", (), {}, None, "0"))
+    assert gpu == ["--model", "/m", "--data-dir", "/var/lib/vox-box", "--host", "10.0.0.5", "--port", "40000",
+                   "--device", "cuda:0"]
+    cpu = BUILDERS["VoxBox"](BuiltinContext("/m", "m", "10.0.0.5", 40000, 0, "0.0.21-cpu", (), {}, None, None))
+    assert "--device" not in cpu
+    mine = BUILDERS["VoxBox"](BuiltinContext("/m", "m", "1.2.3.4", 1, 1, "x", ("--device", "cpu"), {}, None, "0"))
+    assert mine.count("--device") == 1 and mine[mine.index("--device") + 1] == "cpu"
