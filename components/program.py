@@ -57,18 +57,31 @@ def _load_and_plan(cfg: pulumi.Config, root: Path) -> tuple[Project, Plan, dict[
         raise pulumi.RunError(_problems_text(err.problems)) from None
 
 
-def _check(plan: Plan, cfg: pulumi.Config) -> None:
-    """Unplaced replicas fail the preview unless the stack explicitly allows a partial deployment."""
+def _flag(cfg: pulumi.Config, key: str) -> bool:
     try:
-        allow_unplaced = bool(cfg.get_bool("allowUnplaced"))
+        return bool(cfg.get_bool(key))
     except pulumi.ConfigTypeError:
-        raise pulumi.RunError(f"config {CONFIG}:allowUnplaced must be true or false, got "
-                              f"'{cfg.get('allowUnplaced')}'; nothing was changed") from None
+        raise pulumi.RunError(f"config {CONFIG}:{key} must be true or false, got '{cfg.get(key)}'; "
+                              "nothing was changed") from None
+
+
+def _check(plan: Plan, cfg: pulumi.Config) -> None:
+    """A stale lock or unplaced replicas fail the preview unless the stack explicitly allows them.
+
+    The lock is what reviewers approved: applying a placement the lock does not record would move
+    replicas nobody reviewed, and the next plan would not know where they run.
+    """
+    allow_unplaced = _flag(cfg, "allowUnplaced")
     if plan.placement.unplaced and not allow_unplaced:
         raise pulumi.RunError(
             f"{len(plan.placement.unplaced)} replica(s) cannot be placed; nothing was changed:\n"
             + "\n".join(u.message for u in plan.placement.unplaced)
             + f"\n(set `pulumi config set {CONFIG}:allowUnplaced true` to deploy the rest anyway)")
+    if plan.lock_stale and not _flag(cfg, "allowStaleLock"):
+        raise pulumi.RunError(
+            f"{plan.lock_file} is missing or does not match this placement; nothing was changed. Run "
+            f"`gpufleet lock --stack {plan.stack}`, review and commit the lock (or set `pulumi config set "
+            f"{CONFIG}:allowStaleLock true` to apply the placement anyway)")
 
 
 def _build(plan: Plan, secrets: dict[str, pulumi.Output[str]]) -> None:

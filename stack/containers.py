@@ -93,7 +93,9 @@ def container_name(stack: str, deployment: str, replica: int) -> str:
     return f"gpufleet-{stack}-{deployment}-{replica}"
 
 
-def render_container(stack: str, w: Workload, a: Assignment, host: Host, settings: StackFile) -> ContainerSpec:
+def render_container(stack: str, w: Workload, a: Assignment, host: Host, settings: StackFile,
+                     moved_from: str | None = None) -> ContainerSpec:
+    """``moved_from``: the host this replica leaves in the change being applied (created before the old goes)."""
     spec = w.spec
     source = spec.model
     cache = host.model_cache
@@ -143,7 +145,6 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, setting
     }
     r = spec.resources
     health = settings.health
-    moved_from = a.previous_host if a.status == "moved" and a.previous_host != host.name else None
     return ContainerSpec(
         deployment=w.name, replica=a.replica, host=host.name, address=host.address, port=a.port,
         name=container_name(stack, w.name, a.replica), image=w.image, entrypoint=entrypoint, command=command,

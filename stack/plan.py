@@ -81,13 +81,22 @@ def _resolved(path: Path) -> str:
         return str(path)
 
 
+def _moved_from(a, departed: dict[str, str]) -> str | None:
+    previous = a.previous_host if a.status == "moved" else departed.get(a.key)
+    return previous if previous and previous != a.host else None
+
+
 def build_plan(project: Project, lock_file: Path | None = None, strategy: str | None = None) -> Plan:
     path = lock_file or lock_path(project.stack_file)
     shown = display(path, project.root)
     prior, placement = plan_placement(project, lock_file, strategy)
     workloads = {w.name: w for w in project.workloads}
+    # a replica the lock's last change moved off a host is created on its new host before the old
+    # container goes: from this plan's own moves, or from the lock's reservations of the last change
+    departed = {r.key: r.host for r in prior.reserved}
     containers = tuple(
-        render_container(project.name, workloads[a.deployment], a, project.fleet.host(a.host), project.stack)
+        render_container(project.name, workloads[a.deployment], a, project.fleet.host(a.host), project.stack,
+                         _moved_from(a, departed))
         for a in placement.assignments)
     stale = path_kind(path) != "file" or not lock_matches(prior, placement)
     return Plan(project.name, placement, containers, project.fleet.hosts, shown, stale,

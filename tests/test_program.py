@@ -156,6 +156,7 @@ def test_editing_one_deployment_changes_only_its_containers(project):
          "backend_parameters: [--ctx-size=16384, --gpu-layers=99]")
     edit(project / "stack" / "demo.yaml", "    replicas: 2\n    resources: {gpus: 1, vram: 12GiB, share: advisory}",
          "    replicas: 3\n    resources: {gpus: 1, vram: 12GiB, share: advisory}")
+    _lock(project)
     after = _inputs(run_program(project))
     changed = {n for n in before if before[n] != after.get(n)} | (set(after) - set(before))
     assert changed == {"gpufleet-demo-gguf-rocm-0", "gpufleet-demo-bge-embed-2"}
@@ -199,9 +200,24 @@ def test_unplaced_replicas_fail_unless_allowed(project):
     with pytest.raises(pulumi.RunError) as err:
         run_program(project)
     assert "qwen3-32b-rocm/0: no single host can ever hold 9 × whole rocm" in str(err.value)
-    run = run_program(project, config={"allowUnplaced": "true"})
+    run = run_program(project, config={"allowUnplaced": "true", "allowStaleLock": "true"})
     assert len(run.containers) == 8
     assert run.outputs["unplaced"][0].startswith("qwen3-32b-rocm/0: no single host")
+
+
+def test_a_stale_lock_fails_the_preview_unless_allowed(project):
+    edit(project / "stack" / "demo.yaml", "    replicas: 2\n    resources: {gpus: 1, vram: whole}",
+         "    replicas: 3\n    resources: {gpus: 1, vram: whole}")
+    registered: list = []
+    with pytest.raises(pulumi.RunError) as err:
+        run_program(project, sink=registered)
+    assert "stack/demo.lock.yaml is missing or does not match this placement; nothing was changed" in str(err.value)
+    assert "gpufleet lock --stack demo" in str(err.value)
+    assert not [r for r in registered if r.typ.startswith("docker:")]
+    run = run_program(project, config={"allowStaleLock": "true"})
+    assert "gpufleet-demo-qwen3-8b-2" in run.containers
+    _lock(project)
+    assert "gpufleet-demo-qwen3-8b-2" in run_program(project).containers
 
 
 def test_bad_config_value_is_a_clear_error(project):
@@ -215,7 +231,9 @@ def test_stack_file_config_and_logged_summary(project):
     shutil.copy(project / "inventory" / "demo.yaml", project / "inventory" / "other.yaml")
     (project / "stack" / "other.yaml").write_text((project / "stack" / "demo.yaml").read_text().replace(
         "../inventory/demo.yaml", "../inventory/other.yaml"))
-    run = run_program(project, stack="staging", config={"stackFile": "stack/other.yaml"})
+    with pytest.raises(pulumi.RunError, match="stack/other.lock.yaml is missing or does not match"):
+        run_program(project, stack="staging", config={"stackFile": "stack/other.yaml"})
+    run = run_program(project, stack="staging", config={"stackFile": "stack/other.yaml", "allowStaleLock": "true"})
     assert len(run.containers) == 9
     assert "gpufleet placement for stack other (binpack): 9 replicas (0 kept, 9 new, 0 moved)" in run.logs
     assert "llama-70b/0 -> nv-h100-1 gpus 0,1,2,3 port 40000 [new]" in run.logs
@@ -244,11 +262,15 @@ def test_rollout_replaces_max_unavailable_replicas_at_a_time(project):
     assert first.delete_before_replace is True  # in place: GPUs and port freed first
 
 
-def test_a_replica_moving_host_is_created_before_the_old_one_goes(project):
+@pytest.mark.parametrize("relock", [True, False])
+def test_a_replica_moving_host_is_created_before_the_old_one_goes(project, relock):
+    """Whether the change's lock was committed (its reservations say who moved) or the lock is stale."""
     _lock(project)
     edit(project / "inventory" / "demo.yaml", "  - name: nv-a100-1\n    address: 127.0.10.2\n",
          "  - name: nv-a100-1\n    address: 127.0.10.2\n    state: cordoned\n")
-    run = run_program(project)
+    if relock:
+        _lock(project)
+    run = run_program(project, config={} if relock else {"allowStaleLock": "true"})
     moved = [k for k, v in run.outputs["placement"].items() if k.startswith("qwen3-8b/") or k.startswith("bge")]
     assert moved
     for key in ("qwen3-8b/0", "bge-embed/0"):
