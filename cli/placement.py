@@ -12,6 +12,7 @@ from stack.lock import lock_path, render_lock, write_lock
 from stack.plan import plan_placement
 from stack.project import display, find_root, load_project
 
+from .markdown import placement_markdown
 from .report import placement_json, placement_text
 
 EXIT_OK, EXIT_UNPLACED, EXIT_STALE = 0, 3, 4
@@ -27,6 +28,8 @@ def register(sub) -> None:
                    help="prior placement to keep (default: stack/<stack>.lock.yaml when it exists)")
     p.add_argument("--no-lock", action="store_true", help="ignore any lock: place everything fresh")
     p.add_argument("--json", action="store_true", help="print one JSON object (schema in the README)")
+    p.add_argument("--format", choices=("table", "json", "markdown"), default=None,
+                   help="table (default), json (= --json), or markdown for a pull-request comment")
     p.set_defaults(run=cmd_plan)
 
     lk = sub.add_parser("lock", help="write stack/<stack>.lock.yaml from a fresh plan",
@@ -72,8 +75,12 @@ def cmd_plan(args) -> int:
     from .main import print_notes
 
     print_notes(project.catalog.notes)
-    if args.json:
+    fmt = args.format or ("json" if args.json else "table")
+    if fmt == "json":
         print(json.dumps(placement_json(project.name, project.fleet, placement), indent=2))
+    elif fmt == "markdown":
+        lock = display(args.lock or lock_path(project.stack_file), project.root)
+        print(placement_markdown(project.name, project.fleet, placement, lock), end="")
     else:
         print(placement_text(project.name, project.fleet, placement, project.fleet.file))
     return EXIT_UNPLACED if placement.unplaced else EXIT_OK
