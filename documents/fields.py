@@ -14,7 +14,13 @@ import re
 import unicodedata
 from typing import Annotated, Optional
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    WithJsonSchema,
+)
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _HEALTH_PATH = re.compile(r"^/[A-Za-z0-9._~/?=&%+-]*\Z")
@@ -204,3 +210,24 @@ def _host_folder(value: str) -> str:
 
 #: a folder on a host that containers may mount: absolute, normalised, not a system folder
 HostFolder = Annotated[str, AfterValidator(_host_folder)]
+
+
+# ----------------------------------------------------------------------------- JSON Schema for editors
+
+def _schema(schema: dict) -> WithJsonSchema:
+    return WithJsonSchema(schema)
+
+
+#: what a person writes for a size (the model keeps MiB): 80GiB, 81920MiB, 80G or a number of MiB
+SIZE_SCHEMA = _schema({"anyOf": [{"type": "integer", "minimum": 1},
+                                 {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(M|Mi|MiB|G|Gi|GiB|T|Ti|TiB)?\s*$"}],
+                       "description": "a size: 80GiB, 81920MiB, 80G (= GiB) or a number of MiB"})
+#: what a person writes for a duration (the model keeps seconds): 600, 600s, 10m, 1h
+DURATION_SCHEMA = _schema({"anyOf": [{"type": "integer", "minimum": 1},
+                                     {"type": "string", "pattern": r"^\s*\d+\s*(s|m|h)?\s*$"}],
+                           "description": "a duration: 600s, 10m, 1h or a number of seconds"})
+PORT_RANGE_SCHEMA = _schema({"anyOf": [{"type": "string", "pattern": r"^\s*\d+\s*-\s*\d+\s*$"},
+                                       {"type": "object", "properties": {"start": {"type": "integer"},
+                                                                         "end": {"type": "integer"}},
+                                        "required": ["start", "end"], "additionalProperties": False}],
+                             "description": "START-END within 1024-65535, e.g. 40000-40063"})

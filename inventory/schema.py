@@ -10,6 +10,8 @@ from typing import Annotated, Literal, Optional
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from documents.fields import (
+    PORT_RANGE_SCHEMA,
+    SIZE_SCHEMA,
     Address,
     FilePath,
     HostFolder,
@@ -44,7 +46,7 @@ def parse_port_range(value: object) -> tuple[int, int]:
 
 
 #: ``START-END`` or ``{start, end}``: the ports replicas on a host may use
-PortRange = Annotated[tuple[int, int], BeforeValidator(parse_port_range)]
+PortRange = Annotated[tuple[int, int], BeforeValidator(parse_port_range), PORT_RANGE_SCHEMA]
 
 class SshSettings(StrictModel):
     user: Optional[UserName] = None
@@ -85,7 +87,7 @@ class AcceleratorGroup(StrictModel):
 
     vendor: VendorName
     model: PlainText = Field(min_length=1)
-    vram: int  # MiB
+    vram: Annotated[int, SIZE_SCHEMA]  # MiB
     count: Optional[int] = Field(default=None, ge=1, le=64)
     indices: Optional[list[int]] = None
     devices: Optional[list[DeviceEntry]] = None

@@ -7,9 +7,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, ClassVar, Literal, Optional, Union
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from documents.fields import (
+    DURATION_SCHEMA,
+    SIZE_SCHEMA,
     AbsolutePath,
     CommandText,
     EnvMap,
@@ -76,12 +84,13 @@ class ModelSource(StrictModel):
 class Resources(StrictModel):
     gpus: int = Field(default=1, ge=0, le=64)
     #: VRAM per GPU: a size (devices may be shared while the sum fits) or 'whole' (exclusive)
-    vram: Union[int, Literal["whole"]] = "whole"
+    vram: Annotated[Union[int, Literal["whole"]], WithJsonSchema({"anyOf": [
+        SIZE_SCHEMA.json_schema, {"const": "whole"}], "description": "VRAM per GPU: a size (shared) or whole"})] = "whole"
     #: with vram: whole, the smallest device that will do
-    min_vram: Optional[int] = None
-    ram: Optional[int] = None
+    min_vram: Optional[Annotated[int, SIZE_SCHEMA]] = None
+    ram: Optional[Annotated[int, SIZE_SCHEMA]] = None
     cpus: Optional[float] = Field(default=None, gt=0)
-    shm: int = 16 * 1024
+    shm: Annotated[int, SIZE_SCHEMA] = 16 * 1024
     #: a sized vram claim is enforced on the engine (its memory fraction is set), or only advisory
     share: Literal["enforced", "advisory"] = "enforced"
 
@@ -161,10 +170,10 @@ class Deployment(StrictModel):
 class Health(StrictModel):
     #: wait for the container to report healthy before `pulumi up` moves on
     wait: bool = True
-    timeout: int = 900
-    interval: int = 15
+    timeout: Annotated[int, DURATION_SCHEMA] = 900
+    interval: Annotated[int, DURATION_SCHEMA] = 15
     retries: int = 3
-    start_period: int = 600
+    start_period: Annotated[int, DURATION_SCHEMA] = 600
 
     @field_validator("timeout", "interval", "start_period", mode="before")
     @classmethod
@@ -178,7 +187,7 @@ class Rollout(StrictModel):
     #: replicas of one deployment replaced at a time (the next waits for these to turn healthy)
     max_unavailable: int = Field(default=1, ge=1, le=1000)
     #: time a container gets to stop (SIGTERM, then SIGKILL) before it is deleted
-    stop_grace: int = 30
+    stop_grace: Annotated[int, DURATION_SCHEMA] = 30
 
     @field_validator("stop_grace", mode="before")
     @classmethod
@@ -205,7 +214,7 @@ class Logs(StrictModel):
 
 class Images(StrictModel):
     #: how long pulling one image may take (engine images are 10-30 GB)
-    pull_timeout: int = 3600
+    pull_timeout: Annotated[int, DURATION_SCHEMA] = 3600
 
     @field_validator("pull_timeout", mode="before")
     @classmethod

@@ -83,5 +83,5 @@ def test_validate_and_plan_agree_on_a_dropped_catalog_and_count_backends(tmp_pat
     whole = cli("--root", root, "validate")
     plan = cli("--root", root, "plan", "--stack", "demo")
     assert whole.code == plan.code == 2
-    expected = "stack/demo.yaml:58:23: deployments.kokoro-tts.resources.gpus: version 'latest-gpu' of Kokoro-FastAPI"
+    expected = "stack/demo.yaml:59:23: deployments.kokoro-tts.resources.gpus: version 'latest-gpu' of Kokoro-FastAPI"
     assert expected in whole.err and expected in plan.err

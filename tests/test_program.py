@@ -140,7 +140,7 @@ def test_missing_secret_fails_before_anything_is_registered(project):
          "env: {VLLM_LOGGING_LEVEL: INFO, HF_TOKEN: 'secret:hfToken'}")
     with pytest.raises(pulumi.RunError) as err:
         run_program(project)
-    assert ("stack/demo.yaml:21:47: deployments.qwen3-8b.env.HF_TOKEN: secret 'hfToken' is not set for stack "
+    assert ("stack/demo.yaml:22:47: deployments.qwen3-8b.env.HF_TOKEN: secret 'hfToken' is not set for stack "
             "'demo'; run: pulumi config set --secret hfToken <value>") in str(err.value)
 
 
@@ -180,7 +180,7 @@ def test_invalid_input_fails_and_registers_nothing(project):
         run_program(project, sink=registered)
     assert registered == []
     text = str(err.value)
-    assert "stack/demo.yaml:32:14: deployments.qwen3-32b-rocm.backend: unknown backend 'sglang' (did you mean " \
+    assert "stack/demo.yaml:33:14: deployments.qwen3-32b-rocm.backend: unknown backend 'sglang' (did you mean " \
            "'SGLang'?)" in text
     assert text.endswith("gpufleet: 1 problem; nothing was changed")
 
@@ -191,7 +191,7 @@ def test_nothing_registered_on_invalid_input(project):
     with pytest.raises(pulumi.RunError) as err:
         run_program(project, sink=registered)
     assert [r.typ for r in registered] == []
-    assert "inventory/demo.yaml:29:15: hosts[1].accelerators[0].vram: '40GB'" in str(err.value)
+    assert "inventory/demo.yaml:30:15: hosts[1].accelerators[0].vram: '40GB'" in str(err.value)
 
 
 def test_unplaced_replicas_fail_unless_allowed(project):
