@@ -62,8 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     c.set_defaults(run=cmd_catalog)
 
-    from . import placement, schemas  # plan / lock, schema
+    from . import placement, promote, schemas  # plan / lock, promote, schema
     placement.register(sub)
+    promote.register(sub)
     schemas.register(sub)
     return p
 
