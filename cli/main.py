@@ -37,13 +37,24 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gpufleet")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout without install
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gpufleet",
         description="Declarative inference engines on GPU servers. Backend specs (GPUStack format), a host "
                     "inventory and a stack file become a placement plan and, through Pulumi, containers on "
                     "hosts over SSH.",
-        epilog="Exit status: 0 ok, 2 invalid input (file:line:col messages), 3 something could not be placed.")
+        epilog="Exit status (every command): 0 ok; 2 invalid input, one file:line:col line per problem, nothing "
+               "changed; 3 something could not be placed; 4 the lock is stale (lock --check).")
+    p.add_argument("--version", action="version", version=f"gpufleet {_version()}")
     p.add_argument("--root", type=Path, default=None,
                    help="project folder (default: the nearest folder with Pulumi.yaml and backends/)")
     sub = p.add_subparsers(title="commands", metavar="COMMAND", dest="command")
