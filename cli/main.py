@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                     "inventory and a stack file become a placement plan and, through Pulumi, containers on "
                     "hosts over SSH.",
         epilog="Exit status (every command): 0 ok; 2 invalid input, one file:line:col line per problem, nothing "
-               "changed; 3 something could not be placed; 4 the lock is stale (lock --check).")
+               "changed; 3 something could not be placed; 4 the lock is stale (lock --check); 5 a host does not "
+               "match the inventory or cannot be reached (probe).")
     p.add_argument("--version", action="version", version=f"gpufleet {_version()}")
     p.add_argument("--root", type=Path, default=None,
                    help="project folder (default: the nearest folder with Pulumi.yaml and backends/)")
@@ -73,8 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     c.set_defaults(run=cmd_catalog)
 
-    from . import placement, promote, schemas  # plan / lock, promote, schema
+    from . import (  # plan / lock, probe, promote, schema
+        placement,
+        probe,
+        promote,
+        schemas,
+    )
     placement.register(sub)
+    probe.register(sub)
     promote.register(sub)
     schemas.register(sub)
     return p

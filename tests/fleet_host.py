@@ -76,13 +76,22 @@ class FleetHostProcess:
         self.folder = Path(tempfile.mkdtemp(prefix="gf-", dir="/tmp"))  # short: unix socket paths
         self.procs: list[subprocess.Popen] = []
 
-    def start(self) -> FleetHost:
+    def start(self, tools: dict[str, str] | None = None, runtimes: tuple[str, ...] = ()) -> FleetHost:
+        """``tools``: fake accelerator tools for this host's PATH, name -> the recorded output they print;
+        ``runtimes``: extra Docker runtime names (as a vendor toolkit registers them), backed by runc."""
         d = self.folder
+        bin_dir = d / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        for name, output in (tools or {}).items():
+            (d / f"{name}.out").write_text(output)
+            (bin_dir / name).write_text(f"#!/bin/sh\nexec cat {d}/{name}.out\n")
+            (bin_dir / name).chmod(0o755)
         sock = d / "docker.sock"
         log = d / "dockerd.log"
         self.procs.append(subprocess.Popen(
             ["dockerd", "--host", f"unix://{sock}", "--data-root", str(d / "data"), "--exec-root", str(d / "x"),
-             "--pidfile", str(d / "docker.pid"), "--bridge", "none", "--iptables=false"],
+             "--pidfile", str(d / "docker.pid"), "--bridge", "none", "--iptables=false",
+             *[f"--add-runtime={r}={shutil.which('runc', path='/usr/sbin:/usr/bin:/sbin:/bin')}" for r in runtimes]],
             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True))
         host = FleetHost("", d, d / "id_ed25519", d / "known_hosts", sock)
         _wait(lambda: host.local_docker("version", check=False, timeout=10).returncode == 0, "dockerd", log)
@@ -105,7 +114,7 @@ class FleetHostProcess:
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
             # few unauthenticated connections at once, as on a busy host: the shared connection must cope
             "MaxStartups 3:100:3\n"
-            f"SetEnv DOCKER_HOST=unix://{sock} PATH=/usr/local/bin:/usr/bin:/bin\n")
+            f"SetEnv DOCKER_HOST=unix://{sock} PATH={bin_dir}:/usr/local/bin:/usr/bin:/bin\n")
         self.procs.append(subprocess.Popen([shutil.which("sshd", path="/usr/sbin:/sbin:" + os.environ["PATH"]),
                                             "-D", "-e", "-f", str(d / "sshd_config")],
                                            stdout=sshd_log.open("w"), stderr=subprocess.STDOUT,
@@ -114,7 +123,22 @@ class FleetHostProcess:
         host_key = (d / "host_ed25519.pub").read_text().split()[:2]
         (d / "known_hosts").write_text(f"{address} {' '.join(host_key)}\n")
         host.address = address
+        self.host = host
         return host
+
+    def kill_sshd(self) -> None:
+        """A fault: this host stops answering SSH."""
+        self._kill("sshd")
+
+    def kill_dockerd(self) -> None:
+        """A fault: SSH works, Docker does not."""
+        self._kill("dockerd")
+
+    def _kill(self, name: str) -> None:
+        for proc in self.procs:
+            if os.path.basename(str(proc.args[0])) == name and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
 
     def stop(self) -> None:
         sock = self.folder / "docker.sock"
@@ -124,11 +148,16 @@ class FleetHostProcess:
             if ids:
                 subprocess.run(["docker", "-H", f"unix://{sock}", "rm", "-f", *ids], capture_output=True, timeout=60)
         for proc in reversed(self.procs):
+            if proc.poll() is not None:
+                continue  # already gone (a fault test killed it)
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=30)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
+            except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+            except ProcessLookupError:
+                pass
         _unmount_below(self.folder)  # dockerd leaves its netns bind mount behind
         shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -141,3 +170,35 @@ def _unmount_below(folder: Path) -> None:
             points.append(point)
     for point in sorted(points, key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tests.fleet_host up N``: N test hosts for a developer, until Ctrl-C.
+
+    Prints an inventory for them (with their known_hosts and key) and keeps them running.
+    """
+    import sys
+
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 2 or args[0] != "up" or not args[1].isdigit():
+        print("usage: python -m tests.fleet_host up N", file=sys.stderr)
+        return 2
+    procs = [FleetHostProcess() for _ in range(int(args[1]))]
+    try:
+        hosts = [p.start() for p in procs]
+        print("hosts:")
+        for i, h in enumerate(hosts):
+            print(f"  - {{name: test-{i}, address: {h.address}, ssh: {{user: root, identity_file: {h.identity}, "
+                  f"known_hosts: {h.known_hosts}}}}}")
+        print("# Ctrl-C stops them", file=sys.stderr)
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            p.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

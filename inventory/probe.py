@@ -1,0 +1,175 @@
+"""Probe the fleet over SSH (paramiko): what each host really has, against what the inventory says.
+
+One connection per host, with the inventory's known_hosts and key (``inventory.ssh``: an unknown
+or changed host key is refused), a few commands, all hosts at once in a bounded pool, each within
+its own connect timeout, so one dead host never holds up the others. Each host is ``ok``,
+``mismatch`` (with what differs) or ``unreachable`` (with why).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import re
+import time
+from dataclasses import asdict, dataclass, field
+
+from .accelerator_tools import (
+    NPU_QUERY,
+    NVIDIA_QUERY,
+    ROCM_QUERY,
+    Found,
+    ToolOutputError,
+    parse_npu_smi,
+    parse_nvidia_smi,
+    parse_rocm_smi,
+)
+from .fleet import Fleet, Host
+from .sizes import format_mib
+from .ssh import Endpoint, HostUnreachable, connect, run
+
+#: a device's reported VRAM may differ from the inventory's by this much (ECC, firmware reserve)
+VRAM_TOLERANCE = 0.02
+#: Docker runtimes that hand a vendor's devices to containers
+GPU_RUNTIMES = {"nvidia": ("nvidia",), "amd": (), "ascend": ("ascend",)}
+TOOLS = {"nvidia": (NVIDIA_QUERY, parse_nvidia_smi), "amd": (ROCM_QUERY, parse_rocm_smi),
+         "ascend": (NPU_QUERY, parse_npu_smi)}
+
+
+@dataclass
+class HostReport:
+    host: str
+    address: str
+    status: str = "ok"  # ok | mismatch | unreachable
+    problems: list[str] = field(default_factory=list)
+    os: str | None = None
+    arch: str | None = None
+    cpus: int | None = None
+    ram_mib: int | None = None
+    docker: str | None = None
+    runtimes: list[str] = field(default_factory=list)
+    accelerators: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def fail(self, status: str, problem: str) -> None:
+        if status == "unreachable" or self.status == "ok":
+            self.status = status
+        self.problems.append(problem)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def probe_fleet(fleet: Fleet, timeout: float = 10, workers: int = 64, progress=None) -> list[HostReport]:
+    """Every host at once (at most ``workers`` connections), in host order."""
+    hosts = list(fleet.hosts)
+    reports: dict[str, HostReport] = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(workers, len(hosts)))) as pool:
+        futures = {pool.submit(probe_host, h, timeout): h for h in hosts}
+        for done in concurrent.futures.as_completed(futures):
+            report = done.result()
+            reports[report.host] = report
+            if progress:
+                progress(len(reports), len(hosts), report)
+    return [reports[h.name] for h in hosts]
+
+
+def probe_host(host: Host, timeout: float = 10) -> HostReport:
+    start = time.monotonic()
+    report = HostReport(host.name, host.address)
+    try:
+        client = connect(Endpoint.of(host), timeout=timeout)
+    except HostUnreachable as err:
+        report.fail("unreachable", str(err).split(": ", 1)[-1])
+        report.seconds = time.monotonic() - start
+        return report
+    try:
+        _facts(client, report, timeout)
+        _docker(client, report, timeout)
+        for vendor in sorted({g.vendor for g in host.groups} | {"nvidia", "amd", "ascend"}):
+            _accelerators(client, report, vendor, timeout, expected=any(g.vendor == vendor for g in host.groups))
+        compare(host, report)
+    except (OSError, EOFError) as err:  # the connection died half way
+        report.fail("unreachable", f"the SSH session broke: {err}")
+    finally:
+        client.close()
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def _run(client, argv: list[str], timeout: float) -> tuple[int, str, str]:
+    return run(client, argv, timeout=timeout)
+
+
+def _facts(client, report: HostReport, timeout: float) -> None:
+    status, out, _ = _run(client, ["sh", "-c", "uname -s; uname -m; nproc; grep MemTotal /proc/meminfo"], timeout)
+    lines = out.splitlines()
+    if status != 0 or len(lines) < 4:
+        report.fail("mismatch", "cannot read OS, CPU count and memory (uname, nproc, /proc/meminfo)")
+        return
+    report.os, report.arch = lines[0].strip(), lines[1].strip()
+    report.cpus = int(lines[2]) if lines[2].strip().isdigit() else None
+    m = re.search(r"(\d+)\s*kB", lines[3])
+    report.ram_mib = int(m.group(1)) // 1024 if m else None
+
+
+def _docker(client, report: HostReport, timeout: float) -> None:
+    status, out, err = _run(client, ["docker", "info", "--format", "{{.ServerVersion}} {{range $k, $v := .Runtimes}}"
+                                                                   "{{$k}},{{end}}"], timeout)
+    if status != 0 or not out.strip():
+        reason = (err.strip().splitlines() or ["no output"])[-1][:200]
+        report.fail("mismatch", f"Docker does not answer: {reason}")
+        return
+    version, _, runtimes = out.strip().partition(" ")
+    report.docker = version
+    report.runtimes = sorted(r for r in runtimes.split(",") if r)
+
+
+def _accelerators(client, report: HostReport, vendor: str, timeout: float, expected: bool) -> None:
+    argv, parse = TOOLS[vendor]
+    status, out, err = _run(client, ["sh", "-c", f"command -v {argv[0]} >/dev/null || exit 127; "
+                                                 + " ".join(argv)], timeout)
+    if status == 127:
+        if expected:
+            report.fail("mismatch", f"the inventory lists {vendor} devices but {argv[0]} is not installed")
+        return
+    if status != 0:
+        report.fail("mismatch", f"{argv[0]} failed: {(err.strip().splitlines() or ['exit ' + str(status)])[-1][:200]}")
+        return
+    try:
+        found = parse(out)
+    except ToolOutputError as e:
+        report.fail("mismatch", str(e))
+        return
+    report.accelerators += [asdict(d) for d in found]
+
+
+def compare(host: Host, report: HostReport) -> None:
+    """What differs between the inventory's host and what was found, one sentence each."""
+    found = [Found(**d) for d in report.accelerators]
+    for vendor in sorted({g.vendor for g in host.groups} | {f.vendor for f in found}):
+        mine = [g for g in host.groups if g.vendor == vendor]
+        theirs = {f.index: f for f in found if f.vendor == vendor}
+        listed = {d.index: (g, d) for g in mine for d in g.devices}
+        if len(theirs) != len(listed):
+            kinds = ", ".join(g.describe() for g in mine) or f"no {vendor} devices"
+            report.fail("mismatch", f"{vendor}: the inventory lists {len(listed)} ({kinds}), the host reports "
+                                    f"{len(theirs)}")
+        for index, (group, device) in sorted(listed.items()):
+            f = theirs.get(index)
+            if f is None:
+                if len(theirs) == len(listed):
+                    report.fail("mismatch", f"{vendor} device {index}: not reported by the host")
+                continue
+            if abs(f.vram_mib - group.vram_mib) > group.vram_mib * VRAM_TOLERANCE:
+                report.fail("mismatch", f"{vendor} device {index}: {format_mib(f.vram_mib)} reported, the inventory "
+                                        f"says {format_mib(group.vram_mib)}")
+            if device.uuid and f.uuid and device.uuid != f.uuid:
+                report.fail("mismatch", f"{vendor} device {index}: UUID {f.uuid} reported, the inventory says "
+                                        f"{device.uuid} (a replaced GPU?)")
+            if device.pci_bus_id and f.pci_bus_id and device.pci_bus_id != f.pci_bus_id:
+                report.fail("mismatch", f"{vendor} device {index}: at {f.pci_bus_id}, the inventory says "
+                                        f"{device.pci_bus_id}")
+        needs = GPU_RUNTIMES.get(vendor, ())
+        if mine and needs and report.docker and not set(needs) & set(report.runtimes):
+            report.fail("mismatch", f"{vendor}: Docker has no {'/'.join(needs)} runtime (it has "
+                                    f"{', '.join(report.runtimes) or 'none'}); install the vendor's container "
+                                    "toolkit")

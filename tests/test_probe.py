@@ -1,0 +1,142 @@
+"""gpufleet probe: parsers on recorded tool outputs, and the real thing against test hosts with faults."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from inventory.accelerator_tools import ToolOutputError, parse_npu_smi, parse_nvidia_smi, parse_rocm_smi
+from inventory.fleet import load_fleet
+from inventory.probe import HostReport, compare
+
+from .conftest import ROOT, run_cli
+from .fleets import gpus, host
+
+DATA = ROOT / "tests" / "data" / "probe"
+
+
+def test_nvidia_smi_csv():
+    found = parse_nvidia_smi((DATA / "nvidia-smi.h100x8.csv").read_text())
+    assert [(f.index, f.model, f.vram_mib) for f in found][:2] == [(0, "NVIDIA H100 80GB HBM3", 81559),
+                                                                  (1, "NVIDIA H100 80GB HBM3", 81559)]
+    assert found[0].uuid == "GPU-5a9e6c1f-0b4e-4c1d-9f0a-2d7c1a3e5b10" and found[1].pci_bus_id == "0000:2a:00.0"
+    assert found[0].driver == "550.54.15"
+    with pytest.raises(ToolOutputError, match="expected 6 columns"):
+        parse_nvidia_smi("0, GPU-x, H100\n")
+
+
+def test_rocm_smi_json():
+    found = parse_rocm_smi((DATA / "rocm-smi.json").read_text())
+    assert [(f.index, f.vram_mib) for f in found] == [(0, 16368), (1, 64)]
+    assert found[0].model.startswith("Navi 21") and found[0].uuid == "0x9246____________" and found[1].uuid is None
+    with pytest.raises(ToolOutputError, match="VRAM Total Memory"):
+        parse_rocm_smi('{"card0": {"Card Series": "x"}}')
+
+
+def test_npu_smi_info_table():
+    found = parse_npu_smi((DATA / "npu-smi.910b.txt").read_text())
+    assert [(f.index, f.model, f.vram_mib, f.pci_bus_id) for f in found] == [
+        (0, "Ascend910", 65536, "0000:9d:00.0"), (1, "Ascend910", 65536, "0000:9f:00.0"),
+        (2, "Ascend910", 65536, "0000:99:00.0"), (3, "Ascend910", 65536, "0000:9b:00.0")]
+
+
+def test_compare_names_every_difference():
+    h = host("h", gpus("nvidia", "H100", 80, 8, uuids=True))
+    report = HostReport("h", "x", docker="28.2.2", runtimes=["runc"],
+                        accelerators=[{"vendor": "nvidia", "index": i, "model": "H100", "vram_mib": 81920 if i else 40960,
+                                       "uuid": "GPU-H100-0" if i else "GPU-other", "pci_bus_id": None, "driver": None}
+                                      for i in range(7)])
+    compare(h, report)
+    text = "\n".join(report.problems)
+    assert report.status == "mismatch"
+    assert "nvidia: the inventory lists 8 (8 × H100 (80 GiB, nvidia)), the host reports 7" in text
+    assert "nvidia device 0: 40 GiB reported, the inventory says 80 GiB" in text
+    assert "nvidia device 0: UUID GPU-other reported" in text
+    assert "Docker has no nvidia runtime" in text
+
+
+# ----------------------------------------------------------------------------- on real test hosts
+
+@pytest.fixture(scope="module")
+def hosts(fleet_host):  # fleet_host: the session's host; it also makes CI fail if the tools are missing
+    from .fleet_host import FleetHostProcess
+
+    procs = [FleetHostProcess() for _ in range(3)]
+    started = [
+        procs[0].start({"nvidia-smi": (DATA / "nvidia-smi.h100x8.csv").read_text()}, runtimes=("nvidia",)),
+        procs[1].start({"rocm-smi": (DATA / "rocm-smi.json").read_text()}),
+        procs[2].start(),
+    ]
+    yield procs, started
+    for p in procs:
+        p.stop()
+
+
+def _inventory(tmp_path: Path, started, known_hosts: Path | None = None) -> Path:
+    nv, amd, cpu = started
+    entry = lambda name, h, acc: (  # noqa: E731
+        f"  - name: {name}\n    address: {h.address}\n    ssh: {{user: root, identity_file: {h.identity}, "
+        f"known_hosts: {known_hosts or h.known_hosts}}}\n{acc}")
+    text = "hosts:\n" + entry("nv-1", nv, "    accelerators:\n      - vendor: nvidia\n        model: NVIDIA H100 "
+                                          "80GB HBM3\n        vram: 81559MiB\n        devices:\n" + "".join(
+        f"          - {{index: {i}, uuid: {u}}}\n" for i, u in enumerate(
+            ["GPU-5a9e6c1f-0b4e-4c1d-9f0a-2d7c1a3e5b10", "GPU-8c2f4d7a-3e1b-4a6c-8d2e-6f9b0c4a7d21",
+             "GPU-1d7b3e9c-5a2f-4e8d-b1c6-3a0f7e2d9c32", "GPU-e4a1c8f2-7d3b-4f9e-a2c5-8b1d6e0f3a43"])))
+    text += entry("amd-1", amd, "    accelerators: [{vendor: amd, model: Radeon, vram: 16GiB, count: 8}]\n")
+    text += entry("cpu-1", cpu, "")
+    path = tmp_path / "inv.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_probe_reports_ok_mismatch_and_facts(hosts, tmp_path):
+    _, started = hosts
+    inv = _inventory(tmp_path, started)
+    before = inv.read_bytes()
+    r = run_cli("probe", "--inventory", inv, "--json")
+    assert r.code == 5, r.err
+    report = {h["host"]: h for h in json.loads(r.out)["hosts"]}
+    assert report["nv-1"]["status"] == "ok", report["nv-1"]["problems"]
+    assert len(report["nv-1"]["accelerators"]) == 4 and "nvidia" in report["nv-1"]["runtimes"]
+    assert report["nv-1"]["cpus"] >= 1 and report["nv-1"]["ram_mib"] > 0 and report["nv-1"]["docker"]
+    assert report["amd-1"]["status"] == "mismatch"
+    assert "amd: the inventory lists 8 (8 × Radeon (16 GiB, amd)), the host reports 2" in report["amd-1"]["problems"]
+    assert report["cpu-1"]["status"] == "ok"
+    assert inv.read_bytes() == before  # probe writes nothing
+    table = run_cli("probe", "--inventory", inv)
+    assert "nv-1" in table.out and "1 mismatch" in table.out
+
+
+def test_a_changed_host_key_is_refused(hosts, tmp_path):
+    _, started = hosts
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text("".join(f"{h.address} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"
+                             for h in started))
+    r = run_cli("probe", "--inventory", _inventory(tmp_path, started, wrong), "--json")
+    hosts_ = json.loads(r.out)["hosts"]
+    assert r.code == 5 and all(h["status"] == "unreachable" for h in hosts_)
+    assert all("CHANGED" in h["problems"][0] for h in hosts_)
+
+
+def test_dead_sshd_and_dead_dockerd_are_reported_and_nothing_hangs(hosts, tmp_path):
+    procs, started = hosts
+    inv = _inventory(tmp_path, started)
+    procs[2].kill_sshd()
+    procs[1].kill_dockerd()
+    start = time.monotonic()
+    r = run_cli("probe", "--inventory", inv, "--json", "--timeout", "5")
+    took = time.monotonic() - start
+    report = {h["host"]: h for h in json.loads(r.out)["hosts"]}
+    assert r.code == 5
+    assert report["cpu-1"]["status"] == "unreachable" and "cannot reach" in report["cpu-1"]["problems"][0]
+    assert any("Docker does not answer" in p for p in report["amd-1"]["problems"])
+    assert report["nv-1"]["status"] == "ok"  # the healthy host is reported correctly
+    assert took < 30
+
+
+def test_probe_reads_the_inventory_it_is_given(tmp_path):
+    r = run_cli("probe", "--inventory", tmp_path / "missing.yaml")
+    assert r.code == 2 and "file not found" in r.err
+    assert load_fleet(ROOT / "inventory" / "demo.yaml").hosts
