@@ -14,6 +14,7 @@ from backends.catalog import Catalog, load_catalog
 from documents.problems import InputError, Problem, ProblemList
 from documents.yaml_reader import path_kind, read_yaml
 from inventory.fleet import load_fleet
+from inventory.known_hosts import known_hosts_problems
 from stack.project import display, find_root, load_project
 
 EXIT_OK, EXIT_INPUT, EXIT_UNPLACED = 0, 2, 3
@@ -106,8 +107,10 @@ def cmd_validate(args) -> int:
             if project is not None:
                 counts["stacks"] += 1
         for path in sorted((root / "inventory").glob("*.yaml")):
-            if problems.absorb(load_fleet, path, display(path, root)) is not None:
+            fleet = problems.absorb(load_fleet, path, display(path, root))
+            if fleet is not None:
                 counts["inventories"] += 1
+                problems.extend(known_hosts_problems(fleet, root))
     else:
         for path in args.paths:
             got = problems.absorb(_validate_path, path, root)
@@ -148,7 +151,10 @@ def _validate_path(path: Path, root: Path) -> tuple[str, set[str], list[Problem]
             m.file == shown for m, _ in e.version_marks.values())}
         return "backends", mine, [n for n in catalog.notes if n.file == shown]
     if isinstance(data, dict) and "hosts" in data:
-        load_fleet(path, shown)
+        fleet = load_fleet(path, shown)
+        found = known_hosts_problems(fleet, root if not Path(shown).is_absolute() else Path("/"))
+        if found:
+            raise InputError(found)
         return "inventories", set(), []
     if isinstance(data, dict) and ("deployments" in data or "inventory" in data):
         project = load_project(str(path), root)

@@ -7,7 +7,7 @@ one address) and returns a :class:`Fleet` sorted by host name, so file order nev
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from documents.problems import InputError, Problem
@@ -73,6 +73,8 @@ class Host:
     #: host folders a deployment's local_path may lie under (the model cache is always one)
     model_roots: tuple[str, ...] = ()
     registries: tuple[RegistryLogin, ...] = ()
+    cpus: int | None = None
+    ram_mib: int | None = None
 
     @property
     def frameworks(self) -> frozenset[str]:
@@ -94,6 +96,8 @@ class Host:
 class Fleet:
     hosts: tuple[Host, ...]
     file: str = "<memory>"
+    #: where each host is written (line, column), for problems found later (known_hosts, probe)
+    positions: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "hosts", tuple(sorted(self.hosts, key=lambda h: h.name)))
@@ -167,12 +171,13 @@ def build_fleet(inv: InventoryFile, marks: Marks, base_dir: Path | None = None) 
             model_roots=_roots(entry.model_roots or d.model_roots or [], entry.model_cache or d.model_cache),
             registries=tuple(RegistryLogin(r.address, r.username, r.password[len("secret:"):])
                              for r in (entry.registries if entry.registries is not None else d.registries)),
+            cpus=entry.cpus, ram_mib=entry.ram,
         ))
         where[entry.name] = (marks, path)
     problems.extend(_port_overlaps(hosts, where))
     if problems:
         raise InputError(problems)
-    return Fleet(tuple(hosts), marks.file)
+    return Fleet(tuple(hosts), marks.file, {name: m.of_value(path) for name, (m, path) in where.items()})
 
 
 def _roots(roots: list[str], cache: str) -> tuple[str, ...]:

@@ -144,6 +144,12 @@ def _accelerators(client, report: HostReport, vendor: str, timeout: float, expec
 
 def compare(host: Host, report: HostReport) -> None:
     """What differs between the inventory's host and what was found, one sentence each."""
+    if host.cpus is not None and report.cpus is not None and host.cpus != report.cpus:
+        report.fail("mismatch", f"cpus: the inventory says {host.cpus}, the host has {report.cpus}")
+    if host.ram_mib is not None and report.ram_mib is not None and \
+            abs(host.ram_mib - report.ram_mib) > host.ram_mib * VRAM_TOLERANCE:
+        report.fail("mismatch", f"ram: the inventory says {format_mib(host.ram_mib)}, the host has "
+                                f"{format_mib(report.ram_mib)}")
     found = [Found(**d) for d in report.accelerators]
     for vendor in sorted({g.vendor for g in host.groups} | {f.vendor for f in found}):
         mine = [g for g in host.groups if g.vendor == vendor]

@@ -166,7 +166,15 @@ class HostEntry(StrictModel):
     model_roots: Optional[list[HostFolder]] = None
     #: registry logins for this host (replace the defaults' list)
     registries: Optional[list[RegistryLogin]] = None
+    #: the host's CPUs and memory (`gpufleet discover` and `probe` read them)
+    cpus: Optional[int] = Field(default=None, ge=1, le=4096)
+    ram: Optional[Annotated[int, SIZE_SCHEMA]] = None
     accelerators: list[AcceleratorGroup] = Field(default_factory=list)
+
+    @field_validator("ram", mode="before")
+    @classmethod
+    def _ram(cls, value):
+        return None if value is None else parse_mib(value)
 
     @field_validator("name")
     @classmethod

@@ -237,8 +237,22 @@ def test_addresses_must_be_ip_or_dns_names(tmp_path, cli, address):
 @pytest.mark.parametrize("address", ["127.0.20.9", "gpu-01.example.com", "::1", "fd00::5"])
 def test_good_addresses_pass(tmp_path, cli, address):
     path = tmp_path / "inv.yaml"
-    path.write_text(INVENTORY.replace("127.0.20.1", f"'{address}'"))
-    assert cli("--root", ROOT, "validate", path).code == 0
+    (tmp_path / "known_hosts").write_text(f"{address} ssh-ed25519 "
+                                          "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
+    path.write_text(INVENTORY.replace("127.0.20.1", f"'{address}'").replace(
+        "hosts:", f"defaults: {{ssh: {{known_hosts: {tmp_path / 'known_hosts'}}}}}\nhosts:"))
+    result = cli("--root", ROOT, "validate", path)
+    assert result.code == 0, result.err
+
+
+def test_validate_flags_a_missing_known_hosts_file_or_entry(tmp_path, cli):
+    path = tmp_path / "inv.yaml"
+    path.write_text(INVENTORY)
+    (line,) = _assert_clean(cli("--root", ROOT, "validate", path), "no known_hosts file")
+    assert f"{path}:2:5: hosts.gpu-1.ssh.known_hosts" in line
+    (tmp_path / "kh").write_text("127.0.20.2 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
+    path.write_text(INVENTORY.replace("hosts:", f"defaults: {{ssh: {{known_hosts: {tmp_path / 'kh'}}}}}\nhosts:"))
+    _assert_clean(cli("--root", ROOT, "validate", path), "127.0.20.1 has no key in", "ssh-keyscan -p 22 127.0.20.1")
 
 
 @pytest.mark.parametrize("path, text", [
