@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
                     "hosts over SSH.",
         epilog="Exit status (every command): 0 ok; 2 invalid input, one file:line:col line per problem, nothing "
                "changed; 3 something could not be placed; 4 the lock is stale (lock --check); 5 a host does not "
-               "match the inventory or cannot be reached (probe).")
+               "match the inventory or cannot be reached (probe); 6 what runs differs from the plan (status).")
     p.add_argument("--version", action="version", version=f"gpufleet {_version()}")
     p.add_argument("--root", type=Path, default=None,
                    help="project folder (default: the nearest folder with Pulumi.yaml and backends/)")
@@ -75,16 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     c.set_defaults(run=cmd_catalog)
 
-    from . import (  # plan / lock, probe, promote, schema
-        placement,
-        probe,
-        promote,
-        schemas,
-    )
-    placement.register(sub)
-    probe.register(sub)
-    promote.register(sub)
-    schemas.register(sub)
+    from . import placement, probe, promote, schemas, status
+
+    for command in (placement, probe, promote, schemas, status):
+        command.register(sub)
     return p
 
 

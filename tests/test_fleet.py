@@ -27,7 +27,7 @@ from stack.containers import ContainerSpec
 from stack.plan import build_plan
 from stack.project import load_project
 
-from .conftest import ROOT
+from .conftest import ROOT, run_cli
 from .docker_api import DockerApi
 from .fleet_host import IMAGE, FleetHost
 from .provider_port import create_body, tf_inputs
@@ -225,3 +225,52 @@ def test_health_gate_refuses_an_unknown_or_changed_host_key(project, fleet_host,
         connect(replace(good, known_hosts=str(tmp_path / "empty")))
     with pytest.raises(HostUnreachable, match="cannot reach"):
         connect(replace(good, port=1), timeout=5)
+
+
+def _wait_healthy(api: DockerApi, names: list[str], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if all((api.inspect(n)["State"].get("Health") or {}).get("Status") == "healthy" for n in names):
+            return
+        time.sleep(1)
+    raise AssertionError(f"{names} did not turn healthy")
+
+
+def test_status_is_ok_when_all_runs_as_planned_and_names_every_difference(project, fleet_host):
+    plan = build_plan(load_project("fleet", project))
+    api = docker_api(plan.hosts[0])
+    for spec in plan.containers:
+        apply(api, spec)
+    _wait_healthy(api, [c.name for c in plan.containers])
+    ok = run_cli("--root", project, "status", "--stack", "fleet", "--json")
+    report = json.loads(ok.out)
+    assert ok.code == 0 and report["ok"], report["findings"]
+    assert {c["name"] for c in report["hosts"][0]["containers"]} == {c.name for c in plan.containers}
+
+    first, second = plan.containers
+    extra = replace(first, name="gpufleet-fleet-extra-0", port=40008,
+                    command=tuple(a.replace(f":{first.port}", ":40008") for a in first.command))
+    try:
+        api.request("POST", f"/containers/{first.name}/stop", query={"t": "1"})
+        api.remove(second.name)
+        apply(api, extra)
+        bad = run_cli("--root", project, "status", "--stack", "fleet")
+        assert bad.code == 6
+        lines = bad.out
+        assert f"stopped     {first.name} on fleet-1 is exited" in lines
+        assert f"missing     {second.name} (web/1) is not on fleet-1; run pulumi up" in lines
+        assert "unexpected  gpufleet-fleet-extra-0 on fleet-1 is not in the plan" in lines
+    finally:
+        for name in (first.name, second.name, extra.name):
+            api.remove(name)
+
+
+def test_status_reports_an_unreachable_host_without_hanging(project, fleet_host, tmp_path):
+    broken = tmp_path / "p"
+    shutil.copytree(project, broken)
+    inv = broken / "inventory" / "fleet.yaml"
+    inv.write_text(inv.read_text().replace("ssh: {user: root, port: 22,", "ssh: {user: root, port: 2,"))
+    start = time.monotonic()
+    r = run_cli("--root", broken, "status", "--stack", "fleet", "--timeout", "3")
+    assert r.code == 6 and "unreachable fleet-1: cannot reach" in r.out
+    assert time.monotonic() - start < 30
