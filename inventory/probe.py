@@ -82,10 +82,7 @@ def probe_host(host: Host, timeout: float = 10) -> HostReport:
         report.seconds = time.monotonic() - start
         return report
     try:
-        _facts(client, report, timeout)
-        _docker(client, report, timeout)
-        for vendor in sorted({g.vendor for g in host.groups} | {"nvidia", "amd", "ascend"}):
-            _accelerators(client, report, vendor, timeout, expected=any(g.vendor == vendor for g in host.groups))
+        collect(client, report, timeout, expected={g.vendor for g in host.groups})
         compare(host, report)
     except (OSError, EOFError) as err:  # the connection died half way
         report.fail("unreachable", f"the SSH session broke: {err}")
@@ -93,6 +90,14 @@ def probe_host(host: Host, timeout: float = 10) -> HostReport:
         client.close()
     report.seconds = time.monotonic() - start
     return report
+
+
+def collect(client, report: HostReport, timeout: float, expected: set[str] = frozenset()) -> None:
+    """Facts, Docker and accelerators of one connected host into ``report``."""
+    _facts(client, report, timeout)
+    _docker(client, report, timeout)
+    for vendor in sorted(set(expected) | set(TOOLS)):
+        _accelerators(client, report, vendor, timeout, expected=vendor in expected)
 
 
 def _run(client, argv: list[str], timeout: float) -> tuple[int, str, str]:

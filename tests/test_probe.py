@@ -140,3 +140,32 @@ def test_probe_reads_the_inventory_it_is_given(tmp_path):
     r = run_cli("probe", "--inventory", tmp_path / "missing.yaml")
     assert r.code == 2 and "file not found" in r.err
     assert load_fleet(ROOT / "inventory" / "demo.yaml").hosts
+
+
+def test_discover_records_keys_and_prints_entries_that_probe_ok(hosts, tmp_path):
+    _, started = hosts
+    nv = started[0]
+    known = tmp_path / "known_hosts"
+    r = run_cli("discover", nv.address, "--identity", nv.identity, "--known-hosts", known)
+    assert r.code == 0, r.err
+    assert f"recorded {nv.address} in {known}: SHA256:" in r.err
+    assert known.read_text().startswith(f"{nv.address} ssh-ed25519 ")
+    entries = r.out
+    assert "        vram: 81559MiB" in entries and "uuid: GPU-5a9e6c1f-0b4e-4c1d-9f0a-2d7c1a3e5b10" in entries
+    inv = tmp_path / "inv.yaml"
+    inv.write_text("hosts:\n" + entries)
+    fleet = load_fleet(inv)
+    (h,) = fleet.hosts
+    assert len(h.groups[0].devices) == 4 and h.cpus and h.ram_mib
+    assert run_cli("probe", "--inventory", inv).code == 0  # what discover wrote matches the host
+    again = run_cli("discover", nv.address, "--identity", nv.identity, "--known-hosts", known)
+    assert again.code == 0 and "recorded" not in again.err and known.read_text().count("\n") == 1
+
+
+def test_discover_refuses_a_changed_key(hosts, tmp_path):
+    _, started = hosts
+    known = tmp_path / "known_hosts"
+    known.write_text(f"{started[0].address} ssh-ed25519 "
+                     "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
+    r = run_cli("discover", started[0].address, "--identity", started[0].identity, "--known-hosts", known)
+    assert r.code == 5 and "CHANGED" in r.err and r.out == ""
