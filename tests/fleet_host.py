@@ -76,9 +76,11 @@ class FleetHostProcess:
         self.folder = Path(tempfile.mkdtemp(prefix="gf-", dir="/tmp"))  # short: unix socket paths
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, tools: dict[str, str] | None = None, runtimes: tuple[str, ...] = ()) -> FleetHost:
+    def start(self, tools: dict[str, str] | None = None, runtimes: tuple[str, ...] = (),
+              docker_socket: Path | None = None) -> FleetHost:
         """``tools``: fake accelerator tools for this host's PATH, name -> the recorded output they print;
-        ``runtimes``: extra Docker runtime names (as a vendor toolkit registers them), backed by runc."""
+        ``runtimes``: extra Docker runtime names (as a vendor toolkit registers them), backed by runc;
+        ``docker_socket``: share another host's engine instead of starting one (many light hosts for the bench)."""
         d = self.folder
         bin_dir = d / "bin"
         bin_dir.mkdir(exist_ok=True)
@@ -86,18 +88,20 @@ class FleetHostProcess:
             (d / f"{name}.out").write_text(output)
             (bin_dir / name).write_text(f"#!/bin/sh\nexec cat {d}/{name}.out\n")
             (bin_dir / name).chmod(0o755)
-        sock = d / "docker.sock"
-        log = d / "dockerd.log"
-        self.procs.append(subprocess.Popen(
-            ["dockerd", "--host", f"unix://{sock}", "--data-root", str(d / "data"), "--exec-root", str(d / "x"),
-             "--pidfile", str(d / "docker.pid"), "--bridge", "none", "--iptables=false",
-             *[f"--add-runtime={r}={shutil.which('runc', path='/usr/sbin:/usr/bin:/sbin:/bin')}" for r in runtimes]],
-            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True))
+        sock = docker_socket or d / "docker.sock"
         host = FleetHost("", d, d / "id_ed25519", d / "known_hosts", sock)
-        _wait(lambda: host.local_docker("version", check=False, timeout=10).returncode == 0, "dockerd", log)
-        with _busybox_tar(d).open("rb") as tar:
-            subprocess.run(["docker", "-H", f"unix://{sock}", "import", "-", IMAGE], stdin=tar, check=True,
-                           capture_output=True, timeout=120)
+        if docker_socket is None:
+            log = d / "dockerd.log"
+            self.procs.append(subprocess.Popen(
+                ["dockerd", "--host", f"unix://{sock}", "--data-root", str(d / "data"), "--exec-root", str(d / "x"),
+                 "--pidfile", str(d / "docker.pid"), "--bridge", "none", "--iptables=false",
+                 *[f"--add-runtime={r}={shutil.which('runc', path='/usr/sbin:/usr/bin:/sbin:/bin')}"
+                   for r in runtimes]],
+                stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True))
+            _wait(lambda: host.local_docker("version", check=False, timeout=10).returncode == 0, "dockerd", log)
+            with _busybox_tar(d).open("rb") as tar:
+                subprocess.run(["docker", "-H", f"unix://{sock}", "import", "-", IMAGE], stdin=tar, check=True,
+                               capture_output=True, timeout=120)
 
         for key in ("host_ed25519", "id_ed25519"):
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(d / key)], check=True)
@@ -105,7 +109,7 @@ class FleetHostProcess:
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder
         sshd_log = d / "sshd.log"
         for _ in range(20):  # a free loopback address for this session
-            address = f"127.0.10.{random.randint(100, 250)}"
+            address = f"127.0.{random.randint(10, 13)}.{random.randint(100, 250)}"
             if not _listening(address, 22):
                 break
         (d / "sshd_config").write_text(
@@ -141,7 +145,7 @@ class FleetHostProcess:
                 proc.wait(timeout=30)
 
     def stop(self) -> None:
-        sock = self.folder / "docker.sock"
+        sock = self.folder / "docker.sock"  # only this host's own engine
         if sock.exists():
             ids = subprocess.run(["docker", "-H", f"unix://{sock}", "ps", "-aq"], capture_output=True,
                                  text=True, timeout=30).stdout.split()

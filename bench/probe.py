@@ -1,0 +1,126 @@
+"""Probe benchmark: gpufleet probe against Ansible on the same test hosts. Prints one JSON object.
+
+    .venv/bin/pip install -e '.[bench]'        # ansible-core
+    .venv/bin/python bench/probe.py            # 8, 32 and 64 hosts (needs root, sshd, dockerd)
+
+Each test host is a real OpenSSH server on its own loopback address; they share one Docker engine
+(the probe's `docker info` reaches it through each session's DOCKER_HOST) and each has a fake
+nvidia-smi printing a recorded output. Both tools run the same queries on every host: OS,
+architecture, CPUs, memory, Docker version and runtimes, nvidia-smi's device query. Ansible runs
+them as one ad-hoc `shell` call with forks equal to the host count. Median of 3 runs each, cold
+(no SSH connection reused between runs: gpufleet opens fresh paramiko sessions, Ansible's
+ControlPersist is off).
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from inventory.accelerator_tools import NVIDIA_QUERY  # noqa: E402
+from inventory.fleet import load_fleet  # noqa: E402
+from inventory.probe import probe_fleet  # noqa: E402
+from tests.fleet_host import FleetHostProcess  # noqa: E402
+
+SIZES = (8, 32, 64)
+RUNS = 3
+QUERIES = ("uname -s; uname -m; nproc; grep MemTotal /proc/meminfo; "
+           "docker info --format '{{.ServerVersion}} {{range $k, $v := .Runtimes}}{{$k}},{{end}}'; "
+           + " ".join(NVIDIA_QUERY))
+
+
+def _start(n: int, work: Path) -> tuple[list, list]:
+    nvidia = (ROOT / "tests" / "data" / "probe" / "nvidia-smi.h100x8.csv").read_text()
+    procs = [FleetHostProcess()]
+    hosts = [procs[0].start({"nvidia-smi": nvidia}, runtimes=("nvidia",))]
+    for _ in range(n - 1):
+        p = FleetHostProcess()
+        procs.append(p)
+        hosts.append(p.start({"nvidia-smi": nvidia}, docker_socket=hosts[0].docker_socket))
+    return procs, hosts
+
+
+def _inventory(hosts, work: Path) -> Path:
+    lines = ["hosts:"]
+    for i, h in enumerate(hosts):
+        lines.append(f"  - {{name: h{i:03d}, address: {h.address}, ssh: {{user: root, identity_file: {h.identity}, "
+                     f"known_hosts: {h.known_hosts}}}, accelerators: [{{vendor: nvidia, model: NVIDIA H100 80GB "
+                     f"HBM3, vram: 81559MiB, count: 4}}]}}")
+    path = work / "inventory.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _ansible_inventory(hosts, work: Path) -> Path:
+    lines = ["[fleet]"]
+    for i, h in enumerate(hosts):
+        lines.append(f"h{i:03d} ansible_host={h.address} ansible_user=root ansible_ssh_private_key_file={h.identity} "
+                     f"ansible_python_interpreter=/usr/bin/python3 ansible_ssh_common_args='-o StrictHostKeyChecking=yes "
+                     f"-o UserKnownHostsFile={h.known_hosts} -o ControlMaster=no'")
+    path = work / "inventory.ini"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _time_gpufleet(inventory: Path) -> tuple[float, int, float]:
+    """Wall time, hosts ok, and gpufleet's own CPU seconds (the hosts' sshd run on this machine too)."""
+    fleet = load_fleet(inventory)
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    reports = probe_fleet(fleet)
+    took = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return took, sum(r.status == "ok" for r in reports), (after.ru_utime - cpu.ru_utime) + (after.ru_stime - cpu.ru_stime)
+
+
+def _time_ansible(inventory: Path, n: int) -> tuple[float, int]:
+    env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_SSH_ARGS": "-o ControlMaster=no",
+           "ANSIBLE_NOCOLOR": "1"}
+    ansible = str(Path(sys.executable).parent / "ansible")
+    start = time.perf_counter()
+    # {% raw %}: Ansible would read docker's Go template as Jinja; the leading ': ;' (a shell no-op) keeps
+    # Ansible from taking arguments that start with '{' for JSON
+    raw = ": ; {% raw %}" + QUERIES + "{% endraw %}"
+    result = subprocess.run([ansible, "all", "-i", str(inventory), "-m", "shell", "-a", raw, "-f", str(n)],
+                            capture_output=True, text=True, env=env, timeout=600)
+    took = time.perf_counter() - start
+    ok = sum(1 for line in result.stdout.splitlines() if " | CHANGED | rc=0 >>" in line)
+    return took, ok
+
+
+def main() -> int:
+    out = {"runs": RUNS, "sizes": []}
+    for n in SIZES:
+        with tempfile.TemporaryDirectory(prefix="gf-bench-") as tmp:
+            work = Path(tmp)
+            procs, hosts = _start(n, work)
+            try:
+                inv, ini = _inventory(hosts, work), _ansible_inventory(hosts, work)
+                ours = [_time_gpufleet(inv) for _ in range(RUNS)]
+                theirs = [_time_ansible(ini, n) for _ in range(RUNS)]
+            finally:
+                for p in reversed(procs):
+                    p.stop()
+        g = statistics.median(t for t, _, _ in ours)
+        a = statistics.median(t for t, _ in theirs)
+        out["sizes"].append({"hosts": n, "gpufleet_s": round(g, 3), "ansible_s": round(a, 3),
+                             "ansible_over_gpufleet": round(a / g, 1),
+                             "gpufleet_cpu_s": round(statistics.median(c for _, _, c in ours), 3),
+                             "gpufleet_hosts_ok": min(ok for _, ok, _ in ours),
+                             "ansible_hosts_ok": min(ok for _, ok in theirs)})
+        print(json.dumps(out["sizes"][-1]), file=sys.stderr)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
