@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
                                    "whole project: every backends/*/spec.yaml, inventory/*.yaml and stack/*.yaml, "
                                    "with cross-references (backend and version exist, frameworks fit the "
                                    "inventory, template variables are known).")
+    v.add_argument("--json", action="store_true", help="one JSON object: counts, problems and notes")
     v.add_argument("paths", nargs="*", type=Path, metavar="PATH",
                    help="a spec.yaml, a catalog list, a folder of backend folders, an inventory or a stack file")
     v.set_defaults(run=cmd_validate)
@@ -114,11 +115,20 @@ def cmd_validate(args) -> int:
                 backends |= names
                 notes += found
     counts["backends"] = len(backends)
+    if getattr(args, "json", False):
+        print(json.dumps({"ok": not problems, "counts": counts,
+                          "problems": [_problem_json(p) for p in problems.items],
+                          "notes": [_problem_json(n) for n in sorted(set(notes), key=Problem.sort_key)]}, indent=2))
+        return EXIT_OK if not problems else EXIT_INPUT
     print_notes(notes)
     problems.raise_if_any()
     print("ok: " + ", ".join(f"{n} {k if n != 1 else k.rstrip('s').replace('inventorie', 'inventory')}"
                              for k, n in counts.items()))
     return EXIT_OK
+
+
+def _problem_json(p: Problem) -> dict:
+    return {"file": p.file, "line": p.line, "col": p.col, "field": p.field, "message": p.message, "text": str(p)}
 
 
 def print_notes(notes: list[Problem]) -> None:

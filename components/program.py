@@ -27,6 +27,7 @@ def run(root: Path | None = None) -> dict[str, pulumi.Output]:
     project, plan, secrets = _load_and_plan(cfg, root or find_root(Path.cwd()))
     _check(plan, cfg)
     _log(plan)
+    _compare_with_applied(plan, cfg)
     _build(plan, secrets)
     return _export(plan)
 
@@ -82,6 +83,58 @@ def _check(plan: Plan, cfg: pulumi.Config) -> None:
             f"{plan.lock_file} is missing or does not match this placement; nothing was changed. Run "
             f"`gpufleet lock --stack {plan.stack}`, review and commit the lock (or set `pulumi config set "
             f"{CONFIG}:allowStaleLock true` to apply the placement anyway)")
+
+
+def _compare_with_applied(plan: Plan, cfg: pulumi.Config) -> None:
+    """Say where the lock disagrees with what this stack last applied (its own `placement` output).
+
+    The lock in git is the prior placement; if it no longer records where replicas really run
+    (an up with allowStaleLock, a hand edit, a lost commit), later plans would move running
+    replicas nobody reviewed. The stack's own state is read back through a StackReference to
+    itself; a stack that was never applied has nothing to compare. ``gpufleet:compareState:
+    false`` turns this off.
+    """
+    try:
+        enabled = cfg.get_bool("compareState")
+    except pulumi.ConfigTypeError:
+        enabled = True
+    if enabled is False:
+        return
+    name = f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
+    applied = pulumi.StackReference(f"{plan.stack}-applied", stack_name=name).get_output("placement")
+    locked = {c.key: {"host": c.host, "gpus": list(g.gpus), "port": c.port}
+              for c, g in zip(plan.containers, plan.placement.assignments)}
+
+    def report(previous) -> None:
+        for line in state_differences(previous, locked, plan.lock_file):
+            pulumi.log.warn(line)
+
+    applied.apply(report)
+
+
+def state_differences(applied: dict | None, locked: dict, lock_file: str) -> list[str]:
+    """Replicas whose applied place (host, GPUs, port) differs from the lock's; nothing before the first up."""
+    if not applied:
+        return []
+    # Pulumi hands numbers back as floats: 40000.0 is port 40000
+    applied = {k: {"host": v.get("host"), "gpus": [int(g) for g in v.get("gpus") or []], "port": int(v.get("port", 0))}
+               for k, v in applied.items() if isinstance(v, dict)}
+    out = []
+    for key in sorted(set(applied) | set(locked)):
+        was, now = applied.get(key), locked.get(key)
+        if was == now:
+            continue
+        if now is None:
+            out.append(f"{key} runs on {was['host']} (last up) but is not in {lock_file}: this up removes it")
+        elif was is None:
+            out.append(f"{key} is in {lock_file} on {now['host']} but the last up did not run it: this up adds it")
+        else:
+            out.append(f"{key} ran on {was['host']} gpus {was['gpus']} port {was['port']} (last up); {lock_file} "
+                       f"places it on {now['host']} gpus {now['gpus']} port {now['port']}")
+    if out:
+        out.insert(0, f"the stack's last applied placement and {lock_file} differ in {len(out)} replica(s); if this "
+                      "change did not intend it, the lock no longer records where replicas run")
+    return out
 
 
 def _build(plan: Plan, secrets: dict[str, pulumi.Output[str]]) -> None:

@@ -17,11 +17,16 @@ SECRET_SIG = "4dabf18193072939515e22adb298388d"
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
-    def __init__(self, sink: list | None = None) -> None:
+    def __init__(self, sink: list | None = None, stack_outputs: dict | None = None) -> None:
         self.resources: list[pulumi.runtime.MockResourceArgs] = [] if sink is None else sink
+        #: what a StackReference to this stack reads back: its outputs of the last `pulumi up`
+        self.stack_outputs = stack_outputs or {}
 
     def new_resource(self, args):
         self.resources.append(args)
+        if args.typ == "pulumi:pulumi:StackReference":
+            return f"{args.name}-id", {"name": args.inputs.get("name"), "outputs": self.stack_outputs,
+                                       "secretOutputNames": []}
         outputs = dict(args.inputs)
         if args.typ == "docker:index/remoteImage:RemoteImage":
             outputs["imageId"] = "sha256:" + hashlib.sha256(args.inputs["name"].encode()).hexdigest()[:12]
@@ -55,11 +60,11 @@ def plain(value):
 
 
 def run_program(root: Path, stack: str = "demo", config: dict | None = None, secrets: dict | None = None,
-                preview: bool = True, sink: list | None = None) -> Run:
+                preview: bool = True, sink: list | None = None, stack_outputs: dict | None = None) -> Run:
     """``sink`` receives every registration even when the program fails."""
     from components.program import run
 
-    mocks = RecordingMocks(sink)
+    mocks = RecordingMocks(sink, stack_outputs)
     buf = io.StringIO()
     logger = logging.getLogger(f"gpufleet-test-{id(buf)}")
     logger.addHandler(logging.StreamHandler(buf))

@@ -85,3 +85,15 @@ def test_validate_and_plan_agree_on_a_dropped_catalog_and_count_backends(tmp_pat
     assert whole.code == plan.code == 2
     expected = "stack/demo.yaml:59:23: deployments.kokoro-tts.resources.gpus: version 'latest-gpu' of Kokoro-FastAPI"
     assert expected in whole.err and expected in plan.err
+
+
+def test_validate_json(cli, tmp_path):
+    good = cli("--root", ROOT, "validate", "--json")
+    assert good.code == 0 and json.loads(good.out)["counts"] == {"backends": 10, "inventories": 1, "stacks": 1}
+    bad_file = tmp_path / "a.yaml"
+    bad_file.write_text("hosts:\n  - name: x\n    address: 127.0.40.1\n    lables: {}\n")
+    bad = cli("--root", ROOT, "validate", "--json", bad_file)
+    report = json.loads(bad.out)
+    assert bad.code == 2 and not report["ok"]
+    (problem,) = [p for p in report["problems"] if p["field"] == "hosts[0].lables"]
+    assert (problem["line"], problem["col"]) == (4, 5) and problem["message"].startswith("unknown key 'lables'")

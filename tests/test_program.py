@@ -321,3 +321,22 @@ def test_registry_passwords_travel_as_secrets(project):
     assert "hunter2" not in run.logs
     images = run.of_type("remoteImage:RemoteImage")
     assert all(run.options[i.name].custom_timeouts.create == "3600s" for i in images)
+
+
+def test_the_lock_is_compared_with_what_the_stack_last_applied(project):
+    first = run_program(project)
+    applied = dict(first.outputs["placement"])
+    # as Pulumi hands them back: numbers are floats
+    as_read = {k: {**v, "gpus": [float(g) for g in v["gpus"]], "port": float(v["port"])} for k, v in applied.items()}
+    quiet = run_program(project, stack_outputs={"placement": as_read})
+    assert "differ in" not in quiet.logs
+    drifted = dict(applied)
+    drifted["qwen3-8b/0"] = {"host": "nv-l40s-1", "gpus": [2], "port": 40007}
+    drifted["ghost/0"] = {"host": "cpu-1", "gpus": [], "port": 40005}
+    run = run_program(project, stack_outputs={"placement": drifted})
+    assert "the stack's last applied placement and stack/demo.lock.yaml differ in 2 replica(s)" in run.logs
+    assert "qwen3-8b/0 ran on nv-l40s-1 gpus [2] port 40007 (last up); stack/demo.lock.yaml places it on " \
+           "nv-a100-1" in run.logs
+    assert "ghost/0 runs on cpu-1 (last up) but is not in stack/demo.lock.yaml" in run.logs
+    assert "differ in" not in run_program(project, config={"compareState": "false"},
+                                          stack_outputs={"placement": drifted}).logs
