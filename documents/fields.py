@@ -30,9 +30,48 @@ _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\$?\Z", re.IGNORECASE)
 
 
 class StrictModel(BaseModel):
-    """A user-written mapping: unknown keys are errors (with a did-you-mean), values are frozen."""
+    """A user-written mapping: unknown keys are errors (with a did-you-mean), values are frozen.
+
+    A ``#:`` comment above a field is its description in the JSON Schema (and so in editors and
+    the README's file reference): the documentation is written once, beside the field.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        described = _comment_descriptions(cls)
+        changed = False
+        for name, text in described.items():
+            field = cls.model_fields.get(name)
+            if field is not None and not field.description:
+                field.description = text
+                changed = True
+        if changed:
+            cls.model_rebuild(force=True)
+
+
+def _comment_descriptions(cls) -> dict[str, str]:
+    """``#:`` comment lines directly above ``name: ...`` in the class body, by field name."""
+    import inspect
+
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):
+        return {}
+    out: dict[str, str] = {}
+    pending: list[str] = []
+    for line in lines[1:]:
+        stripped = line.strip()
+        if stripped.startswith("#:"):
+            pending.append(stripped[2:].strip())
+            continue
+        m = re.match(r"^([a-z_][a-z0-9_]*)\s*:", stripped)
+        if m and pending:
+            out[m.group(1)] = " ".join(pending)
+        pending = []
+    return out
 
 
 def empty_if_none(value):

@@ -62,3 +62,13 @@ def test_sizes_and_durations_are_described_as_people_write_them():
     assert not list(validator.iter_errors({"inventory": "x", "health": {"timeout": "15m"},
                                            "deployments": {"a": {"backend": "vLLM", "model": {"huggingface": "a/b"},
                                                                  "resources": {"vram": "30GiB", "shm": "16GiB"}}}}))
+
+
+def test_the_readmes_file_reference_is_generated_from_the_schemas():
+    from cli.reference import BEGIN, END, reference
+
+    readme = (ROOT / "README.md").read_text()
+    assert readme[readme.index(BEGIN):readme.index(END) + len(END)] == reference(), \
+        "run: python -m cli.reference --write"
+    for key in ("`backend_name`", "`max_unavailable`", "`model_roots`", "`pci_bus_id`", "`drop_default_parameters`"):
+        assert key in reference()
