@@ -54,8 +54,11 @@ def cmd_status(args) -> int:
             h = futures[done]
             try:
                 found, answers, used = done.result()
-            except (HostUnreachable, OSError, EOFError) as err:
+            except HostUnreachable as err:
                 unreachable[h.name] = str(err).split(": ", 1)[-1]
+                continue
+            except (OSError, EOFError) as err:  # reached, but Docker (or the session) failed
+                unreachable[h.name] = f"Docker does not answer: {err}"
                 continue
             observed[h.name], gpu_used[h.name] = found, used
             endpoints.update(answers)

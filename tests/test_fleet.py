@@ -274,3 +274,27 @@ def test_status_reports_an_unreachable_host_without_hanging(project, fleet_host,
     r = run_cli("--root", broken, "status", "--stack", "fleet", "--timeout", "3")
     assert r.code == 6 and "unreachable fleet-1: cannot reach" in r.out
     assert time.monotonic() - start < 30
+
+
+def test_status_with_a_dead_docker_engine_says_so(project, fleet_host, tmp_path):
+    """A host whose sshd answers but whose Docker does not: reported, no traceback, exit 6."""
+    from .fleet_host import FleetHostProcess
+
+    proc = FleetHostProcess()
+    host = proc.start()
+    try:
+        broken = tmp_path / "p"
+        shutil.copytree(project, broken)
+        inv = broken / "inventory" / "fleet.yaml"
+        text = inv.read_text()
+        for old, new in ((fleet_host.address, host.address), (str(fleet_host.identity), str(host.identity)),
+                         (str(fleet_host.known_hosts), str(host.known_hosts))):
+            text = text.replace(old, new)
+        inv.write_text(text)
+        proc.kill_dockerd()
+        r = run_cli("--root", broken, "status", "--stack", "fleet", "--timeout", "5")
+        assert r.code == 6 and "Traceback" not in r.err
+        assert "unreachable fleet-1: Docker does not answer: docker ps failed: Cannot connect to the Docker daemon" \
+            in r.out
+    finally:
+        proc.stop()
