@@ -76,3 +76,17 @@ def fleet_host():
                 subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "-l", "root", host.address],
                                capture_output=True, timeout=30)
         proc.stop()
+
+
+def copy_project(dest: Path, *, program: bool = False, lock: bool = True) -> Path:
+    """A copy of this project's files to edit in a test: backends, inventory, stack (and the Pulumi program)."""
+    import shutil
+
+    names = ("backends", "inventory", "stack") + (("components",) if program else ())
+    for name in names:
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("Pulumi.yaml", "Pulumi.demo.yaml"):
+        shutil.copy(ROOT / name, dest)
+    if not lock:
+        (dest / "stack" / "demo.lock.yaml").unlink()
+    return dest

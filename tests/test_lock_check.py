@@ -1,21 +1,17 @@
 """The lock is checked, never guessed: lock --check as a CI gate, missing and foreign locks, partial plans."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, run_cli
+from .conftest import copy_project, run_cli
 from .test_plan_cli import edit
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    for name in ("backends", "inventory", "stack"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    shutil.copy(ROOT / "Pulumi.yaml", tmp_path)
-    return tmp_path
+    return copy_project(tmp_path)
 
 
 def test_check_passes_on_a_fresh_lock_and_fails_with_the_difference_on_a_stale_one(project):

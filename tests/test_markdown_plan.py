@@ -1,23 +1,19 @@
 """plan --format markdown: the placement diff as a pull-request comment."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from cli.markdown import FOLD_AFTER
 
-from .conftest import ROOT, run_cli
+from .conftest import copy_project, run_cli
 from .test_plan_cli import edit
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    for name in ("backends", "inventory", "stack"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    shutil.copy(ROOT / "Pulumi.yaml", tmp_path)
-    return tmp_path
+    return copy_project(tmp_path)
 
 
 def _md(project, *extra) -> tuple[int, str]:

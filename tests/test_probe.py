@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from inventory.accelerator_tools import ToolOutputError, parse_npu_smi, parse_nvidia_smi, parse_rocm_smi
+from inventory.accelerator_tools import (
+    ToolOutputError,
+    parse_npu_smi,
+    parse_nvidia_smi,
+    parse_rocm_smi,
+)
 from inventory.fleet import load_fleet
 from inventory.probe import HostReport, compare
 

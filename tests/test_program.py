@@ -10,7 +10,7 @@ import pytest
 
 from inventory.fleet import load_fleet
 
-from .conftest import ROOT, run_cli
+from .conftest import ROOT, copy_project, run_cli
 from .pulumi_harness import plain, run_program
 from .test_plan_cli import edit
 
@@ -19,11 +19,7 @@ CONTAINER = "docker:index/container:Container"
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    for name in ("backends", "inventory", "stack", "components"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("Pulumi.yaml", "Pulumi.demo.yaml"):
-        shutil.copy(ROOT / name, tmp_path)
-    return tmp_path
+    return copy_project(tmp_path, program=True)
 
 
 def _lock(project: Path, stack: str = "demo") -> None:

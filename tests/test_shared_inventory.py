@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, run_cli
+from .conftest import copy_project, run_cli
 from .pulumi_harness import run_program
 
 PROD = """inventory: ../inventory/demo.yaml
@@ -27,11 +26,7 @@ deployments:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    for name in ("backends", "inventory", "stack", "components"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("Pulumi.yaml", "Pulumi.demo.yaml"):
-        shutil.copy(ROOT / name, tmp_path)
-    (tmp_path / "stack" / "demo.lock.yaml").unlink()
+    copy_project(tmp_path, program=True, lock=False)
     (tmp_path / "stack" / "prod.yaml").write_text(PROD)
     return tmp_path
 
