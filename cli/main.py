@@ -17,6 +17,8 @@ from inventory.fleet import load_fleet
 from inventory.known_hosts import known_hosts_problems
 from stack.project import display, find_root, load_project
 
+from .tables import render_table
+
 EXIT_OK, EXIT_INPUT, EXIT_UNPLACED = 0, 2, 3
 
 
@@ -202,8 +204,7 @@ def cmd_catalog(args) -> int:
 
 
 def format_table(rows: list[tuple]) -> str:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return render_table(rows[0], rows[1:])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,6 +5,8 @@ from inventory.fleet import Fleet
 from inventory.sizes import format_mib
 from stack.placement.model import Placement
 
+from .tables import render_table
+
 
 def placement_json(stack: str, fleet: Fleet, placement: Placement) -> dict:
     hosts = _host_usage(fleet, placement)
@@ -83,6 +85,6 @@ def placement_text(stack: str, fleet: Fleet, placement: Placement, inventory_fil
     return "\n".join(lines)
 
 
+
 def _table(rows: list[tuple]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return render_table(rows[0], rows[1:])

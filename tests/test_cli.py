@@ -97,3 +97,16 @@ def test_validate_json(cli, tmp_path):
     assert bad.code == 2 and not report["ok"]
     (problem,) = [p for p in report["problems"] if p["field"] == "hosts[0].lables"]
     assert (problem["line"], problem["col"]) == (4, 5) and problem["message"].startswith("unknown key 'lables'")
+
+
+def test_tables_are_plain_in_a_pipe_and_coloured_on_a_terminal():
+    from cli.tables import render_table
+
+    rows = [("a/0", "moved (host_cordoned; was on h1)"), ("[bold]x[/bold]", "kept")]
+    plain = render_table(("REPLICA", "STATUS"), rows, tty=False)
+    assert "\x1b[" not in plain
+    assert plain.splitlines()[0].split() == ["REPLICA", "STATUS"]
+    assert "[bold]x[/bold]" in plain  # file values are text, never markup
+    coloured = render_table(("REPLICA", "STATUS"), rows, tty=True)
+    assert "\x1b[33m" in coloured and "moved" in coloured  # yellow for moved
+    assert "[bold]x[/bold]" in coloured
