@@ -42,6 +42,7 @@ def register(sub) -> None:
     lk.add_argument("--check", action="store_true",
                     help="write nothing; exit 4 and print the difference when the lock is not what placement "
                          "would write (a CI gate)")
+    lk.add_argument("--no-lock", action="store_true", help="ignore the current lock: place everything fresh")
     lk.add_argument("--allow-unplaced", action="store_true",
                     help="write the lock even when some replica cannot be placed (default: write nothing, exit 3)")
     lk.set_defaults(run=cmd_lock)

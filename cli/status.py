@@ -50,7 +50,10 @@ def cmd_status(args) -> int:
     observed, unreachable, endpoints, gpu_used = {}, {}, {}, {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(64, len(hosts)))) as pool:
         futures = {pool.submit(_host, h, plan.stack, by_host.get(h.name, []), timeout): h for h in hosts}
-        for done in concurrent.futures.as_completed(futures):
+        tty = sys.stderr.isatty() and not args.json
+        for n, done in enumerate(concurrent.futures.as_completed(futures), 1):
+            if tty:
+                print(f"\rchecking {n}/{len(futures)} hosts", end="", file=sys.stderr, flush=True)
             h = futures[done]
             try:
                 found, answers, used = done.result()
@@ -62,6 +65,8 @@ def cmd_status(args) -> int:
                 continue
             observed[h.name], gpu_used[h.name] = found, used
             endpoints.update(answers)
+    if sys.stderr.isatty() and not args.json:
+        print(file=sys.stderr)
     findings = compare(list(plan.containers), observed, unreachable, endpoints)
     problems = [f for f in findings if f.problem]
     claimed = {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from documents.problems import ProblemList
+from documents.problems import InputError, Problem, ProblemList
 from documents.yaml_reader import path_kind, read_yaml
 from inventory.fleet import Host
 
@@ -48,6 +48,12 @@ def plan_placement(project: Project, lock_file: Path | None = None, strategy: st
     """The placement of a project: its lock kept where it fits, other stacks' GPUs and ports left alone."""
     path = lock_file or lock_path(project.stack_file)
     prior = read_prior(path, display(path, project.root), project.name) if use_lock else Prior({})
+    hosts = {lr.host for lr in prior.replicas.values()}
+    if hosts and not hosts & set(project.fleet.names()):
+        raise InputError([Problem(display(path, project.root), 0, 0, "",
+                                  f"none of this lock's hosts ({', '.join(sorted(hosts)[:3])}…) is in "
+                                  f"{project.fleet.file}: it belongs to another inventory; give this inventory's "
+                                  "lock, or --no-lock to place fresh")])
     placement = place(project.fleet, demands_for(project.workloads), prior.replicas,
                       strategy or project.stack.strategy, prior.reserved, other_stacks_held(project))
     return prior, placement

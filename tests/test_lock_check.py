@@ -56,3 +56,12 @@ def test_lock_writes_nothing_when_the_plan_is_incomplete_unless_asked(project):
     assert (project / "stack" / "demo.lock.yaml").read_text() == before
     r = run_cli("--root", project, "lock", "--stack", "demo", "--allow-unplaced")
     assert r.code == 3 and r.out.splitlines()[-1].startswith("wrote: stack/demo.lock.yaml")
+
+
+def test_a_lock_of_another_inventory_is_an_error(project):
+    lock = project / "stack" / "demo.lock.yaml"
+    lock.write_text(lock.read_text().replace('"host": "', '"host": "other-'))
+    r = run_cli("--root", project, "plan", "--stack", "demo")
+    assert r.code == 2 and "belongs to another inventory" in r.err and "stack/demo.lock.yaml" in r.err
+    fresh = run_cli("--root", project, "lock", "--stack", "demo", "--no-lock")
+    assert fresh.code == 0 and '"host": "other-' not in (project / "stack" / "demo.lock.yaml").read_text()
