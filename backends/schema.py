@@ -53,7 +53,8 @@ class BackendSpec(StrictModel):
 
     backend_name: PlainText = Field(min_length=1)
     description: Optional[str] = None
-    health_check_path: HealthPath = "/v1/models"
+    #: absent: built-ins use /v1/models (MindIE /info); other backends get no health check (GPUStack's is_ready)
+    health_check_path: Optional[HealthPath] = None
     default_version: Optional[PlainText] = None
     default_run_command: CommandText = None
     default_entrypoint: CommandText = None

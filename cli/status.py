@@ -32,7 +32,8 @@ def _host(host, stack: str, specs, timeout: float):
     try:
         found = containers(client, stack)
         running = {o.name for o in found if o.state == "running" and o.health in ("healthy", "none")}
-        answers = {s.name: endpoint_answers(client, health_url(s)) for s in specs if s.name in running}
+        answers = {s.name: endpoint_answers(client, health_url(s)) for s in specs
+                   if s.name in running and health_url(s)}
         return found, answers, gpu_memory_used(client)
     finally:
         client.close()

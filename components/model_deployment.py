@@ -96,7 +96,7 @@ def container_args(spec: ContainerSpec, image: pulumi.Input[str],
                          for r in spec.device_requests],
         healthcheck=docker.ContainerHealthcheckArgs(
             tests=list(hc.test), interval=go_duration(hc.interval_s), timeout=go_duration(hc.timeout_s),
-            start_period=go_duration(hc.start_period_s), retries=hc.retries),
+            start_period=go_duration(hc.start_period_s), retries=hc.retries) if hc else None,
         # the health gate waits (and explains a failure); the provider's own wait only says "unhealthy"
         wait=False,
         log_driver=spec.log_driver,
@@ -153,7 +153,7 @@ class ModelDeployment(pulumi.ComponentResource):
                 container = self.containers[spec.replica]
                 self.gates[spec.replica] = HealthGate(
                     f"{name}-{spec.replica}-healthy", Endpoint.of(host.host), spec.name, container.id,
-                    spec.wait_timeout_s, spec.healthcheck.interval_s,
+                    spec.wait_timeout_s, spec.healthcheck.interval_s if spec.healthcheck else 5,
                     opts=pulumi.ResourceOptions(parent=self, depends_on=[container]))
         self.endpoints = [c.endpoint for c in args.containers]
         self.register_outputs({"endpoints": self.endpoints})

@@ -59,7 +59,7 @@ class ContainerSpec:
     devices: tuple[DeviceNode, ...]
     mounts: tuple[Mount, ...]
     labels: tuple[tuple[str, str], ...]
-    healthcheck: HealthCheck
+    healthcheck: HealthCheck | None  # None: no health check (ready once running)
     shm_size_mib: int
     memory_mib: int | None
     cpus: float | None
@@ -150,7 +150,7 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, setting
         name=container_name(stack, w.name, a.replica), image=w.image, entrypoint=entrypoint, command=command,
         env=plain_env, secret_env=secret_env, device_requests=exposure.requests, devices=exposure.nodes,
         mounts=tuple(sorted(set(mounts), key=lambda m: m.target)), labels=tuple(sorted(labels.items())),
-        healthcheck=health_check(host.address, a.port, w.health_check_path, health),
+        healthcheck=health_check(host.address, a.port, w.health_check_path, health) if w.health_check_path else None,
         shm_size_mib=r.shm, memory_mib=r.ram, cpus=r.cpus, wait=health.wait, wait_timeout_s=health.timeout,
         log_opts=(("max-file", str(settings.logs.max_file)), ("max-size", settings.logs.max_size)),
         stop_grace_s=settings.rollout.stop_grace, pull_timeout_s=settings.images.pull_timeout, moved_from=moved_from,

@@ -33,6 +33,8 @@ def wait_until_healthy(run: Runner, name: str, timeout_s: float, interval_s: flo
         health = (state.get("Health") or {}).get("Status")
         if health == "healthy":
             return state
+        if health is None and state.get("Running") and not state.get("Restarting"):
+            return state  # no health check: ready once it runs (GPUStack's rule for such backends)
         if state.get("Restarting") or (not state.get("Running") and state.get("Status") in ("exited", "dead")):
             break  # it exited (and is being restarted): a crash, not a slow start; waiting changes nothing
         if clock() >= deadline:

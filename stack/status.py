@@ -28,9 +28,9 @@ class Finding:
         return self.kind in PROBLEMS
 
 
-def health_url(spec: ContainerSpec) -> str:
-    """The URL the container's health check requests (its arguments are url, host, port, path)."""
-    return spec.healthcheck.test[5]
+def health_url(spec: ContainerSpec) -> str | None:
+    """The URL the container's health check requests (its arguments are url, host, port, path); None without one."""
+    return spec.healthcheck.test[5] if spec.healthcheck else None
 
 
 def compare(planned: list[ContainerSpec], observed: dict, unreachable: dict[str, str],

@@ -36,8 +36,9 @@ from .schema import Deployment, StackFile
 
 #: GPUStack's name for a model run with its own image and command (BackendEnum.CUSTOM)
 CUSTOM = "Custom"
-#: GPUStack's default health check path (InferenceBackend.health_check_path)
-DEFAULT_HEALTH_PATH = "/v1/models"
+#: GPUStack's health check paths for built-ins that set none (gpustack/worker/serve_manager.py, is_ready)
+BUILTIN_HEALTH_PATH = "/v1/models"
+MINDIE_HEALTH_PATH = "/info"
 _DEPLOYMENT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?\Z")
 
 
@@ -56,7 +57,9 @@ class Workload:
     run_command: Template | None
     env: dict[str, str]  # backend default_env < version env < deployment env; may hold secret:NAME
     parameters: list[str]  # backend parameters, normalised, appended to the rendered command
-    health_check_path: str
+    #: None: no health check, the replica is ready once it runs (GPUStack's rule for custom and community
+    #: backends without a path)
+    health_check_path: str | None
     manual: tuple[tuple[str, int], ...] | None
     marks: Marks | None = None
     #: GPUStack's "Custom" mode: the deployment's own image and command, no backend defaults
@@ -188,11 +191,31 @@ def _resolve_one(name: str, dep: Deployment, marks: Marks, catalog: Catalog, fle
         name=name, spec=dep, backend=entry, version=version, config=config, framework=framework,
         image=dep.image or config.image_name, entrypoint=entrypoint, run_command=run_command, env=env,
         parameters=parameters,
-        health_check_path=dep.health_check_path or (DEFAULT_HEALTH_PATH if custom else entry.spec.health_check_path),
+        health_check_path=health_path(dep, entry, custom),
         manual=manual, marks=marks, custom=custom,
         builtin_command=(not custom and entry.spec.backend_source == "built-in" and dep.run_command is None
                          and config.run_command is None),
     )
+
+
+def health_path(dep: Deployment, entry: BackendEntry, custom: bool) -> str | None:
+    """GPUStack's is_ready (gpustack/worker/serve_manager.py) and its GPUSTACK_MODEL_HEALTH_CHECK_PATH override.
+
+    The deployment's path, else the model's GPUSTACK_MODEL_HEALTH_CHECK_PATH, else the backend's; a built-in
+    without one uses /v1/models (MindIE /info); a custom or community backend without one, and Custom mode,
+    has no health check: it is ready once it runs.
+    """
+    if dep.health_check_path:
+        return dep.health_check_path
+    if dep.env.get("GPUSTACK_MODEL_HEALTH_CHECK_PATH"):
+        return dep.env["GPUSTACK_MODEL_HEALTH_CHECK_PATH"]
+    if custom:
+        return None
+    if entry.spec.health_check_path:
+        return entry.spec.health_check_path
+    if entry.spec.backend_source == "built-in":
+        return MINDIE_HEALTH_PATH if entry.name == "MindIE" else BUILTIN_HEALTH_PATH
+    return None
 
 
 def _custom_entry(name: str, dep: Deployment, marks: Marks, at: tuple) -> tuple[BackendEntry, str, VersionConfig]:

@@ -105,7 +105,7 @@ def test_crlf_folded_and_null_fields_are_accepted(tmp_path):
             "    entrypoint:\r\n    run_command:\r\n")
     entry = next(iter(load_catalog([_write(tmp_path, "a/spec.yaml", text)])))
     spec = entry.spec
-    assert spec.health_check_path == "/v1/models"
+    assert spec.health_check_path is None  # GPUStack: unset (no health check for a custom backend)
     assert spec.default_entrypoint is None and spec.default_backend_param == []
     argv = render(Template(spec.default_run_command, entry.marks, ()), _variables({}))
     assert argv == ["serve", "/models/m", "--port", "40000"]

@@ -59,3 +59,12 @@ def test_a_crash_fails_at_once():
     with pytest.raises(NotHealthy, match="exited; state restarting, exit code 137, OOM-killed"):
         wait_until_healthy(host, "c", 900, 5, clock=clock, sleep=clock.sleep)
     assert clock.now == 0
+
+
+def test_without_a_health_check_running_is_ready_and_exiting_is_not():
+    running = {"Status": "running", "Running": True, "Restarting": False, "ExitCode": 0}
+    clock = Clock()
+    assert wait_until_healthy(Host([running]), "c", 60, 5, clock=clock, sleep=clock.sleep)["Running"]
+    exited = {"Status": "exited", "Running": False, "Restarting": False, "ExitCode": 1}
+    with pytest.raises(NotHealthy, match="exited; state exited, exit code 1"):
+        wait_until_healthy(Host([exited]), "c", 60, 5, clock=clock, sleep=clock.sleep)

@@ -132,7 +132,7 @@ def test_own_image_and_command_is_gpustacks_custom_mode_with_nothing_of_the_back
     (a,) = _project(tmp_path, BACKEND, dep).workloads
     assert a.custom and a.entrypoint is None  # the image's own entrypoint, not the backend's
     assert a.env == {"A": "1"} and a.parameters == ["--tp", "1"]  # no default_env, no default params
-    assert a.health_check_path == "/v1/models" and a.framework == "cuda"
+    assert a.health_check_path is None and a.framework == "cuda"  # GPUStack: Custom has no health check
 
 
 def test_backend_custom_needs_image_command_and_a_vendor(tmp_path):
@@ -242,3 +242,31 @@ def test_a_backend_without_a_memory_cap_refuses_an_enforced_share(tmp_path):
     (root / "stack" / "demo.yaml").write_text(text)
     with pytest.raises(InputError, match="llama.cpp has no setting gpufleet knows that caps its GPU memory"):
         load_project("demo", root)
+
+
+@pytest.mark.parametrize("backend, dep_extra, expected", [
+    ("vLLM", "", "/v1/models"),                       # the spec's own
+    ("SGLang", "", "/health"),
+    ("MindIE", "", "/info"),                          # GPUStack's rule for MindIE without a path
+    ("llama.cpp", "", "/v1/models"),
+    ("vLLM", ", health_check_path: /ping", "/ping"),  # the deployment's wins
+    ("vLLM", ", env: {GPUSTACK_MODEL_HEALTH_CHECK_PATH: /ready}", "/ready"),
+])
+def test_health_paths_follow_gpustacks_is_ready(backend, dep_extra, expected):
+    from stack.workloads import health_path
+
+    project = load_project("demo", ROOT)
+    entry = project.catalog.get(backend)
+    dep = project.stack.deployments["qwen3-8b"].model_copy(update={"backend": backend})
+    if dep_extra:
+        import yaml
+
+        extra = yaml.safe_load("{" + dep_extra.lstrip(", ") + "}")
+        dep = dep.model_copy(update=extra)
+    assert health_path(dep, entry, custom=False) == expected
+
+
+def test_a_community_backend_without_a_path_has_no_health_check(tmp_path):
+    backend = BACKEND.replace("p-custom", "q").replace("default_version: v1", "default_version: v1\nbackend_source: community")
+    (a,) = _project(tmp_path, backend, "  a: {backend: q, model: {huggingface: o/m}}\n").workloads
+    assert a.health_check_path is None
