@@ -249,6 +249,11 @@ def _syntax_problem(err: yaml.MarkedYAMLError, text: str, file: str) -> Problem:
 # ----------------------------------------------------------------------------- events -> data
 
 _CORE = "tag:yaml.org,2002:"
+class _MergeKey(str):
+    """YAML's merge key (a plain ``<<``), told apart from a quoted ``'<<'`` name by its type."""
+
+
+_MERGE = _MergeKey("<<")
 _SCALAR_TAGS = {_CORE + t for t in ("str", "int", "float", "bool", "null")}
 _MAX_INT = 2 ** 63 - 1
 _RESOLVER = yaml.resolver.Resolver()
@@ -359,8 +364,8 @@ class _Composer:
             if event.tag not in (None, "!", _CORE + "str", _CORE + "merge"):
                 raise self.fail(event.start_mark, f"the tag {_show_tag(event.tag)} is not accepted on a key; "
                                                   "remove it")
-            if event.value == "<<" and event.implicit[0]:
-                top.key, top.key_mark = "<<", (event.start_mark.line + 1, event.start_mark.column + 1)
+            if event.value == "<<" and event.implicit[0]:  # a plain <<: YAML's merge key; a quoted '<<' is a name
+                top.key, top.key_mark = _MERGE, (event.start_mark.line + 1, event.start_mark.column + 1)
                 return
             self._key(event.value, event)
             return
@@ -399,7 +404,7 @@ class _Composer:
             return
         key, key_mark = top.key, top.key_mark
         top.key, top.key_mark = None, None
-        if key == "<<" and key_mark is not None:
+        if isinstance(key, _MergeKey):
             merged = value if isinstance(value, list) else [value]
             if not all(isinstance(m, dict) for m in merged):
                 line, col = key_mark

@@ -368,3 +368,9 @@ def test_impossible_lock_entries_move_and_say_why():
 def test_problem_is_always_one_line():
     p = Problem("f\n.yaml", 1, 2, "a\tb", "x\ny\rz\x00\x1b[2J\u202e")
     assert "\n" not in str(p) and str(p).isprintable()
+
+
+def test_a_quoted_merge_key_is_a_name():
+    assert parse_yaml("'<<': 1\n", "t.yaml")[0] == {"<<": 1}
+    with pytest.raises(InputError, match="a merge key"):
+        parse_yaml("<<: 5\n", "t.yaml")
