@@ -68,7 +68,15 @@ def fleet_host():
     proc = FleetHostProcess()
     started: list = []
     try:
-        started.append(proc.start())
+        try:
+            started.append(proc.start())
+        except Exception as first:  # noqa: BLE001 - a daemon slow to start on a loaded machine: once more
+            proc.stop()
+            proc = FleetHostProcess()
+            try:
+                started.append(proc.start())
+            except Exception as second:
+                raise second from first
         yield started[0]
     finally:
         for host in started:  # close the shared SSH connections the tests opened (ControlPersist)
