@@ -16,9 +16,9 @@ so the engine's own default applies (set the flag in backend_parameters to cap i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
-from .parameters import clusters
+from .parameters import find_bool_parameter, find_parameter
 from .versions import compare_versions
 
 
@@ -39,29 +39,6 @@ class BuiltinContext:
     first_device: str | None = None
 
 
-_FALSY = frozenset({"0", "false", "no", "off", "f", "n"})
-
-
-def _pairs(params: Sequence[str]):
-    """(key without dashes, first value or None), as GPUStack's _iter_param_pairs yields them."""
-    for key, values in clusters(params):
-        if key is not None:
-            yield key.lstrip("-"), (values[0] if values else None)
-
-
-def _find(params: Sequence[str], *names: str) -> str | None:
-    """GPUStack's find_parameter: the first value of any of ``names``; a bare flag has none."""
-    return next((v for k, v in _pairs(params) if k in names and v is not None), None)
-
-
-def _enabled(params: Sequence[str], *names: str) -> bool:
-    """GPUStack's find_bool_parameter: a bare flag or a truthy value; the first occurrence wins."""
-    for key, value in _pairs(params):
-        if key in names:
-            return value is None or value.lower() not in _FALSY
-    return False
-
-
 def _extend_no_exist(arguments: list[str], *pairs: tuple[str, str]) -> None:
     """GPUStack's extend_args_no_exist: add --key value unless --key or --key=... is there."""
     for key, value in pairs:
@@ -72,15 +49,15 @@ def _extend_no_exist(arguments: list[str], *pairs: tuple[str, str]) -> None:
 def vllm_arguments(ctx: BuiltinContext) -> list[str]:
     p = ctx.parameters
     args = [ctx.model_path]
-    if _find(p, "tensor-parallel-size", "tp", "pipeline-parallel-size", "pp", "data-parallel-size", "dp") is None \
+    if find_parameter(p, "tensor-parallel-size", "tp", "pipeline-parallel-size", "pp", "data-parallel-size", "dp") is None \
             and ctx.gpu_count > 1:
         args += ["--tensor-parallel-size", str(ctx.gpu_count)]
-    if compare_versions(ctx.version, "0.16.0") >= 0 and _find(p, "disable-access-log-for-endpoints") is None:
+    if compare_versions(ctx.version, "0.16.0") >= 0 and find_parameter(p, "disable-access-log-for-endpoints") is None:
         args += ["--disable-access-log-for-endpoints", "/metrics"]
-    if compare_versions(ctx.version, "0.9.0.1") >= 0 and not _enabled(
+    if compare_versions(ctx.version, "0.9.0.1") >= 0 and not find_bool_parameter(
             p, "enable-prompt-tokens-details", "no-enable-prompt-tokens-details"):
         args += ["--enable-prompt-tokens-details"]
-    if ctx.memory_fraction is not None and _find(p, "gpu-memory-utilization") is None:
+    if ctx.memory_fraction is not None and find_parameter(p, "gpu-memory-utilization") is None:
         args += ["--gpu-memory-utilization", str(ctx.memory_fraction)]
     args += list(p)
     _extend_no_exist(args, ("--host", ctx.worker_ip), ("--port", str(ctx.port)),
@@ -91,16 +68,16 @@ def vllm_arguments(ctx: BuiltinContext) -> list[str]:
 def sglang_arguments(ctx: BuiltinContext) -> list[str]:
     p = ctx.parameters
     args = ["--model-path", ctx.model_path]
-    if _find(p, "tensor-parallel-size", "tp-size", "pipeline-parallel-size", "pp-size", "data-parallel-size",
+    if find_parameter(p, "tensor-parallel-size", "tp-size", "pipeline-parallel-size", "pp-size", "data-parallel-size",
              "dp-size") is None and ctx.gpu_count > 1:
         args += ["--tp-size", str(ctx.gpu_count)]
-    if _find(p, "enable-metrics") is None and not ctx.env.get("GPUSTACK_DISABLE_METRICS"):
+    if find_parameter(p, "enable-metrics") is None and not ctx.env.get("GPUSTACK_DISABLE_METRICS"):
         args += ["--enable-metrics"]
-    if compare_versions(ctx.version, "0.5.8.post1") >= 0 and _find(p, "uvicorn-access-log-exclude-prefixes") is None:
+    if compare_versions(ctx.version, "0.5.8.post1") >= 0 and find_parameter(p, "uvicorn-access-log-exclude-prefixes") is None:
         args += ["--uvicorn-access-log-exclude-prefixes", "/metrics"]
-    if compare_versions(ctx.version, "0.3.4") >= 0 and not _enabled(p, "enable-cache-report"):
+    if compare_versions(ctx.version, "0.3.4") >= 0 and not find_bool_parameter(p, "enable-cache-report"):
         args += ["--enable-cache-report"]
-    if ctx.memory_fraction is not None and _find(p, "mem-fraction-static") is None:
+    if ctx.memory_fraction is not None and find_parameter(p, "mem-fraction-static") is None:
         args += ["--mem-fraction-static", str(ctx.memory_fraction)]
     args += list(p)
     _extend_no_exist(args, ("--host", ctx.worker_ip), ("--port", str(ctx.port)))

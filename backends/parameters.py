@@ -171,9 +171,24 @@ def flags(tokens: Sequence[str]) -> set[str]:
     return {key for key, _ in clusters(tokens) if key is not None}
 
 
-def find_parameter(tokens: Sequence[str], flag: str) -> str | None:
-    """The first value given to ``flag`` (``--flag v`` or ``--flag=v``), as GPUStack's find_parameter reads it."""
+_FALSY = frozenset({"0", "false", "no", "off", "f", "n"})
+
+
+def _pairs(tokens: Sequence[str]):
+    """(key without dashes, first value or None), as GPUStack's _iter_param_pairs yields them."""
     for key, values in clusters(tokens):
-        if key == flag and values:
-            return values[0]
-    return None
+        if key is not None:
+            yield key.lstrip("-"), (values[0] if values else None)
+
+
+def find_parameter(tokens: Sequence[str], *names: str) -> str | None:
+    """GPUStack's find_parameter: the first value of any of ``names`` (without dashes); a bare flag has none."""
+    return next((v for k, v in _pairs(tokens) if k in names and v is not None), None)
+
+
+def find_bool_parameter(tokens: Sequence[str], *names: str) -> bool:
+    """GPUStack's find_bool_parameter: a bare flag or a truthy value; the first occurrence wins."""
+    for key, value in _pairs(tokens):
+        if key in names:
+            return value is None or value.lower() not in _FALSY
+    return False

@@ -153,8 +153,8 @@ def _validate_path(path: Path, root: Path) -> tuple[str, set[str], list[Problem]
         # in the project's context, as plan sees it: name rules and replacements depend on the rest
         inside = path.resolve().is_relative_to(backends.resolve())
         catalog = load_catalog([backends] if inside else [backends, path], root)
-        mine = {e.name for e in catalog if e.marks.file == shown or e.version_marks.keys() and any(
-            m.file == shown for m, _ in e.version_marks.values())}
+        # the backends this file defines, or adds versions to
+        mine = {e.name for e in catalog if any(m.file == shown for m, _ in e.version_marks.values())}
         return "backends", mine, [n for n in catalog.notes if n.file == shown]
     if isinstance(data, dict) and "hosts" in data:
         fleet = load_fleet(path, shown)

@@ -102,8 +102,7 @@ def _compare_with_applied(plan: Plan, cfg: pulumi.Config) -> None:
         return
     name = f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
     applied = pulumi.StackReference(f"{plan.stack}-applied", stack_name=name).get_output("placement")
-    locked = {c.key: {"host": c.host, "gpus": list(g.gpus), "port": c.port}
-              for c, g in zip(plan.containers, plan.placement.assignments)}
+    locked = placement_output(plan)
 
     def report(previous) -> None:
         for line in state_differences(previous, locked, plan.lock_file):
@@ -152,11 +151,14 @@ def _build(plan: Plan, secrets: dict[str, pulumi.Output[str]]) -> None:
         ModelDeployment(name, ModelDeploymentArgs(tuple(containers), hosts, secrets, plan.max_unavailable))
 
 
+def placement_output(plan: Plan) -> dict:
+    """The `placement` stack output: per replica, host, GPUs and port (what the next preview compares)."""
+    return {a.key: {"host": a.host, "gpus": list(a.gpus), "port": a.port} for a in plan.placement.assignments}
+
+
 def _export(plan: Plan) -> dict[str, pulumi.Output]:
-    placed = plan.placement.by_key()
     outputs = {
-        "placement": {c.key: {"host": c.host, "gpus": list(placed[c.key].gpus), "port": c.port}
-                      for c in plan.containers},
+        "placement": placement_output(plan),
         "endpoints": plan.endpoints(),
         "unplaced": [u.message for u in plan.placement.unplaced],
     }

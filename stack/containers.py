@@ -168,7 +168,7 @@ def _memory_fraction(w: Workload, a: Assignment, host: Host) -> float | None:
         return None
     device = _group(host, a).vram_mib
     cap = fraction(a.vram_mib, device)
-    given = find_parameter(w.parameters, knob.flag)
+    given = find_parameter(w.parameters, knob.flag.lstrip("-"))
     if given is None:
         return cap
     try:

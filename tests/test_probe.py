@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import json
-import time
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,15 +131,13 @@ def test_dead_sshd_and_dead_dockerd_are_reported_and_nothing_hangs(hosts, tmp_pa
     inv = _inventory(tmp_path, started)
     procs[2].kill_sshd()
     procs[1].kill_dockerd()
-    start = time.monotonic()
-    r = run_cli("probe", "--inventory", inv, "--json", "--timeout", "5")
-    took = time.monotonic() - start
-    report = {h["host"]: h for h in json.loads(r.out)["hosts"]}
-    assert r.code == 5
+    r = subprocess.run([sys.executable, "-m", "cli.main", "probe", "--inventory", str(inv), "--json", "--timeout", "5"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)  # a hang fails the test
+    report = {h["host"]: h for h in json.loads(r.stdout)["hosts"]}
+    assert r.returncode == 5
     assert report["cpu-1"]["status"] == "unreachable" and "cannot reach" in report["cpu-1"]["problems"][0]
     assert any("Docker does not answer" in p for p in report["amd-1"]["problems"])
     assert report["nv-1"]["status"] == "ok"  # the healthy host is reported correctly
-    assert took < 30
 
 
 def test_probe_reads_the_inventory_it_is_given(tmp_path):

@@ -131,7 +131,7 @@ class FleetState:
             if vram_mib is None:
                 gs.free[i] = 0
                 gs.exclusive[i] = True
-            else:
+            else:  # never below 0: a hand-edited lock may hold more than a device has
                 gs.free[i] = max(0, gs.free[i] - vram_mib)
             gs.claims[i] += 1
 
@@ -139,15 +139,9 @@ class FleetState:
         """Record a replica's devices; returns the VRAM claimed per device."""
         per = 0
         if gs is not None:
-            for i in positions:
-                if demand.vram_mib is None:
-                    per = gs.group.vram_mib
-                    gs.free[i] = 0
-                    gs.exclusive[i] = True
-                else:
-                    per = demand.vram_mib
-                    gs.free[i] -= per
-                gs.claims[i] += 1
+            self.hold(gs, positions, demand.vram_mib)
+            if positions:
+                per = gs.group.vram_mib if demand.vram_mib is None else demand.vram_mib
         deps = self.deployments_on[host]
         deps[demand.deployment] = deps.get(demand.deployment, 0) + 1
         self._hosts_of.setdefault(demand.deployment, set()).add(host)
