@@ -4,8 +4,10 @@
     .venv/bin/python bench/probe.py            # 8, 32 and 64 hosts (needs root, sshd, dockerd)
 
 Each test host is a real OpenSSH server on its own loopback address; they share one Docker engine
-(the probe's `docker info` reaches it through each session's DOCKER_HOST) and each has a fake
-nvidia-smi printing a recorded output. Both tools run the same queries on every host: OS,
+(the probe's `docker info` reaches it through each session's DOCKER_HOST). The fleet is mixed: in
+turn NVIDIA, AMD and Ascend hosts (fake nvidia-smi, rocm-smi, npu-smi printing recorded outputs)
+and CPU-only hosts. gpufleet is timed in-process (probe_fleet) and as the whole `gpufleet probe`
+command. Both tools run the same queries on every host: OS,
 architecture, CPUs, memory, Docker version and runtimes, nvidia-smi's device query. Ansible runs
 them as one ad-hoc `shell` call with forks equal to the host count. Median of 3 runs each, cold
 (no SSH connection reused between runs: gpufleet opens fresh paramiko sessions, Ansible's
@@ -26,26 +28,46 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from inventory.accelerator_tools import NVIDIA_QUERY  # noqa: E402
+from inventory.accelerator_tools import NPU_QUERY, NVIDIA_QUERY, ROCM_QUERY  # noqa: E402
 from inventory.fleet import load_fleet  # noqa: E402
 from inventory.probe import probe_fleet  # noqa: E402
 from tests.fleet_host import FleetHostProcess  # noqa: E402
 
 SIZES = (8, 32, 64)
 RUNS = 3
+#: what gpufleet's probe asks each host, as one shell line (each vendor tool only where installed)
 QUERIES = ("uname -s; uname -m; nproc; grep MemTotal /proc/meminfo; "
            "docker info --format '{{.ServerVersion}} {{range $k, $v := .Runtimes}}{{$k}},{{end}}'; "
-           + " ".join(NVIDIA_QUERY))
+           + "; ".join(f"if command -v {q[0]} >/dev/null; then {' '.join(q)}; fi"
+                       for q in (NVIDIA_QUERY, ROCM_QUERY, NPU_QUERY)))
+
+
+#: a mixed fleet: NVIDIA, AMD and Ascend hosts (recorded tool outputs) and CPU-only hosts, in turn
+KINDS = ("nvidia", "amd", "ascend", "cpu")
+DATA = ROOT / "tests" / "data" / "probe"
+TOOLS = {"nvidia": {"nvidia-smi": DATA / "nvidia-smi.h100x8.csv"}, "amd": {"rocm-smi": DATA / "rocm-smi.json"},
+         "ascend": {"npu-smi": DATA / "npu-smi.910b.txt"}, "cpu": {}}
+ACCELERATORS = {
+    "nvidia": "[{vendor: nvidia, model: NVIDIA H100 80GB HBM3, vram: 81559MiB, count: 4}]",
+    "amd": "[{vendor: amd, model: Navi 21, vram: 16368MiB, indices: [0]}, "
+           "{vendor: amd, model: Raphael, vram: 64MiB, indices: [1]}]",
+    "ascend": "[{vendor: ascend, model: Ascend910, vram: 64GiB, count: 4}]",
+    "cpu": "[]",
+}
+
+
+def _kind(i: int) -> str:
+    return KINDS[i % len(KINDS)]
 
 
 def _start(n: int, work: Path) -> tuple[list, list]:
-    nvidia = (ROOT / "tests" / "data" / "probe" / "nvidia-smi.h100x8.csv").read_text()
-    procs = [FleetHostProcess()]
-    hosts = [procs[0].start({"nvidia-smi": nvidia}, runtimes=("nvidia",))]
-    for _ in range(n - 1):
+    procs, hosts = [], []
+    for i in range(n):
         p = FleetHostProcess()
         procs.append(p)
-        hosts.append(p.start({"nvidia-smi": nvidia}, docker_socket=hosts[0].docker_socket))
+        tools = {name: path.read_text() for name, path in TOOLS[_kind(i)].items()}
+        shared = {"docker_socket": hosts[0].docker_socket} if hosts else {"runtimes": ("nvidia", "ascend")}
+        hosts.append(p.start(tools, **shared))
     return procs, hosts
 
 
@@ -53,8 +75,7 @@ def _inventory(hosts, work: Path) -> Path:
     lines = ["hosts:"]
     for i, h in enumerate(hosts):
         lines.append(f"  - {{name: h{i:03d}, address: {h.address}, ssh: {{user: root, identity_file: {h.identity}, "
-                     f"known_hosts: {h.known_hosts}}}, accelerators: [{{vendor: nvidia, model: NVIDIA H100 80GB "
-                     f"HBM3, vram: 81559MiB, count: 4}}]}}")
+                     f"known_hosts: {h.known_hosts}}}, accelerators: {ACCELERATORS[_kind(i)]}}}")
     path = work / "inventory.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -82,6 +103,14 @@ def _time_gpufleet(inventory: Path) -> tuple[float, int, float]:
     return took, sum(r.status == "ok" for r in reports), (after.ru_utime - cpu.ru_utime) + (after.ru_stime - cpu.ru_stime)
 
 
+def _time_command(inventory: Path) -> float:
+    """The whole `gpufleet probe` process: start-up, inventory, probe, report."""
+    gpufleet = str(Path(sys.executable).parent / "gpufleet")
+    start = time.perf_counter()
+    subprocess.run([gpufleet, "probe", "--inventory", str(inventory), "--json"], capture_output=True, timeout=600)
+    return time.perf_counter() - start
+
+
 def _time_ansible(inventory: Path, n: int) -> tuple[float, int]:
     env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_SSH_ARGS": "-o ControlMaster=no",
            "ANSIBLE_NOCOLOR": "1"}
@@ -106,6 +135,7 @@ def main() -> int:
             try:
                 inv, ini = _inventory(hosts, work), _ansible_inventory(hosts, work)
                 ours = [_time_gpufleet(inv) for _ in range(RUNS)]
+                command = [_time_command(inv) for _ in range(RUNS)]
                 theirs = [_time_ansible(ini, n) for _ in range(RUNS)]
             finally:
                 for p in reversed(procs):
@@ -115,6 +145,7 @@ def main() -> int:
         out["sizes"].append({"hosts": n, "gpufleet_s": round(g, 3), "ansible_s": round(a, 3),
                              "ansible_over_gpufleet": round(a / g, 1),
                              "gpufleet_cpu_s": round(statistics.median(c for _, _, c in ours), 3),
+                             "gpufleet_command_s": round(statistics.median(command), 3),
                              "gpufleet_hosts_ok": min(ok for _, ok, _ in ours),
                              "ansible_hosts_ok": min(ok for _, ok in theirs)})
         print(json.dumps(out["sizes"][-1]), file=sys.stderr)
