@@ -1,7 +1,7 @@
 """ModelDeployment: the containers of one deployment, each on the host the plan chose."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 import pulumi
@@ -9,9 +9,11 @@ import pulumi_docker as docker
 
 from inventory.ssh import Endpoint
 from stack.containers import ContainerSpec
+from stack.fetches import pending_path
 
 from .gpu_host import GpuHost
 from .health_gate import HealthGate
+from .model_fetch import ModelFetch
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,8 @@ class ModelDeploymentArgs:
     secrets: Mapping[str, pulumi.Output[str]]
     #: replicas replaced at a time: replica k waits for replica k - max_unavailable
     max_unavailable: int = 1
+    #: the model fetches, by FetchSpec.key: a replica starts once its host has the model
+    fetches: Mapping[str, "ModelFetch"] = field(default_factory=dict)
 
 
 def rollout_waves(replicas: list[int], max_unavailable: int) -> dict[int, int | None]:
@@ -70,15 +74,24 @@ def provider_cpus(cpus: float) -> str:
 
 
 def container_args(spec: ContainerSpec, image: pulumi.Input[str],
-                   secrets: Mapping[str, pulumi.Output[str]]) -> dict:
-    """The docker.Container inputs for one spec: a pure translation, tested on its own."""
+                   secrets: Mapping[str, pulumi.Output[str]], model_path: pulumi.Input[str] | None = None) -> dict:
+    """The docker.Container inputs for one spec: a pure translation, tested on its own.
+
+    ``model_path``: the fetch's resolved path, for a model given as a file glob (the spec's command
+    holds ``pending_path`` in its place until the fetch has listed the repository).
+    """
+    command: list[pulumi.Input[str]] = list(spec.command)
+    if model_path is not None and spec.fetch is not None and spec.fetch.model_path is None:
+        pending = pending_path(spec.fetch)
+        command = [pulumi.Output.from_input(model_path).apply(lambda p, a=a: a.replace(pending, p))
+                   if pending in a else a for a in spec.command]
     envs: list[pulumi.Input[str]] = [f"{k}={v}" for k, v in spec.env]
     envs += [pulumi.Output.concat(k, "=", secrets[key]) for k, key in spec.secret_env]
     hc = spec.healthcheck
     args = dict(
         name=spec.name,
         image=image,
-        command=list(spec.command),
+        command=command,
         envs=envs,
         network_mode=spec.network_mode,
         restart=spec.restart,
@@ -134,12 +147,13 @@ class ModelDeployment(pulumi.ComponentResource):
             after = waits[spec.replica]
             # replica k starts once replica k - max_unavailable is healthy (or, without waiting, created)
             before = [] if after is None else [self.gates.get(after) or self.containers[after]]
+            fetch = args.fetches.get(spec.fetch.key) if spec.fetch else None
             self.containers[spec.replica] = docker.Container(
                 f"{name}-{spec.replica}",
-                **container_args(spec, image.image_id, args.secrets),
+                **container_args(spec, image.image_id, args.secrets, fetch.model_path if fetch else None),
                 opts=pulumi.ResourceOptions(
                     parent=self, provider=host.provider,
-                    depends_on=[image, *before],
+                    depends_on=[image, *before, *([fetch] if fetch else [])],
                     # on its own host a replacement needs the GPUs and port the old container holds:
                     # delete first. Moving to another host, the new one starts before the old goes
                     # (placement kept the old one's GPUs and port free for that).

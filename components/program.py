@@ -11,11 +11,13 @@ from pathlib import Path
 import pulumi
 
 from documents.problems import InputError, Problem
+from inventory.ssh import Endpoint
 from stack.plan import Plan, build_plan
 from stack.project import Project, find_root, load_project
 
 from .gpu_host import GpuHost, GpuHostArgs, ensure_control_dir
 from .model_deployment import ModelDeployment, ModelDeploymentArgs
+from .model_fetch import ModelFetch
 
 CONFIG = "gpufleet"
 
@@ -147,8 +149,20 @@ def _build(plan: Plan, secrets: dict[str, pulumi.Output[str]]) -> None:
     by_deployment: dict[str, list] = {}
     for c in plan.containers:
         by_deployment.setdefault(c.deployment, []).append(c)
+    # one fetch per (host, model): replicas of several deployments of one model on a host share it
+    fetches = {}
+    for c in plan.containers:
+        if c.fetch is not None and c.fetch.key not in fetches:
+            host = hosts[c.host]
+            fetches[c.fetch.key] = ModelFetch(
+                f"{c.host}-fetch-{c.fetch.container_name[len('gpufleet-fetch-'):]}", Endpoint.of(host.host), c.fetch,
+                secrets, opts=pulumi.ResourceOptions(
+                    parent=host, additional_secret_outputs=["secrets"],
+                    # the fetch has its own time limit (model_fetch.timeout); the engine's margin on top
+                    custom_timeouts=pulumi.CustomTimeouts(create=f"{c.fetch.timeout_s + 300}s",
+                                                          update=f"{c.fetch.timeout_s + 300}s")))
     for name, containers in by_deployment.items():
-        ModelDeployment(name, ModelDeploymentArgs(tuple(containers), hosts, secrets, plan.max_unavailable))
+        ModelDeployment(name, ModelDeploymentArgs(tuple(containers), hosts, secrets, plan.max_unavailable, fetches))
 
 
 def placement_output(plan: Plan) -> dict:
@@ -173,6 +187,7 @@ def _secrets(project: Project, plan: Plan, cfg: pulumi.Config) -> dict[str, pulu
     for c in plan.containers:
         for var, key in c.secret_env:
             wanted.setdefault(key, (c.deployment, var))
+    fetch_keys = {key for c in plan.containers if c.fetch for _, key in c.fetch.secret_env}
     used_hosts = {c.host for c in plan.containers}
     registry_keys = {r.password_key: r.address for h in plan.hosts if h.name in used_hosts for r in h.registries}
     out, problems = {}, []
@@ -185,6 +200,14 @@ def _secrets(project: Project, plan: Plan, cfg: pulumi.Config) -> dict[str, pulu
             problems.append(project.stack_marks.problem(
                 path, f"secret '{key}' is not set for stack '{pulumi.get_stack()}'; run: "
                       f"pulumi config set --secret {key} <value>"))
+        else:
+            out[key] = value
+    for key in sorted(fetch_keys - set(wanted)):
+        value = cfg.get_secret(key)
+        if value is None:
+            problems.append(project.stack_marks.problem(
+                ("model_fetch", "hf_token"), f"secret '{key}' is not set for stack '{pulumi.get_stack()}'; run: "
+                                             f"pulumi config set --secret {key} <value>"))
         else:
             out[key] = value
     for key, address in sorted(registry_keys.items()):

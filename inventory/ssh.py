@@ -75,3 +75,42 @@ def run(client: paramiko.SSHClient, argv: list[str], timeout: float = 30) -> tup
     out = stdout.read().decode(errors="replace")
     err = stderr.read().decode(errors="replace")
     return stdout.channel.recv_exit_status(), out, err
+
+
+def stream(client: paramiko.SSHClient, argv: list[str], stdin: bytes, on_line, timeout: float,
+           clock=None) -> int | None:
+    """Run a long command, feed it ``stdin``, hand each output line (stdout and stderr merged) to
+    ``on_line`` as it comes; the exit status, or None when ``timeout`` seconds passed first (the
+    session is then closed; the caller stops what the command started)."""
+    import time
+
+    clock = clock or time.monotonic
+    channel = client.get_transport().open_session()
+    try:
+        channel.set_combine_stderr(True)
+        channel.settimeout(1.0)
+        channel.exec_command(shlex.join(argv))
+        if stdin:
+            channel.sendall(stdin)
+        channel.shutdown_write()
+        deadline = clock() + timeout
+        pending = b""
+        while True:
+            try:
+                data = channel.recv(65536)
+            except socket.timeout:
+                data = None
+            if data:
+                pending += data
+                *lines, pending = pending.replace(b"\r", b"\n").split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        on_line(line.decode(errors="replace"))
+            elif data == b"":  # end of output
+                if pending.strip():
+                    on_line(pending.decode(errors="replace"))
+                return channel.recv_exit_status()
+            if clock() >= deadline:
+                return None
+    finally:
+        channel.close()

@@ -16,6 +16,7 @@ from documents.problems import InputError
 from inventory.fleet import Host
 from inventory.vendors import VENDORS, DeviceNode, DeviceRef, DeviceRequest, Exposure
 
+from .fetches import FetchSpec, pending_path, render_fetch
 from .placement.model import Assignment, replica_key
 from .schema import Health, StackFile
 from .workloads import Workload
@@ -78,6 +79,8 @@ class ContainerSpec:
     log_driver: str = "json-file"
     #: a tiny init as PID 1: engines that fork workers get their zombies reaped and signals forwarded
     init: bool = True
+    #: the model fetch this replica waits for (None: a local path, nothing to fetch)
+    fetch: FetchSpec | None = None
 
     @property
     def key(self) -> str:
@@ -114,7 +117,10 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, setting
     secret_env = tuple(sorted((k, v[len(SECRET_PREFIX):]) for k, v in env.items() if v.startswith(SECRET_PREFIX)))
     plain_env = tuple(sorted((k, v) for k, v in env.items() if not v.startswith(SECRET_PREFIX)))
     template_env = dict(plain_env)
-    variables = Variables(model_path=source.ref, model_name=w.model_name, port=a.port, worker_ip=host.address,
+    fetch = render_fetch(host, source, settings.model_fetch)
+    # GPUStack passes the downloaded model's local path (resolved_path), never the repository id
+    model_path = source.ref if fetch is None else fetch.model_path or pending_path(fetch)
+    variables = Variables(model_path=model_path, model_name=w.model_name, port=a.port, worker_ip=host.address,
                           gpu_count=len(a.gpus), gpu_ids=exposure.gpu_ids, env=template_env)
     secrets = [k for k, _ in secret_env]
     entrypoint = tuple(render(w.entrypoint, variables, secrets)) if w.entrypoint else None
@@ -123,7 +129,7 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, setting
     if builder is not None:
         # GPUStack builds its built-ins' command lines itself (backends.builtins)
         first = exposure.gpu_ids.split(",")[0] if exposure.gpu_ids else None
-        command = tuple(builder(BuiltinContext(source.ref, w.model_name, host.address, a.port, len(a.gpus),
+        command = tuple(builder(BuiltinContext(model_path, w.model_name, host.address, a.port, len(a.gpus),
                                                w.version, tuple(w.parameters), dict(plain_env), cap, first)))
     else:
         command = tuple(render(w.run_command, variables, secrets)) + tuple(w.parameters)
@@ -154,6 +160,7 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, setting
         shm_size_mib=r.shm, memory_mib=r.ram, cpus=r.cpus, wait=health.wait, wait_timeout_s=health.timeout,
         log_opts=(("max-file", str(settings.logs.max_file)), ("max-size", settings.logs.max_size)),
         stop_grace_s=settings.rollout.stop_grace, pull_timeout_s=settings.images.pull_timeout, moved_from=moved_from,
+        fetch=fetch,
     )
 
 

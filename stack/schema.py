@@ -58,7 +58,12 @@ class ModelSource(StrictModel):
     shape_hint: ClassVar[str] = "write {huggingface: ORG/NAME}, {modelscope: ORG/NAME} or {local_path: /abs/path}"
 
     huggingface: Optional[PlainText] = None
+    #: GPUStack's huggingface_filename: one file of the repository, or a glob (GGUF quantisations),
+    #: fetched alone; the model path is then the first matching file (sorted), as in GPUStack
+    huggingface_filename: Optional[PlainText] = None
     modelscope: Optional[PlainText] = None
+    #: GPUStack's model_scope_file_path: the same for a ModelScope repository
+    model_scope_file_path: Optional[PlainText] = None
     local_path: Optional[AbsolutePath] = None
 
     @model_validator(mode="after")
@@ -70,7 +75,22 @@ class ModelSource(StrictModel):
         for repo in (self.huggingface, self.modelscope):
             if repo is not None and not re.match(r"^[\w.-]+(/[\w.-]+)?\Z", repo):
                 raise ValueError(f"'{repo}' is not a repository id; write ORG/NAME, e.g. Qwen/Qwen3-8B")
+        for key, repo in (("huggingface_filename", self.huggingface), ("model_scope_file_path", self.modelscope)):
+            pattern = getattr(self, key)
+            if pattern is None:
+                continue
+            if repo is None:
+                source = "huggingface" if key == "huggingface_filename" else "modelscope"
+                raise ValueError(f"{key} goes with {source}: ORG/NAME; remove it or name the repository")
+            if pattern.startswith("/") or ".." in pattern.split("/") or not pattern.strip():
+                raise ValueError(f"{key} '{pattern}' must be a file (or glob) inside the repository, "
+                                 "e.g. '*Q4_K_M*.gguf'")
         return self
+
+    @property
+    def filename(self) -> str | None:
+        """The file or glob to fetch alone, or None for the whole repository."""
+        return self.huggingface_filename or self.model_scope_file_path
 
     @property
     def kind(self) -> str:
@@ -222,6 +242,46 @@ class Images(StrictModel):
         return parse_seconds(value)
 
 
+_SECRET_REF = re.compile(r"^secret:[A-Za-z][A-Za-z0-9_.-]*\Z")
+
+
+class ModelFetch(StrictModel):
+    """How hosts get the models: a one-shot container per (host, model) before its replicas start."""
+
+    #: an image with python3 and huggingface_hub / modelscope; GPUStack's own image has both
+    image: ImageName = "gpustack/gpustack:v2.2.3"
+    #: how long one fetch may take (separate from the health wait; a 140 GB model takes a while)
+    timeout: Annotated[int, DURATION_SCHEMA] = 4 * 3600
+    #: a Hugging Face mirror or proxy (HF_ENDPOINT), e.g. https://hf-mirror.com
+    hf_endpoint: Optional[PlainText] = None
+    #: the Hub token for gated and private models: secret:NAME, NAME a Pulumi config key
+    hf_token: Optional[PlainText] = None
+    #: ModelScope's site (MODELSCOPE_DOMAIN), e.g. www.modelscope.ai
+    modelscope_domain: Optional[PlainText] = None
+    #: files fetched at once per model
+    max_workers: int = Field(default=8, ge=1, le=64)
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _secs(cls, value):
+        return parse_seconds(value)
+
+    @field_validator("hf_token")
+    @classmethod
+    def _token(cls, value):
+        if value is not None and not _SECRET_REF.match(value):
+            raise ValueError(f"'{value[:6]}…' must be secret:NAME, NAME being a Pulumi config key "
+                             "(pulumi config set --secret NAME hf_…); a token never goes in a file")
+        return value
+
+    @field_validator("hf_endpoint")
+    @classmethod
+    def _endpoint(cls, value):
+        if value is not None and not re.match(r"^https?://[^\s/]+(/\S*)?\Z", value):
+            raise ValueError(f"'{value}' is not an http(s) URL, e.g. https://hf-mirror.com")
+        return value
+
+
 class StackFile(StrictModel):
     inventory: FilePath
     strategy: Literal["binpack", "spread"] = "binpack"
@@ -229,4 +289,5 @@ class StackFile(StrictModel):
     rollout: Rollout = Field(default_factory=Rollout)
     logs: Logs = Field(default_factory=Logs)
     images: Images = Field(default_factory=Images)
+    model_fetch: ModelFetch = Field(default_factory=ModelFetch)
     deployments: Annotated[dict[str, Deployment], BeforeValidator(empty_if_none)] = Field(default_factory=dict)

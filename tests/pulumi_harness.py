@@ -28,6 +28,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return f"{args.name}-id", {"name": args.inputs.get("name"), "outputs": self.stack_outputs,
                                        "secretOutputNames": []}
         outputs = dict(args.inputs)
+        spec = args.inputs.get("spec")
+        if args.typ == "pulumi-python:dynamic:Resource" and isinstance(spec, dict) and "local_dir" in spec:
+            # a model fetch: a glob resolves to a file in the folder, as the fetch script names it
+            outputs["model_path"] = spec.get("model_path") or spec["local_dir"] + "/resolved-by-mock.gguf"
         if args.typ == "docker:index/remoteImage:RemoteImage":
             outputs["imageId"] = "sha256:" + hashlib.sha256(args.inputs["name"].encode()).hexdigest()[:12]
         return f"{args.name}-id", outputs

@@ -279,7 +279,7 @@ def test_model_roots_cannot_be_system_folders(tmp_path, cli):
     ("  a: {backend: vLLM, model: {huggingface: o/m}, resources: {gpus: -1}}\n",
      "deployments.a.resources.gpus: must be 0 or more, got the number -1"),
     ("  a: {backend: vLLM, model: {hf: o/m}}\n",
-     "unknown key 'hf'; valid keys: huggingface, modelscope, local_path"),
+     "unknown key 'hf'; valid keys: huggingface, huggingface_filename, modelscope, model_scope_file_path, local_path"),
 ])
 def test_messages_in_our_words(tmp_path, cli, text, expected):
     lines = _assert_clean(cli("--root", ROOT, "validate", _stack(tmp_path, text)), expected)

@@ -70,7 +70,9 @@ def test_per_vendor_devices_and_visibility(project):
     assert nv["deviceRequests"] == [{"driver": "nvidia", "deviceIds": ["0", "1", "2", "3"], "capabilities": ["gpu"]}]
     assert "CUDA_VISIBLE_DEVICES=0,1,2,3" in nv["envs"]
     assert nv["entrypoints"] == ["vllm", "serve"]
-    assert nv["command"][:3] == ["meta-llama/Llama-3.3-70B-Instruct", "--tensor-parallel-size", "4"]
+    # the engine gets the fetched model's local path (GPUStack's resolved_path), never the repository id
+    assert nv["command"][:3] == ["/var/lib/gpufleet/models/huggingface/meta-llama/Llama-3.3-70B-Instruct",
+                                 "--tensor-parallel-size", "4"]
     uuid = c["gpufleet-demo-qwen3-8b-0"].inputs["deviceRequests"][0]["deviceIds"]
     assert uuid == ["GPU-5a9e6c1f-0b4e-4c1d-9f0a-2d7c1a3e5b10"]  # UUIDs when the inventory has them
     amd = c["gpufleet-demo-qwen3-32b-rocm-0"].inputs
@@ -336,3 +338,63 @@ def test_the_lock_is_compared_with_what_the_stack_last_applied(project):
     assert "ghost/0 runs on cpu-1 (last up) but is not in stack/demo.lock.yaml" in run.logs
     assert "differ in" not in run_program(project, config={"compareState": "false"},
                                           stack_outputs={"placement": drifted}).logs
+
+
+FETCH = "pulumi-python:dynamic:Resource"
+
+
+def _fetches(run) -> dict:
+    return {r.name: r for r in run.of_type(FETCH) if "spec" in r.inputs}
+
+
+def test_each_host_fetches_each_model_once_before_its_replicas_start(project):
+    run = run_program(project)
+    fetches = _fetches(run)
+    keys = sorted(f.inputs["spec"]["host"] + " " + f.inputs["spec"]["repo"] for f in fetches.values())
+    # every replica of a hub model has a fetch on its host; the local GGUF file has none
+    placement = run.outputs["placement"]
+    stack = (project / "stack" / "demo.yaml").read_text()
+    assert "gguf-rocm" in stack and not any(f.inputs["spec"]["repo"].endswith(".gguf") for f in fetches.values())
+    assert len(keys) == len(set(keys)) == len([k for k in placement if not k.startswith("gguf-rocm/")])
+    for r in fetches.values():
+        spec = r.inputs["spec"]
+        assert spec["local_dir"] == f"/var/lib/gpufleet/models/huggingface/{spec['repo']}"
+        assert spec["model_path"] == spec["local_dir"] and spec["image"] == "gpustack/gpustack:v2.2.3"
+        assert r.inputs["endpoint"]["name"] == spec["host"]
+        assert run.options[r.name].custom_timeouts.create == f"{4 * 3600 + 300}s"
+    # the container waits for its host's fetch: depends_on names it
+    host = placement["qwen3-8b/0"]["host"]
+    (own,) = [n for n, f in fetches.items() if f.inputs["spec"]["host"] == host
+              and f.inputs["spec"]["repo"] == "Qwen/Qwen3-8B"]
+    assert own in {d._name for d in run.options["qwen3-8b-0"].depends_on}
+
+
+def test_a_gguf_glob_with_a_token_from_a_pulumi_secret(project):
+    edit(project / "stack" / "demo.yaml", "model: {local_path: /srv/models/qwen2.5-7b-instruct-q4_k_m.gguf}",
+         "model: {huggingface: Qwen/Qwen2.5-7B-Instruct-GGUF, huggingface_filename: '*q4_k_m*.gguf'}")
+    edit(project / "stack" / "demo.yaml", "deployments:",
+         "model_fetch: {hf_token: 'secret:hfToken', hf_endpoint: 'http://127.0.0.1:9/', timeout: 30m}\ndeployments:")
+    token = "hf_Sup3rSecretValue"
+    run = run_program(project, secrets={"hfToken": token}, preview=False)
+    (fetch,) = [f for f in _fetches(run).values() if f.inputs["spec"]["repo"] == "Qwen/Qwen2.5-7B-Instruct-GGUF"]
+    spec = fetch.inputs["spec"]
+    assert spec["filename"] == "*q4_k_m*.gguf" and spec.get("model_path") is None and spec["timeout_s"] == 1800
+    assert ["HF_ENDPOINT", "http://127.0.0.1:9/"] in [list(e) for e in spec["env"]]
+    secrets, is_secret = plain(fetch.inputs["secrets"])
+    assert is_secret and secrets == {"hfToken": token}
+    # the command gets the path the fetch resolved (the mock resolves to a file in the folder)
+    command = run.containers["gpufleet-demo-gguf-rocm-0"].inputs["command"]
+    assert command[:2] == ["-m", spec["local_dir"] + "/resolved-by-mock.gguf"], command
+    everything = json.dumps([{k: v for k, v in r.inputs.items() if k not in ("envs", "secrets")}
+                             for r in run.resources], default=str) + run.logs + json.dumps(run.outputs)
+    assert token not in everything
+
+
+def test_a_missing_fetch_token_fails_before_anything_is_registered(project):
+    edit(project / "stack" / "demo.yaml", "deployments:", "model_fetch: {hf_token: 'secret:hfToken'}\ndeployments:")
+    sink: list = []
+    with pytest.raises(pulumi.RunError) as err:
+        run_program(project, sink=sink)
+    assert ("stack/demo.yaml:8:25: model_fetch.hf_token: secret 'hfToken' is not set for stack 'demo'; run: "
+            "pulumi config set --secret hfToken <value>") in str(err.value)
+    assert not [r for r in sink if r.typ.startswith("docker:")]

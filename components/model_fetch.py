@@ -1,0 +1,60 @@
+"""ModelFetch: the model is on its host before any replica there starts.
+
+A Pulumi dynamic resource per (host, model): its create connects over SSH (paramiko, the
+inventory's known_hosts and key) and runs the fetch container (``stack.fetches``), relaying the
+fetch's progress lines; a Python dynamic provider's printed output reaches the `pulumi up` display
+(pulumi/pulumi#18253). It fails the up with the fetch's own reason (gated, not found, no space,
+timeout). Its output ``model_path`` is the path the engine gets; replicas depend on it, so the
+health wait starts only once the model is there, and the fetch has its own timeout. Inputs are the
+fetch itself; an unchanged fetch is not run again, a changed one (another file, image or mirror)
+runs as an update. Delete leaves the files: a model cache is shared by stacks and replicas.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pulumi
+from pulumi.dynamic import CreateResult, ResourceProvider, UpdateResult
+
+from inventory.ssh import Endpoint
+from stack.fetches import FetchSpec
+
+
+def _fetch(props: dict) -> str:
+    # imported here: the dynamic provider runs in its own process with the project importable
+    from inventory.ssh import Endpoint, connect, run, stream
+    from stack.fetch_run import run_fetch
+    from stack.fetches import FetchSpec
+
+    endpoint = Endpoint(**props["endpoint"])
+    spec = FetchSpec(**{k: tuple(tuple(p) for p in v) if k in ("env", "secret_env") else v
+                        for k, v in props["spec"].items()})
+    client = connect(endpoint)
+    try:
+        return run_fetch(lambda argv, stdin, on_line, timeout: stream(client, argv, stdin, on_line, timeout),
+                         lambda argv: run(client, argv), spec, props.get("secrets") or {},
+                         report=lambda line: print(line, flush=True), where=f" on {endpoint.name}")
+    finally:
+        client.close()
+
+
+class _ModelFetchProvider(ResourceProvider):
+    def create(self, props):
+        path = _fetch(props)
+        return CreateResult(id_=f"{props['spec']['host']}/{props['spec']['local_dir']}", outs={**props, "model_path": path})
+
+    def update(self, _id, _olds, news):
+        return UpdateResult(outs={**news, "model_path": _fetch(news)})
+
+
+class ModelFetch(pulumi.dynamic.Resource):
+    """Created once the model is in the host's cache; ``model_path`` is where."""
+
+    model_path: pulumi.Output[str]
+
+    def __init__(self, name: str, endpoint: Endpoint, spec: FetchSpec, secrets: dict[str, pulumi.Output[str]],
+                 opts: pulumi.ResourceOptions | None = None):
+        wanted = {key: secrets[key] for _, key in spec.secret_env}
+        super().__init__(_ModelFetchProvider(), name, {
+            "endpoint": asdict(endpoint), "spec": asdict(spec),
+            "secrets": pulumi.Output.secret(wanted) if wanted else {}, "model_path": None}, opts)

@@ -1,0 +1,149 @@
+"""A local server that speaks the Hugging Face Hub's download protocol, for fetch tests.
+
+Only what ``huggingface_hub`` (1.x) uses to fetch a model, as its client code calls it:
+
+* ``GET /api/models/{repo}[/revision/{rev}]?blobs=true`` (``HfApi.model_info(files_metadata=True)``):
+  ``{"id", "sha", "siblings": [{"rfilename", "size", "blobId"}]}``;
+* ``HEAD /{repo}/resolve/{rev}/{file}`` (``get_hf_file_metadata``): ``X-Repo-Commit``, ``ETag``,
+  ``Content-Length``; then ``GET`` of the same URL, with ``Range`` when resuming.
+* gated repositories answer 401 with ``X-Error-Code: GatedRepo`` without a token that has
+  access (``hf_raise_for_status`` turns that into ``GatedRepoError``), unknown ones 404 with
+  ``X-Error-Code: RepoNotFound``.
+
+It counts requests, so tests can tell a cache hit (no download) from a download.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+
+@dataclass
+class Repo:
+    files: dict[str, bytes]
+    gated: bool = False
+    sha: str = ""
+    #: seconds a file download stalls after its first bytes (a slow mirror)
+    stall_s: float = 0
+
+    def __post_init__(self):
+        self.sha = self.sha or hashlib.sha1(json.dumps(sorted(self.files)).encode()).hexdigest()
+
+
+@dataclass
+class HubServer:
+    repos: dict[str, Repo]
+    #: tokens that may read gated repositories
+    tokens: set[str] = field(default_factory=set)
+    requests: Counter = field(default_factory=Counter)
+    address: str = "127.0.0.1"
+    port: int = 0
+
+    def __enter__(self) -> "HubServer":
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_HEAD(self):
+                self._serve(body=False)
+
+            def do_GET(self):
+                self._serve(body=True)
+
+            def _send(self, status: int, headers: dict[str, str], data: bytes, body: bool) -> None:
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+            def _error(self, status: int, code: str, message: str, body: bool) -> None:
+                self._send(status, {"X-Error-Code": code, "X-Error-Message": message,
+                                    "Content-Type": "application/json"},
+                           json.dumps({"error": message}).encode(), body)
+
+            def _repo(self, name: str, body: bool) -> Repo | None:
+                repo = hub.repos.get(name)
+                if repo is None:
+                    self._error(404, "RepoNotFound", "Repository not found", body)
+                    return None
+                auth = self.headers.get("Authorization", "")
+                if repo.gated and auth.removeprefix("Bearer ") not in hub.tokens:
+                    self._error(401, "GatedRepo", f"Access to model {name} is restricted.", body)
+                    return None
+                return repo
+
+            def _serve(self, body: bool) -> None:
+                path = unquote(urlsplit(self.path).path)
+                hub.requests[(self.command, path)] += 1
+                if path.startswith("/api/models/"):
+                    name = path[len("/api/models/"):].split("/revision/")[0]
+                    repo = self._repo(name, body)
+                    if repo:
+                        info = {"id": name, "modelId": name, "sha": repo.sha, "private": False, "gated": repo.gated,
+                                "siblings": [{"rfilename": n, "size": len(d),
+                                              "blobId": hashlib.sha1(d).hexdigest()} for n, d in repo.files.items()]}
+                        self._send(200, {"Content-Type": "application/json"}, json.dumps(info).encode(), body)
+                    return
+                if "/resolve/" not in path:
+                    self._error(404, "EntryNotFound", "not found", body)
+                    return
+                name, rest = path.lstrip("/").split("/resolve/", 1)
+                repo = self._repo(name, body)
+                if repo is None:
+                    return
+                _, _, filename = rest.partition("/")
+                data = repo.files.get(filename)
+                if data is None:
+                    self._error(404, "EntryNotFound", f"{filename} does not exist", body)
+                    return
+                headers = {"X-Repo-Commit": repo.sha, "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
+                           "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+                start = 0
+                ranged = self.headers.get("Range", "")
+                if ranged.startswith("bytes=") and body:
+                    start = int(ranged[6:].split("-")[0] or 0)
+                    headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+                if repo.stall_s and body:
+                    self.send_response(206 if start else 200)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(data) - start))
+                    self.end_headers()
+                    self.wfile.write(data[start:start + 1024])
+                    self.wfile.flush()
+                    time.sleep(repo.stall_s)
+                    self.wfile.write(data[start + 1024:])
+                    return
+                self._send(206 if start else 200, headers, data[start:], body)
+
+        self.server = ThreadingHTTPServer((self.address, self.port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{self.port}"
+
+    def downloads(self) -> int:
+        """File contents served (GET of a resolve URL)."""
+        return sum(n for (method, path), n in self.requests.items() if method == "GET" and "/resolve/" in path)
