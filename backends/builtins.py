@@ -8,10 +8,11 @@ when the user gave none and the replica has several GPUs; access-log filter and 
 from the versions that have them; SGLang's metrics and memory fraction), the user's
 parameters, then ``--host``/``--port``/``--served-model-name`` unless the user set them.
 
-Not ported: ``--max-model-len 8192`` / ``--context-length 8192``, which GPUStack adds when the
-model's config.json allows more than 8192 tokens; gpufleet does not read the model at plan time,
-so the engine's own default applies (set the flag in backend_parameters to cap it). Multi-host
-(Ray, MP) arguments do not apply: a gpufleet replica lives on one host.
+The context cap (``_build_max_model_len_arguments``: ``--max-model-len 8192`` / ``--context-length
+8192`` when the model's config.json allows more and the user set none) depends on a file that is
+on the host only after the fetch: the builders put ``CONTEXT_CAP`` where the value goes, and
+``stack.containers.finalize_command`` settles it from what the fetch read (``max_model_len``).
+Multi-host (Ray, MP) arguments do not apply: a gpufleet replica lives on one host.
 """
 from __future__ import annotations
 
@@ -37,7 +38,14 @@ class BuiltinContext:
     memory_fraction: float | None = None
     #: the replica's first device as the engine inside numbers it (VoxBox's --device)
     first_device: str | None = None
+    #: the model's config.json will be read after the fetch: mark where GPUStack's 8192 cap goes
+    context_cap: bool = False
 
+
+#: the cap's value until the fetch has read config.json (stack.containers.finalize_command)
+CONTEXT_CAP = "<8192 if the model's config.json allows more>"
+#: GPUStack's cap: _build_max_model_len_arguments (vLLM) and _build_command_args (SGLang)
+CAP_TOKENS = 8192
 
 def _extend_no_exist(arguments: list[str], *pairs: tuple[str, str]) -> None:
     """GPUStack's extend_args_no_exist: add --key value unless --key or --key=... is there."""
@@ -49,6 +57,8 @@ def _extend_no_exist(arguments: list[str], *pairs: tuple[str, str]) -> None:
 def vllm_arguments(ctx: BuiltinContext) -> list[str]:
     p = ctx.parameters
     args = [ctx.model_path]
+    if ctx.context_cap and find_parameter(p, "max-model-len") is None:
+        args += ["--max-model-len", CONTEXT_CAP]
     if find_parameter(p, "tensor-parallel-size", "tp", "pipeline-parallel-size", "pp", "data-parallel-size", "dp") is None \
             and ctx.gpu_count > 1:
         args += ["--tensor-parallel-size", str(ctx.gpu_count)]
@@ -68,6 +78,8 @@ def vllm_arguments(ctx: BuiltinContext) -> list[str]:
 def sglang_arguments(ctx: BuiltinContext) -> list[str]:
     p = ctx.parameters
     args = ["--model-path", ctx.model_path]
+    if ctx.context_cap and find_parameter(p, "context-length") is None:
+        args += ["--context-length", CONTEXT_CAP]
     if find_parameter(p, "tensor-parallel-size", "tp-size", "pipeline-parallel-size", "pp-size", "data-parallel-size",
              "dp-size") is None and ctx.gpu_count > 1:
         args += ["--tp-size", str(ctx.gpu_count)]

@@ -8,8 +8,7 @@ import pulumi
 import pulumi_docker as docker
 
 from inventory.ssh import Endpoint
-from stack.containers import ContainerSpec
-from stack.fetches import pending_path
+from stack.containers import ContainerSpec, finalize_command
 
 from .gpu_host import GpuHost
 from .health_gate import HealthGate
@@ -74,17 +73,16 @@ def provider_cpus(cpus: float) -> str:
 
 
 def container_args(spec: ContainerSpec, image: pulumi.Input[str],
-                   secrets: Mapping[str, pulumi.Output[str]], model_path: pulumi.Input[str] | None = None) -> dict:
+                   secrets: Mapping[str, pulumi.Output[str]], fetched: "ModelFetch | None" = None) -> dict:
     """The docker.Container inputs for one spec: a pure translation, tested on its own.
 
-    ``model_path``: the fetch's resolved path, for a model given as a file glob (the spec's command
-    holds ``pending_path`` in its place until the fetch has listed the repository).
+    ``fetched``: the replica's model fetch, whose outputs settle what the command leaves open
+    (a glob's file, GPUStack's context cap: ``finalize_command``).
     """
-    command: list[pulumi.Input[str]] = list(spec.command)
-    if model_path is not None and spec.fetch is not None and spec.fetch.model_path is None:
-        pending = pending_path(spec.fetch)
-        command = [pulumi.Output.from_input(model_path).apply(lambda p, a=a: a.replace(pending, p))
-                   if pending in a else a for a in spec.command]
+    command: pulumi.Input[list[str]] = list(spec.command)
+    if fetched is not None and spec.waits_for_fetch_outputs:
+        command = pulumi.Output.all(fetched.model_path, fetched.max_model_len).apply(
+            lambda v: finalize_command(spec, v[0], v[1]))
     envs: list[pulumi.Input[str]] = [f"{k}={v}" for k, v in spec.env]
     envs += [pulumi.Output.concat(k, "=", secrets[key]) for k, key in spec.secret_env]
     hc = spec.healthcheck
@@ -150,7 +148,7 @@ class ModelDeployment(pulumi.ComponentResource):
             fetch = args.fetches.get(spec.fetch.key) if spec.fetch else None
             self.containers[spec.replica] = docker.Container(
                 f"{name}-{spec.replica}",
-                **container_args(spec, image.image_id, args.secrets, fetch.model_path if fetch else None),
+                **container_args(spec, image.image_id, args.secrets, fetch),
                 opts=pulumi.ResourceOptions(
                     parent=self, provider=host.provider,
                     depends_on=[image, *before, *([fetch] if fetch else [])],

@@ -20,7 +20,7 @@ from inventory.ssh import Endpoint
 from stack.fetches import FetchSpec
 
 
-def _fetch(props: dict) -> str:
+def _fetch(props: dict) -> dict:
     # imported here: the dynamic provider runs in its own process with the project importable
     from inventory.ssh import Endpoint, connect, run, stream
     from stack.fetch_run import run_fetch
@@ -31,30 +31,33 @@ def _fetch(props: dict) -> str:
                         for k, v in props["spec"].items()})
     client = connect(endpoint)
     try:
-        return run_fetch(lambda argv, stdin, on_line, timeout: stream(client, argv, stdin, on_line, timeout),
+        fetched = run_fetch(lambda argv, stdin, on_line, timeout: stream(client, argv, stdin, on_line, timeout),
                          lambda argv: run(client, argv), spec, props.get("secrets") or {},
                          report=lambda line: print(line, flush=True), where=f" on {endpoint.name}")
     finally:
         client.close()
+    return {"model_path": fetched.model_path, "max_model_len": fetched.max_model_len}
 
 
 class _ModelFetchProvider(ResourceProvider):
     def create(self, props):
-        path = _fetch(props)
-        return CreateResult(id_=f"{props['spec']['host']}/{props['spec']['local_dir']}", outs={**props, "model_path": path})
+        return CreateResult(id_=f"{props['spec']['host']}/{props['spec']['local_dir']}", outs={**props, **_fetch(props)})
 
     def update(self, _id, _olds, news):
-        return UpdateResult(outs={**news, "model_path": _fetch(news)})
+        return UpdateResult(outs={**news, **_fetch(news)})
 
 
 class ModelFetch(pulumi.dynamic.Resource):
-    """Created once the model is in the host's cache; ``model_path`` is where."""
+    """Created once the model is in the host's cache; ``model_path`` is where, ``max_model_len``
+    what its config.json allows (GPUStack's derivation; None without a config.json)."""
 
     model_path: pulumi.Output[str]
+    max_model_len: pulumi.Output[int | None]
 
     def __init__(self, name: str, endpoint: Endpoint, spec: FetchSpec, secrets: dict[str, pulumi.Output[str]],
                  opts: pulumi.ResourceOptions | None = None):
         wanted = {key: secrets[key] for _, key in spec.secret_env}
         super().__init__(_ModelFetchProvider(), name, {
             "endpoint": asdict(endpoint), "spec": asdict(spec),
-            "secrets": pulumi.Output.secret(wanted) if wanted else {}, "model_path": None}, opts)
+            "secrets": pulumi.Output.secret(wanted) if wanted else {}, "model_path": None,
+            "max_model_len": None}, opts)

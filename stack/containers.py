@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backends.builtins import BUILDERS, BuiltinContext
+from backends.builtins import BUILDERS, CAP_TOKENS, CONTEXT_CAP, BuiltinContext
 from backends.memory import fraction, knob_for
 from backends.parameters import find_parameter
 from backends.render import SECRET_PREFIX, Variables, render
@@ -87,8 +87,31 @@ class ContainerSpec:
         return replica_key(self.deployment, self.replica)
 
     @property
+    def waits_for_fetch_outputs(self) -> bool:
+        """The command holds values only the fetch knows (a glob's file, the context cap)."""
+        return self.fetch is not None and (self.fetch.model_path is None or CONTEXT_CAP in self.command)
+
+    @property
     def endpoint(self) -> str:
         return f"http://{url_host(self.address)}:{self.port}"
+
+
+def finalize_command(spec: ContainerSpec, model_path: str, max_model_len: int | None) -> list[str]:
+    """The command with what the fetch found: the resolved model path in place of a glob's
+    placeholder, and GPUStack's context cap kept (value 8192) only when config.json allows more."""
+    pending = pending_path(spec.fetch) if spec.fetch is not None and spec.fetch.model_path is None else None
+    out: list[str] = []
+    args = list(spec.command)
+    i = 0
+    while i < len(args):
+        if i + 1 < len(args) and args[i + 1] == CONTEXT_CAP:
+            if max_model_len is not None and max_model_len > CAP_TOKENS:
+                out += [args[i], str(CAP_TOKENS)]
+            i += 2
+            continue
+        out.append(args[i].replace(pending, model_path) if pending else args[i])
+        i += 1
+    return out
 
 
 def container_name(stack: str, deployment: str, replica: int) -> str:
@@ -129,8 +152,11 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, setting
     if builder is not None:
         # GPUStack builds its built-ins' command lines itself (backends.builtins)
         first = exposure.gpu_ids.split(",")[0] if exposure.gpu_ids else None
+        # GPUStack reads config.json in the model folder; a single fetched file has none
+        reads_config = fetch is not None and fetch.filename is None
         command = tuple(builder(BuiltinContext(model_path, w.model_name, host.address, a.port, len(a.gpus),
-                                               w.version, tuple(w.parameters), dict(plain_env), cap, first)))
+                                               w.version, tuple(w.parameters), dict(plain_env), cap, first,
+                                               context_cap=reads_config)))
     else:
         command = tuple(render(w.run_command, variables, secrets)) + tuple(w.parameters)
         if cap is not None:

@@ -7,6 +7,7 @@ lines; ``run(argv) -> (status, out, err)`` runs short commands. Over paramiko in
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from documents.problems import printable
@@ -24,9 +25,16 @@ class FetchFailed(Exception):
     """The model did not reach the host; the message is what an operator needs to act."""
 
 
+@dataclass(frozen=True)
+class Fetched:
+    model_path: str
+    #: GPUStack's derived context length from the model folder's config.json, None without one
+    max_model_len: int | None
+
+
 def run_fetch(stream: Streamer, run: Runner, spec: FetchSpec, secrets: Mapping[str, str],
-              report: Callable[[str], None] = lambda line: None, where: str = "", progress_s: int = 10) -> str:
-    """Fetch, relay the fetch's own lines to ``report``, return the model's resolved path."""
+              report: Callable[[str], None] = lambda line: None, where: str = "", progress_s: int = 10) -> Fetched:
+    """Fetch, relay the fetch's own lines to ``report``; what the engine needs to know of the model."""
     missing = [key for _, key in spec.secret_env if not secrets.get(key)]
     if missing:
         raise FetchFailed(f"{spec.repo}{where}: secret {missing[0]!r} has no value; "
@@ -62,4 +70,5 @@ def run_fetch(stream: Streamer, run: Runner, spec: FetchSpec, secrets: Mapping[s
                           + "\n".join("  " + ln for ln in tail))
     if spec.model_path is not None and resolved[-1] != spec.model_path:
         raise FetchFailed(f"{spec.repo}{where}: fetched to {resolved[-1]}, expected {spec.model_path}")
-    return resolved[-1]
+    lengths = [m[len("max_model_len: "):] for m in ours if m.startswith("max_model_len: ")]
+    return Fetched(resolved[-1], int(lengths[-1]) if lengths and lengths[-1].isdigit() else None)

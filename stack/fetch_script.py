@@ -163,12 +163,53 @@ def fetch_modelscope(job, token):
     return files, folder
 
 
+#: gpustack/utils/hub.py get_max_model_len: the keys a config.json may bound the context with
+MAX_LEN_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
+                "max_target_positions", "max_sequence_length", "max_seq_length", "seq_len")
+
+
+def max_model_len(folder):
+    """GPUStack's _derive_max_model_len from the model folder's config.json (its local-config path:
+    get_hf_text_config, then get_max_model_len); None when there is no config.json or it fails."""
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    text = config.get("text_config")
+    if isinstance(text, dict) and "num_attention_heads" in text:
+        config = text
+    try:
+        found = [config[k] for k in MAX_LEN_KEYS if config.get(k) is not None]
+        derived = min(found) if found else 2048
+        rope = config.get("rope_scaling")
+        if isinstance(rope, dict):
+            kind = rope.get("type", rope.get("rope_type"))
+            if kind is not None and kind not in ("su", "longrope", "llama3"):
+                if kind == "yarn":
+                    derived = rope["original_max_position_embeddings"]
+                derived *= rope.get("factor", 1)
+        return int(derived)
+    except (TypeError, KeyError, ValueError, OverflowError):
+        return None
+
+
+def report_max_len(resolved):
+    if os.path.isdir(resolved):
+        derived = max_model_len(resolved)
+        if derived is not None:
+            say("max_model_len: %d" % derived)
+
+
 def main():
     job = json.loads(sys.argv[1])
     started = time.monotonic()
     resolved = cached(job)
     if resolved:
         say("cached: %s already in %s" % (job["repo"], job["local_dir"]))
+        report_max_len(resolved)
         say("resolved: " + resolved)
         return
     os.makedirs(job["local_dir"], exist_ok=True)
@@ -178,6 +219,7 @@ def main():
         files, resolved = fetch_modelscope(job, os.environ.get("MODELSCOPE_API_TOKEN") or None)
     write_marker(job, files, resolved)
     say("done: %s, %d files in %.0f s" % (job["repo"], len(files), time.monotonic() - started))
+    report_max_len(resolved)
     say("resolved: " + resolved)
 
 

@@ -32,6 +32,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.typ == "pulumi-python:dynamic:Resource" and isinstance(spec, dict) and "local_dir" in spec:
             # a model fetch: a glob resolves to a file in the folder, as the fetch script names it
             outputs["model_path"] = spec.get("model_path") or spec["local_dir"] + "/resolved-by-mock.gguf"
+            # what the fetch reads from config.json: a long-context model (GPUStack then caps at 8192)
+            outputs["max_model_len"] = 32768
         if args.typ == "docker:index/remoteImage:RemoteImage":
             outputs["imageId"] = "sha256:" + hashlib.sha256(args.inputs["name"].encode()).hexdigest()[:12]
         return f"{args.name}-id", outputs

@@ -51,3 +51,53 @@ def test_voxbox_gets_its_device_as_the_container_numbers_it():
     assert "--device" not in cpu
     mine = BUILDERS["VoxBox"](BuiltinContext("/m", "m", "1.2.3.4", 1, 1, "x", ("--device", "cpu"), {}, None, "0"))
     assert mine.count("--device") == 1 and mine[mine.index("--device") + 1] == "cpu"
+
+
+MAX_LEN = json.loads((ROOT / "tests" / "data" / "gpustack" / "max_model_len.json").read_text())
+
+
+@pytest.mark.parametrize("case", MAX_LEN["cases"], ids=[c["name"] for c in MAX_LEN["cases"]])
+def test_context_length_derived_as_gpustack_derives_it(case, tmp_path):
+    """The fetch script's port of get_hf_text_config + get_max_model_len, on the configs GPUStack's
+    own functions were run on (tests/data/gpustack/max_model_len.json)."""
+    import importlib.util
+
+    from stack.fetches import SCRIPT
+
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("fetch_script", loader=None))
+    exec(compile(SCRIPT, "stack/fetch_script.py", "exec"), module.__dict__)
+    (tmp_path / "config.json").write_text(json.dumps(case["config"]))
+    assert module.max_model_len(str(tmp_path)) == case["derived"]
+
+
+@pytest.mark.parametrize("case", MAX_LEN["cases"], ids=[c["name"] for c in MAX_LEN["cases"]])
+def test_the_context_cap_is_settled_by_what_the_fetch_read(case):
+    """GPUStack puts the cap right after the model (before parallelism): kept with 8192 when the
+    derived length is above 8192, gone otherwise."""
+    from dataclasses import replace as dc_replace
+
+    from stack.containers import finalize_command
+
+    for backend, key in (("vLLM", "vllm"), ("SGLang", "sglang")):
+        ctx = BuiltinContext("/models/m", "m", "10.0.0.5", 40000, 2, "v0.11.0", (), {}, None, context_cap=True)
+        final = finalize_command(_spec_with(BUILDERS[backend](ctx)), "/models/m", case["derived"])
+        base = BUILDERS[backend](dc_replace(ctx, context_cap=False))
+        after_model = 1 if backend == "vLLM" else 2
+        assert final == base[:after_model] + case[key] + base[after_model:]
+
+
+def test_a_user_context_flag_means_no_cap():
+    for backend, given in (("vLLM", "--max-model-len=4096"), ("SGLang", "--context-length=4096")):
+        argv = BUILDERS[backend](BuiltinContext("/m", "m", "1.2.3.4", 1, 1, "v0.11.0", (given,), {}, None,
+                                                context_cap=True))
+        from backends.builtins import CONTEXT_CAP
+        assert CONTEXT_CAP not in argv and given in argv
+
+
+def _spec_with(command):
+    from stack.containers import ContainerSpec
+    from stack.fetches import FetchSpec
+
+    fetch = FetchSpec("h", "huggingface", "o/m", None, "/c", "/models/m", "/models/m", "img", (), (), 60, 8)
+    return ContainerSpec("d", 0, "h", "1.2.3.4", 1, "n", "img", None, tuple(command), (), (), (), (), (), (),
+                         None, 0, None, None, False, 0, fetch=fetch)

@@ -42,7 +42,7 @@ def fetch_image(fleet_host: FleetHost, tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def hub():
     repos = {
-        "acme/web": Repo({"config.json": b'{"model_type": "web"}', "v1/models": b'{"data": [{"id": "acme-web"}]}'}),
+        "acme/web": Repo({"config.json": b'{"model_type": "web", "max_position_embeddings": 32768}', "v1/models": b'{"data": [{"id": "acme-web"}]}'}),
         "acme/tiny-GGUF": Repo({"README.md": b"# tiny", "tiny-Q4_K_M.gguf": GGUF, "tiny-Q8_0.gguf": b"q8" * 1000}),
         "acme/gated": Repo({"config.json": b"{}", "model.safetensors": b"w" * 4096}, gated=True),
         "acme/slow": Repo({"big.bin": b"x" * (4 << 20)}, stall_s=30),
@@ -80,10 +80,13 @@ def _host(project: Path):
     return load_fleet(project / "inventory" / "fleet.yaml", "inventory/fleet.yaml").host("fleet-1")
 
 
-def fetch(project: Path, spec, secrets=None, lines=None) -> str:
-    """The dynamic provider's create, as `pulumi up` calls it."""
+def fetch(project: Path, spec, secrets=None, outputs=None) -> str:
+    """The dynamic provider's create, as `pulumi up` calls it; returns the model path."""
     props = {"endpoint": asdict(Endpoint.of(_host(project))), "spec": asdict(spec), "secrets": secrets or {}}
-    return _fetch(props)
+    result = _fetch(props)
+    if outputs is not None:
+        outputs.update(result)
+    return result["model_path"]
 
 
 def test_the_replica_runs_on_the_model_its_host_fetched(project, hub, capsys):
@@ -93,10 +96,12 @@ def test_the_replica_runs_on_the_model_its_host_fetched(project, hub, capsys):
     folder = f"{cache}/huggingface/acme/web"
     assert spec.fetch is not None and spec.fetch.model_path == folder
     assert spec.command[-2:] == ("-h", folder)  # {{model_path}} is the local path, not the repository id
-    assert fetch(project, spec.fetch) == folder
+    outputs: dict = {}
+    assert fetch(project, spec.fetch, outputs=outputs) == folder
+    assert outputs["max_model_len"] == 32768  # read from the fetched config.json (GPUStack's derivation)
     out = capsys.readouterr().out
     assert f"acme/web on fleet-1: start: acme/web, 2 files" in out and "resolved: " + folder in out
-    assert Path(folder, "config.json").read_bytes() == b'{"model_type": "web"}'
+    assert Path(folder, "config.json").read_bytes() == b'{"model_type": "web", "max_position_embeddings": 32768}'
     # the engine serves the fetched files: its health path is one of them
     api = docker_api(_host(project))
     try:
@@ -202,7 +207,7 @@ def test_the_token_travels_on_stdin_never_in_argv():
         on_line("gpufleet-fetch resolved: /c/huggingface/o/m")
         return 0
 
-    assert run_fetch(stream, lambda argv: (0, "", ""), spec, {"hfToken": TOKEN}) == "/c/huggingface/o/m"
+    assert run_fetch(stream, lambda argv: (0, "", ""), spec, {"hfToken": TOKEN}).model_path == "/c/huggingface/o/m"
     assert TOKEN not in " ".join(seen["argv"]) and seen["stdin"] == f"HF_TOKEN={TOKEN}\n".encode()
     assert seen["argv"][seen["argv"].index("--env-file") + 1] == "/dev/stdin" and seen["timeout"] == 60
     assert "HF_ENDPOINT=http://mirror" in seen["argv"]

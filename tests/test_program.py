@@ -71,8 +71,12 @@ def test_per_vendor_devices_and_visibility(project):
     assert "CUDA_VISIBLE_DEVICES=0,1,2,3" in nv["envs"]
     assert nv["entrypoints"] == ["vllm", "serve"]
     # the engine gets the fetched model's local path (GPUStack's resolved_path), never the repository id
+    # no context cap: the deployment sets --max-model-len itself
     assert nv["command"][:3] == ["/var/lib/gpufleet/models/huggingface/meta-llama/Llama-3.3-70B-Instruct",
                                  "--tensor-parallel-size", "4"]
+    # GPUStack's cap, kept because the fetched config.json allows more than 8192 (the mock says 32768)
+    qwen = c["gpufleet-demo-qwen3-8b-0"].inputs["command"]
+    assert qwen[:3] == ["/var/lib/gpufleet/models/huggingface/Qwen/Qwen3-8B", "--max-model-len", "8192"]
     uuid = c["gpufleet-demo-qwen3-8b-0"].inputs["deviceRequests"][0]["deviceIds"]
     assert uuid == ["GPU-5a9e6c1f-0b4e-4c1d-9f0a-2d7c1a3e5b10"]  # UUIDs when the inventory has them
     amd = c["gpufleet-demo-qwen3-32b-rocm-0"].inputs
