@@ -20,7 +20,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.synthetic import random_demand, synthetic_demands, synthetic_fleet  # noqa: E402
+from bench.synthetic import (  # noqa: E402
+    random_demand,
+    resource_demands,
+    resource_fleet,
+    synthetic_demands,
+    synthetic_fleet,
+)
 from inventory.fleet import Device, DeviceGroup, Fleet, Host  # noqa: E402
 from stack.lock import read_lock, render_lock  # noqa: E402
 from stack.placement import Demand, place  # noqa: E402
@@ -259,14 +265,151 @@ def exact(count: int, seed: int, hard: bool = False) -> dict:
             "within_1pct": sum(g <= 0.01 for g in gaps), "detail": rows}
 
 
+# ---------------------------------------------------------------------------- CPUs and memory
+
+def gpu_equivalents(fleet: Fleet, placement) -> float:
+    """Whole GPUs allocated: a whole claim counts 1 per device, a shared one its share of the device."""
+    size = {(h.name, g.vendor): g.vram_mib for h in fleet.hosts for g in h.groups}
+    return sum(len(a.gpus) if a.whole else len(a.gpus) * a.vram_mib / size[(a.host, a.vendor)]
+               for a in placement.assignments)
+
+
+def over_capacity(fleet: Fleet, demands: list[Demand], placement) -> list[str]:
+    """Hosts whose replicas claim more CPUs or memory than they have (less reserved)."""
+    by_key = {d.key: d for d in demands}
+    use: dict[str, list[float]] = {}
+    for a in placement.assignments:
+        d = by_key[a.key]
+        u = use.setdefault(a.host, [0.0, 0])
+        u[0] += d.cpus
+        u[1] += d.ram_mib
+    out = []
+    for h in fleet.hosts:
+        u = use.get(h.name)
+        if u and h.cpus is not None and (u[0] > h.cpus - h.reserved_cpus + 1e-9 or u[1] > h.ram_mib - h.reserved_ram_mib):
+            out.append(h.name)
+    return out
+
+
+def enforce_after(fleet: Fleet, demands: list[Demand], placement) -> float:
+    """GPU equivalents left when hosts over their CPUs or memory drop replicas (most CPUs first) until they fit:
+    what placing without CPU and memory costs once a real host enforces them."""
+    by_key = {d.key: d for d in demands}
+    size = {(h.name, g.vendor): g.vram_mib for h in fleet.hosts for g in h.groups}
+    hosts = {h.name: h for h in fleet.hosts}
+    per_host: dict[str, list] = {}
+    for a in placement.assignments:
+        per_host.setdefault(a.host, []).append(a)
+    total = 0.0
+    for name, items in per_host.items():
+        h = hosts[name]
+        items.sort(key=lambda a: (by_key[a.key].cpus, by_key[a.key].ram_mib))  # keep the lean ones
+        cpus = ram = 0
+        for a in items:
+            d = by_key[a.key]
+            if cpus + d.cpus > h.cpus - h.reserved_cpus or ram + d.ram_mib > h.ram_mib - h.reserved_ram_mib:
+                continue
+            cpus += d.cpus
+            ram += d.ram_mib
+            total += len(a.gpus) if a.whole else len(a.gpus) * a.vram_mib / size[(a.host, a.vendor)]
+    return total
+
+
+def lp_bound(fleet: Fleet, demands: list[Demand]) -> float:
+    """An upper bound on GPU equivalents: the LP relaxation over demand shapes and hosts, with each host's
+    devices, VRAM, CPUs and memory as aggregate capacities (device packing relaxed)."""
+    import numpy as np
+    from scipy.optimize import linprog
+
+    shapes: dict[tuple, int] = {}
+    for d in demands:
+        if d.gpus:
+            key = (d.gpus, d.vram_mib, d.min_vram_mib, d.cpus, d.ram_mib)
+            shapes[key] = shapes.get(key, 0) + 1
+    hosts = [h for h in fleet.hosts if h.groups]
+    keys = list(shapes)
+    nv = len(keys) * len(hosts)
+    c = np.zeros(nv)
+    rows, rhs = [], []
+    for t, (g, v, mv, cp, rm) in enumerate(keys):
+        for j, h in enumerate(hosts):
+            grp = h.groups[0]
+            ok = len(grp.devices) >= g and grp.vram_mib >= mv
+            c[t * len(hosts) + j] = -(g if v is None else g * v / grp.vram_mib) if ok else 0
+    for t, key in enumerate(keys):
+        row = np.zeros(nv)
+        row[t * len(hosts):(t + 1) * len(hosts)] = 1
+        rows.append(row)
+        rhs.append(shapes[key])
+    for j, h in enumerate(hosts):
+        grp = h.groups[0]
+        for cap, coef in ((len(grp.devices), lambda k: k[0] if k[1] is None else k[0] * k[1] / grp.vram_mib),
+                          (h.cpus - h.reserved_cpus, lambda k: k[3]),
+                          ((h.ram_mib - h.reserved_ram_mib), lambda k: k[4])):
+            row = np.zeros(nv)
+            for t, k in enumerate(keys):
+                row[t * len(hosts) + j] = coef(k)
+            rows.append(row)
+            rhs.append(cap)
+    bounds = [(0, 0) if c[i] == 0 else (0, None) for i in range(nv)]
+    res = linprog(c, A_ub=np.array(rows), b_ub=np.array(rhs), bounds=bounds, method="highs")
+    return -res.fun
+
+
+def resources(n_hosts: int, seed: int, batches: int = 20) -> dict:
+    """Heterogeneous hosts with CPUs and memory, fractional claims, CPU-only replicas: one plan, the same
+    replicas arriving in batches with the lock, and what placing without CPUs and memory would cost."""
+    fleet = resource_fleet(n_hosts, seed)
+    demands = resource_demands(fleet, seed + 1)
+    gpus = sum(len(g.devices) for h in fleet.hosts for g in h.groups)
+    t0 = time.perf_counter()
+    one = place(fleet, demands)
+    seconds = time.perf_counter() - t0
+    blind_fleet = Fleet(tuple(replace(h, cpus=None, ram_mib=None) for h in fleet.hosts), "blind")
+    blind = place(blind_fleet, demands)
+    # arrival: deployments in batches, each plan with the lock of the last
+    deployments = sorted({d.deployment for d in demands})
+    per = -(-len(deployments) // batches)
+    prior, arrived, kept_total, seen = None, [], 0, 0
+    for b in range(batches):
+        names = set(deployments[b * per:(b + 1) * per])
+        arrived += [d for d in demands if d.deployment in names]
+        p = place(fleet, arrived, prior)
+        if prior is not None:
+            kept_total += sum(a.status == "kept" for a in p.assignments if a.key in prior)
+            seen += sum(1 for k in prior if k in p.by_key())
+        prior = read_lock_text(render_lock("bench", p))
+    bound = lp_bound(fleet, demands)
+    return {
+        "hosts": n_hosts, "gpus": gpus, "replicas": len(demands),
+        "cpu_only_replicas": sum(1 for d in demands if d.gpus == 0),
+        "asked_gpu_equivalents": round(sum(d.gpus if d.whole else d.gpus * d.vram_mib / (80 * 1024)
+                                           for d in demands), 1),
+        "one_plan": {"gpu_allocation": round(gpu_equivalents(fleet, one) / gpus, 4),
+                     "hosts_over_cpu_or_memory": len(over_capacity(fleet, demands, one)),
+                     "unplaced": len(one.unplaced), "seconds": round(seconds, 3)},
+        "batches_with_lock": {"batches": batches, "gpu_allocation": round(gpu_equivalents(fleet, p) / gpus, 4),
+                              "hosts_over_cpu_or_memory": len(over_capacity(fleet, demands, p)),
+                              "kept_share": round(kept_total / seen, 4) if seen else 1.0},
+        "ignoring_cpu_and_memory": {"gpu_allocation": round(gpu_equivalents(fleet, blind) / gpus, 4),
+                                    "hosts_over_cpu_or_memory": len(over_capacity(fleet, demands, blind)),
+                                    "gpu_allocation_once_enforced": round(enforce_after(fleet, demands, blind) / gpus, 4)},
+        "lp_bound": round(min(bound, gpus) / gpus, 4),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--resources", type=int, metavar="HOSTS", help="only the CPU-and-memory workload, this many hosts")
     ap.add_argument("--seed", type=int, default=20261121)
     args = ap.parse_args()
     if args.one:
         print(json.dumps(scale_run(args.one, args.seed)))
+        return
+    if args.resources:
+        print(json.dumps(resources(args.resources, args.seed), indent=2))
         return
     scale = []
     for n in (100, 1000, 2000):
@@ -279,6 +422,7 @@ def main() -> None:
         "churn": churn(200 if args.quick else 1000, 30 if args.quick else 100, args.seed),
         "exact_mixed": exact(5 if args.quick else 20, args.seed),
         "exact_whole_gpus": exact(5 if args.quick else 20, args.seed, hard=True),
+        "cpu_and_memory": resources(300 if args.quick else 1200, args.seed),
     }
     print(json.dumps(result, indent=2))
 

@@ -44,3 +44,58 @@ def synthetic_demands(n_replicas: int, seed: int) -> list[Demand]:
             out.append(Demand(shape.deployment, r, shape.framework, shape.gpus, shape.vram_mib, shape.min_vram_mib))
         i += 1
     return out
+
+
+# ---------------------------------------------------------------- CPUs and memory as resources
+#: (devices, VRAM GiB, CPUs, RAM GiB, weight): servers as sold, some GPU-dense and CPU-poor
+HOST_KINDS = [(8, 80, 112, 1024, 0.30), (8, 80, 64, 512, 0.15), (4, 48, 32, 256, 0.20), (8, 24, 48, 384, 0.10),
+              (4, 80, 96, 768, 0.15), (8, 141, 192, 2048, 0.10)]
+
+
+def resource_fleet(n_hosts: int, seed: int, cpu_only: float = 0.08) -> Fleet:
+    """NVIDIA hosts of several kinds with CPUs and memory (2 CPUs and 16 GiB reserved), plus CPU-only hosts."""
+    rnd = random.Random(seed)
+    hosts = []
+    for i in range(n_hosts):
+        name, address = f"host-{i:05d}", f"127.2.{i // 250}.{i % 250 + 1}"
+        if rnd.random() < cpu_only:
+            hosts.append(Host(name, address, SSH, (("zone", "abc"[i % 3]),), "active", 40000, 40063, "/models",
+                              (), cpus=64, ram_mib=256 * 1024, reserved_cpus=2, reserved_ram_mib=16 * 1024))
+            continue
+        n, gib, cpus, ram, _ = rnd.choices(HOST_KINDS, [k[-1] for k in HOST_KINDS])[0]
+        group = DeviceGroup("nvidia", f"gpu-{gib}g", gib * 1024, tuple(Device(j) for j in range(n)))
+        hosts.append(Host(name, address, SSH, (("zone", "abc"[i % 3]),), "active", 40000, 40063, "/models",
+                          (group,), cpus=cpus, ram_mib=ram * 1024, reserved_cpus=2, reserved_ram_mib=16 * 1024))
+    return Fleet(tuple(hosts), "synthetic-resources")
+
+
+def resource_demands(fleet: Fleet, seed: int, load: float = 1.0) -> list[Demand]:
+    """Replicas asking ``load`` times the fleet's GPUs (in whole-GPU equivalents), in arrival order:
+    whole and fractional claims with the CPUs and memory engines ask for, and CPU-only replicas
+    (embedders, routers) worth about an eighth of the replicas."""
+    rnd = random.Random(seed)
+    gpus = sum(len(g.devices) for h in fleet.hosts for g in h.groups)
+    out: list[Demand] = []
+    asked, i = 0.0, 0
+    while asked < load * gpus:
+        dep = f"dep-{i:05d}"
+        kind = rnd.random()
+        if kind < 0.12:  # CPU-only
+            shape = Demand(dep, 0, "cpu", 0, cpus=rnd.choice([2, 4, 8, 16]), ram_mib=rnd.choice([8, 16, 32, 64]) * 1024)
+            eq = 0.0
+        elif kind < 0.50:  # a shared slice of one GPU
+            vram = rnd.choice([8, 10, 16, 20, 24, 40]) * 1024
+            shape = Demand(dep, 0, "cuda", 1, vram, vram, cpus=rnd.choice([2, 4, 6]),
+                           ram_mib=rnd.choice([16, 32, 48]) * 1024)
+            eq = vram / (80 * 1024)
+        else:  # whole GPUs
+            n = rnd.choices([1, 2, 4, 8], [0.5, 0.25, 0.17, 0.08])[0]
+            shape = Demand(dep, 0, "cuda", n, None, rnd.choice([0, 0, 40 * 1024]),
+                           cpus=n * rnd.choice([4, 8, 12, 16]), ram_mib=n * rnd.choice([32, 64, 96]) * 1024)
+            eq = float(n)
+        for r in range(rnd.randint(1, 4)):
+            out.append(Demand(dep, r, shape.framework, shape.gpus, shape.vram_mib, shape.min_vram_mib,
+                              cpus=shape.cpus, ram_mib=shape.ram_mib))
+            asked += eq
+        i += 1
+    return out

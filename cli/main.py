@@ -103,6 +103,7 @@ def cmd_validate(args) -> int:
             project = problems.absorb(load_project, str(path), root)
             if project is not None:
                 counts["stacks"] += 1
+                notes += project.notes
         for path in sorted((root / "inventory").glob("*.yaml")):
             fleet = problems.absorb(load_fleet, path, display(path, root))
             if fleet is not None:
@@ -164,7 +165,7 @@ def _validate_path(path: Path, root: Path) -> tuple[str, set[str], list[Problem]
         return "inventories", set(), []
     if isinstance(data, dict) and ("deployments" in data or "inventory" in data):
         project = load_project(str(path), root)
-        return "stacks", set(), project.catalog.notes
+        return "stacks", set(), project.notes
     raise InputError([marks.problem((), "cannot tell what this file is: a backend spec has backend_name, an "
                                         "inventory has hosts, a stack file has inventory and deployments")])
 

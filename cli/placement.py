@@ -75,7 +75,7 @@ def cmd_plan(args) -> int:
     project, placement, _ = compute(args, must_exist=True)
     from .main import print_notes
 
-    print_notes(project.catalog.notes)
+    print_notes(project.notes)
     fmt = args.format or ("json" if args.json else "table")
     if fmt == "json":
         print(json.dumps(placement_json(project.name, project.fleet, placement), indent=2))

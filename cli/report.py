@@ -49,6 +49,10 @@ def _host_usage(fleet: Fleet, placement: Placement) -> list[dict]:
             "vram_total_mib": sum(g.vram_mib * len(g.devices) for g in h.groups),
             "vram_claimed_mib": sum(a.vram_mib * len(a.gpus) for a in mine),
             "replicas": len(mine), "ports_used": len(mine), "ports_total": h.port_end - h.port_start + 1,
+            # claimed of what replicas may use (capacity less reserved); None: not declared
+            "cpus_claimed": sum(a.claim.cpus for a in mine if a.claim), "cpus_allocatable": h.allocatable_cpus,
+            "ram_claimed_mib": sum(a.claim.ram_mib for a in mine if a.claim),
+            "ram_allocatable_mib": h.allocatable_ram_mib,
         })
     return out
 
@@ -70,11 +74,18 @@ def placement_text(stack: str, fleet: Fleet, placement: Placement, inventory_fil
                      "-", str(rem["port"]), "removed"))
     lines.append(_table(rows))
     lines += ["", "Hosts"]
-    host_rows = [("HOST", "STATE", "GPUS USED", "VRAM CLAIMED", "REPLICAS")]
+    sized = any(h["cpus_allocatable"] is not None or h["ram_allocatable_mib"] is not None for h in data["hosts"])
+    host_rows = [("HOST", "STATE", "GPUS USED", "VRAM CLAIMED", *(("CPUS", "MEMORY") if sized else ()), "REPLICAS")]
     for h in data["hosts"]:
         gpus = f"{h['devices_used']}/{h['devices']}" if h["devices"] else "cpu only"
         vram = f"{format_mib(h['vram_claimed_mib'])} / {format_mib(h['vram_total_mib'])}" if h["devices"] else "-"
-        host_rows.append((h["host"], h["state"], gpus, vram, str(h["replicas"])))
+        extra = ()
+        if sized:
+            cpus = "-" if h["cpus_allocatable"] is None else f"{h['cpus_claimed']:g} / {h['cpus_allocatable']:g}"
+            ram = "-" if h["ram_allocatable_mib"] is None else \
+                f"{format_mib(h['ram_claimed_mib'])} / {format_mib(h['ram_allocatable_mib'])}"
+            extra = (cpus, ram)
+        host_rows.append((h["host"], h["state"], gpus, vram, *extra, str(h["replicas"])))
     lines.append(_table(host_rows))
     if data["unplaced"]:
         lines += ["", "Unplaced"]

@@ -75,6 +75,18 @@ class Host:
     registries: tuple[RegistryLogin, ...] = ()
     cpus: int | None = None
     ram_mib: int | None = None
+    #: kept for the system (the inventory's reserved): placement gives replicas the rest
+    reserved_cpus: float = 0
+    reserved_ram_mib: int = 0
+
+    @property
+    def allocatable_cpus(self) -> float | None:
+        """CPUs replicas may claim; None when the inventory does not say (then nothing is checked)."""
+        return None if self.cpus is None else self.cpus - self.reserved_cpus
+
+    @property
+    def allocatable_ram_mib(self) -> int | None:
+        return None if self.ram_mib is None else self.ram_mib - self.reserved_ram_mib
 
     @property
     def frameworks(self) -> frozenset[str]:
@@ -163,6 +175,13 @@ def build_fleet(inv: InventoryFile, marks: Marks, base_dir: Path | None = None) 
                 devices.append(Device(device.index, device.uuid, device.pci_bus_id, device.render_node))
             groups.append(_group(g.vendor, g.model, g.vram, devices))
         start, end = entry.port_range or d.port_range
+        reserved = entry.reserved or d.reserved
+        for what, have, keep, unit in (("cpus", entry.cpus, reserved.cpus, ""), ("ram", entry.ram, reserved.ram, " MiB")):
+            if have is not None and keep >= have:
+                problems.append(marks.problem(path + (("reserved",) if entry.reserved else ()),
+                                              f"host '{entry.name}' reserves {keep:g}{unit} of its {have}{unit} "
+                                              f"{what} for the system, leaving nothing for replicas; lower "
+                                              "reserved or correct the host's capacity"))
         hosts.append(Host(
             name=entry.name, address=entry.address, ssh=ssh,
             labels=tuple(sorted({**d.labels, **entry.labels}.items())),
@@ -172,6 +191,7 @@ def build_fleet(inv: InventoryFile, marks: Marks, base_dir: Path | None = None) 
             registries=tuple(RegistryLogin(r.address, r.username, r.password[len("secret:"):])
                              for r in (entry.registries if entry.registries is not None else d.registries)),
             cpus=entry.cpus, ram_mib=entry.ram,
+            reserved_cpus=reserved.cpus, reserved_ram_mib=reserved.ram,
         ))
         where[entry.name] = (marks, path)
     problems.extend(_port_overlaps(hosts, where))

@@ -154,6 +154,18 @@ class RegistryLogin(StrictModel):
         return value
 
 
+class Reserved(StrictModel):
+    """What the system keeps of a host: placement never gives it to replicas."""
+
+    cpus: float = Field(default=0, ge=0, le=4096)
+    ram: Annotated[int, SIZE_SCHEMA] = 0
+
+    @field_validator("ram", mode="before")
+    @classmethod
+    def _ram(cls, value):
+        return parse_mib(value) if value else 0
+
+
 class HostEntry(StrictModel):
     name: str
     address: Address
@@ -169,6 +181,8 @@ class HostEntry(StrictModel):
     #: the host's CPUs and memory (`gpufleet discover` and `probe` read them)
     cpus: Optional[int] = Field(default=None, ge=1, le=4096)
     ram: Optional[Annotated[int, SIZE_SCHEMA]] = None
+    #: kept for the system (replaces the defaults' reserved); placement counts cpus - reserved
+    reserved: Optional[Reserved] = None
     accelerators: list[AcceleratorGroup] = Field(default_factory=list)
 
     @field_validator("ram", mode="before")
@@ -200,6 +214,8 @@ class Defaults(StrictModel):
     model_roots: Optional[list[HostFolder]] = None
     labels: StrMap = Field(default_factory=dict)
     registries: list[RegistryLogin] = Field(default_factory=list)
+    #: kept for the system on every host that declares cpus or ram
+    reserved: Reserved = Field(default_factory=Reserved)
 
 
 class InventoryFile(StrictModel):

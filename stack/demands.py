@@ -19,5 +19,6 @@ def demands_for(workloads: list[Workload]) -> list[Demand]:
                 labels=tuple(sorted(w.spec.selectors.labels.items())),
                 vendor=w.spec.selectors.vendor, gpu_model=w.spec.selectors.gpu_model,
                 manual=w.manual, spread_hosts=w.spec.spread == "hosts",
+                cpus=r.cpus or 0, ram_mib=r.ram or 0,
             ))
     return out

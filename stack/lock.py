@@ -34,6 +34,8 @@ class ClaimEntry(StrictModel):
     gpus: int = Field(ge=0)
     vram_mib: Union[int, Literal["whole"]]
     min_vram_mib: int = 0
+    cpus: float = Field(default=0, ge=0)
+    ram_mib: int = Field(default=0, ge=0)
 
 
 class ReplicaEntry(StrictModel):
@@ -158,7 +160,8 @@ def read_prior(path: Path, display: str | None = None, stack: str | None = None)
 
 def _locked(key: str, r: ReplicaEntry) -> LockedReplica:
     c = r.claim
-    claim = Claim(c.framework, c.gpus, None if c.vram_mib == "whole" else c.vram_mib, c.min_vram_mib)
+    claim = Claim(c.framework, c.gpus, None if c.vram_mib == "whole" else c.vram_mib, c.min_vram_mib, c.cpus,
+                  c.ram_mib)
     uuids = tuple(r.uuids) if r.uuids else (None,) * len(r.gpus)
     return LockedReplica(key, r.host, r.vendor, tuple(r.gpus), uuids, r.port, claim)
 
@@ -174,6 +177,10 @@ def _entry(host: str, vendor: str | None, gpus, uuids, port: int, c: Claim) -> d
     claim: dict = {"framework": c.framework, "gpus": c.gpus, "vram_mib": "whole" if c.vram_mib is None else c.vram_mib}
     if c.min_vram_mib:
         claim["min_vram_mib"] = c.min_vram_mib
+    if c.cpus:
+        claim["cpus"] = int(c.cpus) if float(c.cpus).is_integer() else c.cpus
+    if c.ram_mib:
+        claim["ram_mib"] = c.ram_mib
     entry["claim"] = claim
     return entry
 

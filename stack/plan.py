@@ -106,4 +106,4 @@ def build_plan(project: Project, lock_file: Path | None = None, strategy: str | 
         for a in placement.assignments)
     stale = path_kind(path) != "file" or not lock_matches(prior, placement)
     return Plan(project.name, placement, containers, project.fleet.hosts, shown, stale,
-                project.stack.rollout.max_unavailable, tuple(project.catalog.notes))
+                project.stack.rollout.max_unavailable, tuple(project.notes))

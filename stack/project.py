@@ -58,6 +58,26 @@ class Project:
     fleet: Fleet
     workloads: list[Workload]
 
+    @property
+    def notes(self) -> list[Problem]:
+        """What loading ignored or decided, and values that are valid but look like mistakes."""
+        return sorted(set(self.catalog.notes) | set(stack_notes(self.stack, self.stack_marks)), key=Problem.sort_key)
+
+
+#: a sized vram claim below this is almost surely a size written without a unit (a bare number is MiB)
+IMPLAUSIBLE_VRAM_MIB = 1024
+
+
+def stack_notes(stack: StackFile, marks: Marks) -> list[Problem]:
+    out = []
+    for name, d in stack.deployments.items():
+        vram = d.resources.vram
+        if vram != "whole" and d.resources.gpus and vram < IMPLAUSIBLE_VRAM_MIB:
+            out.append(marks.problem(("deployments", name, "resources", "vram"),
+                                     f"{vram} MiB per GPU is implausibly small for a model; a bare number is MiB, "
+                                     f"so write {vram}GiB if that is what you mean"))
+    return out
+
 
 def load_stack_file(path: Path, root: Path) -> tuple[StackFile, Marks]:
     data, marks = read_yaml(path, display(path, root))

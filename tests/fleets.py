@@ -7,10 +7,13 @@ SSH = SshTarget("gpufleet", 22, None, None)
 
 
 def host(name: str, *groups: DeviceGroup, labels: dict | None = None, state: str = "active",
-         ports: tuple[int, int] = (40000, 40063), address: str | None = None) -> Host:
+         ports: tuple[int, int] = (40000, 40063), address: str | None = None, cpus: int | None = None,
+         ram_gib: int | None = None, reserved: tuple[float, int] = (0, 0)) -> Host:
     return Host(name=name, address=address or f"127.0.50.{abs(hash(name)) % 250 + 1}", ssh=SSH,
                 labels=tuple(sorted((labels or {}).items())), state=state, port_start=ports[0],
-                port_end=ports[1], model_cache="/var/lib/gpufleet/models", groups=tuple(groups))
+                port_end=ports[1], model_cache="/var/lib/gpufleet/models", groups=tuple(groups),
+                cpus=cpus, ram_mib=None if ram_gib is None else ram_gib * 1024,
+                reserved_cpus=reserved[0], reserved_ram_mib=reserved[1] * 1024)
 
 
 def gpus(vendor: str, model: str, gib: int, count: int, uuids: bool = False) -> DeviceGroup:

@@ -71,7 +71,7 @@ def test_device_count_and_never_fits():
     u = only_unplaced(place(f, [d(n=16)]))
     assert u.rejected == {"device_count": 2}
     assert u.never_fits
-    assert "no single host can ever hold 16 × whole cuda (the most cuda devices on one host is 8)" in u.message
+    assert "no single host can ever hold 16 × whole cuda: the most cuda devices on one host is 8;" in u.message
     assert "multi-host replicas are not supported" in u.message
 
 

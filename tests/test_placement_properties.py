@@ -32,9 +32,14 @@ def fleets(draw):
             if any(g.vendor == vendor for g in groups):
                 continue  # device indices are per vendor
             groups.append(gpus(vendor, model, gib, draw(st.integers(1, 8))))
+        sized = draw(st.booleans())  # some hosts declare CPUs and memory, some do not
         hosts.append(host(f"h{i:02d}", *groups, labels={"zone": draw(st.sampled_from("ab"))},
                           state=draw(st.sampled_from(["active"] * 5 + ["cordoned"])),
-                          ports=(40000, 40000 + draw(st.integers(0, 6)))))
+                          ports=(40000, 40000 + draw(st.integers(0, 6))),
+                          cpus=draw(st.sampled_from([8, 16, 64])) if sized else None,
+                          ram_gib=draw(st.sampled_from([32, 128, 512])) if sized else None,
+                          reserved=(draw(st.sampled_from([0, 2])), draw(st.sampled_from([0, 8]))) if sized
+                          else (0, 0)))
     return fleet(*hosts)
 
 
@@ -49,8 +54,11 @@ def demand_sets(draw):
         labels = (("zone", draw(st.sampled_from("ab"))),) if draw(st.booleans()) else ()
         model = draw(st.sampled_from([None, None, "h100", "*l4*"])) if fw == "cuda" else None
         spread = draw(st.booleans())
+        cpus = draw(st.sampled_from([0, 0, 0.5, 4, 12]))
+        ram = draw(st.sampled_from([0, 0, 16, 100])) * 1024
         for r in range(draw(st.integers(1, 4))):
-            out.append(Demand(f"d{i}", r, fw, n, vram, vram or min_vram, labels, None, model, None, spread))
+            out.append(Demand(f"d{i}", r, fw, n, vram, vram or min_vram, labels, None, model, None, spread,
+                              cpus, ram))
     return out
 
 
@@ -87,6 +95,12 @@ def check_invariants(f, demands, p):
             assert sum(c[0].vram_mib for c in claims) <= claims[0][1], f"{key} over-committed"
     for h, used in ports.items():
         assert len(used) == len(set(used)), f"duplicate port on {h}"
+    for name, h in hosts.items():  # no host over its CPUs or memory (less what the system keeps)
+        mine = [by_demand[a.key] for a in p.assignments if a.host == name]
+        if h.cpus is not None:
+            assert sum(d.cpus for d in mine) <= h.cpus - h.reserved_cpus + 1e-9, f"{name} over its CPUs"
+        if h.ram_mib is not None:
+            assert sum(d.ram_mib for d in mine) <= h.ram_mib - h.reserved_ram_mib, f"{name} over its memory"
     spread_hosts = defaultdict(list)
     for a in p.assignments:
         if by_demand[a.key].spread_hosts:
@@ -125,8 +139,7 @@ def test_a_still_valid_locked_replica_never_moves(f, demands, extra, seed, strat
     rnd = random.Random(seed)
     # edits that never invalidate a placed replica: drop some demands, add new ones, add a host
     kept = [x for x in demands if rnd.random() > 0.3]
-    added = [Demand("new" + x.deployment, x.replica, x.framework, x.gpus, x.vram_mib, x.min_vram_mib, x.labels,
-                    x.vendor, x.gpu_model, x.manual, x.spread_hosts) for x in extra]
+    added = [replace(x, deployment="new" + x.deployment) for x in extra]
     # ... and cordon one host: only its replicas may move
     cordoned = rnd.choice(f.hosts).name
     f2 = fleet(*(replace(h, state="cordoned") if h.name == cordoned else h for h in f.hosts),

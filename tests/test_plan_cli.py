@@ -51,8 +51,8 @@ def test_unplaced_exits_3_with_explanation(project):
          "resources: {gpus: 9, vram: whole}\n    selectors: {vendor: amd}")
     r = run_cli("--root", project, "plan", "--stack", "demo")
     assert r.code == 3
-    assert ("qwen3-32b-rocm/0: no single host can ever hold 9 × whole rocm (the most rocm devices on one host "
-            "is 8)") in r.out
+    assert ("qwen3-32b-rocm/0: no single host can ever hold 9 × whole rocm: the most rocm devices on one host "
+            "is 8;") in r.out
     data = json.loads(run_cli("--root", project, "plan", "--stack", "demo", "--json").out)
     (u,) = data["unplaced"]
     assert u["rejected"] == {"framework": 5, "device_count": 1} and u["never_fits"]

@@ -193,7 +193,7 @@ def test_nothing_registered_on_invalid_input(project):
     with pytest.raises(pulumi.RunError) as err:
         run_program(project, sink=registered)
     assert [r.typ for r in registered] == []
-    assert "inventory/demo.yaml:30:15: hosts[1].accelerators[0].vram: '40GB'" in str(err.value)
+    assert "inventory/demo.yaml:35:15: hosts[1].accelerators[0].vram: '40GB'" in str(err.value)
 
 
 def test_unplaced_replicas_fail_unless_allowed(project):

@@ -15,6 +15,7 @@ Pure: the same fleet, demands, prior and strategy give the same Placement.
 from __future__ import annotations
 
 from inventory.fleet import Fleet
+from inventory.sizes import format_mib
 
 from .filters import (
     DEVICE_COUNT,
@@ -59,7 +60,8 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
         _hold(state, index, entries)
         for locked in entries:
             state.held_by.setdefault(locked.host, set()).add(other)
-    fresh.sort(key=_biggest_first)
+    constrained = _Constrainedness(fleet, index)
+    fresh.sort(key=lambda d: (constrained(d), _biggest_first(d)))
     for demand in fresh:  # 2. fresh
         run.place_fresh(demand, prior.get(demand.key))
     run.explain_unplaced()  # 3. explain, against the final state the user will see
@@ -82,6 +84,8 @@ def _hold(state: FleetState, index: CandidateIndex, entries: tuple[LockedReplica
     """
     for locked in entries:
         gs = None
+        if locked.host in state.cpu_free:
+            state.hold_host(locked.host, locked.claim.cpus, locked.claim.ram_mib)
         if locked.gpus:
             gs = next((g for g in state.groups_of.get(locked.host, ()) if g.group.vendor == locked.vendor
                        and all(i in g.pos_of for i in locked.gpus)), None)
@@ -94,7 +98,52 @@ def _hold(state: FleetState, index: CandidateIndex, entries: tuple[LockedReplica
 
 
 def _biggest_first(d: Demand) -> tuple:
-    return (-d.gpus, 0 if d.whole else 1, -(d.vram_mib or 0), -d.min_vram_mib, d.deployment, d.replica)
+    return (-d.gpus, 0 if d.whole else 1, -(d.vram_mib or 0), -d.min_vram_mib, -d.cpus, -d.ram_mib,
+            d.deployment, d.replica)
+
+
+class _Constrainedness:
+    """How many device groups (hosts, for CPU-only replicas) a demand could ever use: replicas with
+    few places go first, so replicas that can run anywhere never take the few devices a
+    constrained deployment needs (most-constrained-first)."""
+
+    def __init__(self, fleet: Fleet, index: CandidateIndex):
+        self.fleet, self.index = fleet, index
+        self.cache: dict[tuple, int] = {}
+
+    def __call__(self, d: Demand) -> int:
+        if d.manual is not None:
+            return len({name for name, _ in d.manual})
+        key = d.static_key()
+        got = self.cache.get(key)
+        if got is None:
+            if d.gpus:
+                got = sum(len(lists.members) for lists in self.index.eligible(d))
+            else:
+                got = sum(1 for h in self.fleet.hosts if h.active and _labels_match(h, d))
+            self.cache[key] = got
+        return got
+
+
+def _labels_match(host, d: Demand) -> bool:
+    have = host.label_map
+    return all(have.get(k) == v for k, v in d.labels)
+
+
+class _HostsLacking:
+    """Hosts a replica may not take: the avoided ones, and those short of its CPUs or memory.
+    Quacks like the set the index skips hosts by."""
+
+    __slots__ = ("avoid", "state", "demand")
+
+    def __init__(self, avoid, state: FleetState, demand: Demand):
+        self.avoid, self.state, self.demand = avoid, state, demand
+
+    def __contains__(self, host: str) -> bool:
+        return host in self.avoid or not self.state.host_fits(host, self.demand)
+
+    def __bool__(self) -> bool:
+        return True
 
 
 class _Run:
@@ -117,7 +166,8 @@ class _Run:
         return True
 
     def _keep_reason(self, demand: Demand, locked: LockedReplica):
-        if locked.claim != demand.claim:
+        # a changed size that still fits where the replica is keeps it there (checked below)
+        if not locked.claim.same_devices(demand.claim):
             return "demand_changed", None, None
         host = self.fleet.host(locked.host)
         if host is None:
@@ -139,9 +189,11 @@ class _Run:
             if f.code in ("free_vram", "free_port"):
                 continue
             if not f(host, gs.group if gs else None, demand, self.state):
+                if f.code in ("free_cpu", "free_ram", "vram_size") and locked.claim != demand.claim:
+                    return "demand_changed", None, None
                 return f"no_longer_matches:{f.code}", None, None
         if gs is not None and not _positions_free(gs, positions, demand):
-            return "devices_taken", None, None
+            return ("demand_changed" if locked.claim != demand.claim else "devices_taken"), None, None
         ports = self.state.ports[host.name]
         if not ports.start <= locked.port <= ports.end:
             return "port_out_of_range", None, None
@@ -168,9 +220,14 @@ class _Run:
         avoid = self.state.hosts_running(demand.deployment)
         if demand.gpus == 0 or demand.manual is not None:
             return self._choose_by_scan(demand, avoid)
-        gs = self.index.best(demand, self.strategy, avoid) if avoid else None
+
+        def skipping(hosts):
+            # CPUs and memory are host-wide: hosts short of them are skipped like avoided ones
+            return _HostsLacking(hosts, self.state, demand) if demand.cpus or demand.ram_mib else hosts
+
+        gs = self.index.best(demand, self.strategy, skipping(avoid)) if avoid else None
         if gs is None and not (avoid and demand.spread_hosts):
-            gs = self.index.best(demand, self.strategy)
+            gs = self.index.best(demand, self.strategy, skipping(frozenset()))
         return (gs.host.name, gs) if gs is not None else None
 
     def _choose_by_scan(self, demand: Demand, avoid: set[str]):
@@ -272,11 +329,18 @@ def explain(fleet: Fleet, state: FleetState, demand: Demand,
         parts = ["the inventory has no hosts"]
     never = bool(demand.gpus) and _too_big_for_any_host(fleet, demand)
     if never:
-        most = max((len(g.devices) for h in fleet.hosts for g in h.groups if g.framework == demand.framework),
-                   default=0)
-        text = (f"no single host can ever hold {demand.describe()} (the most {demand.framework} devices on one "
-                f"host is {most}); a replica's GPUs must all be on one host, multi-host replicas are not "
-                f"supported — " + "; ".join(parts))
+        kind = [g for h in fleet.hosts for g in h.groups
+                if FRAMEWORK(h, g, demand) and VENDOR(h, g, demand) and GPU_MODEL(h, g, demand)]
+        largest = max(g.vram_mib for g in kind)
+        if largest < demand.min_vram_mib:
+            why = (f"every {demand.framework} device is smaller than {format_mib(demand.min_vram_mib)} (the largest "
+                   f"has {format_mib(largest)}); claim less VRAM per GPU, with more GPUs")
+        else:
+            most = max(len(g.devices) for g in kind if g.vram_mib >= demand.min_vram_mib)
+            size = f" of {format_mib(demand.min_vram_mib)} or more" if demand.min_vram_mib else ""
+            why = (f"the most {demand.framework} devices{size} on one host is {most}; a replica's GPUs must all "
+                   "be on one host, multi-host replicas are not supported")
+        text = f"no single host can ever hold {demand.describe()}: {why} — " + "; ".join(parts)
     else:
         text = f"no host fits {demand.describe()} — " + "; ".join(parts)
     return rejected, never, text

@@ -73,10 +73,25 @@ FRAMEWORK = Filter(
 VENDOR = Filter(
     "vendor", lambda h, g, d, s: d.vendor is None or g.vendor == d.vendor,
     lambda n, d, hs: f"vendor: {_hosts(n, 'are')} not {d.vendor}", gpu_only=True)
+def _model_matches(pattern: str, model: str) -> bool:
+    return fnmatch.fnmatchcase(model.lower(), pattern.lower())
+
+
+def _gpu_model_text(n: int, d: Demand, hs) -> str:
+    text = f"GPU model: {_hosts(n, 'have')} no '{d.gpu_model}'"
+    if not set("*?[") & set(d.gpu_model):
+        # a bare name never matches a full model name ('H100' vs 'NVIDIA H100 80GB HBM3'): say so
+        wider = f"*{d.gpu_model}*"
+        close = sorted({g.model for h in hs for g in h.groups if _model_matches(wider, g.model)})
+        if close:
+            text += (f" (gpu_model is a glob on the whole model name; '{wider}' would match "
+                     f"{', '.join(close[:3])}{'…' if len(close) > 3 else ''})")
+    return text
+
+
 GPU_MODEL = Filter(
-    "gpu_model", lambda h, g, d, s: d.gpu_model is None or fnmatch.fnmatchcase(g.model.lower(),
-                                                                                d.gpu_model.lower()),
-    lambda n, d, hs: f"GPU model: {_hosts(n, 'have')} no '{d.gpu_model}'", gpu_only=True)
+    "gpu_model", lambda h, g, d, s: d.gpu_model is None or _model_matches(d.gpu_model, g.model),
+    _gpu_model_text, gpu_only=True)
 DEVICE_COUNT = Filter(
     "device_count", lambda h, g, d, s: len(g.devices) >= d.gpus,
     lambda n, d, hs: f"device count: {_hosts(n, 'have')} fewer than {d.gpus} such devices", gpu_only=True)
@@ -85,7 +100,8 @@ VRAM_SIZE = Filter(
     lambda n, d, hs: f"VRAM size: {_hosts(n, 'have')} devices smaller than {format_mib(d.min_vram_mib)}",
     gpu_only=True)
 
-STATIC: tuple[Filter, ...] = (HOST_ACTIVE, LABELS, FRAMEWORK, VENDOR, GPU_MODEL, DEVICE_COUNT, VRAM_SIZE)
+#: device size before device count: when every device is too small, that is the reason to give first
+STATIC: tuple[Filter, ...] = (HOST_ACTIVE, LABELS, FRAMEWORK, VENDOR, GPU_MODEL, VRAM_SIZE, DEVICE_COUNT)
 
 
 def _manual_ok(h, g, d: Demand, state) -> bool:
@@ -114,7 +130,18 @@ FREE_VRAM = Filter(
     "free_vram", lambda h, g, d, s: s.fits(h.name, g, d),
     _vram_text, gpu_only=True)
 
-DYNAMIC: tuple[Filter, ...] = (MANUAL, FREE_PORT, SPREAD, FREE_VRAM)
+def _cpus(n: float) -> str:
+    return f"{n:g} free CPU{'s' if n != 1 else ''}"
+
+
+FREE_CPU = Filter(
+    "free_cpu", lambda h, g, d, s: s.cpu_fits(h.name, d),
+    lambda n, d, hs: f"cpu: {_hosts(n, 'lack')} {_cpus(d.cpus)}")
+FREE_RAM = Filter(
+    "free_ram", lambda h, g, d, s: s.ram_fits(h.name, d),
+    lambda n, d, hs: f"memory: {_hosts(n, 'lack')} {format_mib(d.ram_mib)} of free memory")
+
+DYNAMIC: tuple[Filter, ...] = (MANUAL, FREE_PORT, SPREAD, FREE_CPU, FREE_RAM, FREE_VRAM)
 PIPELINE: tuple[Filter, ...] = STATIC + DYNAMIC
 
 

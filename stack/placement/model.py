@@ -40,6 +40,9 @@ class Demand:
     manual: tuple[tuple[str, int], ...] | None = None
     #: replicas of this deployment must not share a host (else: avoid it when possible)
     spread_hosts: bool = False
+    #: host CPUs and memory the replica claims (on hosts whose inventory declares them)
+    cpus: float = 0
+    ram_mib: int = 0
 
     @property
     def key(self) -> str:
@@ -57,7 +60,8 @@ class Demand:
 
     @property
     def claim(self) -> "Claim":
-        return Claim(self.framework, self.gpus, self.vram_mib, self.min_vram_mib if self.vram_mib is None else 0)
+        return Claim(self.framework, self.gpus, self.vram_mib, self.min_vram_mib if self.vram_mib is None else 0,
+                     self.cpus, self.ram_mib)
 
     def static_key(self) -> tuple:
         """Everything static feasibility depends on (the cache key of eligible classes)."""
@@ -81,6 +85,14 @@ class Claim:
     gpus: int
     vram_mib: int | None  # None: whole
     min_vram_mib: int = 0
+    cpus: float = 0
+    ram_mib: int = 0
+
+    def same_devices(self, other: "Claim") -> bool:
+        """Same kind and number of devices, each taken whole or shared alike: the replica may stay on
+        its devices if the new sizes still fit there."""
+        return (self.framework, self.gpus, self.vram_mib is None) == (other.framework, other.gpus,
+                                                                       other.vram_mib is None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,10 +105,25 @@ class FleetState:
         self._hosts_of: dict[str, set[str]] = {}
         #: hosts where other stacks on the same inventory hold GPUs or ports, and which stacks
         self.held_by: dict[str, set[str]] = {}
+        #: CPUs and MiB of memory still free per host; None where the inventory does not declare them
+        self.cpu_free: dict[str, float | None] = {h.name: h.allocatable_cpus for h in fleet.hosts}
+        self.ram_free: dict[str, int | None] = {h.name: h.allocatable_ram_mib for h in fleet.hosts}
 
     # -- questions the filters ask
     def has_free_port(self, host: str) -> bool:
         return self.ports[host].free_count() > 0
+
+    def cpu_fits(self, host: str, demand: Demand) -> bool:
+        free = self.cpu_free[host]
+        return free is None or not demand.cpus or free + 1e-9 >= demand.cpus
+
+    def ram_fits(self, host: str, demand: Demand) -> bool:
+        free = self.ram_free[host]
+        return free is None or free >= demand.ram_mib
+
+    def host_fits(self, host: str, demand: Demand) -> bool:
+        """The host has the CPUs and memory the replica claims left (or does not declare them)."""
+        return self.cpu_fits(host, demand) and self.ram_fits(host, demand)
 
     def runs(self, host: str, deployment: str) -> bool:
         return deployment in self.deployments_on[host]
@@ -135,8 +150,16 @@ class FleetState:
                 gs.free[i] = max(0, gs.free[i] - vram_mib)
             gs.claims[i] += 1
 
+    def hold_host(self, host: str, cpus: float, ram_mib: int) -> None:
+        """CPUs and memory a replica takes on its host (this plan's, departing, or another stack's)."""
+        if self.cpu_free.get(host) is not None:
+            self.cpu_free[host] -= cpus
+        if self.ram_free.get(host) is not None:
+            self.ram_free[host] -= ram_mib
+
     def claim(self, gs: GroupState | None, positions: list[int], demand: Demand, host: str) -> int:
-        """Record a replica's devices; returns the VRAM claimed per device."""
+        """Record a replica's devices, CPUs and memory; returns the VRAM claimed per device."""
+        self.hold_host(host, demand.cpus, demand.ram_mib)
         per = 0
         if gs is not None:
             self.hold(gs, positions, demand.vram_mib)

@@ -1,0 +1,162 @@
+"""CPUs and memory are placement resources; constrained replicas are never starved by flexible ones."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from stack.lock import render_lock
+from stack.placement import Demand, place
+
+from .fleets import cpu_only, fleet, gpus, host
+from .test_placement import read_lock_from_text
+
+
+def whole(dep: str, replica: int, framework: str = "cuda", n: int = 1, **kw) -> Demand:
+    return Demand(dep, replica, framework, n, None, **kw)
+
+
+def test_a_flexible_deployment_never_takes_what_a_constrained_one_needs():
+    """The issue's smallest case: 'any' sorts before 'mi3' and, avoiding its own host, took a
+    device of 'big' that only 'mi3' could use; most-constrained-first places all four."""
+    f = fleet(host("big", gpus("amd", "AMD Instinct MI300X", 192, 2)),
+              host("small", gpus("amd", "Radeon RX 7900 XTX", 24, 2)))
+    demands = [whole("any", r, "rocm") for r in range(2)] + \
+              [whole("mi3", r, "rocm", gpu_model="*Instinct MI3*") for r in range(2)]
+    for strategy in ("binpack", "spread"):
+        p = place(f, demands, strategy=strategy)
+        assert not p.unplaced, [u.message for u in p.unplaced]
+        assert {a.host for a in p.assignments if a.deployment == "mi3"} == {"big"}
+        assert {a.host for a in p.assignments if a.deployment == "any"} == {"small"}
+
+
+def test_cpu_only_replicas_spread_over_hosts_by_their_cpus_and_memory():
+    """Without capacity, binpack piled every CPU-only replica on one host (only ports stopped it)."""
+    f = fleet(*(cpu_only(f"cpu-{i}", cpus=32, ram_gib=128, reserved=(2, 8)) for i in range(4)))
+    demands = [Demand("emb", r, "cpu", 0, cpus=8, ram_mib=16 * 1024) for r in range(12)]
+    p = place(f, demands)
+    assert not p.unplaced
+    per_host = {}
+    for a in p.assignments:
+        per_host[a.host] = per_host.get(a.host, 0) + 1
+    assert max(per_host.values()) == 3  # (32 - 2) // 8 CPUs
+    assert sum(per_host.values()) == 12
+
+
+def test_gpu_replicas_skip_hosts_whose_cpus_or_memory_ran_out():
+    f = fleet(host("a", gpus("nvidia", "H100", 80, 8), cpus=16, ram_gib=256),
+              host("b", gpus("nvidia", "H100", 80, 8), cpus=64, ram_gib=256))
+    # binpack would fill 'a' first; after two replicas its 16 CPUs are gone, the rest go to 'b'
+    demands = [whole("vllm", r, cpus=8, ram_mib=32 * 1024) for r in range(5)]
+    p = place(f, demands)
+    assert not p.unplaced
+    assert sorted(a.host for a in p.assignments) == ["a", "a", "b", "b", "b"]
+
+
+def test_unplaced_for_want_of_cpus_or_memory_says_so():
+    f = fleet(*(host(f"g{i}", gpus("nvidia", "L4", 24, 4), cpus=16, ram_gib=64) for i in range(3)),
+              cpu_only("c0", cpus=8, ram_gib=512))
+    p = place(f, [whole("big-cpu", 0, cpus=24)])
+    (u,) = p.unplaced
+    assert "cpu: 3 hosts lack 24 free CPUs" in u.message, u.message
+    assert u.rejected["free_cpu"] == 3
+    p = place(f, [Demand("ram-hungry", 0, "cpu", 0, ram_mib=600 * 1024)])
+    (u,) = p.unplaced
+    assert "memory: 4 hosts lack 600 GiB of free memory" in u.message, u.message
+
+
+def test_hosts_that_do_not_declare_capacity_are_not_limited():
+    f = fleet(cpu_only("legacy"))
+    p = place(f, [Demand("x", r, "cpu", 0, cpus=64, ram_mib=1 << 20) for r in range(3)])
+    assert not p.unplaced and {a.host for a in p.assignments} == {"legacy"}
+
+
+def test_departing_replicas_keep_their_cpus_until_they_are_gone():
+    f = fleet(cpu_only("c0", cpus=16, ram_gib=64), cpu_only("c1", cpus=16, ram_gib=64))
+    first = place(f, [Demand("old", 0, "cpu", 0, cpus=12)])
+    prior = read_lock_from_text(render_lock("s", first))
+    # 'old' is removed; its container still runs while 'new' starts: 'new' must not count its CPUs as free
+    second = place(f, [Demand("new", 0, "cpu", 0, cpus=12)], prior)
+    (a,) = second.assignments
+    assert a.host != first.assignments[0].host
+
+
+def test_a_smaller_claim_that_still_fits_keeps_the_replica_where_it_is():
+    f = fleet(host("a", gpus("nvidia", "A100", 80, 2)), host("b", gpus("nvidia", "A100", 80, 2)))
+    shared = Demand("llm", 0, "cuda", 1, 40 * 1024, 40 * 1024, cpus=4)
+    first = place(f, [shared])
+    prior = read_lock_from_text(render_lock("s", first))
+    smaller = replace(shared, vram_mib=30 * 1024, min_vram_mib=30 * 1024, cpus=2)
+    (a,) = place(f, [smaller], prior).assignments
+    b = first.assignments[0]
+    assert (a.status, a.host, a.gpus, a.port) == ("kept", b.host, b.gpus, b.port)
+    assert a.claim.vram_mib == 30 * 1024 and a.claim.cpus == 2  # the lock records the new claim
+    # a claim the device cannot hold moves, and says why
+    bigger = replace(shared, vram_mib=90 * 1024, min_vram_mib=90 * 1024)
+    p = place(f, [bigger], prior)
+    assert p.unplaced and p.moved_reasons["llm/0"] == "demand_changed"
+    # a different number of GPUs is a different shape: placed afresh
+    two = replace(shared, gpus=2)
+    (moved,) = place(f, [two], prior).assignments
+    assert moved.status == "moved" and moved.reason == "demand_changed"
+
+
+def test_the_lock_records_cpus_and_memory_and_reads_them_back():
+    f = fleet(cpu_only("c0", cpus=16, ram_gib=64))
+    p = place(f, [Demand("x", 0, "cpu", 0, cpus=2.5, ram_mib=4096)])
+    text = render_lock("s", p)
+    assert '"cpus": 2.5' in text and '"ram_mib": 4096' in text
+    prior = read_lock_from_text(text)
+    assert prior["x/0"].claim.cpus == 2.5 and prior["x/0"].claim.ram_mib == 4096
+
+
+def test_the_inventory_declares_capacity_and_what_the_system_keeps(tmp_path):
+    from documents.problems import InputError
+    from inventory.fleet import load_fleet
+
+    f = tmp_path / "fleet.yaml"
+    f.write_text("defaults: {reserved: {cpus: 2, ram: 16GiB}}\nhosts:\n"
+                 "  - {name: a, address: 127.0.0.1, cpus: 64, ram: 256GiB}\n"
+                 "  - {name: b, address: 127.0.0.2, cpus: 8, ram: 32GiB, reserved: {cpus: 0.5}}\n"
+                 "  - {name: c, address: 127.0.0.3}\n")
+    fl = load_fleet(f, "fleet.yaml")
+    assert (fl.host("a").allocatable_cpus, fl.host("a").allocatable_ram_mib) == (62, 240 * 1024)
+    assert (fl.host("b").allocatable_cpus, fl.host("b").allocatable_ram_mib) == (7.5, 32 * 1024)
+    assert (fl.host("c").allocatable_cpus, fl.host("c").allocatable_ram_mib) == (None, None)
+    f.write_text("hosts:\n  - name: a\n    address: 127.0.0.1\n    cpus: 4\n    reserved: {cpus: 4}\n")
+    try:
+        load_fleet(f, "fleet.yaml")
+    except InputError as err:
+        text = str(err.problems[0])
+    else:
+        raise AssertionError("reserving every CPU was accepted")
+    assert text == ("fleet.yaml:5:15: hosts[0].reserved: host 'a' reserves 4 of its 4 cpus for the system, leaving "
+                    "nothing for replicas; lower reserved or correct the host's capacity"), text
+
+
+def test_the_first_reason_given_is_the_real_one():
+    from .fleets import nvidia_a100x4, nvidia_h100x8
+
+    f = fleet(nvidia_h100x8(), nvidia_a100x4())
+    # every device is smaller than 300 GiB: that is said, not the device count
+    (u,) = place(f, [Demand("huge", 0, "cuda", 1, 300 * 1024, 300 * 1024)]).unplaced
+    assert u.never_fits and u.rejected == {"vram_size": 2}
+    assert ("no single host can ever hold 1 × 300 GiB cuda: every cuda device is smaller than 300 GiB (the largest "
+            "has 80 GiB); claim less VRAM per GPU, with more GPUs") in u.message, u.message
+    # a bare model name never matches the inventory's full names: the hint says which glob would
+    named = fleet(host("n1", gpus("nvidia", "NVIDIA H100 80GB HBM3", 80, 8)),
+                  host("n2", gpus("nvidia", "NVIDIA A100-SXM4-40GB", 40, 4)))
+    (u,) = place(named, [Demand("h", 0, "cuda", 1, gpu_model="H100")]).unplaced
+    assert ("GPU model: 2 hosts have no 'H100' (gpu_model is a glob on the whole model name; '*H100*' would "
+            "match NVIDIA H100 80GB HBM3)") in u.message, u.message
+
+
+def test_an_implausibly_small_vram_is_noted(tmp_path):
+    from .conftest import copy_project, run_cli
+    from .test_plan_cli import edit
+
+    project = copy_project(tmp_path)
+    edit(project / "stack" / "demo.yaml", "resources: {gpus: 1, vram: 24GiB, share: advisory}",
+         "resources: {gpus: 1, vram: 24, share: advisory}")
+    r = run_cli("--root", project, "validate")
+    assert r.code == 0
+    assert ("note: stack/demo.yaml:44:32: deployments.gguf-rocm.resources.vram: 24 MiB per GPU is implausibly small "
+            "for a model; a bare number is MiB, so write 24GiB if that is what you mean") in r.err, r.err
