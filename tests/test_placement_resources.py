@@ -43,8 +43,8 @@ def test_cpu_only_replicas_spread_over_hosts_by_their_cpus_and_memory():
 
 def test_gpu_replicas_skip_hosts_whose_cpus_or_memory_ran_out():
     f = fleet(host("a", gpus("nvidia", "H100", 80, 8), cpus=16, ram_gib=256),
-              host("b", gpus("nvidia", "H100", 80, 8), cpus=64, ram_gib=256))
-    # binpack would fill 'a' first; after two replicas its 16 CPUs are gone, the rest go to 'b'
+              host("b", gpus("nvidia", "H100", 80, 8), cpus=24, ram_gib=256))
+    # the GPUs alone would fit on one host; CPUs allow two replicas on 'a' and three on 'b'
     demands = [whole("vllm", r, cpus=8, ram_mib=32 * 1024) for r in range(5)]
     p = place(f, demands)
     assert not p.unplaced

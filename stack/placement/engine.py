@@ -60,6 +60,7 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
         _hold(state, index, entries)
         for locked in entries:
             state.held_by.setdefault(locked.host, set()).add(other)
+    run.ratios = _ratios(fresh)
     constrained = _Constrainedness(fleet, index)
     fresh.sort(key=lambda d: (constrained(d), _biggest_first(d)))
     for demand in fresh:  # 2. fresh
@@ -125,6 +126,20 @@ class _Constrainedness:
         return got
 
 
+def _ratios(demands: list[Demand]) -> tuple[float, float] | None:
+    """CPUs and MiB of memory per GPU over the GPU replicas to place (a shared claim counts its share of an
+    80 GiB device); None when none asks for CPUs or memory."""
+    gpus = cpus = ram = 0.0
+    for d in demands:
+        if d.gpus:
+            gpus += d.gpus if d.whole else d.gpus * min(1.0, d.vram_mib / (80 * 1024))
+            cpus += d.cpus
+            ram += d.ram_mib
+    if not gpus or not (cpus or ram):
+        return None
+    return cpus / gpus, ram / gpus
+
+
 def _labels_match(host, d: Demand) -> bool:
     have = host.label_map
     return all(have.get(k) == v for k, v in d.labels)
@@ -132,15 +147,22 @@ def _labels_match(host, d: Demand) -> bool:
 
 class _HostsLacking:
     """Hosts a replica may not take: the avoided ones, and those short of its CPUs or memory.
-    Quacks like the set the index skips hosts by."""
+    Quacks like the set the index skips hosts by.
 
-    __slots__ = ("avoid", "state", "demand")
+    ``ratios`` (CPUs, MiB per GPU the plan's GPU replicas ask on average): when given, a host is
+    also skipped if this replica would leave it fewer CPUs or less memory per free GPU than that,
+    i.e. strand its GPUs; the caller asks again without it when nothing else fits (a cheap
+    fragmentation-aware fit, after multi-resource "alignment" packing, Grandl et al., Tetris 2014)."""
 
-    def __init__(self, avoid, state: FleetState, demand: Demand):
-        self.avoid, self.state, self.demand = avoid, state, demand
+    __slots__ = ("avoid", "state", "demand", "ratios")
+
+    def __init__(self, avoid, state: FleetState, demand: Demand, ratios: tuple[float, float] | None = None):
+        self.avoid, self.state, self.demand, self.ratios = avoid, state, demand, ratios
 
     def __contains__(self, host: str) -> bool:
-        return host in self.avoid or not self.state.host_fits(host, self.demand)
+        if host in self.avoid or not self.state.host_fits(host, self.demand):
+            return True
+        return self.ratios is not None and self.state.strands(host, self.demand, *self.ratios)
 
     def __bool__(self) -> bool:
         return True
@@ -155,6 +177,8 @@ class _Run:
         self.unplaced: list[Unplaced] = []
         self.move_reasons: dict[str, str] = {}
         self._failed: list[tuple[Demand, str | None]] = []
+        #: CPUs and MiB per whole GPU the GPU replicas ask on average (set by place)
+        self.ratios: tuple[float, float] | None = None
 
     # ------------------------------------------------------------------ 1. sticky
     def keep(self, demand: Demand, locked: LockedReplica) -> bool:
@@ -221,14 +245,24 @@ class _Run:
         if demand.gpus == 0 or demand.manual is not None:
             return self._choose_by_scan(demand, avoid)
 
-        def skipping(hosts):
-            # CPUs and memory are host-wide: hosts short of them are skipped like avoided ones
-            return _HostsLacking(hosts, self.state, demand) if demand.cpus or demand.ram_mib else hosts
+        sized = bool(demand.cpus or demand.ram_mib)
 
-        gs = self.index.best(demand, self.strategy, skipping(avoid)) if avoid else None
-        if gs is None and not (avoid and demand.spread_hosts):
-            gs = self.index.best(demand, self.strategy, skipping(frozenset()))
-        return (gs.host.name, gs) if gs is not None else None
+        def skipping(hosts, aligned):
+            # CPUs and memory are host-wide: hosts short of them are skipped like avoided ones
+            if not sized:
+                return hosts
+            return _HostsLacking(hosts, self.state, demand, self.ratios if aligned else None)
+
+        tries = [(avoid, True), (avoid, False)] if avoid else []
+        if not (avoid and demand.spread_hosts):
+            tries += [(frozenset(), True), (frozenset(), False)]
+        for hosts, aligned in tries:
+            if aligned and (not sized or self.ratios is None):
+                continue
+            gs = self.index.best(demand, self.strategy, skipping(hosts, aligned))
+            if gs is not None:
+                return gs.host.name, gs
+        return None
 
     def _choose_by_scan(self, demand: Demand, avoid: set[str]):
         """CPU-only replicas and manual GPU selection: few candidates, checked one by one."""

@@ -125,6 +125,24 @@ class FleetState:
         """The host has the CPUs and memory the replica claims left (or does not declare them)."""
         return self.cpu_fits(host, demand) and self.ram_fits(host, demand)
 
+    def strands(self, host: str, demand: Demand, cpus_per_gpu: float, ram_per_gpu: float,
+                slack: float = 0.25) -> bool:
+        """Placing ``demand`` here would leave fewer CPUs or less memory per free GPU than the plan's
+        replicas need (``slack`` of the average; 0.25 placed the most on bench/placement.py --resources
+        among 0, 0.25, 0.5, 1 and 1.25): the host's remaining GPUs could not be used."""
+        groups = self.groups_of[host]
+        if not groups:
+            return False
+        free_gpus = sum(sum(gs.free) / gs.group.vram_mib for gs in groups)
+        take = demand.gpus if demand.whole else demand.gpus * demand.vram_mib / groups[0].group.vram_mib
+        left = max(0.0, free_gpus - take)
+        if left < 0.5:
+            return False  # the host is full after this: nothing to strand
+        cpu, ram = self.cpu_free[host], self.ram_free[host]
+        if cpu is not None and cpu - demand.cpus < slack * cpus_per_gpu * left:
+            return True
+        return ram is not None and ram - demand.ram_mib < slack * ram_per_gpu * left
+
     def runs(self, host: str, deployment: str) -> bool:
         return deployment in self.deployments_on[host]
 
