@@ -356,11 +356,11 @@ def lp_bound(fleet: Fleet, demands: list[Demand]) -> float:
     return -res.fun
 
 
-def resources(n_hosts: int, seed: int, batches: int = 20) -> dict:
+def resources(n_hosts: int, seed: int, batches: int = 20, load: float = 1.0) -> dict:
     """Heterogeneous hosts with CPUs and memory, fractional claims, CPU-only replicas: one plan, the same
     replicas arriving in batches with the lock, and what placing without CPUs and memory would cost."""
     fleet = resource_fleet(n_hosts, seed)
-    demands = resource_demands(fleet, seed + 1)
+    demands = resource_demands(fleet, seed + 1, load)
     gpus = sum(len(g.devices) for h in fleet.hosts for g in h.groups)
     t0 = time.perf_counter()
     one = place(fleet, demands)
@@ -381,7 +381,7 @@ def resources(n_hosts: int, seed: int, batches: int = 20) -> dict:
         prior = read_lock_text(render_lock("bench", p))
     bound = lp_bound(fleet, demands)
     return {
-        "hosts": n_hosts, "gpus": gpus, "replicas": len(demands),
+        "hosts": n_hosts, "gpus": gpus, "replicas": len(demands), "load": load,
         "cpu_only_replicas": sum(1 for d in demands if d.gpus == 0),
         "asked_gpu_equivalents": round(sum(d.gpus if d.whole else d.gpus * d.vram_mib / (80 * 1024)
                                            for d in demands), 1),
@@ -409,7 +409,7 @@ def main() -> None:
         print(json.dumps(scale_run(args.one, args.seed)))
         return
     if args.resources:
-        print(json.dumps(resources(args.resources, args.seed), indent=2))
+        print(json.dumps([resources(args.resources, args.seed, load=load) for load in (1.0, 1.3)], indent=2))
         return
     scale = []
     for n in (100, 1000, 2000):
@@ -422,7 +422,7 @@ def main() -> None:
         "churn": churn(200 if args.quick else 1000, 30 if args.quick else 100, args.seed),
         "exact_mixed": exact(5 if args.quick else 20, args.seed),
         "exact_whole_gpus": exact(5 if args.quick else 20, args.seed, hard=True),
-        "cpu_and_memory": resources(300 if args.quick else 1200, args.seed),
+        "cpu_and_memory": [resources(300 if args.quick else 1200, args.seed, load=load) for load in (1.0, 1.3)],
     }
     print(json.dumps(result, indent=2))
 

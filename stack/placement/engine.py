@@ -27,7 +27,7 @@ from .filters import (
     VRAM_SIZE,
     applicable,
 )
-from .index import BINPACK, CandidateIndex
+from .index import BINPACK, CandidateIndex, HostIndex
 from .model import Assignment, Demand, LockedReplica, Placement, Removed, Unplaced
 from .state import FleetState, GroupState, choose_devices
 
@@ -46,6 +46,10 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
     state = FleetState(fleet)
     index = CandidateIndex(state, demands)
     run = _Run(fleet, state, index, strategy)
+    run.hosts = HostIndex(state, demands, strategy)
+    gpu_demands = [d for d in demands if d.gpus]
+    run.min_cpus = min((d.cpus for d in gpu_demands), default=0)
+    run.min_ram = min((d.ram_mib for d in gpu_demands), default=0)
 
     ordered = sorted(demands, key=lambda d: (d.deployment, d.replica))
     fresh: list[Demand] = []
@@ -60,6 +64,10 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
         _hold(state, index, entries)
         for locked in entries:
             state.held_by.setdefault(locked.host, set()).add(other)
+    for host in fleet.hosts:  # what departing and other stacks' replicas hold is taken now
+        if run._exhausted(host.name):
+            index.drop_host(host.name)
+        run.hosts.refresh(host.name)
     run.ratios = _ratios(fresh)
     constrained = _Constrainedness(fleet, index)
     fresh.sort(key=lambda d: (constrained(d), _biggest_first(d)))
@@ -154,13 +162,22 @@ class _HostsLacking:
     i.e. strand its GPUs; the caller asks again without it when nothing else fits (a cheap
     fragmentation-aware fit, after multi-resource "alignment" packing, Grandl et al., Tetris 2014)."""
 
-    __slots__ = ("avoid", "state", "demand", "ratios")
+    __slots__ = ("avoid", "state", "demand", "ratios", "cpu", "ram", "need_cpu", "need_ram")
 
     def __init__(self, avoid, state: FleetState, demand: Demand, ratios: tuple[float, float] | None = None):
         self.avoid, self.state, self.demand, self.ratios = avoid, state, demand, ratios
+        # read on every candidate the index walks past: kept local
+        self.cpu, self.ram = state.cpu_free, state.ram_free
+        self.need_cpu, self.need_ram = demand.cpus - 1e-9, demand.ram_mib
 
     def __contains__(self, host: str) -> bool:
-        if host in self.avoid or not self.state.host_fits(host, self.demand):
+        if host in self.avoid:
+            return True
+        cpu = self.cpu[host]
+        if cpu is not None and cpu < self.need_cpu:
+            return True
+        ram = self.ram[host]
+        if ram is not None and ram < self.need_ram:
             return True
         return self.ratios is not None and self.state.strands(host, self.demand, *self.ratios)
 
@@ -179,6 +196,12 @@ class _Run:
         self._failed: list[tuple[Demand, str | None]] = []
         #: CPUs and MiB per whole GPU the GPU replicas ask on average (set by place)
         self.ratios: tuple[float, float] | None = None
+        #: the least CPUs and memory any GPU replica of this plan asks (set by place)
+        self.min_cpus, self.min_ram = 0.0, 0
+        #: demand shapes no host could take (placing only ever shrinks capacity)
+        self._hopeless: set[tuple] = set()
+        #: hosts for replicas that need no GPU (set by place)
+        self.hosts: HostIndex | None = None
 
     # ------------------------------------------------------------------ 1. sticky
     def keep(self, demand: Demand, locked: LockedReplica) -> bool:
@@ -242,7 +265,12 @@ class _Run:
 
     def _choose(self, demand: Demand) -> tuple[str, GroupState | None] | None:
         avoid = self.state.hosts_running(demand.deployment)
-        if demand.gpus == 0 or demand.manual is not None:
+        if demand.gpus == 0 and demand.manual is None:
+            host = self.hosts.best(demand, avoid) if avoid else None
+            if host is None and not (avoid and demand.spread_hosts):
+                host = self.hosts.best(demand, frozenset())
+            return None if host is None else (host, None)
+        if demand.manual is not None:
             return self._choose_by_scan(demand, avoid)
 
         sized = bool(demand.cpus or demand.ram_mib)
@@ -253,6 +281,10 @@ class _Run:
                 return hosts
             return _HostsLacking(hosts, self.state, demand, self.ratios if aligned else None)
 
+        # capacity only shrinks during a run: a shape nothing fit will never fit later in it
+        shape = (demand.static_key(), demand.vram_mib, demand.cpus, demand.ram_mib)
+        if shape in self._hopeless:
+            return None
         tries = [(avoid, True), (avoid, False)] if avoid else []
         if not (avoid and demand.spread_hosts):
             tries += [(frozenset(), True), (frozenset(), False)]
@@ -262,6 +294,8 @@ class _Run:
             gs = self.index.best(demand, self.strategy, skipping(hosts, aligned))
             if gs is not None:
                 return gs.host.name, gs
+        if not (avoid and demand.spread_hosts):
+            self._hopeless.add(shape)
         return None
 
     def _choose_by_scan(self, demand: Demand, avoid: set[str]):
@@ -303,8 +337,16 @@ class _Run:
             previous_host=previous, claim=demand.claim))
         if gs is not None:
             self.index.refresh(gs)
-        if not self.state.has_free_port(host_name):
+        if not self.state.has_free_port(host_name) or self._exhausted(host_name):
             self.index.drop_host(host_name)
+        if self.hosts is not None:
+            self.hosts.refresh(host_name)
+
+    def _exhausted(self, host: str) -> bool:
+        """No GPU replica of this plan fits the CPUs or memory the host has left: the index forgets it
+        (capacity only shrinks during a run), so lookups never walk past it again."""
+        cpu, ram = self.state.cpu_free[host], self.state.ram_free[host]
+        return (cpu is not None and cpu + 1e-9 < self.min_cpus) or (ram is not None and ram < self.min_ram)
 
     # ------------------------------------------------------------------ 3. explain
     def explain_unplaced(self) -> None:

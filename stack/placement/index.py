@@ -183,3 +183,73 @@ def _largest(lst: list, threshold: int, avoid) -> tuple | None:
                 return lst[i]
         top = start
     return None
+
+
+class HostIndex:
+    """Replicas that need no GPU: hosts in sorted lists per class, instead of a scan of every host.
+
+    A class is hosts alike for static filters (active, the label values demands ask about, with or
+    without GPUs). Inside a class, hosts sit sorted by the ranker's preference: binpack the most
+    replicas first, spread the fewest; ties to the lower name. A host is re-filed when its replica
+    count changes and leaves the index when it has no free port or cannot hold the smallest CPU-only
+    replica of the plan any more.
+    """
+
+    def __init__(self, state: FleetState, demands: Iterable[Demand], strategy: str):
+        self.state, self.binpack = state, strategy == BINPACK
+        cpu_only = [d for d in demands if d.gpus == 0]
+        self.label_keys = sorted({k for d in cpu_only for k, _ in d.labels})
+        self.min_cpus = min((d.cpus for d in cpu_only), default=0)
+        self.min_ram = min((d.ram_mib for d in cpu_only), default=0)
+        self.classes: dict[tuple, list[tuple]] = {}
+        self.entry: dict[str, tuple] = {}
+        self.class_of: dict[str, tuple] = {}
+        for host in state.fleet.hosts:
+            key = (host.active, bool(host.groups), tuple(host.label_map.get(k) for k in self.label_keys))
+            self.class_of[host.name] = key
+            self.classes.setdefault(key, [])
+            self.refresh(host.name)
+
+    def _rank(self, host: str) -> int:
+        load = self.state.replicas_on[host]
+        return -load if self.binpack else load
+
+    def refresh(self, host: str) -> None:
+        lst = self.classes[self.class_of[host]]
+        old = self.entry.pop(host, None)
+        if old is not None:
+            del lst[bisect_left(lst, old)]
+        s = self.state
+        cpu, ram = s.cpu_free[host], s.ram_free[host]
+        if not s.has_free_port(host) or (cpu is not None and cpu + 1e-9 < self.min_cpus) or \
+                (ram is not None and ram < self.min_ram):
+            return
+        entry = (self._rank(host), host)
+        insort(lst, entry)
+        self.entry[host] = entry
+
+    def best(self, demand: Demand, avoid) -> str | None:
+        """The host the ranker prefers, skipping ``avoid`` and hosts short of the replica's CPUs or memory."""
+        want = tuple(dict(demand.labels).get(k) for k in self.label_keys)
+        cpu_free, ram_free = self.state.cpu_free, self.state.ram_free
+        need_cpu, need_ram = demand.cpus - 1e-9, demand.ram_mib
+        spread = demand.spread_hosts
+        for gpus in (False, True):  # keep GPU hosts for GPU work
+            found = None
+            for (active, has_gpus, labels), lst in self.classes.items():
+                if not active or has_gpus != gpus or any(w is not None and w != v for w, v in zip(want, labels)):
+                    continue
+                for entry in lst:
+                    if found is not None and entry >= found:
+                        break
+                    host = entry[1]
+                    if host in avoid or (spread and self.state.runs(host, demand.deployment)):
+                        continue
+                    cpu, ram = cpu_free[host], ram_free[host]
+                    if (cpu is not None and cpu < need_cpu) or (ram is not None and ram < need_ram):
+                        continue
+                    found = entry
+                    break
+            if found is not None:
+                return found[1]
+        return None

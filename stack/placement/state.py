@@ -108,6 +108,9 @@ class FleetState:
         #: CPUs and MiB of memory still free per host; None where the inventory does not declare them
         self.cpu_free: dict[str, float | None] = {h.name: h.allocatable_cpus for h in fleet.hosts}
         self.ram_free: dict[str, int | None] = {h.name: h.allocatable_ram_mib for h in fleet.hosts}
+        #: free VRAM per host in whole devices (a device half claimed counts 0.5)
+        self.gpus_free: dict[str, float] = {h.name: float(sum(len(g.devices) for g in h.groups))
+                                            for h in fleet.hosts}
 
     # -- questions the filters ask
     def has_free_port(self, host: str) -> bool:
@@ -133,9 +136,8 @@ class FleetState:
         groups = self.groups_of[host]
         if not groups:
             return False
-        free_gpus = sum(sum(gs.free) / gs.group.vram_mib for gs in groups)
         take = demand.gpus if demand.whole else demand.gpus * demand.vram_mib / groups[0].group.vram_mib
-        left = max(0.0, free_gpus - take)
+        left = max(0.0, self.gpus_free[host] - take)
         if left < 0.5:
             return False  # the host is full after this: nothing to strand
         cpu, ram = self.cpu_free[host], self.ram_free[host]
@@ -160,6 +162,7 @@ class FleetState:
     # -- changes
     def hold(self, gs: GroupState, positions: list[int], vram_mib: int | None) -> None:
         """Devices a container outside this plan's replicas still uses (departing, or another stack's)."""
+        before = sum(gs.free[i] for i in positions)
         for i in positions:
             if vram_mib is None:
                 gs.free[i] = 0
@@ -167,6 +170,7 @@ class FleetState:
             else:  # never below 0: a hand-edited lock may hold more than a device has
                 gs.free[i] = max(0, gs.free[i] - vram_mib)
             gs.claims[i] += 1
+        self.gpus_free[gs.host.name] -= (before - sum(gs.free[i] for i in positions)) / gs.group.vram_mib
 
     def hold_host(self, host: str, cpus: float, ram_mib: int) -> None:
         """CPUs and memory a replica takes on its host (this plan's, departing, or another stack's)."""
