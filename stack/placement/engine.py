@@ -153,6 +153,10 @@ def _labels_match(host, d: Demand) -> bool:
     return all(have.get(k) == v for k, v in d.labels)
 
 
+class _GiveUp(Exception):
+    """An aligned search ran out of budget: fall back to the exhaustive one."""
+
+
 class _HostsLacking:
     """Hosts a replica may not take: the avoided ones, and those short of its CPUs or memory.
     Quacks like the set the index skips hosts by.
@@ -162,10 +166,15 @@ class _HostsLacking:
     i.e. strand its GPUs; the caller asks again without it when nothing else fits (a cheap
     fragmentation-aware fit, after multi-resource "alignment" packing, Grandl et al., Tetris 2014)."""
 
-    __slots__ = ("avoid", "state", "demand", "ratios", "cpu", "ram", "need_cpu", "need_ram")
+    __slots__ = ("avoid", "state", "demand", "ratios", "cpu", "ram", "need_cpu", "need_ram", "budget")
+
+    #: candidates an aligned search looks at before giving up on alignment (a preference, not a rule:
+    #: the unaligned search after it is exhaustive)
+    ALIGNED_BUDGET = 256
 
     def __init__(self, avoid, state: FleetState, demand: Demand, ratios: tuple[float, float] | None = None):
         self.avoid, self.state, self.demand, self.ratios = avoid, state, demand, ratios
+        self.budget = self.ALIGNED_BUDGET
         # read on every candidate the index walks past: kept local
         self.cpu, self.ram = state.cpu_free, state.ram_free
         self.need_cpu, self.need_ram = demand.cpus - 1e-9, demand.ram_mib
@@ -179,7 +188,12 @@ class _HostsLacking:
         ram = self.ram[host]
         if ram is not None and ram < self.need_ram:
             return True
-        return self.ratios is not None and self.state.strands(host, self.demand, *self.ratios)
+        if self.ratios is None:
+            return False
+        self.budget -= 1
+        if self.budget < 0:
+            raise _GiveUp
+        return self.state.strands(host, self.demand, *self.ratios)
 
     def __bool__(self) -> bool:
         return True
@@ -291,7 +305,10 @@ class _Run:
         for hosts, aligned in tries:
             if aligned and (not sized or self.ratios is None):
                 continue
-            gs = self.index.best(demand, self.strategy, skipping(hosts, aligned))
+            try:
+                gs = self.index.best(demand, self.strategy, skipping(hosts, aligned))
+            except _GiveUp:
+                continue
             if gs is not None:
                 return gs.host.name, gs
         if not (avoid and demand.spread_hosts):
