@@ -8,7 +8,7 @@ import pulumi
 import pulumi_docker as docker
 
 from inventory.ssh import Endpoint
-from stack.containers import ContainerSpec, finalize_command
+from stack.containers import ContainerSpec, finalize_command, finalize_uploads
 
 from .gpu_host import GpuHost
 from .health_gate import HealthGate
@@ -80,9 +80,14 @@ def container_args(spec: ContainerSpec, image: pulumi.Input[str],
     (a glob's file, GPUStack's context cap: ``finalize_command``).
     """
     command: pulumi.Input[list[str]] = list(spec.command)
+    uploads: pulumi.Input[list] = [docker.ContainerUploadArgs(file=p, content=c, permissions=m)
+                                   for p, c, m in spec.uploads]
     if fetched is not None and spec.waits_for_fetch_outputs:
-        command = pulumi.Output.all(fetched.model_path, fetched.max_model_len).apply(
-            lambda v: finalize_command(spec, v[0], v[1]))
+        found = pulumi.Output.all(fetched.model_path, fetched.max_model_len)
+        command = found.apply(lambda v: finalize_command(spec, v[0], v[1]))
+        if spec.uploads:
+            uploads = found.apply(lambda v: [docker.ContainerUploadArgs(file=p, content=c, permissions=m)
+                                             for p, c, m in finalize_uploads(spec, v[0], v[1])])
     envs: list[pulumi.Input[str]] = [f"{k}={v}" for k, v in spec.env]
     envs += [pulumi.Output.concat(k, "=", secrets[key]) for k, key in spec.secret_env]
     hc = spec.healthcheck
@@ -119,6 +124,10 @@ def container_args(spec: ContainerSpec, image: pulumi.Input[str],
     )
     if spec.entrypoint is not None:
         args["entrypoints"] = list(spec.entrypoint)
+    if spec.uploads:
+        args["uploads"] = uploads
+    if spec.working_dir:
+        args["working_dir"] = spec.working_dir
     if spec.memory_mib:
         # without memory_swap Docker sets swap to 2 x memory and the read brings that back
         args["memory"] = spec.memory_mib

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from backends import mindie_config as mindie
 from backends.builtins import BUILDERS, CAP_TOKENS, CONTEXT_CAP, BuiltinContext
 from backends.memory import fraction, knob_for
 from backends.parameters import find_parameter
@@ -81,6 +82,10 @@ class ContainerSpec:
     init: bool = True
     #: the model fetch this replica waits for (None: a local path, nothing to fetch)
     fetch: FetchSpec | None = None
+    #: files written into the container before it starts: (path, content, octal permissions)
+    uploads: tuple[tuple[str, str, str], ...] = ()
+    #: the process's working folder (None: the image's)
+    working_dir: str | None = None
 
     @property
     def key(self) -> str:
@@ -89,7 +94,8 @@ class ContainerSpec:
     @property
     def waits_for_fetch_outputs(self) -> bool:
         """The command holds values only the fetch knows (a glob's file, the context cap)."""
-        return self.fetch is not None and (self.fetch.model_path is None or CONTEXT_CAP in self.command)
+        return self.fetch is not None and (self.fetch.model_path is None or CONTEXT_CAP in self.command
+                                           or any(mindie.PENDING_SEQ_LEN in c for _, c, _ in self.uploads))
 
     @property
     def endpoint(self) -> str:
@@ -111,6 +117,16 @@ def finalize_command(spec: ContainerSpec, model_path: str, max_model_len: int | 
             continue
         out.append(args[i].replace(pending, model_path) if pending else args[i])
         i += 1
+    return out
+
+
+def finalize_uploads(spec: ContainerSpec, model_path: str, max_model_len: int | None) -> list[tuple[str, str, str]]:
+    """The files with what the fetch found (MindIE's sequence lengths, the resolved model path)."""
+    pending = pending_path(spec.fetch) if spec.fetch is not None and spec.fetch.model_path is None else None
+    out = []
+    for path, content, mode in spec.uploads:
+        content = mindie.settle(content, max_model_len)
+        out.append((path, content.replace(pending, model_path) if pending else content, mode))
     return out
 
 
@@ -136,6 +152,9 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, setting
     env.update(w.env)  # the user's and the backend's settings win over our defaults
     exposure = VENDORS[a.vendor].expose(_device_refs(host, a)) if a.vendor else Exposure()
     env.update(exposure.env)
+    is_mindie = w.builtin_command and w.backend.name == "MindIE"
+    if is_mindie:
+        env = mindie.environment(env)
 
     secret_env = tuple(sorted((k, v[len(SECRET_PREFIX):]) for k, v in env.items() if v.startswith(SECRET_PREFIX)))
     plain_env = tuple(sorted((k, v) for k, v in env.items() if not v.startswith(SECRET_PREFIX)))
@@ -149,7 +168,17 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, setting
     entrypoint = tuple(render(w.entrypoint, variables, secrets)) if w.entrypoint else None
     cap = _memory_fraction(w, a, host)
     builder = BUILDERS.get(w.backend.name) if w.builtin_command else None
-    if builder is not None:
+    uploads: tuple[tuple[str, str, str], ...] = ()
+    working_dir = None
+    if is_mindie:  # no parameters: stack.workloads refuses them
+        # GPUStack reads the model's config.json for the sequence lengths: after the fetch
+        seq = mindie.PENDING_SEQ_LEN if fetch is not None and fetch.filename is None else mindie.MAX_SEQ_LEN
+        text = mindie.config_text(mindie.config(model_path, w.model_name, host.address, a.port, len(a.gpus), seq))
+        uploads = ((mindie.CONFIG_PATH, text, "0640"),)
+        entrypoint = ("/usr/bin/bash", "-c", mindie.SERVE_SCRIPT, "gpustack-serving-command-script")
+        command = (mindie.DAEMON,)
+        working_dir = mindie.WORKING_DIR
+    elif builder is not None:
         # GPUStack builds its built-ins' command lines itself (backends.builtins)
         first = exposure.gpu_ids.split(",")[0] if exposure.gpu_ids else None
         # GPUStack reads config.json in the model folder; a single fetched file has none
@@ -186,7 +215,7 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, setting
         shm_size_mib=r.shm, memory_mib=r.ram, cpus=r.cpus, wait=health.wait, wait_timeout_s=health.timeout,
         log_opts=(("max-file", str(settings.logs.max_file)), ("max-size", settings.logs.max_size)),
         stop_grace_s=settings.rollout.stop_grace, pull_timeout_s=settings.images.pull_timeout, moved_from=moved_from,
-        fetch=fetch,
+        fetch=fetch, uploads=uploads, working_dir=working_dir,
     )
 
 

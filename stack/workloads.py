@@ -185,6 +185,14 @@ def _resolve_one(name: str, dep: Deployment, marks: Marks, catalog: Catalog, fle
     # the default of the same flag
     parameters = normalize_param_format(merge(defaults, mine, dep.drop_default_parameters),
                                         None if custom else entry.spec.parameter_format)
+    builtin = (not custom and entry.spec.backend_source == "built-in" and dep.run_command is None
+               and config.run_command is None)
+    if builtin and entry.name == "MindIE" and parameters:
+        shown = " ".join(parameters[:3]) + (" …" if len(parameters) > 3 else "")
+        problems.append(marks.problem(at + ("backend_parameters",) if dep.backend_parameters else at, (
+            f"MindIE takes its settings from config.json, which GPUStack writes from these parameters "
+            f"(AscendMindIEParameters); gpufleet writes GPUStack's default config.json and does not translate "
+            f"parameters yet: remove {shown}, or set MindIE's environment (e.g. NPU_MEMORY_FRACTION) in env")))
     if problems:
         raise InputError(problems)
     return Workload(
@@ -193,8 +201,7 @@ def _resolve_one(name: str, dep: Deployment, marks: Marks, catalog: Catalog, fle
         parameters=parameters,
         health_check_path=health_path(dep, entry, custom),
         manual=manual, marks=marks, custom=custom,
-        builtin_command=(not custom and entry.spec.backend_source == "built-in" and dep.run_command is None
-                         and config.run_command is None),
+        builtin_command=builtin,
     )
 
 

@@ -39,11 +39,11 @@ class DockerApi:
         self.ssh_argv = ssh_argv
 
     def request(self, method: str, path: str, body: Any = None, query: dict | None = None,
-                timeout: float = 120) -> Any:
+                timeout: float = 120, raw: bytes | None = None, content_type: str = "application/json") -> Any:
         url = API + path + (("?" + urllib.parse.urlencode(query)) if query else "")
-        payload = b"" if body is None else json.dumps(body).encode()
+        payload = raw if raw is not None else b"" if body is None else json.dumps(body).encode()
         head = (f"{method} {url} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n").encode()
+                f"Content-Type: {content_type}\r\nContent-Length: {len(payload)}\r\n\r\n").encode()
         proc = subprocess.Popen([*self.ssh_argv, "docker", "system", "dial-stdio"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
@@ -56,6 +56,8 @@ class DockerApi:
         finally:
             proc.kill()
             proc.wait(timeout=timeout)
+        if response.status < 300 and response.getheader("Content-Type", "").startswith("application/x-tar"):
+            return data
         text = data.decode(errors="replace")
         if response.status >= 300:
             raise DockerApiError(response.status, text)
@@ -77,6 +79,13 @@ class DockerApi:
         except DockerApiError as err:
             if err.status != 404:
                 raise
+
+    def put_archive(self, ident: str, path: str, tar: bytes) -> None:
+        self.request("PUT", f"/containers/{ident}/archive", query={"path": path}, raw=tar,
+                     content_type="application/x-tar")
+
+    def get_archive(self, ident: str, path: str) -> bytes:
+        return self.request("GET", f"/containers/{ident}/archive", query={"path": path})
 
     def image(self, name: str) -> dict:
         return self.request("GET", f"/images/{urllib.parse.quote(name, safe='')}/json")

@@ -86,14 +86,14 @@ def get(obj: Any, key: str, default: Any = None) -> Any:
 _NAMES = {"envs": "env", "entrypoints": "entrypoint", "networkMode": "network_mode", "shmSize": "shm_size",
           "deviceRequests": "device_requests", "waitTimeout": "wait_timeout", "memorySwap": "memory_swap",
           "logDriver": "log_driver", "logOpts": "log_opts", "stopTimeout": "stop_timeout",
-          "destroyGraceSeconds": "destroy_grace_seconds"}
+          "destroyGraceSeconds": "destroy_grace_seconds", "workingDir": "working_dir", "uploads": "upload"}
 _NESTED = {"hostPath": "host_path", "containerPath": "container_path", "readOnly": "read_only",
            "deviceIds": "device_ids", "tests": "test", "startPeriod": "start_period",
            "device_ids": "device_ids", "host_path": "host_path", "container_path": "container_path",
            "read_only": "read_only", "start_period": "start_period"}
 KNOWN = {"name", "image", "command", "entrypoint", "env", "network_mode", "restart", "shm_size", "labels", "mounts",
          "volumes", "devices", "device_requests", "healthcheck", "wait", "wait_timeout", "memory", "memory_swap",
-         "cpus", "log_driver", "log_opts", "init", "stop_timeout", "destroy_grace_seconds"}
+         "cpus", "log_driver", "log_opts", "init", "stop_timeout", "destroy_grace_seconds", "working_dir", "upload"}
 
 
 def _plain(value: Any) -> Any:
@@ -148,6 +148,8 @@ def create_body(tf: dict) -> dict:
         config["Labels"] = {label["label"]: label["value"] for label in tf["labels"]}
     if tf.get("stop_timeout") is not None:
         config["StopTimeout"] = tf["stop_timeout"]
+    if tf.get("working_dir"):
+        config["WorkingDir"] = tf["working_dir"]
     hc = tf.get("healthcheck")
     if hc:  # durations through time.ParseDuration; schema defaults "0s" and 0
         config["Healthcheck"] = {
@@ -216,7 +218,8 @@ def nano_to_decimal_string(nanos: int) -> str:
 #: fields the provider's read does not set: state keeps what was configured (see the comments in
 #: resourceDockerContainerRead: env and labels "are taken over from the Docker image", volumes
 #: are not read, destroy_grace_seconds "can't be imported", wait/wait_timeout are create-only)
-NOT_READ = {"env", "labels", "volumes", "destroy_grace_seconds", "wait", "wait_timeout"}
+#: upload: written once at create ("upload" can't be imported), kept from the configuration
+NOT_READ = {"env", "labels", "volumes", "destroy_grace_seconds", "wait", "wait_timeout", "upload"}
 
 
 def read_state(inspect: dict, tf: dict) -> dict:
@@ -265,7 +268,28 @@ def read_state(inspect: dict, tf: dict) -> dict:
                                 "start_interval": go_duration_string(hc.get("StartInterval", 0)),
                                 "retries": hc.get("Retries", 0)}
     state["stop_timeout"] = cfg.get("StopTimeout")
+    state["working_dir"] = cfg.get("WorkingDir", "")
     return state
+
+
+def upload_tar(tf: dict) -> bytes | None:
+    """The archive ``resourceDockerContainerCreate`` copies to "/" for ``upload``: one entry per file,
+    named by its path, mode from ``permissions`` (octal), else 0744 if executable, else 0644."""
+    import io
+    import tarfile
+
+    uploads = tf.get("upload") or []
+    if not uploads:
+        return None
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for u in uploads:
+            data = u["content"].encode()
+            info = tarfile.TarInfo(u["file"])
+            info.size = len(data)
+            info.mode = int(u["permissions"], 8) if u.get("permissions") else 0o744 if u.get("executable") else 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
 # ----------------------------------------------------------------------------- diff
@@ -276,7 +300,7 @@ _DEFAULTS = {"healthcheck": {"interval": "0s", "timeout": "0s", "start_period": 
              "devices": {"permissions": "rwm"}, "device_requests": {"driver": "cdi", "count": 0}}
 #: TypeSet fields (order does not matter), and Optional+Computed ones (absent config = no diff)
 _SETS = {"env", "labels", "mounts", "volumes", "devices", "device_requests"}
-_COMPUTED = {"command", "entrypoint", "env", "labels", "shm_size", "log_driver", "init", "stop_timeout",
+_COMPUTED = {"command", "entrypoint", "env", "labels", "shm_size", "log_driver", "init", "stop_timeout", "working_dir",
              "healthcheck", "image", "name"}
 _EMPTY = (None, 0, "", [], {}, False)
 

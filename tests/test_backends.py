@@ -59,7 +59,9 @@ def test_every_shipped_version_renders_to_argv(catalog):
     assert rendered[("PaddleX-GenAI-Server", "latest-nvidia-gpu")][1][3] == "PaddleOCR-VL-1.5-0.9B"
     assert rendered[("PaddleX-GenAI-Server", "latest-iluvatar-gpu")][1][3] == "m"  # version run_command wins
     assert rendered[("SGLang", "v0.5.4-cu129")][0] == ["python3", "-m", "sglang.launch_server"]
-    assert all(argv for (name, _), (_, argv) in rendered.items() if name not in ("vLLM", "SGLang", "VoxBox"))
+    # built-ins whose command GPUStack's worker builds (MindIE: config.json and its daemon) render nothing here
+    assert all(argv for (name, _), (_, argv) in rendered.items() if name not in ("vLLM", "SGLang", "VoxBox", "MindIE"))
+    assert rendered[("MindIE", "2.3.0-910b")] == ([], [])
 
 
 def test_gpustack_community_catalog_loads_and_renders(reference: Path):

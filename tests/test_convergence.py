@@ -22,7 +22,7 @@ import pytest
 
 from .docker_api import DockerApi
 from .fleet_host import IMAGE
-from .provider_port import create_body, diff, read_state, tf_inputs
+from .provider_port import create_body, diff, read_state, tf_inputs, upload_tar
 from .pulumi_harness import run_program
 from .test_program import project  # noqa: F401  (the fixture: a copy of the demo project)
 
@@ -123,3 +123,41 @@ def test_the_port_catches_inputs_the_provider_would_read_back_differently(api, p
     key = field.split(".")[0]
     assert key in changes, changes
     assert shown in repr(changes[key][1])
+
+
+def test_mindie_config_file_and_working_folder_land_as_written_and_read_back_without_a_diff(api, project, host_paths):  # noqa: F811,E501
+    """MindIE's container carries its config.json as an upload (written at create, never read back)
+    and a working folder (read back from Config.WorkingDir, ForceNew): both must converge."""
+    import io
+    import json
+    import tarfile
+
+    from backends import mindie_config as mindie
+
+    from .test_plan_cli import edit
+
+    edit(project / "stack" / "demo.yaml", "deployments:", "deployments:\n  mindie-qwen:\n    backend: MindIE\n"
+         "    model: {huggingface: Qwen/Qwen3-8B}\n    resources: {gpus: 1, vram: whole}\n")
+    from .conftest import run_cli
+    assert run_cli("--root", project, "lock", "--stack", "demo").code == 0
+    (name, inputs), = [(n, i) for n, i in _registered(project).items() if "mindie" in n]
+    tf = _with_test_image(tf_inputs(inputs), api.image(IMAGE)["Id"])
+    assert tf["working_dir"] == mindie.WORKING_DIR and [u["file"] for u in tf["upload"]] == [mindie.CONFIG_PATH]
+    for m in tf.get("mounts") or []:
+        host_paths(m["source"], is_dir=not m["source"].endswith((".gguf", "npu-smi", ".info")))
+    api.remove(name)
+    try:
+        ident = api.create(name, create_body(tf))
+        api.put_archive(ident, "/", upload_tar(tf))
+        state = read_state(api.inspect(ident), tf)
+        assert diff(tf, state) == {}, f"the next preview would change {diff(tf, state)}"
+        with tarfile.open(fileobj=io.BytesIO(api.get_archive(ident, mindie.CONFIG_PATH))) as tar:
+            member = tar.next()
+            written = tar.extractfile(member).read().decode()
+        assert member.mode & 0o777 == 0o640
+        cfg = json.loads(written)
+        # the fetched config.json allows 32768 tokens (the mock's answer): GPUStack's cap applies
+        assert cfg["BackendConfig"]["ModelDeployConfig"]["maxSeqLen"] == 8192
+        assert cfg["BackendConfig"]["npuDeviceIds"] == [[0]] and cfg["ServerConfig"]["httpsEnabled"] is False
+    finally:
+        api.remove(name)
