@@ -160,3 +160,30 @@ def test_an_implausibly_small_vram_is_noted(tmp_path):
     assert r.code == 0
     assert ("note: stack/demo.yaml:44:32: deployments.gguf-rocm.resources.vram: 24 MiB per GPU is implausibly small "
             "for a model; a bare number is MiB, so write 24GiB if that is what you mean") in r.err, r.err
+
+
+def test_a_replica_nothing_fit_takes_the_place_of_a_flexible_one_that_can_move():
+    """Ordering alone cannot help: 'any' and 'mi3' have two device groups each, 'any' asks more CPUs and
+    goes first; binpack puts any/0 on the tightest group (x), soft anti-affinity sends any/1 to w, and
+    'mi3' finds x taken and z without the CPUs it needs. The repair step moves any/0 next to any/1 on
+    w and gives x to 'mi3': soft anti-affinity never costs a placement."""
+    f = fleet(host("x", gpus("amd", "AMD Instinct MI300X", 192, 1), labels={"zone": "a"}, cpus=64, ram_gib=512),
+              host("w", gpus("amd", "AMD Instinct MI250X", 128, 2), labels={"zone": "a"}, cpus=64, ram_gib=512),
+              host("z", gpus("amd", "AMD Instinct MI300X", 192, 1), labels={"zone": "b"}, cpus=2, ram_gib=512))
+    demands = [whole("any", r, "rocm", labels=(("zone", "a"),), cpus=8) for r in range(2)] + \
+              [whole("mi3", 0, "rocm", gpu_model="*Instinct MI3*", cpus=4)]
+    p = place(f, demands)
+    assert not p.unplaced, [u.message for u in p.unplaced]
+    assert sorted((a.key, a.host) for a in p.assignments) == [("any/0", "w"), ("any/1", "w"), ("mi3/0", "x")]
+
+
+def test_repair_never_moves_a_kept_replica():
+    f = fleet(host("x", gpus("amd", "AMD Instinct MI300X", 192, 1), labels={"zone": "a"}, cpus=64, ram_gib=512),
+              host("w", gpus("amd", "AMD Instinct MI250X", 128, 2), labels={"zone": "a"}, cpus=64, ram_gib=512),
+              host("z", gpus("amd", "AMD Instinct MI300X", 192, 1), labels={"zone": "b"}, cpus=2, ram_gib=512))
+    anys = [whole("any", r, "rocm", labels=(("zone", "a"),), cpus=8) for r in range(2)]
+    first = place(f, anys)
+    assert {a.key: a.host for a in first.assignments} == {"any/0": "x", "any/1": "w"}
+    prior = read_lock_from_text(render_lock("s", first))
+    p = place(f, anys + [whole("mi3", 0, "rocm", gpu_model="*Instinct MI3*", cpus=4)], prior)
+    assert all(a.status == "kept" for a in p.assignments) and [u.key for u in p.unplaced] == ["mi3/0"]

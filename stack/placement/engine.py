@@ -73,6 +73,7 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
     fresh.sort(key=lambda d: (constrained(d), _biggest_first(d)))
     for demand in fresh:  # 2. fresh
         run.place_fresh(demand, prior.get(demand.key))
+    run.repair({d.key: d for d in demands}, constrained)  # 2b. make room for what nothing fit
     run.explain_unplaced()  # 3. explain, against the final state the user will see
 
     wanted = {d.key for d in demands}  # 4. removed
@@ -339,6 +340,121 @@ class _Run:
             return (shared, bool(host.groups), -load if self.strategy == BINPACK else load, host.name)
         free = gs.untouched
         return (shared, free if self.strategy == BINPACK else -free, host.name, gs.gidx)
+
+    # ------------------------------------------------------------------ 2b. repair
+    #: candidate (group, replica) pairs the repair step looks at, over the whole run
+    REPAIR_BUDGET = 20_000
+
+    def repair(self, by_key: dict[str, Demand], constrained) -> None:
+        """A replica nothing fit takes the place of a replica at least as flexible that this plan placed
+        (new or moved, never a kept one), if that one fits somewhere else: one more replica placed,
+        none lost, so constrained replicas are never starved by flexible ones and soft anti-affinity
+        never costs a placement. Bounded: at most REPAIR_BUDGET candidates in all."""
+        failed, self._failed = self._failed, []
+        if not any(d.gpus and d.manual is None for d, _ in failed):
+            self._failed = failed
+            return
+        budget = [self.REPAIR_BUDGET]
+        on_group: dict[int, list[Assignment]] = {}
+        for a in self.assignments:
+            if a.status != "kept" and a.vendor is not None:
+                on_group.setdefault(self._group_of(a).gid, []).append(a)
+        hopeless: set[tuple] = set()  # shapes no swap helped since the last success
+        for demand, previous in failed:
+            shape = (demand.static_key(), demand.vram_mib, demand.cpus, demand.ram_mib)
+            if demand.gpus and demand.manual is None and budget[0] > 0 and shape not in hopeless and \
+                    self._repair_one(demand, previous, by_key, constrained, budget, on_group):
+                hopeless.clear()
+                continue
+            hopeless.add(shape)
+            self._failed.append((demand, previous))
+
+    def _group_of(self, a: Assignment) -> GroupState:
+        return next(g for g in self.state.groups_of[a.host] if g.group.vendor == a.vendor
+                    and all(i in g.pos_of for i in a.gpus))
+
+    def _repair_one(self, demand, previous, by_key, constrained, budget: list[int], on_group) -> bool:
+        mine = constrained(demand)
+        for lists in self.index.eligible(demand):
+            for gid in lists.members:
+                for a in list(on_group.get(gid, ())):
+                    budget[0] -= 1
+                    if budget[0] < 0:
+                        return False
+                    other = by_key[a.key]
+                    gs = self.state.groups[gid]
+                    if constrained(other) < mine or not self._would_fit(demand, a, other, gs) \
+                            or self._choose(other) is None:
+                        continue  # cheap checks first: the swap itself re-checks everything
+                    if self._swap(demand, previous, a, other, gs):
+                        on_group[gid].remove(a)
+                        moved = self.assignments[-1]  # the flexible one, placed again
+                        if moved.vendor is not None:
+                            on_group.setdefault(self._group_of(moved).gid, []).append(moved)
+                        return True
+        return False
+
+    def _would_fit(self, demand: Demand, a: Assignment, other: Demand, gs: GroupState) -> bool:
+        """Would ``demand`` fit on ``gs`` once ``a`` (of ``other``) is taken back? Arithmetic only."""
+        host = a.host
+        cpu, ram = self.state.cpu_free[host], self.state.ram_free[host]
+        if (cpu is not None and cpu + other.cpus + 1e-9 < demand.cpus) or \
+                (ram is not None and ram + other.ram_mib < demand.ram_mib):
+            return False
+        if gs.group.vram_mib < demand.min_vram_mib or len(gs.group.devices) < demand.gpus:
+            return False
+        freed = {gs.pos_of[i] for i in a.gpus}
+        if demand.whole:
+            untouched = sum(1 for p, c in enumerate(gs.claims) if c == 0 or (p in freed and c == 1))
+            return untouched >= demand.gpus
+        room = sum(1 for p, f in enumerate(gs.free) if not gs.exclusive[p] or p in freed
+                   if (gs.group.vram_mib if (p in freed and other.whole) else
+                       f + (other.vram_mib if p in freed else 0)) >= demand.vram_mib)
+        return room >= demand.gpus
+
+    def _swap(self, demand: Demand, previous, a: Assignment, other: Demand, gs: GroupState) -> bool:
+        """Take ``a`` back, put ``demand`` on its group, place ``a`` again elsewhere; undo all if either fails."""
+        host = a.host
+        positions = [gs.pos_of[i] for i in a.gpus]
+        self.assignments.remove(a)
+        self.state.release(gs, positions, other, host, a.port)
+        self._room_again(host, gs)
+        mine = None
+        if self.state.host_fits(host, demand) and not (demand.spread_hosts and self.state.runs(host, demand.deployment)) \
+                and self.state.has_free_port(host):
+            mine = choose_devices(gs, demand, demand.allowed_on(host))
+        if mine is not None:
+            locked_status = "moved" if previous else "new"
+            reason = self.move_reasons.get(demand.key, "") if previous else ""
+            self._commit(demand, host, gs, mine, self.state.ports[host].lowest(), locked_status, reason, previous)
+            self._hopeless.clear()  # capacity moved around: shapes that failed may fit now
+            choice = self._choose(other)
+            if choice is not None:
+                where, ogs = choice
+                at = choose_devices(ogs, other, other.allowed_on(where)) if ogs is not None else []
+                self._commit(other, where, ogs, at, self.state.ports[where].lowest(), a.status, a.reason,
+                             a.previous_host)
+                return True
+            # no other place for the flexible one: undo the new one
+            placed = self.assignments.pop()
+            self.state.release(gs, mine, demand, host, placed.port)
+            self._room_again(host, gs)
+        # put the flexible one back exactly where it was
+        self.state.ports[host].take(a.port)
+        self.state.claim(gs, positions, other, host)
+        self.assignments.append(a)
+        self.index.refresh(gs)
+        if not self.state.has_free_port(host) or self._exhausted(host):
+            self.index.drop_host(host)
+        self.hosts.refresh(host)
+        return False
+
+    def _room_again(self, host: str, gs: GroupState) -> None:
+        if self.state.has_free_port(host) and not self._exhausted(host):
+            self.index.restore_host(host)
+        else:
+            self.index.refresh(gs)
+        self.hosts.refresh(host)
 
     # ------------------------------------------------------------------ commit
     def _commit(self, demand, host_name, gs, positions, port, status, reason, previous) -> None:

@@ -114,6 +114,12 @@ class CandidateIndex:
             self.dropped.add(gs.gid)
             self.refresh(gs)
 
+    def restore_host(self, host: str) -> None:
+        """The host has room again (the repair step took a replica back): its groups are candidates."""
+        for gs in self.state.groups_of[host]:
+            self.dropped.discard(gs.gid)
+            self.refresh(gs)
+
     # ------------------------------------------------------------------ queries
     def eligible(self, demand: Demand) -> list[_ClassLists]:
         """Classes whose groups pass every static filter for this demand shape (cached)."""

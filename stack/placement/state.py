@@ -179,6 +179,30 @@ class FleetState:
         if self.ram_free.get(host) is not None:
             self.ram_free[host] -= ram_mib
 
+    def release(self, gs: GroupState | None, positions: list[int], demand: Demand, host: str, port: int) -> None:
+        """Undo ``claim`` and the port: a replica of this run is taken back (the repair step moves it)."""
+        if gs is not None:
+            before = sum(gs.free[i] for i in positions)
+            for i in positions:
+                if demand.vram_mib is None:
+                    gs.free[i] = gs.group.vram_mib
+                    gs.exclusive[i] = False
+                else:
+                    gs.free[i] = min(gs.group.vram_mib, gs.free[i] + demand.vram_mib)
+                gs.claims[i] -= 1
+            self.gpus_free[host] += (sum(gs.free[i] for i in positions) - before) / gs.group.vram_mib
+        self.hold_host(host, -demand.cpus, -demand.ram_mib)
+        deps = self.deployments_on[host]
+        deps[demand.deployment] -= 1
+        if not deps[demand.deployment]:
+            del deps[demand.deployment]
+            self._hosts_of[demand.deployment].discard(host)
+        self.replicas_on[host] -= 1
+        ports = self.ports[host]
+        ports.used.discard(port)
+        if ports.heap is not None:
+            heapq.heappush(ports.heap, port)
+
     def claim(self, gs: GroupState | None, positions: list[int], demand: Demand, host: str) -> int:
         """Record a replica's devices, CPUs and memory; returns the VRAM claimed per device."""
         self.hold_host(host, demand.cpus, demand.ram_mib)
