@@ -8,6 +8,7 @@ Figures, not pass/fail: targets are in the issue and the closing note, never in 
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import random
 import resource
@@ -75,6 +76,76 @@ def read_lock_text(text: str):
     path = Path(tempfile.mkdtemp()) / "bench.lock.yaml"
     path.write_text(text)
     return read_lock(path)
+
+
+# ---------------------------------------------------------------------------- the whole process
+
+def plan_process(n_hosts: int, seed: int, runs: int = 3) -> dict:
+    """`gpufleet plan --json` as a user runs it, on files written to disk: the CPU-and-memory fleet
+    (several card sizes, CPU-only hosts, capacity declared) with label selectors, CPU-only replicas and
+    unplaced ones; the median wall time of ``runs`` runs, and the placement alone in-process."""
+    import shutil
+    import statistics
+    import tempfile
+
+    fleet = resource_fleet(n_hosts, seed)
+    demands = resource_demands(fleet, seed + 1)
+    root = Path(tempfile.mkdtemp(prefix="gf-bench-"))
+    try:
+        shutil.copy(ROOT / "Pulumi.yaml", root)
+        shutil.copytree(ROOT / "backends", root / "backends")
+        (root / "inventory").mkdir()
+        (root / "stack").mkdir()
+        lines = ["defaults: {port_range: 40000-40063, reserved: {cpus: 2, ram: 16GiB}}", "hosts:"]
+        for h in fleet.hosts:
+            lines.append(f"  - {{name: {h.name}, address: {h.address}, labels: {{zone: {h.label_map['zone']}}}, "
+                         f"cpus: {h.cpus}, ram: {h.ram_mib}MiB"
+                         + (f", accelerators: [{{vendor: nvidia, model: {h.groups[0].model}, "
+                            f"vram: {h.groups[0].vram_mib}MiB, count: {len(h.groups[0].devices)}}}]"
+                            if h.groups else "") + "}")
+        (root / "inventory" / "bench.yaml").write_text("\n".join(lines) + "\n")
+        shapes: dict[str, tuple[Demand, int]] = {}
+        for d in demands:
+            shape, n = shapes.get(d.deployment, (d, 0))
+            shapes[d.deployment] = (shape, n + 1)
+        lines = ["inventory: ../inventory/bench.yaml", "deployments:"]
+        for i, (name, (d, n)) in enumerate(sorted(shapes.items())):
+            vram = "whole" if d.whole else f"{d.vram_mib}MiB"
+            backend = "llama.cpp" if d.gpus else "Text-Embeddings-Inference"
+            version = "cuda" if d.gpus else "CPU-1.9"
+            sel = f", selectors: {{labels: {{zone: {'abc'[i % 3]}}}}}" if i % 5 == 0 else ""
+            share = ", share: advisory" if d.gpus and not d.whole else ""
+            lines.append(f"  {name}: {{backend: {backend}, version: {version}, model: {{local_path: /var/lib/gpufleet/"
+                         f"models/m}}, replicas: {n}, resources: {{gpus: {d.gpus}, vram: {vram}, cpus: {d.cpus:g}, "
+                         f"ram: {d.ram_mib}MiB{share}}}{sel}}}")
+        (root / "stack" / "bench.yaml").write_text("\n".join(lines) + "\n")
+        gpufleet = str(Path(sys.executable).with_name("gpufleet"))
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            out = subprocess.run([gpufleet, "--root", str(root), "plan", "--stack", "bench", "--json", "--no-lock"],
+                                 capture_output=True, text=True)
+            times.append(time.perf_counter() - t0)
+            assert out.returncode in (0, 3), out.stderr[-2000:]
+        summary = json.loads(out.stdout)["summary"]
+        from stack.placement import place as _place
+        from stack.project import load_project
+        from stack.demands import demands_for
+        project = load_project("bench", root)
+        ds = demands_for(project.workloads)
+        alone = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            _place(project.fleet, ds)
+            alone.append(time.perf_counter() - t0)
+        return {"hosts": n_hosts, "replicas": summary["replicas"], "placed": summary["placed"],
+                "unplaced": summary["unplaced"], "plan_process_seconds_median": round(statistics.median(times), 3),
+                "placement_seconds_median": round(statistics.median(alone), 3)}
+    finally:
+        if not os.environ.get("GPUFLEET_BENCH_KEEP"):
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print(f"kept {root}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------- churn
@@ -408,17 +479,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--process", type=int, metavar="HOSTS", help="only `gpufleet plan` as a process, this many hosts")
     ap.add_argument("--resources", type=int, metavar="HOSTS", help="only the CPU-and-memory workload, this many hosts")
     ap.add_argument("--seed", type=int, default=20261121)
     args = ap.parse_args()
     if args.one:
         print(json.dumps(scale_run(args.one, args.seed)))
         return
+    if args.process:
+        print(json.dumps(plan_process(args.process, args.seed), indent=2))
+        return
     if args.resources:
         print(json.dumps([resources(args.resources, args.seed, load=load) for load in (1.0, 1.3)], indent=2))
         return
     scale = []
-    for n in (100, 1000, 2000):
+    for n in (100, 1000, 2000) if args.quick else (100, 1000, 2000, 20000):
         out = subprocess.run([sys.executable, __file__, "--one", str(n), "--seed", str(args.seed)],
                              capture_output=True, text=True, check=True)
         scale.append(json.loads(out.stdout))
@@ -428,6 +503,7 @@ def main() -> None:
         "churn": churn(200 if args.quick else 1000, 30 if args.quick else 100, args.seed),
         "exact_mixed": exact(5 if args.quick else 20, args.seed),
         "exact_whole_gpus": exact(5 if args.quick else 20, args.seed, hard=True),
+        "plan_process": plan_process(2000, args.seed),
         "cpu_and_memory": [resources(300 if args.quick else 1200, args.seed, load=load) for load in (1.0, 1.3)],
     }
     print(json.dumps(result, indent=2))

@@ -306,14 +306,30 @@ def _flatten(items, marks: Marks, where: tuple, problems: list[Problem]) -> list
     return tokens
 
 
+_ROOTS_CACHE: dict[int, tuple[Fleet, dict]] = {}
+
+
+def _hosts_by_roots(fleet: Fleet) -> dict[tuple[str, ...], list]:
+    """Hosts grouped by their model_roots (computed once per fleet: a stack has many deployments)."""
+    got = _ROOTS_CACHE.get(id(fleet))
+    if got is None or got[0] is not fleet:
+        groups: dict[tuple[str, ...], list] = {}
+        for h in fleet.hosts:
+            groups.setdefault(h.model_roots, []).append(h)
+        _ROOTS_CACHE.clear()
+        got = _ROOTS_CACHE[id(fleet)] = (fleet, groups)
+    return got[1]
+
+
 def _local_path_problems(path: str, fleet: Fleet, marks: Marks, where: tuple) -> list[Problem]:
     """A local model is bind-mounted into the container: only from folders the inventory allows."""
     reason = system_path_reason(path)
     if reason:
         return [marks.problem(where, f"{reason} and cannot be mounted into a container; put the model under a "
                                      "model root of the inventory (model_roots, default: the model cache)")]
-    # a replica may land on any host, so every host must allow the folder
-    outside = [h for h in fleet.hosts if not any(is_under(path, r) for r in h.model_roots)]
+    # a replica may land on any host, so every host must allow the folder (hosts share a few root sets)
+    outside = [h for roots, hosts in _hosts_by_roots(fleet).items()
+               if not any(is_under(path, r) for r in roots) for h in hosts]
     if outside:
         roots = sorted({r for h in outside for r in h.model_roots})
         names = ", ".join(h.name for h in outside[:3]) + (f" and {len(outside) - 3} more" if len(outside) > 3 else "")
