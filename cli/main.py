@@ -78,9 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     c.set_defaults(run=cmd_catalog)
 
-    from . import discover, placement, probe, promote, schemas, status
+    from . import discover, models, placement, probe, promote, schemas, status
 
-    for command in (placement, probe, discover, promote, schemas, status):
+    for command in (placement, models, probe, discover, promote, schemas, status):
         command.register(sub)
     return p
 

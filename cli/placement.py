@@ -78,7 +78,8 @@ def cmd_plan(args) -> int:
     print_notes(project.notes)
     fmt = args.format or ("json" if args.json else "table")
     if fmt == "json":
-        print(json.dumps(placement_json(project.name, project.fleet, placement), indent=2))
+        print(json.dumps({**placement_json(project.name, project.fleet, placement),
+                          "resource_fit": project.fits()}, indent=2))
     elif fmt == "markdown":
         lock = display(args.lock or lock_path(project.stack_file), project.root)
         print(placement_markdown(project.name, project.fleet, placement, lock), end="")

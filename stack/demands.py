@@ -9,13 +9,17 @@ def demands_for(workloads: list[Workload]) -> list[Demand]:
     out = []
     for w in workloads:
         r = w.spec.resources
-        whole = r.vram == "whole"
-        vram = None if whole else int(r.vram)
+        if w.fit is not None:  # sized from the model: whole GPUs of at least the estimated size
+            gpus, vram, min_vram = w.fit.gpus, None, w.fit.min_vram_mib
+        else:
+            whole = r.vram == "whole"
+            gpus, vram = r.gpus, None if whole else int(r.vram)
+            min_vram = (r.min_vram or 0) if whole else int(r.vram)
         for replica in range(w.spec.replicas):
             out.append(Demand(
-                deployment=w.name, replica=replica, framework=w.framework, gpus=r.gpus,
-                vram_mib=vram if r.gpus else None,
-                min_vram_mib=(r.min_vram or 0) if whole else int(r.vram),
+                deployment=w.name, replica=replica, framework=w.framework, gpus=gpus,
+                vram_mib=vram if gpus else None,
+                min_vram_mib=min_vram,
                 labels=tuple(sorted(w.spec.selectors.labels.items())),
                 vendor=w.spec.selectors.vendor, gpu_model=w.spec.selectors.gpu_model,
                 manual=w.manual, spread_hosts=w.spec.spread == "hosts",

@@ -16,6 +16,8 @@ from documents.validation import validate
 from documents.yaml_reader import Marks, path_kind, read_yaml
 from inventory.fleet import Fleet, load_fleet
 
+from .resource_fit import models_path, read_models
+
 from .schema import StackFile
 from .workloads import Workload, resolve
 
@@ -61,7 +63,15 @@ class Project:
     @property
     def notes(self) -> list[Problem]:
         """What loading ignored or decided, and values that are valid but look like mistakes."""
-        return sorted(set(self.catalog.notes) | set(stack_notes(self.stack, self.stack_marks)), key=Problem.sort_key)
+        fits = {self.stack_marks.problem(("deployments", w.name, "resources"), f"resource fit: {w.fit.describe()}")
+                for w in self.workloads if w.fit is not None}
+        return sorted(set(self.catalog.notes) | set(stack_notes(self.stack, self.stack_marks)) | fits,
+                      key=Problem.sort_key)
+
+    def fits(self) -> list[dict]:
+        """The sizes ``auto`` resources got, for the plan's JSON."""
+        return [{"deployment": w.name, "weight_bytes": w.fit.weight_bytes, "vram_claim_mib": w.fit.claim_mib,
+                 "gpus": w.fit.gpus, "min_vram_mib": w.fit.min_vram_mib} for w in self.workloads if w.fit]
 
 
 #: a sized vram claim below this is almost surely a size written without a unit (a bare number is MiB)
@@ -72,7 +82,7 @@ def stack_notes(stack: StackFile, marks: Marks) -> list[Problem]:
     out = []
     for name, d in stack.deployments.items():
         vram = d.resources.vram
-        if vram != "whole" and d.resources.gpus and vram < IMPLAUSIBLE_VRAM_MIB:
+        if vram not in ("whole", "auto") and d.resources.gpus and vram < IMPLAUSIBLE_VRAM_MIB:
             out.append(marks.problem(("deployments", name, "resources", "vram"),
                                      f"{vram} MiB per GPU is implausibly small for a model; a bare number is MiB, "
                                      f"so write {vram}GiB if that is what you mean"))
@@ -124,5 +134,8 @@ def load_project(stack: str, root: Path | None = None, inventory: Path | None = 
         raise InputError([Problem(display(path, root), 0, 0, "", f"stack name '{name}' (from the file name) must be "
                                   "lowercase letters, digits and '-', at most 32 characters: it becomes part of "
                                   "container names")])
-    workloads = resolve(stack_file, marks, catalog, fleet)
+    needs_fit = any(d.resources.auto for d in stack_file.deployments.values())
+    models_file = models_path(path)
+    models = read_models(models_file, display(models_file, root)) if needs_fit else {}
+    workloads = resolve(stack_file, marks, catalog, fleet, models, display(models_file, root))
     return Project(root, name, catalog, stack_file, marks, path, fleet, workloads)

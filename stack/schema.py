@@ -102,10 +102,15 @@ class ModelSource(StrictModel):
 
 
 class Resources(StrictModel):
-    gpus: int = Field(default=1, ge=0, le=64)
-    #: VRAM per GPU: a size (devices may be shared while the sum fits) or 'whole' (exclusive)
-    vram: Annotated[Union[int, Literal["whole"]], WithJsonSchema({"anyOf": [
-        SIZE_SCHEMA.json_schema, {"const": "whole"}], "description": "VRAM per GPU: a size (shared) or whole"})] = "whole"
+    #: a count, or auto: as few whole GPUs as hold the model (stack.resource_fit)
+    gpus: Annotated[Union[int, Literal["auto"]], WithJsonSchema({"anyOf": [
+        {"type": "integer", "minimum": 0, "maximum": 64}, {"const": "auto"}],
+        "description": "a GPU count, or auto (sized from the model)"})] = 1
+    #: VRAM per GPU: a size (devices may be shared while the sum fits), 'whole' (exclusive), or auto
+    #: (whole GPUs big enough for the model, sized from its metadata)
+    vram: Annotated[Union[int, Literal["whole", "auto"]], WithJsonSchema({"anyOf": [
+        SIZE_SCHEMA.json_schema, {"const": "whole"}, {"const": "auto"}],
+        "description": "VRAM per GPU: a size (shared), whole, or auto"})] = "whole"
     #: with vram: whole, the smallest device that will do
     min_vram: Optional[Annotated[int, SIZE_SCHEMA]] = None
     ram: Optional[Annotated[int, SIZE_SCHEMA]] = None
@@ -114,10 +119,19 @@ class Resources(StrictModel):
     #: a sized vram claim is enforced on the engine (its memory fraction is set), or only advisory
     share: Literal["enforced", "advisory"] = "enforced"
 
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus(cls, value):
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 64:
+            raise ValueError(f"must be a GPU count from 0 to 64, or auto; got {value!r}")
+        return value
+
     @field_validator("vram", mode="before")
     @classmethod
     def _vram(cls, value):
-        if value == "whole":
+        if value in ("whole", "auto"):
             return value
         try:
             return parse_mib(value)
@@ -133,7 +147,23 @@ class Resources(StrictModel):
     def _consistent(self):
         if self.min_vram is not None and self.vram != "whole":
             raise ValueError("min_vram goes with vram: whole; with a vram size the size is the minimum")
+        if self.gpus == "auto" and self.vram not in ("whole", "auto"):
+            raise ValueError("gpus: auto sizes whole GPUs from the model; leave vram out or write vram: auto")
+        if self.auto and self.min_vram is not None:
+            raise ValueError("with auto, the model's size decides the device size; remove min_vram")
+        if self.vram == "auto" and self.gpus == 0:
+            raise ValueError("vram: auto needs GPUs; set gpus to 1 or more, or auto")
         return self
+
+    @property
+    def auto(self) -> bool:
+        """Sized from the model's metadata (stack.resource_fit)."""
+        return self.gpus == "auto" or self.vram == "auto"
+
+    @property
+    def gpu_count(self) -> int:
+        """The count to check backends and selections against: auto means at least one."""
+        return 1 if self.gpus == "auto" else self.gpus
 
 
 class Selectors(StrictModel):

@@ -7,7 +7,7 @@ inventory, selectors agree with the framework, templates only use known variable
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from backends.catalog import BackendEntry, Catalog
 from backends.memory import knob_for
@@ -32,6 +32,7 @@ from documents.yaml_reader import Marks
 from inventory.fleet import Fleet
 from inventory.vendors import FRAMEWORK_VENDORS, VENDORS
 
+from .resource_fit import Fit, ModelMeta, fit
 from .schema import Deployment, StackFile
 
 #: GPUStack's name for a model run with its own image and command (BackendEnum.CUSTOM)
@@ -66,6 +67,12 @@ class Workload:
     custom: bool = False
     #: a built-in whose command GPUStack builds itself (backends.builtins): no run_command was given
     builtin_command: bool = False  # where the deployment is written, for problems found after placement
+    #: resources sized from the model's metadata (``auto``), or None
+    fit: Fit | None = None
+
+    @property
+    def gpus(self) -> int:
+        return self.fit.gpus if self.fit else self.spec.resources.gpu_count
 
     def spec_problem(self, path: tuple, message: str) -> Problem:
         if self.marks is None:
@@ -82,14 +89,20 @@ class Workload:
         return {k: v[len(SECRET_PREFIX):] for k, v in self.env.items() if v.startswith(SECRET_PREFIX)}
 
 
-def resolve(stack: StackFile, marks: Marks, catalog: Catalog, fleet: Fleet) -> list[Workload]:
-    """All deployments resolved, or InputError listing every problem in every deployment."""
+def resolve(stack: StackFile, marks: Marks, catalog: Catalog, fleet: Fleet,
+            models: dict[str, ModelMeta] | None = None, models_file: str = "") -> list[Workload]:
+    """All deployments resolved, or InputError listing every problem in every deployment.
+
+    ``models``: the stack's model metadata (``stack/<stack>.models.yaml``) for ``auto`` resources."""
     problems: list[Problem] = []
     out: list[Workload] = []
     fleet_frameworks = sorted({fw for h in fleet.hosts for fw in h.frameworks})
     for name in sorted(stack.deployments):
         try:
-            out.append(_resolve_one(name, stack.deployments[name], marks, catalog, fleet, fleet_frameworks))
+            w = _resolve_one(name, stack.deployments[name], marks, catalog, fleet, fleet_frameworks)
+            if w.spec.resources.auto:
+                w = replace(w, fit=fit(name, w.spec, w.framework, fleet, models or {}, models_file, marks))
+            out.append(w)
         except InputError as err:
             problems.extend(err.problems)
     if problems:
@@ -115,7 +128,7 @@ def _resolve_one(name: str, dep: Deployment, marks: Marks, catalog: Catalog, fle
     framework = config.custom_framework
     problems: list[Problem] = []
 
-    gpus = dep.resources.gpus
+    gpus = dep.resources.gpu_count
     if framework == "cpu" and gpus > 0:
         problems.append(marks.problem(at + ("resources", "gpus"),
                                       f"version '{version}' of {entry.name} runs on cpu; set resources.gpus: 0 "
@@ -134,7 +147,7 @@ def _resolve_one(name: str, dep: Deployment, marks: Marks, catalog: Catalog, fle
                                       f"vendor {vendor} runs {VENDORS[vendor].framework}, but {entry.name} "
                                       f"{version} needs {framework} ({', '.join(FRAMEWORK_VENDORS[framework])})"))
 
-    enforced = dep.resources.vram != "whole" and dep.resources.share == "enforced"
+    enforced = dep.resources.vram not in ("whole", "auto") and dep.resources.share == "enforced"
     if gpus and enforced and (custom or knob_for(entry.name) is None):
         who = "a custom command" if custom else entry.name
         problems.append(marks.problem(at + ("resources", "vram"),
@@ -288,10 +301,10 @@ def _manual(dep: Deployment, marks: Marks, at: tuple, fleet: Fleet, framework: s
                                                  f"(it has {have})"))
             continue
         pool.append((host_name, index))
-    needed = dep.replicas * dep.resources.gpus
+    needed = dep.replicas * dep.resources.gpu_count
     if len(pool) == len(dep.gpu_selection or ()) and needed > len(pool):
         problems.append(marks.problem(at + ("gpu_selection",),
-                                      f"{dep.replicas} replicas × {dep.resources.gpus} GPUs need {needed} GPUs; "
+                                      f"{dep.replicas} replicas × {dep.resources.gpu_count} GPUs need {needed} GPUs; "
                                       f"gpu_selection lists {len(pool)}"))
     return tuple(pool)
 

@@ -31,6 +31,8 @@ class Repo:
     sha: str = ""
     #: seconds a file download stalls after its first bytes (a slow mirror)
     stall_s: float = 0
+    #: sizes the listings report instead of the content's (big weights without big test data)
+    sizes: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self):
         self.sha = self.sha or hashlib.sha1(json.dumps(sorted(self.files)).encode()).hexdigest()
@@ -88,6 +90,18 @@ class HubServer:
             def _serve(self, body: bool) -> None:
                 path = unquote(urlsplit(self.path).path)
                 hub.requests[(self.command, path)] += 1
+                if path.startswith("/api/models/") and "/tree/" in path:
+                    # HfApi.list_repo_tree (non-recursive): the root's files and folders
+                    name = path[len("/api/models/"):].split("/tree/")[0]
+                    repo = self._repo(name, body)
+                    if repo:
+                        root = [{"type": "file", "path": n, "size": repo.sizes.get(n, len(d)),
+                                 "oid": hashlib.sha1(d).hexdigest()}
+                                for n, d in sorted(repo.files.items()) if "/" not in n]
+                        root += [{"type": "directory", "path": d, "oid": "0" * 40}
+                                 for d in sorted({n.split("/")[0] for n in repo.files if "/" in n})]
+                        self._send(200, {"Content-Type": "application/json"}, json.dumps(root).encode(), body)
+                    return
                 if path.startswith("/api/models/"):
                     name = path[len("/api/models/"):].split("/revision/")[0]
                     repo = self._repo(name, body)
@@ -111,11 +125,14 @@ class HubServer:
                     return
                 headers = {"X-Repo-Commit": repo.sha, "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
                            "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
-                start = 0
+                start, end = 0, len(data)
                 ranged = self.headers.get("Range", "")
                 if ranged.startswith("bytes=") and body:
-                    start = int(ranged[6:].split("-")[0] or 0)
-                    headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+                    first, _, last = ranged[6:].partition("-")
+                    start = int(first or 0)
+                    end = min(len(data), int(last) + 1) if last else len(data)
+                    headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
+                    hub.requests[("RANGE", path)] += 1
                 if repo.stall_s and body:
                     self.send_response(206 if start else 200)
                     for k, v in headers.items():
@@ -127,7 +144,7 @@ class HubServer:
                     time.sleep(repo.stall_s)
                     self.wfile.write(data[start + 1024:])
                     return
-                self._send(206 if start else 200, headers, data[start:], body)
+                self._send(206 if ranged.startswith("bytes=") and body else 200, headers, data[start:end], body)
 
         self.server = ThreadingHTTPServer((self.address, self.port), Handler)
         self.server.daemon_threads = True

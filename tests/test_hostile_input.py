@@ -277,7 +277,7 @@ def test_model_roots_cannot_be_system_folders(tmp_path, cli):
      "deployments.a.model: must be a mapping (key: value lines), got the text 'BAAI/bge-m3'; write {huggingface: "
      "ORG/NAME}, {modelscope: ORG/NAME} or {local_path: /abs/path}"),
     ("  a: {backend: vLLM, model: {huggingface: o/m}, resources: {gpus: -1}}\n",
-     "deployments.a.resources.gpus: must be 0 or more, got the number -1"),
+     "deployments.a.resources.gpus: must be a GPU count from 0 to 64, or auto; got -1"),
     ("  a: {backend: vLLM, model: {hf: o/m}}\n",
      "unknown key 'hf'; valid keys: huggingface, huggingface_filename, modelscope, model_scope_file_path, local_path"),
 ])

@@ -36,7 +36,7 @@ def test_plan_demo_places_everything(project):
 def test_plan_json_schema(project):
     r = run_cli("--root", project, "plan", "--stack", "demo", "--json")
     data = json.loads(r.out)
-    assert set(data) == {"stack", "strategy", "summary", "replicas", "unplaced", "removed", "hosts"}
+    assert set(data) == {"stack", "strategy", "summary", "replicas", "unplaced", "removed", "hosts", "resource_fit"}
     rep = data["replicas"][0]
     assert set(rep) == {"deployment", "replica", "host", "address", "vendor", "gpus", "uuids", "vram_per_gpu_mib",
                         "whole", "port", "status", "reason", "previous_host"}

@@ -1,0 +1,59 @@
+"""`gpufleet models --stack S`: record the metadata `auto` resources are sized from.
+
+Writes ``stack/<stack>.models.yaml`` (commit it beside the lock): per model its weight size and
+attention heads, read from the Hub (or ``HF_ENDPOINT``) or a local model folder. Plans and
+previews read only the file, so they stay offline and repeatable.
+"""
+from __future__ import annotations
+
+import sys
+
+import yaml
+
+from documents.problems import InputError, Problem
+from stack.model_metadata import MetadataError, read
+from stack.project import display, find_root, load_stack_file, stack_path
+from stack.resource_fit import model_key, models_path, read_models
+
+EXIT_OK, EXIT_INPUT = 0, 2
+
+
+def register(sub) -> None:
+    p = sub.add_parser("models", help="record the model sizes that `auto` resources are fitted from",
+                       description="For every deployment with resources gpus: auto or vram: auto, read the model's "
+                                   "weight size and attention heads (the Hub's file listing and a range read of "
+                                   "config.json, or a local model folder) and write stack/<stack>.models.yaml. "
+                                   "Plans read that file and never the network. HF_TOKEN and HF_ENDPOINT are "
+                                   "read from the environment.")
+    p.add_argument("--stack", required=True, metavar="S", help="stack name (stack/S.yaml) or a path to a stack file")
+    p.add_argument("--refresh", action="store_true", help="read every model again (default: only missing ones)")
+    p.set_defaults(run=cmd_models)
+
+
+def cmd_models(args) -> int:
+    root = args.root or find_root()
+    path = stack_path(root, args.stack)
+    stack, _ = load_stack_file(path, root)
+    target = models_path(path)
+    shown = display(target, root)
+    known = {} if args.refresh else read_models(target, shown)
+    wanted = {model_key(d.model): d.model for d in stack.deployments.values() if d.resources.auto}
+    problems = []
+    out = {k: v for k, v in known.items() if k in wanted}
+    for key, source in sorted(wanted.items()):
+        if key in out:
+            continue
+        try:
+            out[key] = read(source)
+            print(f"{key}: {out[key].weight_bytes / 1024 ** 3:.2f} GiB of weights, "
+                  f"{out[key].num_attention_heads or '?'} attention heads", file=sys.stderr)
+        except MetadataError as err:
+            problems.append(Problem(display(path, root), 0, 0, "", f"{key}: {err}"))
+    if problems:
+        raise InputError(problems)
+    body = {"models": {k: v.model_dump(exclude_none=True) for k, v in sorted(out.items())}}
+    target.write_text(f"# Model sizes for `auto` resources of stack '{path.stem}', written by `gpufleet models "
+                      f"--stack {args.stack}`.\n# Commit it beside the lock: plans read it, never the network.\n"
+                      + yaml.safe_dump(body, sort_keys=True))
+    print(f"wrote: {shown} ({len(out)} model{'s' if len(out) != 1 else ''})")
+    return EXIT_OK

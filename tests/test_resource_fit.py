@@ -1,0 +1,106 @@
+"""`auto` resources: sized from the model's metadata by GPUStack's rules (stack/resource_fit.py)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from stack.resource_fit import ModelMeta, claim_mib, weight_bytes
+
+from .conftest import copy_project, run_cli
+from .hub_server import HubServer, Repo
+from .test_plan_cli import edit
+
+GIB = 1024 ** 3
+
+
+@pytest.mark.parametrize("weights, gib", [
+    # estimate_model_vram's docstring: "using bfloat16, 0.5B requires 3.1 GiB, 3B requires 8.9 GiB,
+    # 7B requires 19.0 GiB, 72B requires 164.5 GiB"; the weights are the published sizes of
+    # Qwen2.5-{0.5B,3B,7B,72B}-Instruct's safetensors (0.99, 6.17, 15.23, 145.41 GB)
+    (0.988e9, 3.1), (6.17e9, 8.9), (15.23e9, 19.0), (145.41e9, 164.5)])
+def test_the_vram_claim_is_gpustacks(weights, gib):
+    assert round(claim_mib(ModelMeta(weight_bytes=int(weights)), {}) / 1024, 1) == gib
+
+
+def test_weights_are_the_root_level_weight_files_less_consolidated():
+    files = {"model-00001-of-00002.safetensors": 5, "model-00002-of-00002.safetensors": 7, "consolidated.safetensors": 12,
+             "pytorch_model.bin": 100, "original/consolidated.00.pth": 1000, "tokenizer.json": 3, "config.json": 1}
+    assert weight_bytes(files) == 112
+    assert claim_mib(ModelMeta(weight_bytes=10 * GIB), {"GPUSTACK_MODEL_VRAM_CLAIM": str(30 * GIB)}) == 30 * 1024
+
+
+QWEN_CONFIG = {"architectures": ["Qwen2ForCausalLM"], "num_attention_heads": 28, "num_key_value_heads": 4,
+               "vocab_size": 152064, "max_position_embeddings": 32768, "torch_dtype": "bfloat16"}
+
+
+@pytest.fixture
+def hub():
+    shards = {f"model-0000{i}-of-00004.safetensors": b"w" for i in range(1, 5)}
+    repos = {"Qwen/Qwen2.5-7B-Instruct": Repo(
+        {"config.json": json.dumps(QWEN_CONFIG).encode(), "consolidated.safetensors": b"c", **shards,
+         "tokenizer.json": b"{}"},
+        sizes={**{n: 3_807_808_256 for n in shards}, "consolidated.safetensors": 15_231_233_024})}
+    with HubServer(repos) as server:
+        yield server
+
+
+def _auto_project(tmp_path, resources: str):
+    project = copy_project(tmp_path)
+    edit(project / "stack" / "demo.yaml", "deployments:", "deployments:\n  qwen-auto:\n    backend: vLLM\n"
+         f"    model: {{huggingface: Qwen/Qwen2.5-7B-Instruct}}\n    resources: {resources}\n")
+    return project
+
+
+def test_models_records_sizes_from_the_hub_without_downloading_weights(tmp_path, hub, monkeypatch):
+    project = _auto_project(tmp_path, "{gpus: auto}")
+    r = run_cli("--root", project, "plan", "--stack", "demo")
+    assert r.code == 2
+    assert ("stack/demo.yaml:12:16: deployments.qwen-auto.resources: resources say auto, but stack/demo.models.yaml "
+            "has no size for huggingface:Qwen/Qwen2.5-7B-Instruct; run: gpufleet models --stack demo (and commit "
+            "the file), or give gpus and vram") in r.err, r.err
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    r = run_cli("--root", project, "models", "--stack", "demo")
+    assert r.code == 0, r.err
+    models = yaml.safe_load((project / "stack" / "demo.models.yaml").read_text())["models"]
+    meta = models["huggingface:Qwen/Qwen2.5-7B-Instruct"]
+    assert meta["weight_bytes"] == 4 * 3_807_808_256  # consolidated.safetensors left out, as GPUStack does
+    assert (meta["num_attention_heads"], meta["vocab_size"]) == (28, 152064)
+    assert hub.downloads() == 1 and hub.requests[("RANGE", "/Qwen/Qwen2.5-7B-Instruct/resolve/main/config.json")]
+    # now the plan sizes it: 15.2 GB of weights -> 19.0 GiB -> one GPU of at least 21.2 GiB
+    assert run_cli("--root", project, "lock", "--stack", "demo").code == 0
+    data = json.loads(run_cli("--root", project, "plan", "--stack", "demo", "--json").out)
+    (fit,) = data["resource_fit"]
+    assert fit["gpus"] == 1 and round(fit["vram_claim_mib"] / 1024, 1) == 19.0
+    (rep,) = [x for x in data["replicas"] if x["deployment"] == "qwen-auto"]
+    assert rep["whole"] and len(rep["gpus"]) == 1 and rep["vram_per_gpu_mib"] >= fit["min_vram_mib"]
+    r = run_cli("--root", project, "plan", "--stack", "demo")
+    assert ("resource fit: 14.2 GiB of weights → 19.0 GiB of VRAM (× 1.2 + 2 GiB) → 1 × GPU of at least 21.1 GiB "
+            "(90 % usable)") in r.err, r.err
+
+
+def test_gpu_count_grows_until_the_model_fits_and_divides_its_heads(tmp_path):
+    project = _auto_project(tmp_path, "{gpus: auto}")
+    (project / "stack" / "demo.models.yaml").write_text(yaml.safe_dump({"models": {
+        "huggingface:Qwen/Qwen2.5-7B-Instruct": {"weight_bytes": 145_410_000_000, "num_attention_heads": 64,
+                                                  "vocab_size": 152064}}}))
+    edit(project / "stack" / "demo.yaml", "resources: {gpus: auto}", "resources: {gpus: auto}\n"
+         "    selectors: {vendor: nvidia}")
+    run_cli("--root", project, "lock", "--stack", "demo")
+    data = json.loads(run_cli("--root", project, "plan", "--stack", "demo", "--json").out)
+    (fit,) = data["resource_fit"]
+    # 164.5 GiB: 1 × 80 GiB no, 2 × 80 GiB (0.9 each) no, 4 × 80 GiB yes (64 heads divide by 4)
+    assert fit["gpus"] == 4 and fit["min_vram_mib"] == -(-fit["vram_claim_mib"] * 10 // 36)
+    (rep,) = [x for x in data["replicas"] if x["deployment"] == "qwen-auto"]
+    assert rep["host"] == "nv-h100-1" and len(rep["gpus"]) == 4
+
+
+def test_a_model_no_host_can_hold_says_how_big_it_is(tmp_path):
+    project = _auto_project(tmp_path, "{gpus: 1, vram: auto}")
+    (project / "stack" / "demo.models.yaml").write_text(yaml.safe_dump({"models": {
+        "huggingface:Qwen/Qwen2.5-7B-Instruct": {"weight_bytes": 400 * GIB}}}))
+    r = run_cli("--root", project, "plan", "--stack", "demo")
+    assert r.code == 2
+    assert ("huggingface:Qwen/Qwen2.5-7B-Instruct needs about 482 GiB of VRAM (weights × 1.2 + 2 GiB); with 1 GPUs no "
+            "host has enough cuda devices of that size") in r.err, r.err
