@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.synthetic import (  # noqa: E402
     random_demand,
+    selector_demands,
     resource_demands,
     resource_fleet,
     synthetic_demands,
@@ -76,6 +77,23 @@ def read_lock_text(text: str):
     path = Path(tempfile.mkdtemp()) / "bench.lock.yaml"
     path.write_text(text)
     return read_lock(path)
+
+
+# ---------------------------------------------------------------------------- selectors
+
+def selectors(seed: int) -> list[dict]:
+    """binpack against spread on a mixed fleet (3 vendors, 4 device sizes) where a fifth of the
+    deployments name a device size and a tenth a zone, at 80 % to 125 % of the fleet's GPUs."""
+    fleet = synthetic_fleet(2000, seed)
+    devices = sum(len(g.devices) for h in fleet.hosts for g in h.groups)
+    rows = []
+    for n in (7000, 8000, 9000, 11000):
+        demands = selector_demands(n, seed + 1)
+        row = {"replicas": n, "gpus_asked_share": round(sum(d.gpus for d in demands) / devices, 2)}
+        for strategy in ("binpack", "spread"):
+            row[f"{strategy}_unplaced"] = len(place(fleet, demands, strategy=strategy).unplaced)
+        rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------------------- the whole process
@@ -504,6 +522,7 @@ def main() -> None:
         "exact_mixed": exact(5 if args.quick else 20, args.seed),
         "exact_whole_gpus": exact(5 if args.quick else 20, args.seed, hard=True),
         "plan_process": plan_process(2000, args.seed),
+        "selectors": selectors(args.seed),
         "cpu_and_memory": [resources(300 if args.quick else 1200, args.seed, load=load) for load in (1.0, 1.3)],
     }
     print(json.dumps(result, indent=2))

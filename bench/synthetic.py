@@ -99,3 +99,18 @@ def resource_demands(fleet: Fleet, seed: int, load: float = 1.0) -> list[Demand]
             asked += eq
         i += 1
     return out
+
+
+def selector_demands(n_replicas: int, seed: int) -> list[Demand]:
+    """synthetic_demands where a fifth of the deployments name a device size (gpu_model glob) and a
+    tenth a zone label: flexible replicas can take what constrained ones need."""
+    rnd = random.Random(seed)
+    out = []
+    for d in synthetic_demands(n_replicas, seed):
+        r = random.Random(hash((seed, d.deployment)))
+        model = f"*-{r.choice(SIZES_GIB)}g" if r.random() < 0.2 else None
+        labels = (("zone", r.choice("abc")),) if r.random() < 0.1 else ()
+        out.append(Demand(d.deployment, d.replica, d.framework, d.gpus, d.vram_mib, d.min_vram_mib, labels,
+                          None, model))
+    rnd.shuffle(out)
+    return out

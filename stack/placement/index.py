@@ -153,10 +153,11 @@ class CandidateIndex:
                     lst = self._kth_list(lists, g)
                     e = _first(lst, bisect_left(lst, (v,)), avoid)
                     cand = e and ((0, e[0], cap, e[1], e[2]), e[-1])
-            else:
+            else:  # spread: the most capacity left, as a fraction of the group (hosts of different sizes)
                 lst = lists.whole if v is None else self._kth_list(lists, g)
                 e = _largest(lst, g if v is None else v, avoid)
-                cand = e and ((-e[0], cap, e[1], e[2]), e[-1])
+                share = e and (e[0] / len(lists.rep.group.devices) if v is None else e[0] / cap)
+                cand = e and ((-share, -e[0], cap, e[1], e[2]), e[-1])
             if cand and (best_key is None or cand[0] < best_key):
                 best_key, best_gid = cand
         return None if best_gid is None else self.state.groups[best_gid]
