@@ -26,9 +26,8 @@ def _fetch(props: dict) -> dict:
     from stack.fetch_run import run_fetch
     from stack.fetches import FetchSpec
 
-    endpoint = Endpoint(**props["endpoint"])
-    spec = FetchSpec(**{k: tuple(tuple(p) for p in v) if k in ("env", "secret_env") else v
-                        for k, v in props["spec"].items()})
+    endpoint = Endpoint(**{k: props["endpoint"].get(k) for k in Endpoint.__dataclass_fields__})
+    spec = FetchSpec.from_props(props["spec"])
     client = connect(endpoint)
     try:
         fetched = run_fetch(lambda argv, stdin, on_line, timeout: stream(client, argv, stdin, on_line, timeout),

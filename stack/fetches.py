@@ -46,6 +46,15 @@ class FetchSpec:
     timeout_s: int
     max_workers: int
 
+    @classmethod
+    def from_props(cls, props: dict) -> "FetchSpec":
+        """From a resource's inputs as Pulumi hands them back: lists for tuples, and keys whose value
+        was None left out (the SDK does not send them)."""
+        out = {name: props.get(name) for name in cls.__dataclass_fields__}
+        for name in ("env", "secret_env"):
+            out[name] = tuple(tuple(pair) for pair in out[name] or ())
+        return cls(**out)
+
     @property
     def key(self) -> str:
         """Stable and unique per host: what the fetch resource and its container are named after."""

@@ -81,6 +81,12 @@ IMPLAUSIBLE_VRAM_MIB = 1024
 def stack_notes(stack: StackFile, marks: Marks) -> list[Problem]:
     out = []
     for name, d in stack.deployments.items():
+        if d.backend.lower() == "llama.cpp" and d.model.kind != "local" and not d.model.filename:
+            key = "huggingface_filename" if d.model.kind == "huggingface" else "model_scope_file_path"
+            out.append(marks.problem(("deployments", name, "model"),
+                                     f"llama.cpp loads one GGUF file, but the whole repository {d.model.ref} will be "
+                                     f"fetched and its folder passed as -m; name the file with {key}, e.g. "
+                                     "'*Q4_K_M*.gguf'"))
         vram = d.resources.vram
         if vram not in ("whole", "auto") and d.resources.gpus and vram < IMPLAUSIBLE_VRAM_MIB:
             out.append(marks.problem(("deployments", name, "resources", "vram"),

@@ -7,6 +7,7 @@ speaks the Hub's download protocol (tests/hub_server.py). The replica then runs 
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -83,6 +84,8 @@ def _host(project: Path):
 def fetch(project: Path, spec, secrets=None, outputs=None) -> str:
     """The dynamic provider's create, as `pulumi up` calls it; returns the model path."""
     props = {"endpoint": asdict(Endpoint.of(_host(project))), "spec": asdict(spec), "secrets": secrets or {}}
+    # as the engine hands them to the provider: tuples as lists, None-valued keys left out
+    props = json.loads(json.dumps(props), object_hook=lambda d: {k: v for k, v in d.items() if v is not None})
     result = _fetch(props)
     if outputs is not None:
         outputs.update(result)

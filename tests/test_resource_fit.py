@@ -104,3 +104,13 @@ def test_a_model_no_host_can_hold_says_how_big_it_is(tmp_path):
     assert r.code == 2
     assert ("huggingface:Qwen/Qwen2.5-7B-Instruct needs about 482 GiB of VRAM (weights × 1.2 + 2 GiB); with 1 GPUs no "
             "host has enough cuda devices of that size") in r.err, r.err
+
+
+def test_llama_cpp_with_a_whole_repository_is_noted(tmp_path):
+    project = copy_project(tmp_path)
+    edit(project / "stack" / "demo.yaml", "model: {local_path: /srv/models/qwen2.5-7b-instruct-q4_k_m.gguf}",
+         "model: {huggingface: Qwen/Qwen2.5-7B-Instruct-GGUF}")
+    r = run_cli("--root", project, "validate")
+    assert ("deployments.gguf-rocm.model: llama.cpp loads one GGUF file, but the whole repository "
+            "Qwen/Qwen2.5-7B-Instruct-GGUF will be fetched and its folder passed as -m; name the file with "
+            "huggingface_filename, e.g. '*Q4_K_M*.gguf'") in r.err, r.err
