@@ -1,7 +1,9 @@
 """Placement benchmark: speed, memory, allocation quality, stickiness. Prints one JSON object.
 
-    .venv/bin/python bench/placement.py            # everything (about a minute on 2 cores)
-    .venv/bin/python bench/placement.py --quick    # smaller churn and fewer exact instances
+    .venv/bin/python bench/placement.py                  # everything (a few minutes on 2 cores)
+    .venv/bin/python bench/placement.py --quick          # no 20,000-host run, smaller churn and exact sets
+    .venv/bin/python bench/placement.py --resources 300  # the CPU-and-memory workload only
+    .venv/bin/python bench/placement.py --process 2000   # `gpufleet plan --json` as a process only
 
 Figures, not pass/fail: targets are in the issue and the closing note, never in tests.
 """
