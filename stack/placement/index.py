@@ -205,6 +205,8 @@ class HostIndex:
     def __init__(self, state: FleetState, demands: Iterable[Demand], strategy: str):
         self.state, self.binpack = state, strategy == BINPACK
         cpu_only = [d for d in demands if d.gpus == 0]
+        #: without CPU-only replicas nobody asks: nothing is filed (re-filing costs every placement)
+        self.active = bool(cpu_only)
         self.label_keys = sorted({k for d in cpu_only for k, _ in d.labels})
         self.min_cpus = min((d.cpus for d in cpu_only), default=0)
         self.min_ram = min((d.ram_mib for d in cpu_only), default=0)
@@ -222,6 +224,8 @@ class HostIndex:
         return -load if self.binpack else load
 
     def refresh(self, host: str) -> None:
+        if not self.active:
+            return
         lst = self.classes[self.class_of[host]]
         old = self.entry.pop(host, None)
         if old is not None:
