@@ -82,8 +82,8 @@ def placement_text(stack: str, fleet: Fleet, placement: Placement, inventory_fil
         extra = ()
         if sized:
             cpus = "-" if h["cpus_allocatable"] is None else f"{h['cpus_claimed']:g} / {h['cpus_allocatable']:g}"
-            ram = "-" if h["ram_allocatable_mib"] is None else \
-                f"{format_mib(h['ram_claimed_mib'])} / {format_mib(h['ram_allocatable_mib'])}"
+            used = format_mib(h["ram_claimed_mib"]) if h["ram_claimed_mib"] else "0"
+            ram = "-" if h["ram_allocatable_mib"] is None else f"{used} / {format_mib(h['ram_allocatable_mib'])}"
             extra = (cpus, ram)
         host_rows.append((h["host"], h["state"], gpus, vram, *extra, str(h["replicas"])))
     lines.append(_table(host_rows))
