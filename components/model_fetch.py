@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import pulumi
-from pulumi.dynamic import CreateResult, ResourceProvider, UpdateResult
+from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
 from inventory.ssh import Endpoint
 from stack.fetches import FetchSpec
@@ -39,6 +39,11 @@ def _fetch(props: dict) -> dict:
 
 
 class _ModelFetchProvider(ResourceProvider):
+    def diff(self, _id, olds, news):
+        """Fetch again only when what is fetched, or from where, changed: a rotated token is no reason."""
+        changed = [k for k in ("spec", "endpoint") if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
+
     def create(self, props):
         return CreateResult(id_=f"{props['spec']['host']}/{props['spec']['local_dir']}", outs={**props, **_fetch(props)})
 

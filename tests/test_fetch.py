@@ -214,3 +214,16 @@ def test_the_token_travels_on_stdin_never_in_argv():
     assert TOKEN not in " ".join(seen["argv"]) and seen["stdin"] == f"HF_TOKEN={TOKEN}\n".encode()
     assert seen["argv"][seen["argv"].index("--env-file") + 1] == "/dev/stdin" and seen["timeout"] == 60
     assert "HF_ENDPOINT=http://mirror" in seen["argv"]
+
+
+def test_a_fetch_runs_again_only_when_what_is_fetched_changes():
+    from components.model_fetch import _ModelFetchProvider
+    from stack.fetches import FetchSpec
+
+    spec = asdict(FetchSpec("h", "huggingface", "o/m", None, "/c", "/c/huggingface/o/m", "/c/huggingface/o/m",
+                            "img", (), (("HF_TOKEN", "hfToken"),), 60, 8))
+    old = {"spec": spec, "endpoint": {"name": "h"}, "secrets": {"hfToken": "a"}, "model_path": "/c/huggingface/o/m"}
+    provider = _ModelFetchProvider()
+    assert provider.diff("id", old, {**old, "secrets": {"hfToken": "rotated"}, "model_path": None}).changes is False
+    other = {**old, "spec": {**spec, "image": "img:2"}}
+    assert provider.diff("id", old, other).changes is True
