@@ -187,3 +187,20 @@ def test_repair_never_moves_a_kept_replica():
     prior = read_lock_from_text(render_lock("s", first))
     p = place(f, anys + [whole("mi3", 0, "rocm", gpu_model="*Instinct MI3*", cpus=4)], prior)
     assert all(a.status == "kept" for a in p.assignments) and [u.key for u in p.unplaced] == ["mi3/0"]
+
+
+def test_preferences_are_given_up_last_first_and_hard_rules_never():
+    from stack.placement.preferences import Context, KeepCpusPerGpu, SoftAntiAffinity, tiers
+    from stack.placement.state import FleetState
+
+    f = fleet(host("a", gpus("nvidia", "H100", 80, 8), cpus=64, ram_gib=512))
+    state = FleetState(f)
+    d = whole("x", 1, cpus=8)
+    state.claim(None, [], whole("x", 0, cpus=8), "a")  # x/0 runs on a
+    ctx = Context(state, (8.0, 1024.0))
+    names = [[p.name for p in tier] for tier in tiers(ctx, d)]
+    assert names == [["anti_affinity", "cpu_per_gpu"], ["anti_affinity"], ["cpu_per_gpu"], []]
+    assert SoftAntiAffinity().avoided(ctx, d) == {"a"} and KeepCpusPerGpu().applies(ctx, d)
+    # spread: hosts is a rule, not a preference: never in a tier to give up
+    strict = whole("x", 1, cpus=8, spread_hosts=True)
+    assert [[p.name for p in t] for t in tiers(ctx, strict)] == [["cpu_per_gpu"], []]

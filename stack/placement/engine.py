@@ -29,6 +29,7 @@ from .filters import (
 )
 from .index import BINPACK, CandidateIndex, HostIndex
 from .model import Assignment, Demand, LockedReplica, Placement, Removed, Unplaced
+from .preferences import Context, tiers
 from .state import FleetState, GroupState, choose_devices
 
 
@@ -155,27 +156,23 @@ def _labels_match(host, d: Demand) -> bool:
 
 
 class _GiveUp(Exception):
-    """An aligned search ran out of budget: fall back to the exhaustive one."""
+    """A tier with per-host preference checks ran out of budget: the next tier searches without them."""
 
 
 class _HostsLacking:
-    """Hosts a replica may not take: the avoided ones, and those short of its CPUs or memory.
-    Quacks like the set the index skips hosts by.
+    """Hosts a replica may not take in one search tier, quacking like the set the index skips hosts
+    by: the avoided ones, those short of its CPUs or memory (a hard rule), and those the honoured
+    preferences' per-host checks reject (stack.placement.preferences). Per-host checks are a
+    preference, so they give up after a budget of candidates and the next tier searches without them."""
 
-    ``ratios`` (CPUs, MiB per GPU the plan's GPU replicas ask on average): when given, a host is
-    also skipped if this replica would leave it fewer CPUs or less memory per free GPU than that,
-    i.e. strand its GPUs; the caller asks again without it when nothing else fits (a cheap
-    fragmentation-aware fit, after multi-resource "alignment" packing, Grandl et al., Tetris 2014)."""
+    __slots__ = ("avoid", "cpu", "ram", "need_cpu", "need_ram", "checks", "budget")
 
-    __slots__ = ("avoid", "state", "demand", "ratios", "cpu", "ram", "need_cpu", "need_ram", "budget")
+    #: candidates a tier with per-host checks looks at before it gives up (the last tier is exhaustive)
+    CHECK_BUDGET = 256
 
-    #: candidates an aligned search looks at before giving up on alignment (a preference, not a rule:
-    #: the unaligned search after it is exhaustive)
-    ALIGNED_BUDGET = 256
-
-    def __init__(self, avoid, state: FleetState, demand: Demand, ratios: tuple[float, float] | None = None):
-        self.avoid, self.state, self.demand, self.ratios = avoid, state, demand, ratios
-        self.budget = self.ALIGNED_BUDGET
+    def __init__(self, avoid, state: FleetState, demand: Demand, checks: tuple = ()):
+        self.avoid, self.checks = avoid, checks
+        self.budget = self.CHECK_BUDGET
         # read on every candidate the index walks past: kept local
         self.cpu, self.ram = state.cpu_free, state.ram_free
         self.need_cpu, self.need_ram = demand.cpus - 1e-9, demand.ram_mib
@@ -189,12 +186,12 @@ class _HostsLacking:
         ram = self.ram[host]
         if ram is not None and ram < self.need_ram:
             return True
-        if self.ratios is None:
+        if not self.checks:
             return False
         self.budget -= 1
         if self.budget < 0:
             raise _GiveUp
-        return self.state.strands(host, self.demand, *self.ratios)
+        return any(check(host) for check in self.checks)
 
     def __bool__(self) -> bool:
         return True
@@ -288,31 +285,29 @@ class _Run:
         if demand.manual is not None:
             return self._choose_by_scan(demand, avoid)
 
-        sized = bool(demand.cpus or demand.ram_mib)
-
-        def skipping(hosts, aligned):
-            # CPUs and memory are host-wide: hosts short of them are skipped like avoided ones
-            if not sized:
-                return hosts
-            return _HostsLacking(hosts, self.state, demand, self.ratios if aligned else None)
-
         # capacity only shrinks during a run: a shape nothing fit will never fit later in it
         shape = (demand.static_key(), demand.vram_mib, demand.cpus, demand.ram_mib)
         if shape in self._hopeless:
             return None
-        tries = [(avoid, True), (avoid, False)] if avoid else []
-        if not (avoid and demand.spread_hosts):
-            tries += [(frozenset(), True), (frozenset(), False)]
-        for hosts, aligned in tries:
-            if aligned and (not sized or self.ratios is None):
-                continue
+        ctx = Context(self.state, self.ratios)
+        hard = frozenset(avoid) if demand.spread_hosts else frozenset()  # spread: hosts is a rule
+        sized = bool(demand.cpus or demand.ram_mib)
+        for honoured in tiers(ctx, demand):
+            skip = set(hard)
+            checks = []
+            for pref in honoured:
+                skip |= pref.avoided(ctx, demand) or frozenset()
+                check = pref.skips(ctx, demand)
+                if check is not None:
+                    checks.append(check)
+            hosts = _HostsLacking(skip, self.state, demand, tuple(checks)) if sized or checks else skip
             try:
-                gs = self.index.best(demand, self.strategy, skipping(hosts, aligned))
+                gs = self.index.best(demand, self.strategy, hosts)
             except _GiveUp:
                 continue
             if gs is not None:
                 return gs.host.name, gs
-        if not (avoid and demand.spread_hosts):
+        if not hard:
             self._hopeless.add(shape)
         return None
 

@@ -1,0 +1,80 @@
+"""Preferences: soft wishes on where a replica goes, as small named parts.
+
+A replica's host is searched in tiers. The base ranker (``binpack`` or ``spread``, kept as sorted
+lists in ``index.CandidateIndex``) orders candidates inside a tier; each preference that applies
+removes some hosts from the first tiers and is given up, last one first, when nothing fits with
+it. Hard rules (CPU and memory capacity, ``spread: hosts``) are never given up. Adding a
+preference (topology, say) is adding a class here and to ``PREFERENCES``, in order of weight.
+
+Tiers for preferences (A, B): A+B, A, B, none — the order the engine searches in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import product
+from typing import Callable
+
+from .model import Demand
+from .state import FleetState
+
+
+@dataclass(frozen=True)
+class Context:
+    """What preferences may look at: the run's state and figures the engine computed once."""
+
+    state: FleetState
+    #: CPUs and MiB of memory per GPU the plan's GPU replicas ask on average (None: nobody asks)
+    ratios: tuple[float, float] | None
+
+
+class Preference:
+    name = ""
+
+    def applies(self, ctx: Context, demand: Demand) -> bool:
+        raise NotImplementedError
+
+    def avoided(self, ctx: Context, demand: Demand) -> frozenset[str] | None:
+        """A fixed set of hosts to skip while honoured, or None when ``skips`` decides per host."""
+        return None
+
+    def skips(self, ctx: Context, demand: Demand) -> Callable[[str], bool] | None:
+        return None
+
+
+class SoftAntiAffinity(Preference):
+    """Replicas of one deployment avoid sharing a host (``spread: hosts`` makes it a hard rule)."""
+
+    name = "anti_affinity"
+
+    def applies(self, ctx, demand):
+        return not demand.spread_hosts and bool(ctx.state.hosts_running(demand.deployment))
+
+    def avoided(self, ctx, demand):
+        return frozenset(ctx.state.hosts_running(demand.deployment))
+
+
+class KeepCpusPerGpu(Preference):
+    """Skip hosts this replica would leave with too few CPUs or too little memory per free GPU
+    (stranding its GPUs next to exhausted CPUs): multi-resource alignment (Tetris, SIGCOMM 2014)."""
+
+    name = "cpu_per_gpu"
+
+    def applies(self, ctx, demand):
+        return ctx.ratios is not None and bool(demand.cpus or demand.ram_mib)
+
+    def skips(self, ctx, demand):
+        cpus, ram = ctx.ratios
+        return lambda host: ctx.state.strands(host, demand, cpus, ram)
+
+
+#: by weight: the first is given up last
+PREFERENCES: tuple[Preference, ...] = (SoftAntiAffinity(), KeepCpusPerGpu())
+
+
+def tiers(ctx: Context, demand: Demand) -> list[tuple[Preference, ...]]:
+    """The preferences honoured in each search tier, most honoured first."""
+    wanted = [p for p in PREFERENCES if p.applies(ctx, demand)]
+    out = []
+    for keep in product((True, False), repeat=len(wanted)):
+        out.append(tuple(p for p, k in zip(wanted, keep) if k))
+    return out
