@@ -9,10 +9,13 @@ Ported rules (gpustack/gpustack@47277d79):
   model is (``policies/utils.py estimate_model_vram``: the 20 % activation overhead of
   transformer-math, 2 GiB of CUDA graphs for LLMs); ``GPUSTACK_MODEL_VRAM_CLAIM`` (bytes) in the
   deployment's env replaces the estimate (``get_vram_claim_from_model_env``);
-* a replica takes whole GPUs, each counting 90 % of its size (vLLM's default
-  ``--gpu-memory-utilization``, ``vllm_resource_fit_selector``), as few as hold the claim, and a
-  count that divides the model's ``num_attention_heads`` and ``vocab_size``
-  (``base_candidate_selector._is_tp_size_divisible``).
+* a replica takes whole GPUs, each counting 90 % of its size for vLLM (its default
+  ``--gpu-memory-utilization``, or the deployment's; ``vllm_resource_fit_selector``) and all of it for
+  community and custom backends (``custom_backend_resource_fit_selector``: "without utilization"), as
+  few as hold the claim, and a count that divides the model's ``num_attention_heads`` and
+  ``vocab_size`` (``base_candidate_selector._is_tp_size_divisible``). SGLang (a memory fraction
+  GPUStack derives per GPU type), MindIE (``npu_memory_fraction``) and GGUF models (gguf-parser's
+  estimate) are sized differently by GPUStack and not ported: ``auto`` is refused for them.
 
 The metadata comes from ``stack/<stack>.models.yaml``, committed beside the lock so that a preview
 never needs the Hub: ``gpufleet models --stack S`` writes it (the Hub's tree listing for sizes, an
@@ -100,21 +103,47 @@ class Fit:
     claim_mib: int
     gpus: int
     min_vram_mib: int
+    utilization: float = GPU_MEMORY_UTILIZATION
 
     def describe(self) -> str:
         return (f"{self.weight_bytes / 1024 ** 3:.1f} GiB of weights → {format_mib(self.claim_mib)} of VRAM "
                 f"(× 1.2 + 2 GiB) → {self.gpus} × GPU of at least {format_mib(self.min_vram_mib)} "
-                f"(90 % usable)")
+                f"({self.utilization:.0%} usable)")
 
 
-def per_gpu(claim: int, n: int) -> int:
-    return math.ceil(claim / (n * GPU_MEMORY_UTILIZATION))
+def per_gpu(claim: int, n: int, utilization: float = GPU_MEMORY_UTILIZATION) -> int:
+    return math.ceil(claim / (n * utilization))
+
+
+#: built-ins GPUStack sizes another way (not ported)
+NOT_PORTED = {"SGLang": "a static memory fraction GPUStack derives per GPU type",
+              "MindIE": "its npu_memory_fraction and MindIE's own parameters",
+              "llama.cpp": "gguf-parser's estimate of the GGUF file"}
+
+
+def utilization(backend: str, builtin: bool, parameters: list[str]) -> float:
+    """The share of each GPU the claim may use, as GPUStack's selector for this backend counts it."""
+    if backend == "vLLM" and builtin:
+        from backends.parameters import find_parameter
+
+        given = find_parameter(parameters, "gpu-memory-utilization")
+        try:
+            return float(given) if given else GPU_MEMORY_UTILIZATION
+        except ValueError:
+            return GPU_MEMORY_UTILIZATION
+    return 1.0  # custom_backend_resource_fit_selector: the claim against the device's VRAM
 
 
 def fit(name: str, dep: Deployment, framework: str, fleet: Fleet, models: dict[str, ModelMeta],
-        models_file: str, marks: Marks) -> Fit:
+        models_file: str, marks: Marks, backend: str = "vLLM", builtin: bool = True,
+        parameters: list[str] | None = None) -> Fit:
     """The GPU count and smallest device size GPUStack's rules give this deployment, on this fleet."""
     at = ("deployments", name, "resources")
+    why = NOT_PORTED.get(backend)
+    if why is not None:
+        raise InputError([marks.problem(at, f"GPUStack sizes {backend} with {why}, which gpufleet does not port; "
+                                            "give gpus and vram instead of auto")])
+    share = utilization(backend, builtin, parameters or [])
     meta = models.get(model_key(dep.model))
     if meta is None:
         stack = Path(models_file).name.removesuffix(".models.yaml")
@@ -130,9 +159,9 @@ def fit(name: str, dep: Deployment, framework: str, fleet: Fleet, models: dict[s
     most = max((n for _, n in groups), default=0)
     counts = [fixed] if fixed else [n for n in range(1, most + 1) if divides(n, meta)]
     for n in counts:
-        need = per_gpu(claim, n)
+        need = per_gpu(claim, n, share)
         if any(size >= need and count >= n for size, count in groups):
-            return Fit(meta.weight_bytes, claim, n, need)
+            return Fit(meta.weight_bytes, claim, n, need, share)
     largest = max((size for size, _ in groups), default=0)
     how = f"{fixed} GPUs" if fixed else "any GPU count that divides its attention heads"
     raise InputError([marks.problem(at, f"{model_key(dep.model)} needs about {format_mib(claim)} of VRAM "

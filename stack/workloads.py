@@ -101,7 +101,8 @@ def resolve(stack: StackFile, marks: Marks, catalog: Catalog, fleet: Fleet,
         try:
             w = _resolve_one(name, stack.deployments[name], marks, catalog, fleet, fleet_frameworks)
             if w.spec.resources.auto:
-                w = replace(w, fit=fit(name, w.spec, w.framework, fleet, models or {}, models_file, marks))
+                w = replace(w, fit=fit(name, w.spec, w.framework, fleet, models or {}, models_file, marks,
+                                       w.backend.name, w.backend.spec.backend_source == "built-in", w.parameters))
             out.append(w)
         except InputError as err:
             problems.extend(err.problems)

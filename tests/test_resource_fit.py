@@ -77,7 +77,7 @@ def test_models_records_sizes_from_the_hub_without_downloading_weights(tmp_path,
     assert rep["whole"] and len(rep["gpus"]) == 1 and rep["vram_per_gpu_mib"] >= fit["min_vram_mib"]
     r = run_cli("--root", project, "plan", "--stack", "demo")
     assert ("resource fit: 14.2 GiB of weights → 19.0 GiB of VRAM (× 1.2 + 2 GiB) → 1 × GPU of at least 21.1 GiB "
-            "(90 % usable)") in r.err, r.err
+            "(90% usable)") in r.err, r.err
 
 
 def test_gpu_count_grows_until_the_model_fits_and_divides_its_heads(tmp_path):
@@ -114,3 +114,26 @@ def test_llama_cpp_with_a_whole_repository_is_noted(tmp_path):
     assert ("deployments.gguf-rocm.model: llama.cpp loads one GGUF file, but the whole repository "
             "Qwen/Qwen2.5-7B-Instruct-GGUF will be fetched and its folder passed as -m; name the file with "
             "huggingface_filename, e.g. '*Q4_K_M*.gguf'") in r.err, r.err
+
+
+@pytest.mark.parametrize("backend, version, why", [
+    ("SGLang", "", "a static memory fraction GPUStack derives per GPU type"),
+    ("llama.cpp", "\n    version: cuda", "gguf-parser's estimate of the GGUF file")])
+def test_auto_is_refused_where_gpustack_sizes_another_way(tmp_path, backend, version, why):
+    project = copy_project(tmp_path)
+    edit(project / "stack" / "demo.yaml", "deployments:", f"deployments:\n  x:\n    backend: {backend}{version}\n"
+         "    model: {huggingface: o/m}\n    resources: {gpus: auto}\n")
+    r = run_cli("--root", project, "validate")
+    assert r.code == 2 and f"GPUStack sizes {backend} with {why}, which gpufleet does not port" in r.err, r.err
+
+
+def test_community_backends_count_the_whole_device(tmp_path):
+    project = copy_project(tmp_path)
+    edit(project / "stack" / "demo.yaml", "deployments:", "deployments:\n  tei:\n    backend: Text-Embeddings-Inference\n"
+         "    version: CUDA-Ampere-sm80-1.9\n    model: {huggingface: BAAI/bge-m3}\n    resources: {vram: auto}\n")
+    (project / "stack" / "demo.models.yaml").write_text(yaml.safe_dump({"models": {
+        "huggingface:BAAI/bge-m3": {"weight_bytes": 2_271_064_456}}}))
+    run_cli("--root", project, "lock", "--stack", "demo")
+    data = json.loads(run_cli("--root", project, "plan", "--stack", "demo", "--json").out)
+    (fit,) = data["resource_fit"]
+    assert fit["gpus"] == 1 and fit["min_vram_mib"] == fit["vram_claim_mib"]  # no 90 %: the custom selector's rule
