@@ -46,7 +46,8 @@ def write_project(folder: Path, replicas: int) -> None:
                      "    env: {VLLM_LOGGING_LEVEL: INFO}", "    backend_parameters: [--max-model-len=8192]"]
         else:
             deps += [f"  emb-{d:04d}:", "    backend: Text-Embeddings-Inference", "    version: CUDA-Hopper-1.9",
-                     "    model: {huggingface: BAAI/bge-m3}", "    replicas: 4", "    resources: {gpus: 1, vram: 8GiB}"]
+                     "    model: {huggingface: BAAI/bge-m3}", "    replicas: 4",
+                     "    resources: {gpus: 1, vram: 8GiB, share: advisory}"]
     (folder / "stack" / "bench.yaml").write_text("\n".join(deps) + "\n")
 
 
@@ -92,8 +93,13 @@ def layout(folder: Path) -> dict:
     from stack.plan import build_plan
     from stack.project import load_project
 
+    from stack.lock import render_lock
+
     plan = build_plan(load_project("bench", folder))
-    return {"images": plan.images_by_host(),
+    # the program refuses a preview without the lock the plan writes (`gpufleet lock`)
+    (folder / "stack" / "bench.lock.yaml").write_text(render_lock("bench", plan.placement))
+    fetches = sorted({(c.host, c.fetch.key) for c in plan.containers if c.fetch is not None})
+    return {"images": plan.images_by_host(), "fetches": [list(f) for f in fetches],
             "containers": [[c.deployment, c.replica, c.host, c.image, c.port] for c in plan.containers]}
 
 
@@ -119,6 +125,8 @@ def run_bare(folder: Path) -> int:
             hosts[h] = (provider, {i: docker.RemoteImage(f"{h}-{n}", name=i, keep_locally=True,
                                                          opts=pulumi.ResourceOptions(parent=comp, provider=provider))
                                    for n, i in enumerate(images)})
+        for i, (h, key) in enumerate(spec["fetches"]):  # one model fetch per (host, model), as gpufleet
+            pulumi.CustomResource("bare:index:Fetch", f"{h}-fetch-{i}", {"key": key, "model_path": None})
         for dep, replica, h, image, port in spec["containers"]:
             comp = components.get(dep)
             if comp is None:
@@ -145,6 +153,10 @@ def run_bare(folder: Path) -> int:
                                             replace_on_changes=["healthcheck", "deviceRequests", "devices"],
                                             custom_timeouts=pulumi.CustomTimeouts(create="1200s", update="1200s",
                                                                                   delete="10m"))))
+        for c, (dep, replica, *_rest) in zip(containers, spec["containers"]):  # health gates, as gpufleet
+            pulumi.CustomResource("bare:index:HealthGate", f"{dep}-{replica}-healthy", {"container_id": c.id},
+                                  opts=pulumi.ResourceOptions(depends_on=[c]))
+        pulumi.StackReference("bench-applied", "organization/gpufleet/bench")  # the applied-state comparison
         return pulumi.Output.all(*[c.id for c in containers])
 
     program()
