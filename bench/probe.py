@@ -33,7 +33,8 @@ from inventory.fleet import load_fleet  # noqa: E402
 from inventory.probe import probe_fleet  # noqa: E402
 from tests.fleet_host import FleetHostProcess  # noqa: E402
 
-SIZES = (8, 32, 64)
+#: host counts to probe (GPUFLEET_BENCH_PROBE_SIZES=8 for a quick look)
+SIZES = tuple(int(n) for n in os.environ.get("GPUFLEET_BENCH_PROBE_SIZES", "8,32,64").split(","))
 RUNS = 3
 #: what gpufleet's probe asks each host, as one shell line (each vendor tool only where installed)
 QUERIES = ("uname -s; uname -m; nproc; grep MemTotal /proc/meminfo; "
