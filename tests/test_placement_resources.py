@@ -199,8 +199,25 @@ def test_preferences_are_given_up_last_first_and_hard_rules_never():
     state.claim(None, [], whole("x", 0, cpus=8), "a")  # x/0 runs on a
     ctx = Context(state, (8.0, 1024.0))
     names = [[p.name for p in tier] for tier in tiers(ctx, d)]
+    # 8 CPUs per GPU is not below the average (8): the CPU-rich-hosts preference does not apply
     assert names == [["anti_affinity", "cpu_per_gpu"], ["anti_affinity"], ["cpu_per_gpu"], []]
     assert SoftAntiAffinity().avoided(ctx, d) == {"a"} and KeepCpusPerGpu().applies(ctx, d)
     # spread: hosts is a rule, not a preference: never in a tier to give up
     strict = whole("x", 1, cpus=8, spread_hosts=True)
     assert [[p.name for p in t] for t in tiers(ctx, strict)] == [["cpu_per_gpu"], []]
+
+
+def test_cpu_light_replicas_skip_cpu_rich_hosts_while_another_fits():
+    """The preference itself (the repair step would also rescue the heavy replica of a small case,
+    so the part is checked directly; bench/placement.py --resources shows its effect on allocation)."""
+    from stack.placement.preferences import Context, SaveCpuRichHosts
+    from stack.placement.state import FleetState
+
+    f = fleet(host("lean", gpus("nvidia", "H100", 80, 4), cpus=26, ram_gib=512),
+              host("rich", gpus("nvidia", "H100", 80, 4), cpus=130, ram_gib=512))
+    ctx = Context(FleetState(f), (16.0, 1024.0))  # the plan's GPU replicas ask 16 CPUs per GPU
+    light, heavy = whole("light", 0, cpus=4), whole("heavy", 0, cpus=32)
+    pref = SaveCpuRichHosts()
+    assert pref.applies(ctx, light) and not pref.applies(ctx, heavy)
+    rich = pref.skips(ctx, light)
+    assert rich("rich") and not rich("lean")  # 130/4 CPUs per free GPU is above 16; 26/4 is not

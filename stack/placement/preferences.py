@@ -6,7 +6,9 @@ removes some hosts from the first tiers and is given up, last one first, when no
 it. Hard rules (CPU and memory capacity, ``spread: hosts``) are never given up. Adding a
 preference (topology, say) is adding a class here and to ``PREFERENCES``, in order of weight.
 
-Tiers for preferences (A, B): A+B, A, B, none — the order the engine searches in.
+Tiers for preferences (A, B): A+B, A, B, none — the order the engine searches in. Today: soft
+anti-affinity, keeping CPU-rich hosts for CPU-heavy replicas, and not stranding GPUs next to
+exhausted CPUs.
 """
 from __future__ import annotations
 
@@ -67,8 +69,37 @@ class KeepCpusPerGpu(Preference):
         return lambda host: ctx.state.strands(host, demand, cpus, ram)
 
 
+class SaveCpuRichHosts(Preference):
+    """A replica asking fewer CPUs per GPU than the plan's average skips hosts that have more free
+    CPUs per free GPU than that average: those are kept for the CPU-heavy replicas that need them
+    (the other half of alignment: light work on lean hosts). On bench/placement.py's CPU-and-memory
+    workload it raised the GPUs allocated from 94.3 % to 95.8 % on average (factors 0.8 to 3 tried;
+    1, the average itself, did best)."""
+
+    name = "save_cpu_rich_hosts"
+
+    def applies(self, ctx, demand):
+        if ctx.ratios is None or not demand.gpus or not demand.cpus:
+            return False
+        return demand.cpus / _gpu_share(demand) < ctx.ratios[0]
+
+    def skips(self, ctx, demand):
+        state, average = ctx.state, ctx.ratios[0]
+
+        def rich(host: str) -> bool:
+            free_gpus, cpus = state.gpus_free[host], state.cpu_free[host]
+            return cpus is not None and free_gpus > 0.5 and cpus / free_gpus > average
+
+        return rich
+
+
+def _gpu_share(demand: Demand) -> float:
+    """Whole GPUs a demand takes (a shared claim: its share of an 80 GiB device, as engine._ratios)."""
+    return demand.gpus if demand.whole else demand.gpus * min(1.0, demand.vram_mib / (80 * 1024))
+
+
 #: by weight: the first is given up last
-PREFERENCES: tuple[Preference, ...] = (SoftAntiAffinity(), KeepCpusPerGpu())
+PREFERENCES: tuple[Preference, ...] = (SoftAntiAffinity(), SaveCpuRichHosts(), KeepCpusPerGpu())
 
 
 def tiers(ctx: Context, demand: Demand) -> list[tuple[Preference, ...]]:
