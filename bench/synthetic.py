@@ -107,7 +107,7 @@ def selector_demands(n_replicas: int, seed: int) -> list[Demand]:
     rnd = random.Random(seed)
     out = []
     for d in synthetic_demands(n_replicas, seed):
-        r = random.Random(hash((seed, d.deployment)))
+        r = random.Random(f"{seed}:{d.deployment}")  # not hash(): str hashes differ per process
         model = f"*-{r.choice(SIZES_GIB)}g" if r.random() < 0.2 else None
         labels = (("zone", r.choice("abc")),) if r.random() < 0.1 else ()
         out.append(Demand(d.deployment, d.replica, d.framework, d.gpus, d.vram_mib, d.min_vram_mib, labels,

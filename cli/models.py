@@ -15,7 +15,7 @@ from stack.model_metadata import MetadataError, read
 from stack.project import display, find_root, load_stack_file, stack_path
 from stack.resource_fit import model_key, models_path, read_models
 
-EXIT_OK, EXIT_INPUT = 0, 2
+EXIT_OK = 0
 
 
 def register(sub) -> None:

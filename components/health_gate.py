@@ -22,7 +22,7 @@ def _wait(props: dict) -> None:
     from inventory.ssh import Endpoint, connect, run
     from stack.health_wait import wait_until_healthy
 
-    endpoint = Endpoint(**props["endpoint"])
+    endpoint = Endpoint.from_props(props["endpoint"])
     client = connect(endpoint)
     try:
         wait_until_healthy(lambda argv: run(client, argv), props["container"], float(props["timeout_s"]),

@@ -26,7 +26,7 @@ def _fetch(props: dict) -> dict:
     from stack.fetch_run import run_fetch
     from stack.fetches import FetchSpec
 
-    endpoint = Endpoint(**{k: props["endpoint"].get(k) for k in Endpoint.__dataclass_fields__})
+    endpoint = Endpoint.from_props(props["endpoint"])
     spec = FetchSpec.from_props(props["spec"])
     client = connect(endpoint)
     try:

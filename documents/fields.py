@@ -23,6 +23,8 @@ from pydantic import (
 )
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+#: a reference to a Pulumi secret: secret:NAME, NAME a Pulumi config key (never the value)
+SECRET_REF = re.compile(r"^secret:[A-Za-z][A-Za-z0-9_.-]*\Z")
 _HEALTH_PATH = re.compile(r"^/[A-Za-z0-9._~/?=&%+-]*\Z")
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 _IMAGE = re.compile(r"^[a-z0-9]([a-z0-9._/:@-]*[A-Za-z0-9_])?\Z", re.IGNORECASE)

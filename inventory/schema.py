@@ -11,6 +11,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from documents.fields import (
     PORT_RANGE_SCHEMA,
+    SECRET_REF,
     SIZE_SCHEMA,
     Address,
     FilePath,
@@ -126,7 +127,6 @@ class AcceleratorGroup(StrictModel):
 
 
 _REGISTRY = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?\Z", re.IGNORECASE)
-_SECRET_REF = re.compile(r"^secret:[A-Za-z][A-Za-z0-9_.-]*\Z")
 
 
 class RegistryLogin(StrictModel):
@@ -148,7 +148,7 @@ class RegistryLogin(StrictModel):
     @field_validator("password")
     @classmethod
     def _secret(cls, value: str) -> str:
-        if not _SECRET_REF.match(value):
+        if not SECRET_REF.match(value):
             raise ValueError("a registry password is written secret:NAME (a Pulumi config secret), never in the "
                              "inventory; run `pulumi config set --secret NAME …`")
         return value

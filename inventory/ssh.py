@@ -31,6 +31,11 @@ class Endpoint:
     identity_file: str | None
 
     @classmethod
+    def from_props(cls, props: dict) -> "Endpoint":
+        """From a dynamic resource's inputs as the engine hands them back: None-valued keys may be absent."""
+        return cls(**{name: props.get(name) for name in cls.__dataclass_fields__})
+
+    @classmethod
     def of(cls, host) -> "Endpoint":
         return cls(host.name, host.address, host.ssh.port, host.ssh.user, host.ssh.known_hosts,
                    host.ssh.identity_file)

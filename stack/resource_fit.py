@@ -24,7 +24,6 @@ Plain data; the placement sees an ordinary whole-GPU demand (``gpus``, ``min_vra
 """
 from __future__ import annotations
 
-import fnmatch
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from documents.yaml_reader import Marks, path_kind, read_yaml
 from inventory.fleet import Fleet
 from inventory.sizes import format_mib
 
+from .placement.filters import model_matches
 from .schema import Deployment, ModelSource
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -154,7 +154,7 @@ def fit(name: str, dep: Deployment, framework: str, fleet: Fleet, models: dict[s
     sel = dep.selectors
     groups = [(g.vram_mib, len(g.devices)) for h in fleet.hosts if h.active for g in h.groups
               if g.framework == framework and (sel.vendor is None or g.vendor == sel.vendor)
-              and (sel.gpu_model is None or fnmatch.fnmatchcase(g.model.lower(), sel.gpu_model.lower()))]
+              and (sel.gpu_model is None or model_matches(sel.gpu_model, g.model))]
     fixed = dep.resources.gpus if dep.resources.gpus != "auto" else None
     most = max((n for _, n in groups), default=0)
     counts = [fixed] if fixed else [n for n in range(1, most + 1) if divides(n, meta)]

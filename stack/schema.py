@@ -17,6 +17,7 @@ from pydantic import (
 
 from documents.fields import (
     DURATION_SCHEMA,
+    SECRET_REF,
     SIZE_SCHEMA,
     AbsolutePath,
     CommandText,
@@ -49,6 +50,10 @@ def parse_seconds(value: object) -> int:
                 return seconds
             raise ValueError(f"'{value}' is longer than 7 days; write e.g. 600s, 10m or 1h")
     raise ValueError(f"'{value}' is not a duration; write e.g. 600s, 10m or 1h")
+
+
+#: seconds, written 600, 600s, 10m or 1h
+Duration = Annotated[int, DURATION_SCHEMA, BeforeValidator(parse_seconds)]
 
 
 class ModelSource(StrictModel):
@@ -198,7 +203,7 @@ class Deployment(StrictModel):
     @classmethod
     def _secrets(cls, value: dict) -> dict:
         for key, val in value.items():
-            if val.startswith("secret:") and not re.match(r"^secret:[A-Za-z][A-Za-z0-9_.-]*\Z", val):
+            if val.startswith("secret:") and not SECRET_REF.match(val):
                 raise ValueError(f"{key}: '{val}' must be secret:NAME, NAME being a Pulumi config key")
         return value
 
@@ -220,15 +225,10 @@ class Deployment(StrictModel):
 class Health(StrictModel):
     #: wait for the container to report healthy before `pulumi up` moves on
     wait: bool = True
-    timeout: Annotated[int, DURATION_SCHEMA] = 900
-    interval: Annotated[int, DURATION_SCHEMA] = 15
+    timeout: Duration = 900
+    interval: Duration = 15
     retries: int = 3
-    start_period: Annotated[int, DURATION_SCHEMA] = 600
-
-    @field_validator("timeout", "interval", "start_period", mode="before")
-    @classmethod
-    def _secs(cls, value):
-        return parse_seconds(value)
+    start_period: Duration = 600
 
 
 class Rollout(StrictModel):
@@ -237,12 +237,7 @@ class Rollout(StrictModel):
     #: replicas of one deployment replaced at a time (the next waits for these to turn healthy)
     max_unavailable: int = Field(default=1, ge=1, le=1000)
     #: time a container gets to stop (SIGTERM, then SIGKILL) before it is deleted
-    stop_grace: Annotated[int, DURATION_SCHEMA] = 30
-
-    @field_validator("stop_grace", mode="before")
-    @classmethod
-    def _secs(cls, value):
-        return parse_seconds(value)
+    stop_grace: Duration = 30
 
 
 _LOG_SIZE = re.compile(r"^[1-9][0-9]{0,5}[kmg]\Z")
@@ -264,15 +259,7 @@ class Logs(StrictModel):
 
 class Images(StrictModel):
     #: how long pulling one image may take (engine images are 10-30 GB)
-    pull_timeout: Annotated[int, DURATION_SCHEMA] = 3600
-
-    @field_validator("pull_timeout", mode="before")
-    @classmethod
-    def _secs(cls, value):
-        return parse_seconds(value)
-
-
-_SECRET_REF = re.compile(r"^secret:[A-Za-z][A-Za-z0-9_.-]*\Z")
+    pull_timeout: Duration = 3600
 
 
 class ModelFetch(StrictModel):
@@ -281,7 +268,7 @@ class ModelFetch(StrictModel):
     #: an image with python3 and huggingface_hub / modelscope; GPUStack's own image has both
     image: ImageName = "gpustack/gpustack:v2.2.3"
     #: how long one fetch may take (separate from the health wait; a 140 GB model takes a while)
-    timeout: Annotated[int, DURATION_SCHEMA] = 4 * 3600
+    timeout: Duration = 4 * 3600
     #: a Hugging Face mirror or proxy (HF_ENDPOINT), e.g. https://hf-mirror.com
     hf_endpoint: Optional[PlainText] = None
     #: the Hub token for gated and private models: secret:NAME, NAME a Pulumi config key
@@ -291,15 +278,10 @@ class ModelFetch(StrictModel):
     #: files fetched at once per model
     max_workers: int = Field(default=8, ge=1, le=64)
 
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _secs(cls, value):
-        return parse_seconds(value)
-
     @field_validator("hf_token")
     @classmethod
     def _token(cls, value):
-        if value is not None and not _SECRET_REF.match(value):
+        if value is not None and not SECRET_REF.match(value):
             raise ValueError(f"'{value[:6]}…' must be secret:NAME, NAME being a Pulumi config key "
                              "(pulumi config set --secret NAME hf_…); a token never goes in a file")
         return value

@@ -27,9 +27,9 @@ from stack.schema import ModelFetch, ModelSource
 
 from .conftest import ROOT
 from .fetch_image import import_into
-from .fleet_host import IMAGE as BUSYBOX, FleetHost
+from .fleet_host import FleetHost
 from .hub_server import HubServer, Repo
-from .test_fleet import apply, docker_api
+from .test_fleet import apply, docker_api, write_httpd_backend
 
 TOKEN = "hf_gatedAccessToken42"
 GGUF = os.urandom(2 << 20)
@@ -56,11 +56,7 @@ def hub():
 def project(fleet_host: FleetHost, fetch_image: str, hub: HubServer, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("fetch-project")
     shutil.copy(ROOT / "Pulumi.yaml", root)
-    (root / "backends" / "httpd").mkdir(parents=True)
-    (root / "backends" / "httpd" / "spec.yaml").write_text(
-        "backend_name: httpd-custom\nhealth_check_path: /v1/models\ndefault_version: busybox\n"
-        "default_run_command: httpd -f -p {{worker_ip}}:{{port}} -h {{model_path}}\n"
-        f"version_configs:\n  busybox:\n    image_name: {BUSYBOX}\n    custom_framework: cpu\n")
+    write_httpd_backend(root)
     cache = tmp_path_factory.mktemp("cache")
     (root / "inventory").mkdir()
     (root / "inventory" / "fleet.yaml").write_text(
@@ -163,11 +159,10 @@ def test_a_gated_model_needs_a_token_and_the_token_never_shows(project, hub, cap
 def test_a_stalled_fetch_stops_at_its_own_timeout_and_leaves_nothing_running(project, hub, fleet_host):
     spec = render_fetch(_host(project), ModelSource(huggingface="acme/slow"),
                         ModelFetch(image=project_image(project), hf_endpoint=hub.url, timeout="4s"))
-    started = time.monotonic()
+    # the stalled file would arrive after 30 s: a fetch that ignored its 4 s limit would succeed
     with pytest.raises(FetchFailed, match=r"acme/slow on fleet-1: not fetched within 4 s \(.*\); the partial "
                                           "download stays in the cache"):
         fetch(project, spec)
-    assert time.monotonic() - started < 20
     left = fleet_host.local_docker("ps", "-a", "--filter", "label=gpufleet.fetch", "--format", "{{.Names}}").stdout
     assert left.strip() == ""
 

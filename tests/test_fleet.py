@@ -39,11 +39,7 @@ def project(fleet_host: FleetHost, tmp_path_factory) -> Path:
     """Real files on disk: a custom backend (busybox httpd), an inventory with the host, a stack."""
     root = tmp_path_factory.mktemp("fleet-project")
     shutil.copy(ROOT / "Pulumi.yaml", root)
-    (root / "backends" / "httpd").mkdir(parents=True)
-    (root / "backends" / "httpd" / "spec.yaml").write_text(
-        "backend_name: httpd-custom\nhealth_check_path: /v1/models\ndefault_version: busybox\n"
-        "default_run_command: httpd -f -p {{worker_ip}}:{{port}} -h {{model_path}}\n"
-        f"version_configs:\n  busybox:\n    image_name: {IMAGE}\n    custom_framework: cpu\n")
+    write_httpd_backend(root)
     www = root / "www"
     (www / "v1").mkdir(parents=True)
     (www / "v1" / "models").write_text('{"data": [{"id": "web"}]}')
@@ -60,6 +56,16 @@ def project(fleet_host: FleetHost, tmp_path_factory) -> Path:
         f"deployments:\n  web:\n    backend: httpd-custom\n    model: {{local_path: {www}}}\n"
         "    replicas: 2\n    resources: {gpus: 0, shm: 64MiB}\n")
     return root
+
+
+def write_httpd_backend(root: Path) -> None:
+    """A custom backend serving {{model_path}} with busybox httpd: a replica that is healthy when the
+    model folder holds v1/models."""
+    (root / "backends" / "httpd").mkdir(parents=True)
+    (root / "backends" / "httpd" / "spec.yaml").write_text(
+        "backend_name: httpd-custom\nhealth_check_path: /v1/models\ndefault_version: busybox\n"
+        "default_run_command: httpd -f -p {{worker_ip}}:{{port}} -h {{model_path}}\n"
+        f"version_configs:\n  busybox:\n    image_name: {IMAGE}\n    custom_framework: cpu\n")
 
 
 def _docker_over_ssh(host, tmp: Path):

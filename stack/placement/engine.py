@@ -31,7 +31,7 @@ from .filters import (
 )
 from .index import BINPACK, CandidateIndex, HostIndex
 from .model import Assignment, Demand, LockedReplica, Placement, Removed, Unplaced
-from .preferences import Context, tiers
+from .preferences import Context, gpu_share, tiers
 from .state import FleetState, GroupState, choose_devices
 
 
@@ -162,7 +162,7 @@ def _ratios(demands: list[Demand]) -> tuple[float, float] | None:
     gpus = cpus = ram = 0.0
     for d in demands:
         if d.gpus:
-            gpus += d.gpus if d.whole else d.gpus * min(1.0, d.vram_mib / (80 * 1024))
+            gpus += gpu_share(d)
             cpus += d.cpus
             ram += d.ram_mib
     if not gpus or not (cpus or ram):

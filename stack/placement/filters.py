@@ -73,7 +73,8 @@ FRAMEWORK = Filter(
 VENDOR = Filter(
     "vendor", lambda h, g, d, s: d.vendor is None or g.vendor == d.vendor,
     lambda n, d, hs: f"vendor: {_hosts(n, 'are')} not {d.vendor}", gpu_only=True)
-def _model_matches(pattern: str, model: str) -> bool:
+def model_matches(pattern: str, model: str) -> bool:
+    """gpu_model selectors: a case-insensitive glob on the inventory's whole model name."""
     return fnmatch.fnmatchcase(model.lower(), pattern.lower())
 
 
@@ -82,7 +83,7 @@ def _gpu_model_text(n: int, d: Demand, hs) -> str:
     if not set("*?[") & set(d.gpu_model):
         # a bare name never matches a full model name ('H100' vs 'NVIDIA H100 80GB HBM3'): say so
         wider = f"*{d.gpu_model}*"
-        close = sorted({g.model for h in hs for g in h.groups if _model_matches(wider, g.model)})
+        close = sorted({g.model for h in hs for g in h.groups if model_matches(wider, g.model)})
         if close:
             text += (f" (gpu_model is a glob on the whole model name; '{wider}' would match "
                      f"{', '.join(close[:3])}{'…' if len(close) > 3 else ''})")
@@ -90,7 +91,7 @@ def _gpu_model_text(n: int, d: Demand, hs) -> str:
 
 
 GPU_MODEL = Filter(
-    "gpu_model", lambda h, g, d, s: d.gpu_model is None or _model_matches(d.gpu_model, g.model),
+    "gpu_model", lambda h, g, d, s: d.gpu_model is None or model_matches(d.gpu_model, g.model),
     _gpu_model_text, gpu_only=True)
 DEVICE_COUNT = Filter(
     "device_count", lambda h, g, d, s: len(g.devices) >= d.gpus,

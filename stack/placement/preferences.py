@@ -81,7 +81,7 @@ class SaveCpuRichHosts(Preference):
     def applies(self, ctx, demand):
         if ctx.ratios is None or not demand.gpus or not demand.cpus:
             return False
-        return demand.cpus / _gpu_share(demand) < ctx.ratios[0]
+        return demand.cpus / gpu_share(demand) < ctx.ratios[0]
 
     def skips(self, ctx, demand):
         state, average = ctx.state, ctx.ratios[0]
@@ -93,8 +93,8 @@ class SaveCpuRichHosts(Preference):
         return rich
 
 
-def _gpu_share(demand: Demand) -> float:
-    """Whole GPUs a demand takes (a shared claim: its share of an 80 GiB device, as engine._ratios)."""
+def gpu_share(demand: Demand) -> float:
+    """Whole GPUs a demand takes (a shared claim: its share of an 80 GiB device)."""
     return demand.gpus if demand.whole else demand.gpus * min(1.0, demand.vram_mib / (80 * 1024))
 
 
