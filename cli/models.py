@@ -30,6 +30,20 @@ def register(sub) -> None:
     p.set_defaults(run=cmd_models)
 
 
+def describe(meta) -> str:
+    text = f"{meta.weight_bytes / 1024 ** 3:.2f} GiB of weights"
+    if meta.parameters:
+        text += (f", {sum(meta.parameters.values()) / 1e9:.2f} B parameters ("
+                 + ", ".join(sorted(meta.parameters, key=meta.parameters.get, reverse=True)) + ")")
+    if meta.gguf:
+        g = meta.gguf
+        text += (f", GGUF {g.architecture}: {g.block_count} layers, {g.parameters / 1e9:.2f} B parameters, "
+                 f"trained context {g.context_length}")
+    elif meta.num_attention_heads:
+        text += f", {meta.num_attention_heads} attention heads"
+    return text
+
+
 def cmd_models(args) -> int:
     root = args.root or find_root()
     path = stack_path(root, args.stack)
@@ -45,15 +59,16 @@ def cmd_models(args) -> int:
             continue
         try:
             out[key] = read(source)
-            print(f"{key}: {out[key].weight_bytes / 1024 ** 3:.2f} GiB of weights, "
-                  f"{out[key].num_attention_heads or '?'} attention heads", file=sys.stderr)
+            print(f"{key}: {describe(out[key])}", file=sys.stderr)
         except MetadataError as err:
             problems.append(Problem(display(path, root), 0, 0, "", f"{key}: {err}"))
     if problems:
         raise InputError(problems)
     body = {"models": {k: v.model_dump(exclude_none=True) for k, v in sorted(out.items())}}
+    # a GGUF's per-layer sizes on one line each, not one line per number
+    yaml_text = yaml.safe_dump(body, sort_keys=True, width=120, default_flow_style=None)
     target.write_text(f"# Model sizes for `auto` resources of stack '{path.stem}', written by `gpufleet models "
                       f"--stack {args.stack}`.\n# Commit it beside the lock: plans read it, never the network.\n"
-                      + yaml.safe_dump(body, sort_keys=True))
+                      + yaml_text)
     print(f"wrote: {shown} ({len(out)} model{'s' if len(out) != 1 else ''})")
     return EXIT_OK

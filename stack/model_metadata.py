@@ -1,20 +1,26 @@
-"""Read what resource fit needs of a model: its weight files' sizes and its config.json.
+"""Read what resource fit needs of a model: its weight files' sizes, its config.json and its headers.
 
 From the Hub (or a mirror: ``HF_ENDPOINT``): the repository's root listing
-(``GET /api/models/<repo>/tree/main``, what GPUStack's ``list_repo(root_dir_only=True)`` reads) and
-the head of config.json by an HTTP range read (``Range: bytes=0-262143``), never the weights. From a
-local model folder: the files' sizes and config.json on this machine. Used by ``gpufleet models``,
-which writes ``stack/<stack>.models.yaml``; plans read that file and never the network.
+(``GET /api/models/<repo>/tree/main``, what GPUStack's ``list_repo(root_dir_only=True)`` reads), the
+head of config.json by an HTTP range read (``Range: bytes=0-262143``), and by range reads the header
+of every root-level safetensors file (parameters per dtype; a header whose data runs past the file's
+listed size is refused) or of the GGUF file (and its splits) for gguf-parser's estimate; never the
+weights. From a local model folder or .gguf file: the same read from this machine's disk. Used by
+``gpufleet models``, which writes ``stack/<stack>.models.yaml``; plans read that file and never the
+network.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .resource_fit import ModelMeta, weight_bytes
+from . import gguf_header, safetensors_header
+from .gguf_estimate import NotEstimable, facts
+from .resource_fit import EXCLUDED, GGUFFacts, ModelMeta, weight_bytes
 from .schema import ModelSource
 
 CONFIG_BYTES = 256 * 1024
@@ -42,6 +48,68 @@ def _get(url: str, token: str | None, headers: dict | None = None) -> bytes:
         raise MetadataError(f"{url}: {reason} (is the Hub reachable? set HF_ENDPOINT for a mirror)") from None
 
 
+def _ranged(url: str, token: str | None):
+    """``read(offset, length)`` over HTTP range requests; a server that ignores Range is read no further."""
+    def read(offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S) as r:
+                if r.status == 206:
+                    return r.read(length)
+                data = r.read(offset + length)  # 200: the whole file from byte 0
+                return data[offset:offset + length]
+        except urllib.error.HTTPError as err:
+            if err.code == 416:  # past the end
+                return b""
+            raise MetadataError(f"{url}: {err.code} {err.headers.get('X-Error-Code', '') or err.reason}") from None
+        except (urllib.error.URLError, OSError) as err:
+            raise MetadataError(f"{url}: {getattr(err, 'reason', err)}") from None
+    return read
+
+
+def _split_names(first: str, names) -> list[str]:
+    """A split GGUF (``x-00001-of-00003.gguf``) as its parts in order; any other file alone."""
+    m = re.search(r"-(\d{5})-of-(\d{5})\.gguf$", first)
+    if not m:
+        return [first]
+    total = int(m.group(2))
+    parts = [f"{first[:m.start()]}-{i:05d}-of-{m.group(2)}.gguf" for i in range(1, total + 1)]
+    missing = [p for p in parts if p not in names]
+    if missing:
+        raise MetadataError(f"{first} is part of a split GGUF file but {missing[0]} is missing")
+    return parts
+
+
+def _gguf(readers: list[tuple[str, object]]) -> GGUFFacts:
+    try:
+        headers = [gguf_header.read_header(read, name) for name, read in readers]
+        return GGUFFacts(**facts(headers))
+    except gguf_header.HeaderError as err:
+        raise MetadataError(str(err)) from None
+    except NotEstimable as err:
+        raise MetadataError(f"{readers[0][0]}: {err}; give gpus and vram instead of auto") from None
+
+
+def _safetensors(readers: list[tuple[str, object, int]]) -> dict[str, int] | None:
+    """Parameters per dtype over all the files' headers; each header is checked against its file's size."""
+    params: dict[str, int] = {}
+    for name, read, size in readers:
+        try:
+            info = safetensors_header.read_header(read, name)
+        except safetensors_header.HeaderError as err:
+            raise MetadataError(str(err)) from None
+        if size and info.file_bytes > size:
+            raise MetadataError(f"{name}: its header describes {info.file_bytes} bytes but the file has {size}; "
+                                "it is truncated (an incomplete upload or download)")
+        for dtype, n in info.parameters.items():
+            params[dtype] = params.get(dtype, 0) + n
+    return params or None
+
+
 def _config_fields(data: dict) -> dict:
     text = data.get("text_config")
     if isinstance(text, dict) and "num_attention_heads" in text:  # get_hf_text_config
@@ -60,20 +128,27 @@ def from_hub(source: ModelSource, endpoint: str, token: str | None) -> ModelMeta
     base = endpoint.rstrip("/")
     listing = json.loads(_get(f"{base}/api/models/{source.ref}/tree/main", token))
     files = {e["path"]: int(e.get("size") or 0) for e in listing if e.get("type") == "file"}
+    fields: dict = {}
     if source.filename:
         import fnmatch
         chosen = sorted(n for n in files if fnmatch.fnmatch(n, source.filename))
         if not chosen:
             raise MetadataError(f"no file in {source.ref} matches {source.filename!r}")
+        if chosen[0].endswith(".gguf"):
+            chosen = _split_names(chosen[0], files)
+            fields["gguf"] = _gguf([(f"{source.ref}/{n}", _ranged(f"{base}/{source.ref}/resolve/main/{n}", token))
+                                    for n in chosen])
         weights = sum(files[n] for n in chosen)
     else:
         weights = weight_bytes(files)
-    fields = {}
+        shards = sorted(n for n in files if n.endswith(".safetensors") and n not in EXCLUDED)
+        fields["parameters"] = _safetensors([(f"{source.ref}/{n}", _ranged(f"{base}/{source.ref}/resolve/main/{n}",
+                                                                            token), files[n]) for n in shards])
     if "config.json" in files:
         head = _get(f"{base}/{source.ref}/resolve/main/config.json", token,
                     {"Range": f"bytes=0-{CONFIG_BYTES - 1}"})
         try:
-            fields = _config_fields(json.loads(head[:CONFIG_BYTES]))
+            fields.update(_config_fields(json.loads(head[:CONFIG_BYTES])))
         except ValueError:
             raise MetadataError(f"{source.ref}: config.json is not JSON (or longer than {CONFIG_BYTES} bytes)") \
                 from None
@@ -83,15 +158,22 @@ def from_hub(source: ModelSource, endpoint: str, token: str | None) -> ModelMeta
 def from_folder(path: str) -> ModelMeta:
     folder = Path(path)
     if folder.is_file():
-        return ModelMeta(weight_bytes=folder.stat().st_size, source=str(folder))
+        gguf = None
+        if folder.name.endswith(".gguf"):
+            parts = _split_names(folder.name, {p.name for p in folder.parent.iterdir()})
+            gguf = _gguf([(str(folder.parent / p), gguf_header.file_reader(str(folder.parent / p))) for p in parts])
+        return ModelMeta(weight_bytes=folder.stat().st_size if gguf is None else gguf.weight_bytes,
+                         source=str(folder), gguf=gguf)
     if not folder.is_dir():
         raise MetadataError(f"{path} is not on this machine; run gpufleet models where the model is, or write "
                             "the entry yourself (weight_bytes, num_attention_heads)")
     files = {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file()}
-    fields = {}
+    fields: dict = {"parameters": _safetensors([
+        (str(folder / n), gguf_header.file_reader(str(folder / n)), files[n]) for n in sorted(files)
+        if n.endswith(".safetensors") and n not in EXCLUDED])}
     if (folder / "config.json").is_file():
         try:
-            fields = _config_fields(json.loads((folder / "config.json").read_text()))
+            fields.update(_config_fields(json.loads((folder / "config.json").read_text())))
         except (ValueError, OSError):
             pass
     return ModelMeta(weight_bytes=weight_bytes(files), source=str(folder), **fields)

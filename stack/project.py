@@ -71,7 +71,8 @@ class Project:
     def fits(self) -> list[dict]:
         """The sizes ``auto`` resources got, for the plan's JSON."""
         return [{"deployment": w.name, "weight_bytes": w.fit.weight_bytes, "vram_claim_mib": w.fit.claim_mib,
-                 "gpus": w.fit.gpus, "min_vram_mib": w.fit.min_vram_mib} for w in self.workloads if w.fit]
+                 "gpus": w.fit.gpus, "min_vram_mib": w.fit.min_vram_mib, "estimate": w.fit.describe()}
+                for w in self.workloads if w.fit]
 
 
 #: a sized vram claim below this is almost surely a size written without a unit (a bare number is MiB)

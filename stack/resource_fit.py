@@ -14,12 +14,17 @@ Ported rules (gpustack/gpustack@47277d79):
   community and custom backends (``custom_backend_resource_fit_selector``: "without utilization"), as
   few as hold the claim, and a count that divides the model's ``num_attention_heads`` and
   ``vocab_size`` (``base_candidate_selector._is_tp_size_divisible``). SGLang (a memory fraction
-  GPUStack derives per GPU type), MindIE (``npu_memory_fraction``) and GGUF models (gguf-parser's
-  estimate) are sized differently by GPUStack and not ported: ``auto`` is refused for them.
+  GPUStack derives per GPU type) and MindIE (``npu_memory_fraction``) are sized differently by
+  GPUStack and not ported: ``auto`` is refused for them;
+* a GGUF file (``is_gguf_model``: the file name ends in .gguf, whatever the backend) is sized by
+  gguf-parser's full-offload estimate with GPUStack's arguments (stack/gguf_estimate.py): as few
+  whole GPUs on one host as hold each GPU's share of weights, KV cache at ``--ctx-size`` (8192 unless
+  the deployment says), computation buffers and GPUStack's 500 MiB platform footprint.
 
 The metadata comes from ``stack/<stack>.models.yaml``, committed beside the lock so that a preview
-never needs the Hub: ``gpufleet models --stack S`` writes it (the Hub's tree listing for sizes, an
-HTTP range read of config.json for the attention heads; or the files of a local model folder).
+never needs the Hub: ``gpufleet models --stack S`` writes it (the Hub's tree listing for sizes, HTTP
+range reads of config.json for the attention heads and of the safetensors or GGUF headers for
+parameters and layers; or the files of a local model folder).
 Plain data; the placement sees an ordinary whole-GPU demand (``gpus``, ``min_vram``).
 """
 from __future__ import annotations
@@ -38,6 +43,7 @@ from documents.yaml_reader import Marks, path_kind, read_yaml
 from inventory.fleet import Fleet
 from inventory.sizes import format_mib
 
+from .gguf_estimate import CTX_SIZE, LOGICAL_BATCH, PARALLEL, PHYSICAL_BATCH, Options, vram_per_gpu
 from .placement.filters import model_matches
 from .schema import Deployment, ModelSource
 
@@ -49,12 +55,44 @@ GPU_MEMORY_UTILIZATION = 0.9
 MIB = 1024 ** 2
 
 
+class LayerTensor(StrictModel):
+    name: PlainText
+    dims: list[int] = Field(min_length=1, max_length=4)
+    bytes: int = Field(ge=0)
+
+
+class GGUFFacts(StrictModel):
+    """What gguf-parser's estimate needs of a GGUF header (stack.gguf_estimate.facts)."""
+
+    architecture: PlainText
+    block_count: int = Field(ge=1)
+    embedding_length: int = Field(ge=1)
+    vocab_length: int = Field(ge=0)
+    context_length: int = Field(ge=0)
+    head_count: int = Field(ge=1)
+    head_count_kv: int = Field(ge=0)
+    key_length: int = Field(ge=0)
+    value_length: int = Field(ge=0)
+    causal: bool = True
+    weight_bytes: int = Field(ge=0)
+    parameters: int = Field(ge=0)
+    #: bytes of each transformer layer (and lone tensor) in file order
+    layer_bytes: list[int]
+    output_bytes: int = Field(ge=0)
+    output_rows: int = Field(ge=0)
+    last_layer: list[LayerTensor]
+
+
 class ModelMeta(StrictModel):
     """What resource fit needs of one model."""
 
     weight_bytes: int = Field(ge=0)
     num_attention_heads: Optional[int] = Field(default=None, ge=1)
     vocab_size: Optional[int] = Field(default=None, ge=1)
+    #: parameters per dtype, from the safetensors headers
+    parameters: Optional[dict[str, int]] = None
+    #: the GGUF file's facts, for gguf-parser's estimate
+    gguf: Optional[GGUFFacts] = None
     #: where the figures were read (a URL or a folder), for people
     source: PlainText = ""
 
@@ -104,8 +142,13 @@ class Fit:
     gpus: int
     min_vram_mib: int
     utilization: float = GPU_MEMORY_UTILIZATION
+    #: for a GGUF file: how gguf-parser's estimate was made (context size and per-GPU VRAM)
+    gguf_note: str = ""
 
     def describe(self) -> str:
+        if self.gguf_note:
+            return (f"{self.weight_bytes / 1024 ** 3:.1f} GiB of GGUF weights → {self.gpus} × GPU of at least "
+                    f"{format_mib(self.min_vram_mib)} ({self.gguf_note})")
         return (f"{self.weight_bytes / 1024 ** 3:.1f} GiB of weights → {format_mib(self.claim_mib)} of VRAM "
                 f"(× 1.2 + 2 GiB) → {self.gpus} × GPU of at least {format_mib(self.min_vram_mib)} "
                 f"({self.utilization:.0%} usable)")
@@ -117,8 +160,25 @@ def per_gpu(claim: int, n: int, utilization: float = GPU_MEMORY_UTILIZATION) -> 
 
 #: built-ins GPUStack sizes another way (not ported)
 NOT_PORTED = {"SGLang": "a static memory fraction GPUStack derives per GPU type",
-              "MindIE": "its npu_memory_fraction and MindIE's own parameters",
-              "llama.cpp": "gguf-parser's estimate of the GGUF file"}
+              "MindIE": "its npu_memory_fraction and MindIE's own parameters"}
+
+
+def is_gguf(source: ModelSource) -> bool:
+    """GPUStack's is_gguf_model: the file (or local path) ends in .gguf; gguf-parser sizes it."""
+    return (source.filename or source.ref).endswith(".gguf")
+
+
+def gguf_options(parameters: list[str]) -> Options:
+    """GPUStack's gguf-parser arguments from the deployment's own (GGUFParserCommandMutableParameters)."""
+    from backends.parameters import find_bool_parameter, find_parameter
+
+    def number(default: int, *names: str) -> int:
+        given = find_parameter(parameters, *names)
+        return int(given) if given and given.isdigit() and int(given) > 0 else default
+
+    return Options(ctx_size=number(CTX_SIZE, "ctx-size", "c"), parallel=number(PARALLEL, "parallel", "parallel-size", "np"),
+                   ubatch=number(PHYSICAL_BATCH, "ubatch-size", "ub"), batch=number(LOGICAL_BATCH, "batch-size", "b"),
+                   flash_attention=find_bool_parameter(parameters, "flash-attn", "fa", "flash-attention"))
 
 
 def utilization(backend: str, builtin: bool, parameters: list[str]) -> float:
@@ -139,22 +199,20 @@ def fit(name: str, dep: Deployment, framework: str, fleet: Fleet, models: dict[s
         parameters: list[str] | None = None) -> Fit:
     """The GPU count and smallest device size GPUStack's rules give this deployment, on this fleet."""
     at = ("deployments", name, "resources")
+    if is_gguf(dep.model):
+        return _gguf_fit(name, dep, framework, fleet, models, models_file, marks, parameters or [])
+    if backend == "llama.cpp":
+        raise InputError([marks.problem(at, "auto sizes llama.cpp from the GGUF file's header (gguf-parser's "
+                                            "estimate, as GPUStack does); name the file: huggingface_filename: "
+                                            "'*Q4_K_M*.gguf' or a local_path ending in .gguf")])
     why = NOT_PORTED.get(backend)
     if why is not None:
         raise InputError([marks.problem(at, f"GPUStack sizes {backend} with {why}, which gpufleet does not port; "
                                             "give gpus and vram instead of auto")])
     share = utilization(backend, builtin, parameters or [])
-    meta = models.get(model_key(dep.model))
-    if meta is None:
-        stack = Path(models_file).name.removesuffix(".models.yaml")
-        raise InputError([marks.problem(at, f"resources say auto, but {models_file} has no size for "
-                                            f"{model_key(dep.model)}; run: gpufleet models --stack {stack} "
-                                            "(and commit the file), or give gpus and vram")])
+    meta = _meta(name, dep, models, models_file, marks)
     claim = claim_mib(meta, dep.env)
-    sel = dep.selectors
-    groups = [(g.vram_mib, len(g.devices)) for h in fleet.hosts if h.active for g in h.groups
-              if g.framework == framework and (sel.vendor is None or g.vendor == sel.vendor)
-              and (sel.gpu_model is None or model_matches(sel.gpu_model, g.model))]
+    groups = _groups(dep, framework, fleet)
     fixed = dep.resources.gpus if dep.resources.gpus != "auto" else None
     most = max((n for _, n in groups), default=0)
     counts = [fixed] if fixed else [n for n in range(1, most + 1) if divides(n, meta)]
@@ -169,3 +227,58 @@ def fit(name: str, dep: Deployment, framework: str, fleet: Fleet, models: dict[s
                                         f"devices of that size (largest: {format_mib(largest)}, most on one "
                                         f"host: {most}); give gpus and vram yourself or add bigger hosts")])
 
+
+
+def _meta(name: str, dep: Deployment, models: dict[str, ModelMeta], models_file: str, marks: Marks) -> ModelMeta:
+    meta = models.get(model_key(dep.model))
+    if meta is None:
+        stack = Path(models_file).name.removesuffix(".models.yaml")
+        raise InputError([marks.problem(("deployments", name, "resources"),
+                                        f"resources say auto, but {models_file} has no size for "
+                                        f"{model_key(dep.model)}; run: gpufleet models --stack {stack} "
+                                        "(and commit the file), or give gpus and vram")])
+    return meta
+
+
+def _groups(dep: Deployment, framework: str, fleet: Fleet) -> list[tuple[int, int]]:
+    """(device size in MiB, devices on the host) of every device group the deployment may use."""
+    sel = dep.selectors
+    return [(g.vram_mib, len(g.devices)) for h in fleet.hosts if h.active for g in h.groups
+            if g.framework == framework and (sel.vendor is None or g.vendor == sel.vendor)
+            and (sel.gpu_model is None or model_matches(sel.gpu_model, g.model))]
+
+
+def _gguf_fit(name: str, dep: Deployment, framework: str, fleet: Fleet, models: dict[str, ModelMeta],
+              models_file: str, marks: Marks, parameters: list[str]) -> Fit:
+    """gguf-parser's full-offload estimate: the fewest equal GPUs on one host whose largest share fits."""
+    at = ("deployments", name, "resources")
+    meta = _meta(name, dep, models, models_file, marks)
+    if meta.gguf is None:
+        stack = Path(models_file).name.removesuffix(".models.yaml")
+        raise InputError([marks.problem(at, f"{models_file} has no GGUF header facts for {model_key(dep.model)}; "
+                                            f"run: gpufleet models --stack {stack} --refresh")])
+    opts = gguf_options(parameters)
+    facts = meta.gguf.model_dump()
+    groups = _groups(dep, framework, fleet)
+    fixed = dep.resources.gpus if dep.resources.gpus != "auto" else None
+    most = max((n for _, n in groups), default=0)
+    ctx = f"--ctx-size {opts.ctx_size}" + ("" if find_ctx(parameters) else " (GPUStack's default; pass --ctx-size "
+                                                                            "so llama-server uses the same)")
+    for n in [fixed] if fixed else range(1, most + 1):
+        need = math.ceil(max(vram_per_gpu(facts, [1] * n, opts)) / MIB)
+        if any(size >= need and count >= n for size, count in groups):
+            return Fit(meta.weight_bytes, need * n, n, need, 1.0, gguf_note=f"gguf-parser's estimate at {ctx}")
+    one = math.ceil(max(vram_per_gpu(facts, [1], opts)) / MIB)
+    largest = max((size for size, _ in groups), default=0)
+    how = f"{fixed} GPUs" if fixed else "any GPU count"
+    raise InputError([marks.problem(at, f"{model_key(dep.model)} needs about {format_mib(one)} of VRAM on one GPU "
+                                        f"(gguf-parser's estimate at --ctx-size {opts.ctx_size}); with {how} no host "
+                                        f"has enough {framework} devices (largest: {format_mib(largest)}, most on "
+                                        f"one host: {most}); lower --ctx-size, give gpus and vram yourself or add "
+                                        "bigger hosts")])
+
+
+def find_ctx(parameters: list[str]) -> bool:
+    from backends.parameters import find_parameter
+
+    return find_parameter(parameters, "ctx-size", "c") is not None

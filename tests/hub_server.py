@@ -162,5 +162,6 @@ class HubServer:
         return f"http://{self.address}:{self.port}"
 
     def downloads(self) -> int:
-        """File contents served (GET of a resolve URL)."""
-        return sum(n for (method, path), n in self.requests.items() if method == "GET" and "/resolve/" in path)
+        """Whole files served (a GET of a resolve URL without Range)."""
+        return sum(n - self.requests[("RANGE", path)] for (method, path), n in self.requests.items()
+                   if method == "GET" and "/resolve/" in path)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import struct
 
 import pytest
 import yaml
@@ -35,9 +36,16 @@ QWEN_CONFIG = {"architectures": ["Qwen2ForCausalLM"], "num_attention_heads": 28,
                "vocab_size": 152064, "max_position_embeddings": 32768, "torch_dtype": "bfloat16"}
 
 
+def _shard(size: int) -> bytes:
+    """A safetensors header (128 bytes) whose one BF16 tensor fills a file of ``size`` bytes."""
+    n = (size - 8 - 128) // 2
+    body = json.dumps({"w": {"dtype": "BF16", "shape": [n], "data_offsets": [0, 2 * n]}}).encode()
+    return struct.pack("<Q", 128) + body.ljust(128)
+
+
 @pytest.fixture
 def hub():
-    shards = {f"model-0000{i}-of-00004.safetensors": b"w" for i in range(1, 5)}
+    shards = {f"model-0000{i}-of-00004.safetensors": _shard(3_807_808_256) for i in range(1, 5)}
     repos = {"Qwen/Qwen2.5-7B-Instruct": Repo(
         {"config.json": json.dumps(QWEN_CONFIG).encode(), "consolidated.safetensors": b"c", **shards,
          "tokenizer.json": b"{}"},
@@ -67,7 +75,8 @@ def test_models_records_sizes_from_the_hub_without_downloading_weights(tmp_path,
     meta = models["huggingface:Qwen/Qwen2.5-7B-Instruct"]
     assert meta["weight_bytes"] == 4 * 3_807_808_256  # consolidated.safetensors left out, as GPUStack does
     assert (meta["num_attention_heads"], meta["vocab_size"]) == (28, 152064)
-    assert hub.downloads() == 1 and hub.requests[("RANGE", "/Qwen/Qwen2.5-7B-Instruct/resolve/main/config.json")]
+    assert hub.downloads() == 0 and hub.requests[("RANGE", "/Qwen/Qwen2.5-7B-Instruct/resolve/main/config.json")]
+    assert meta["parameters"] == {"BF16": 4 * (3_807_808_256 - 8 - 128) // 2}  # the shards' headers
     # now the plan sizes it: 15.2 GB of weights -> 19.0 GiB -> one GPU of at least 21.2 GiB
     assert run_cli("--root", project, "lock", "--stack", "demo").code == 0
     data = json.loads(run_cli("--root", project, "plan", "--stack", "demo", "--json").out)
@@ -117,14 +126,16 @@ def test_llama_cpp_with_a_whole_repository_is_noted(tmp_path):
 
 
 @pytest.mark.parametrize("backend, version, why", [
-    ("SGLang", "", "a static memory fraction GPUStack derives per GPU type"),
-    ("llama.cpp", "\n    version: cuda", "gguf-parser's estimate of the GGUF file")])
-def test_auto_is_refused_where_gpustack_sizes_another_way(tmp_path, backend, version, why):
+    ("SGLang", "", "GPUStack sizes SGLang with a static memory fraction GPUStack derives per GPU type, which "
+                   "gpufleet does not port"),
+    ("llama.cpp", "\n    version: cuda", "auto sizes llama.cpp from the GGUF file's header (gguf-parser's "
+                                          "estimate, as GPUStack does); name the file")])
+def test_auto_is_refused_where_it_cannot_be_sized(tmp_path, backend, version, why):
     project = copy_project(tmp_path)
     edit(project / "stack" / "demo.yaml", "deployments:", f"deployments:\n  x:\n    backend: {backend}{version}\n"
          "    model: {huggingface: o/m}\n    resources: {gpus: auto}\n")
     r = run_cli("--root", project, "validate")
-    assert r.code == 2 and f"GPUStack sizes {backend} with {why}, which gpufleet does not port" in r.err, r.err
+    assert r.code == 2 and why in r.err, r.err
 
 
 def test_community_backends_count_the_whole_device(tmp_path):
