@@ -4,6 +4,7 @@
     .venv/bin/python bench/placement.py --quick          # no 20,000-host run, smaller churn and exact sets
     .venv/bin/python bench/placement.py --resources 300  # the CPU-and-memory workload only
     .venv/bin/python bench/placement.py --process 2000   # `gpufleet plan --json` as a process only
+    .venv/bin/python bench/placement.py --exact 20       # small instances against the MILP optimum only
 
 Figures, not pass/fail: targets are in the issue and the closing note, never in tests.
 """
@@ -362,6 +363,34 @@ def exact(count: int, seed: int, hard: bool = False) -> dict:
             "within_1pct": sum(g <= 0.01 for g in gaps), "fewer_placed_than_optimum": short, "detail": rows}
 
 
+def fitting(count: int, seed: int, hard: bool, load: float) -> dict:
+    """Instances whose every framework is asked at most ``load`` of its capacity: the replicas the MILP
+    can place all (or nearly all) of; how many placements fall short of it ("nothing unplaced that
+    could be placed")."""
+    short, not_all, detail = 0, 0, []
+    for i in range(count):
+        fleet, asked = exact_instance(seed + i, hard)
+        capacity: dict[str, int] = {}
+        for h in fleet.hosts:
+            for g in h.groups:
+                capacity[g.framework] = capacity.get(g.framework, 0) + g.vram_mib * len(g.devices)
+        size = fleet.hosts[0].groups[0].vram_mib
+        demands, used = [], {}
+        for d in asked:
+            need = d.gpus * size if d.whole else d.vram_mib
+            if used.get(d.framework, 0) + need <= load * capacity.get(d.framework, 0):
+                demands.append(d)
+                used[d.framework] = used.get(d.framework, 0) + need
+        p = place(fleet, demands)
+        most = round(optimum(fleet, demands, count=True))
+        not_all += most < len(demands)
+        if len(p.assignments) < most:
+            short += 1
+            detail.append({"instance": i, "placed": len(p.assignments), "most_placeable": most})
+    return {"instances": count, "load": load, "fewer_placed_than_optimum": short,
+            "instances_where_not_all_fit": not_all, "short": detail}
+
+
 # ---------------------------------------------------------------------------- CPUs and memory
 
 def gpu_equivalents(fleet: Fleet, placement) -> float:
@@ -501,6 +530,7 @@ def main() -> None:
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--process", type=int, metavar="HOSTS", help="only `gpufleet plan` as a process, this many hosts")
     ap.add_argument("--resources", type=int, metavar="HOSTS", help="only the CPU-and-memory workload, this many hosts")
+    ap.add_argument("--exact", type=int, metavar="N", help="only the small instances against the MILP, N of each")
     ap.add_argument("--seed", type=int, default=20261121)
     args = ap.parse_args()
     if args.one:
@@ -508,6 +538,13 @@ def main() -> None:
         return
     if args.process:
         print(json.dumps(plan_process(args.process, args.seed), indent=2))
+        return
+    if args.exact:
+        print(json.dumps({"exact_mixed": exact(args.exact, args.seed), "exact_whole_gpus":
+                          exact(args.exact, args.seed, hard=True),
+                          "fitting_mixed": [fitting(2 * args.exact, args.seed, False, x) for x in (0.9, 1.0)],
+                          "fitting_whole_gpus": [fitting(2 * args.exact, args.seed, True, x) for x in (0.9, 1.0)]},
+                         indent=2))
         return
     if args.resources:
         print(json.dumps([resources(args.resources, args.seed, load=load) for load in (1.0, 1.3)], indent=2))
@@ -523,6 +560,8 @@ def main() -> None:
         "churn": churn(200 if args.quick else 1000, 30 if args.quick else 100, args.seed),
         "exact_mixed": exact(5 if args.quick else 20, args.seed),
         "exact_whole_gpus": exact(5 if args.quick else 20, args.seed, hard=True),
+        "fitting_mixed": [fitting(10 if args.quick else 40, args.seed, False, load) for load in (0.9, 1.0)],
+        "fitting_whole_gpus": [fitting(10 if args.quick else 40, args.seed, True, load) for load in (0.9, 1.0)],
         "plan_process": plan_process(2000, args.seed),
         "selectors": selectors(args.seed),
         "cpu_and_memory": [resources(300 if args.quick else 1200, args.seed, load=load) for load in (1.0, 1.3)],

@@ -25,6 +25,7 @@ from .filters import (
     FRAMEWORK,
     GPU_MODEL,
     PIPELINE,
+    STATIC,
     VENDOR,
     VRAM_SIZE,
     applicable,
@@ -94,7 +95,9 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
     fresh.sort(key=lambda d: (constrained(d), _biggest_first(d)))
     for demand in fresh:  # 2. fresh
         run.place_fresh(demand, prior.get(demand.key))
-    run.repair({d.key: d for d in demands}, constrained)  # 2b. make room for what nothing fit
+    by_key = {d.key: d for d in demands}
+    run.repair(by_key, constrained)  # 2b. make room for what nothing fit
+    run.repack(by_key)  # 2c. few whole-GPU replicas left over: an exact, bounded search
     run.explain_unplaced()  # 3. explain, against the final state the user will see
 
     wanted = {d.key for d in demands}  # 4. removed
@@ -363,8 +366,8 @@ class _Run:
     def repair(self, by_key: dict[str, Demand], constrained) -> None:
         """A replica nothing fit takes the place of a replica at least as flexible that this plan placed
         (new or moved, never a kept one), if that one fits somewhere else: one more replica placed,
-        none lost, so constrained replicas are never starved by flexible ones and soft anti-affinity
-        never costs a placement. Bounded: at most REPAIR_BUDGET candidates in all."""
+        none lost, so constrained replicas are never starved by flexible ones and
+        soft anti-affinity never costs a placement. Bounded: at most REPAIR_BUDGET candidates in all."""
         failed, self._failed = self._failed, []
         if not any(d.gpus and d.manual is None for d, _ in failed):
             self._failed = failed
@@ -384,6 +387,134 @@ class _Run:
             hopeless.add(shape)
             self._failed.append((demand, previous))
 
+    #: a re-pack is tried only on pools this small: an exact search stays cheap (see repack)
+    REPACK_ITEMS, REPACK_GROUPS, REPACK_NODES = 40, 48, 50_000
+
+    def repack(self, by_key: dict[str, Demand]) -> None:
+        """Whole-GPU replicas nothing fit, when few: search exactly (bounded) for an arrangement of this
+        plan's flexible whole-GPU replicas (new or moved, never kept) and the unplaced ones over the
+        groups they may use that allocates more GPUs without placing fewer replicas (then more replicas,
+        then fewer moves), and apply it. A moved replica stays placed; a new one may give way to a bigger.
+        Biggest-first best fit misses such arrangements on tight fleets (hosts of 5, 8, 7, 5, 6 GPUs and
+        replicas of 6, 6, 5, 4, 3, 2, 2, 2, 1 fit exactly, but not in that order)."""
+        failed = [(d, prev) for d, prev in self._failed if d.gpus and d.whole and d.manual is None
+                  and not d.spread_hosts]
+        if not failed:
+            return
+        frameworks = {d.framework for d, _ in failed}
+        placed = [(a, by_key[a.key]) for a in self.assignments if a.status != "kept" and a.whole and
+                  a.vendor is not None and by_key[a.key].framework in frameworks and by_key[a.key].manual is None
+                  and not by_key[a.key].spread_hosts]
+        items = placed + [(None, d) for d, _ in failed]
+        if len(items) > self.REPACK_ITEMS:
+            return
+        static: dict[tuple, list[int]] = {}
+        for _, d in items:
+            key = d.static_key()
+            if key not in static:
+                static[key] = [gs.gid for gs in self.state.groups
+                               if all(f(gs.host, gs.group, d) for f in STATIC)]
+        gids = sorted({g for v in static.values() for g in v})
+        if len(gids) > self.REPACK_GROUPS:
+            return
+        # capacity once the placed items are taken back: free whole devices per group; CPUs, memory, ports per host
+        free = {g: self.state.groups[g].claims.count(0) for g in gids}
+        hosts = {self.state.groups[g].host.name for g in gids}
+        cpu = {h: self.state.cpu_free[h] for h in hosts}
+        ram = {h: self.state.ram_free[h] for h in hosts}
+        ports = {h: self.state.ports[h].free_count() for h in hosts}
+        where: list[int | None] = []
+        for a, d in items:
+            if a is None:
+                where.append(None)
+                continue
+            gs = self._group_of(a)
+            where.append(gs.gid)
+            if gs.gid in free:
+                free[gs.gid] += len(a.gpus)
+            if a.host in hosts:
+                cpu[a.host] = None if cpu[a.host] is None else cpu[a.host] + d.cpus
+                ram[a.host] = None if ram[a.host] is None else ram[a.host] + d.ram_mib
+                ports[a.host] += 1
+        order = sorted(range(len(items)), key=lambda i: _biggest_first(items[i][1]))
+        # a replica this plan places new may give its place to a bigger one; a moved one (it runs now) may not
+        optional = [a is None or a.status == "new" for a, _ in items]
+        after = [0] * (len(order) + 1)
+        for k in range(len(order) - 1, -1, -1):
+            after[k] = after[k + 1] + items[order[k]][1].gpus
+        current = (sum(d.gpus for _, d in placed), len(placed), 0)
+        best = [current, None]
+        nodes = [self.REPACK_NODES]
+        choice: list[int | None] = [None] * len(items)
+
+        def search(k: int, gpus: int, count: int, moves: int) -> None:
+            nodes[0] -= 1
+            if nodes[0] < 0 or gpus + after[k] < best[0][0]:
+                return
+            if k == len(order):
+                score = (gpus, count, -moves)
+                if count >= current[1] and score > best[0]:
+                    best[0], best[1] = score, list(choice)
+                return
+            i = order[k]
+            d = items[i][1]
+            home = where[i]
+            for g in sorted(static[d.static_key()], key=lambda g: g != home):
+                h = self.state.groups[g].host.name
+                if free[g] < d.gpus or ports[h] < 1 or (cpu[h] is not None and cpu[h] + 1e-9 < d.cpus) or \
+                        (ram[h] is not None and ram[h] < d.ram_mib):
+                    continue
+                free[g] -= d.gpus
+                ports[h] -= 1
+                if cpu[h] is not None:
+                    cpu[h] -= d.cpus
+                if ram[h] is not None:
+                    ram[h] -= d.ram_mib
+                choice[i] = g
+                search(k + 1, gpus + d.gpus, count + 1, moves + (g != home))
+                choice[i] = None
+                free[g] += d.gpus
+                ports[h] += 1
+                if cpu[h] is not None:
+                    cpu[h] += d.cpus
+                if ram[h] is not None:
+                    ram[h] += d.ram_mib
+                if nodes[0] < 0:
+                    return
+            if optional[i]:
+                search(k + 1, gpus, count, moves + (home is not None))
+
+        search(0, 0, 0, 0)
+        if best[1] is None or best[0][:2] <= current[:2]:
+            return
+        plan = best[1]
+        moving = [i for i in range(len(items)) if plan[i] != where[i]]
+        for i in moving:  # take back the ones that move or give way, then place every changed one
+            a, d = items[i]
+            if a is not None:
+                gs = self._group_of(a)
+                self._drop(a)
+                self.state.release(gs, [gs.pos_of[j] for j in a.gpus], d, a.host, a.port)
+                self._room_again(a.host, gs)
+                if plan[i] is None:
+                    self._failed.append((d, None))
+        for i in sorted((i for i in moving if plan[i] is not None), key=lambda i: _biggest_first(items[i][1])):
+            a, d = items[i]
+            gs = self.state.groups[plan[i]]
+            host = gs.host.name
+            positions = choose_devices(gs, d, d.allowed_on(host))
+            assert positions is not None  # the search counted the devices
+            if a is not None:
+                self._commit(d, host, gs, positions, self.state.ports[host].lowest(), a.status, a.reason,
+                             a.previous_host)
+            else:
+                previous = dict(failed).get(d)
+                status = "moved" if previous else "new"
+                self._commit(d, host, gs, positions, self.state.ports[host].lowest(), status,
+                             self.move_reasons.get(d.key, "") if previous else "", previous)
+        now_placed = {items[i][1].key for i in moving if items[i][0] is None and plan[i] is not None}
+        self._failed = [(d, prev) for d, prev in self._failed if d.key not in now_placed]
+
     def _group_of(self, a: Assignment) -> GroupState:
         return next(g for g in self.state.groups_of[a.host] if g.group.vendor == a.vendor
                     and all(i in g.pos_of for i in a.gpus))
@@ -396,44 +527,54 @@ class _Run:
                     budget[0] -= 1
                     if budget[0] < 0:
                         return False
-                    other = by_key[a.key]
+                    out = [(a, by_key[a.key])]
                     gs = self.state.groups[gid]
-                    if constrained(other) < mine or not self._would_fit(demand, a, other, gs) \
-                            or self._choose(other) is None:
+                    if constrained(out[0][1]) < mine or not self._would_fit(demand, out, gs) \
+                            or self._choose(out[0][1]) is None:
                         continue  # cheap checks first: the swap itself re-checks everything
-                    if self._swap(demand, previous, a, other, gs):
+                    moved = self._swap(demand, previous, gs, out)
+                    if moved is not None:
                         on_group[gid].remove(a)
-                        moved = self.assignments[-1]  # the flexible one, placed again
-                        if moved.vendor is not None:
-                            on_group.setdefault(self._group_of(moved).gid, []).append(moved)
+                        for m in moved:  # the flexible one, placed again
+                            on_group.setdefault(self._group_of(m).gid, []).append(m)
                         return True
         return False
 
-    def _would_fit(self, demand: Demand, a: Assignment, other: Demand, gs: GroupState) -> bool:
-        """Would ``demand`` fit on ``gs`` once ``a`` (of ``other``) is taken back? Arithmetic only."""
-        host = a.host
+    def _would_fit(self, demand: Demand, out: list, gs: GroupState) -> bool:
+        """Would ``demand`` fit on ``gs`` once the replicas ``out`` ((assignment, demand) pairs) are taken
+        back? Arithmetic only."""
+        host = out[0][0].host
         cpu, ram = self.state.cpu_free[host], self.state.ram_free[host]
-        if (cpu is not None and cpu + other.cpus + 1e-9 < demand.cpus) or \
-                (ram is not None and ram + other.ram_mib < demand.ram_mib):
+        if (cpu is not None and cpu + sum(o.cpus for _, o in out) + 1e-9 < demand.cpus) or \
+                (ram is not None and ram + sum(o.ram_mib for _, o in out) < demand.ram_mib):
             return False
         if gs.group.vram_mib < demand.min_vram_mib or len(gs.group.devices) < demand.gpus:
             return False
-        freed = {gs.pos_of[i] for i in a.gpus}
+        claims, free, whole_freed = list(gs.claims), list(gs.free), set()
+        for a, other in out:
+            for i in a.gpus:
+                p = gs.pos_of[i]
+                claims[p] -= 1
+                if other.whole:
+                    whole_freed.add(p)
+                else:
+                    free[p] += other.vram_mib
         if demand.whole:
-            untouched = sum(1 for p, c in enumerate(gs.claims) if c == 0 or (p in freed and c == 1))
-            return untouched >= demand.gpus
-        room = sum(1 for p, f in enumerate(gs.free) if not gs.exclusive[p] or p in freed
-                   if (gs.group.vram_mib if (p in freed and other.whole) else
-                       f + (other.vram_mib if p in freed else 0)) >= demand.vram_mib)
+            return sum(1 for c in claims if c == 0) >= demand.gpus
+        room = sum(1 for p, f in enumerate(free) if not gs.exclusive[p] or p in whole_freed
+                   if (gs.group.vram_mib if p in whole_freed else f) >= demand.vram_mib)
         return room >= demand.gpus
 
-    def _swap(self, demand: Demand, previous, a: Assignment, other: Demand, gs: GroupState) -> bool:
-        """Take ``a`` back, put ``demand`` on its group, place ``a`` again elsewhere; undo all if either fails."""
-        host = a.host
-        positions = [gs.pos_of[i] for i in a.gpus]
-        self.assignments.remove(a)
-        self.state.release(gs, positions, other, host, a.port)
+    def _swap(self, demand: Demand, previous, gs: GroupState, out: list) -> list[Assignment] | None:
+        """Take the replicas ``out`` back, put ``demand`` on their group, place them again elsewhere (biggest
+        first); undo all if any fails. Returns the flexible ones' new assignments."""
+        host = out[0][0].host
+        held = [(a, other, [gs.pos_of[i] for i in a.gpus]) for a, other in out]
+        for a, other, positions in held:
+            self._drop(a)
+            self.state.release(gs, positions, other, host, a.port)
         self._room_again(host, gs)
+        done: list[tuple[Assignment, Demand]] = []
         mine = None
         if self.state.host_fits(host, demand) and not (demand.spread_hosts and self.state.runs(host, demand.deployment)) \
                 and self.state.has_free_port(host):
@@ -442,27 +583,42 @@ class _Run:
             locked_status = "moved" if previous else "new"
             reason = self.move_reasons.get(demand.key, "") if previous else ""
             self._commit(demand, host, gs, mine, self.state.ports[host].lowest(), locked_status, reason, previous)
-            self._hopeless.clear()  # capacity moved around: shapes that failed may fit now
-            choice = self._choose(other)
-            if choice is not None:
+            done.append((self.assignments[-1], demand))
+            for a, other, _ in sorted(held, key=lambda x: _biggest_first(x[1])):
+                choice = self._choose(other)
+                if choice is None:
+                    break
                 where, ogs = choice
                 at = choose_devices(ogs, other, other.allowed_on(where)) if ogs is not None else []
                 self._commit(other, where, ogs, at, self.state.ports[where].lowest(), a.status, a.reason,
                              a.previous_host)
-                return True
-            # no other place for the flexible one: undo the new one
-            placed = self.assignments.pop()
-            self.state.release(gs, mine, demand, host, placed.port)
-            self._room_again(host, gs)
-        # put the flexible one back exactly where it was
-        self.state.ports[host].take(a.port)
-        self.state.claim(gs, positions, other, host)
-        self.assignments.append(a)
+                done.append((self.assignments[-1], other))
+            else:
+                self._hopeless.clear()  # capacity moved around: shapes that failed may fit now
+                return [m for m, _ in done[1:]]
+        for placed, d in reversed(done):  # undo: what this attempt placed, newest first
+            self._drop(placed)
+            g = self._group_of(placed)
+            self.state.release(g, [g.pos_of[i] for i in placed.gpus], d, placed.host, placed.port)
+            self._room_again(placed.host, g)
+        for a, other, positions in held:  # and the flexible ones back exactly where they were
+            self.state.ports[host].take(a.port)
+            self.state.claim(gs, positions, other, host)
+            self.assignments.append(a)
         self.index.refresh(gs)
         if not self.state.has_free_port(host) or self._exhausted(host):
             self.index.drop_host(host)
         self.hosts.refresh(host)
-        return False
+        return None
+
+    def _drop(self, a: Assignment) -> None:
+        """Take ``a`` out of the list by identity, from the end (the repair's are the newest): comparing
+        assignments field by field made the repair step slow."""
+        for i in range(len(self.assignments) - 1, -1, -1):
+            if self.assignments[i] is a:
+                del self.assignments[i]
+                return
+        raise ValueError(a.key)
 
     def _room_again(self, host: str, gs: GroupState) -> None:
         if self.state.has_free_port(host) and not self._exhausted(host):

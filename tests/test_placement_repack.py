@@ -1,0 +1,102 @@
+"""Whole-GPU replicas that biggest-first best fit leaves over are re-packed by a bounded exact search."""
+from __future__ import annotations
+
+from stack.lock import render_lock
+from stack.placement import Demand, place
+from stack.placement.engine import _Run
+
+from .fleets import fleet, gpus, host
+from .test_placement import read_lock_from_text
+
+
+def whole(dep: str, n: int, replica: int = 0) -> Demand:
+    return Demand(dep, replica, "cuda", n, None)
+
+
+def tight():
+    """Hosts of 5, 8, 7, 5, 6 GPUs and replicas of 6, 6, 5, 4, 3, 2, 2, 2, 1 GPUs: 31 and 31.
+    They fit exactly (8 = 6 + 2, 7 = 5 + 2, 6 = 6, 5 = 4 + 1, 5 = 3 + 2), but biggest-first best fit
+    puts the 3 and the 1 beside two 2s on the 8-GPU host and has nowhere left for the last 2."""
+    f = fleet(*(host(f"h{i}", gpus("nvidia", "H100", 80, n)) for i, n in enumerate((5, 8, 7, 5, 6))))
+    demands = [whole(f"d{i}", n) for i, n in enumerate((6, 4, 2, 1, 6, 3, 2, 2, 5))]
+    return f, demands
+
+
+def test_a_fleet_that_fits_exactly_gets_every_replica():
+    f, demands = tight()
+    p = place(f, demands)
+    assert not p.unplaced, [u.message for u in p.unplaced]
+    used = {}
+    for a in p.assignments:
+        assert len(set(a.gpus)) == len(a.gpus)
+        for g in a.gpus:
+            assert (a.host, g) not in used, f"{a.host} GPU {g} given twice"
+            used[(a.host, g)] = a.key
+    assert len(used) == 31
+
+
+def test_without_the_repack_one_replica_is_left_over(monkeypatch):
+    """The test above fails without the new step (so it tests it)."""
+    monkeypatch.setattr(_Run, "repack", lambda self, by_key: None)
+    f, demands = tight()
+    assert len(place(f, demands).unplaced) == 1
+
+
+def test_a_kept_replica_never_moves_for_the_repack():
+    f, demands = tight()
+    first = place(f, [d for d in demands if d.deployment != "d8"])  # all but the 5
+    prior = read_lock_from_text(render_lock("s", first))
+    p = place(f, demands, prior)
+    kept = {a.key: (a.host, a.gpus) for a in first.assignments}
+    for a in p.assignments:
+        if a.key in kept:
+            assert a.status == "kept" and (a.host, a.gpus) == kept[a.key]
+    # the lock pins what runs; the 5-GPU replica is unplaced with the reason, nothing is evicted
+    assert [u.key for u in p.unplaced] == ["d8/0"]
+
+
+def test_a_new_replica_gives_way_to_a_bigger_one_when_that_uses_more_gpus():
+    # one host of 8: replicas of 5, 4 and 4; greedy takes 5 (then 3 free, no 4 fits): 5 GPUs used;
+    # 4 + 4 uses all 8 and places as many replicas
+    f = fleet(host("h", gpus("nvidia", "H100", 80, 8)))
+    p = place(f, [whole("a", 5), whole("b", 4), whole("c", 4)])
+    assert sorted(a.deployment for a in p.assignments) == ["b", "c"]
+    assert [u.key for u in p.unplaced] == ["a/0"] and "a/0" in p.unplaced[0].message
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(1, 8), min_size=1, max_size=5), st.lists(st.integers(1, 6), min_size=1, max_size=14),
+       st.integers(0, 14))
+def test_the_repack_never_double_books_never_evicts_and_never_does_worse(sizes, asks, first_n):
+    f = fleet(*(host(f"h{i}", gpus("nvidia", "H100", 80, n)) for i, n in enumerate(sizes)))
+    demands = [whole(f"d{i}", n) for i, n in enumerate(asks)]
+    first = place(f, demands[:first_n])
+    prior = read_lock_from_text(render_lock("s", first))
+    p = place(f, demands, prior)
+    used = set()
+    for a in p.assignments:
+        for g in a.gpus:
+            assert (a.host, g) not in used
+            used.add((a.host, g))
+        assert len(a.gpus) == asks[int(a.deployment[1:])]
+    was = {a.key: (a.host, a.gpus) for a in first.assignments}
+    for a in p.assignments:
+        if a.key in was:
+            assert (a.host, a.gpus) == was[a.key]  # a replica the lock placed stays where it runs
+    assert {u.key for u in p.unplaced} | {a.key for a in p.assignments} == {d.key for d in demands}
+    with _no_repack():
+        plain = place(f, demands, prior)
+    assert (len(used), len(p.assignments)) >= (sum(len(a.gpus) for a in plain.assignments), len(plain.assignments))
+
+
+class _no_repack:
+    def __enter__(self):
+        self.saved = _Run.repack
+        _Run.repack = lambda self, by_key: None
+
+    def __exit__(self, *exc):
+        _Run.repack = self.saved
