@@ -128,9 +128,8 @@ def vram_per_gpu(f: dict, split: list[int], opts: Options = Options()) -> list[i
     n = len(split)
     batch = max(32, opts.batch)
     ubatch = batch if not f["causal"] else min(opts.ubatch, batch)
-    n_ctx = opts.ctx_size
-    n_ctx = (n_ctx + (255 if opts.flash_attention else 31)) // (256 if opts.flash_attention else 32) * \
-        (256 if opts.flash_attention else 32)
+    pad = 256 if opts.flash_attention else 32  # llama.cpp pads the context (GGMLPadding)
+    n_ctx = -(-opts.ctx_size // pad) * pad
     n_tokens = min(n_ctx, ubatch)
     n_kv, n_batch, n_outputs = n_ctx, n_tokens, n_tokens
     blocks = f["block_count"]

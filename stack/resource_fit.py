@@ -30,7 +30,7 @@ Plain data; the placement sees an ordinary whole-GPU demand (``gpus``, ``min_vra
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -258,6 +258,8 @@ def _gguf_fit(name: str, dep: Deployment, framework: str, fleet: Fleet, models: 
         raise InputError([marks.problem(at, f"{models_file} has no GGUF header facts for {model_key(dep.model)}; "
                                             f"run: gpufleet models --stack {stack} --refresh")])
     opts = gguf_options(parameters)
+    if find_ctx(parameters) == "0":  # llama.cpp: the model's own context length
+        opts = replace(opts, ctx_size=meta.gguf.context_length or CTX_SIZE)
     facts = meta.gguf.model_dump()
     groups = _groups(dep, framework, fleet)
     fixed = dep.resources.gpus if dep.resources.gpus != "auto" else None
@@ -278,7 +280,8 @@ def _gguf_fit(name: str, dep: Deployment, framework: str, fleet: Fleet, models: 
                                         "bigger hosts")])
 
 
-def find_ctx(parameters: list[str]) -> bool:
+def find_ctx(parameters: list[str]) -> str | None:
+    """The deployment's own --ctx-size/-c, if it gives one."""
     from backends.parameters import find_parameter
 
-    return find_parameter(parameters, "ctx-size", "c") is not None
+    return find_parameter(parameters, "ctx-size", "c")

@@ -235,3 +235,21 @@ def test_a_local_gguf_file_is_read_from_disk(tmp_path):
         f.truncate(BRIEF["size"])  # a hole: the weights' size without the weights
     meta = from_folder(str(path))
     assert meta.gguf.block_count == 32 and meta.weight_bytes == 8_532_934_912
+
+
+def test_the_deployments_own_context_size_is_estimated_and_zero_means_the_models(tmp_path, hub, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    model = "{huggingface: bartowski/Meta-Llama-3.1-8B-Instruct-GGUF, huggingface_filename: '*Q8_0.gguf'}"
+    sizes = {}
+    for ctx in ("8192", "32768", "0"):
+        project = _project(tmp_path / ctx, model, "{gpus: auto}")
+        edit(project / "stack" / "demo.yaml", "    resources: {gpus: auto}\n",
+             f"    resources: {{gpus: auto}}\n    backend_parameters: [--ctx-size={ctx}]\n")
+        assert run_cli("--root", project, "models", "--stack", "demo").code == 0
+        r = run_cli("--root", project, "plan", "--stack", "demo", "--json")
+        (fit,) = [f for f in json.loads(r.out)["resource_fit"] if f["deployment"] == "fit"]
+        assert "GPUStack's default" not in fit["estimate"]
+        sizes[ctx] = fit["min_vram_mib"]
+    assert sizes["8192"] == -(-10_195_673_088 // MIB)  # as with GPUStack's default
+    assert sizes["32768"] == -(-15_178_506_240 // MIB)  # gguf-parser's figure for --ctx-size 32768
+    assert sizes["0"] > sizes["32768"]  # the file's own 131072 tokens
