@@ -15,6 +15,7 @@ Pure: the same fleet, demands, prior and strategy give the same Placement.
 from __future__ import annotations
 
 import gc
+from itertools import islice
 
 from inventory.fleet import Fleet
 from inventory.sizes import format_mib
@@ -219,6 +220,30 @@ class _HostsLacking:
     def __bool__(self) -> bool:
         return True
 
+    def first(self, lst: list, i: int) -> tuple | None:
+        """The index's ``_first`` for this set: the same checks as ``in``, inlined in one loop (the walk past
+        hosts short of CPUs or memory was half of a 2,000-host plan's placement time)."""
+        avoid, cpu, ram, checks = self.avoid, self.cpu, self.ram, self.checks
+        need_cpu, need_ram = self.need_cpu, self.need_ram
+        for e in islice(lst, i, None):
+            host = e[1]
+            if host in avoid:
+                continue
+            c = cpu[host]
+            if c is not None and c < need_cpu:
+                continue
+            r = ram[host]
+            if r is not None and r < need_ram:
+                continue
+            if not checks:
+                return e
+            self.budget -= 1
+            if self.budget < 0:
+                raise _GiveUp
+            if not any(check(host) for check in checks):
+                return e
+        return None
+
 
 class _Run:
     """One placement run: the state, the index, and what has been decided so far."""
@@ -233,8 +258,9 @@ class _Run:
         self.ratios: tuple[float, float] | None = None
         #: the least CPUs and memory any GPU replica of this plan asks (set by place)
         self.min_cpus, self.min_ram = 0.0, 0
-        #: demand shapes no host could take (placing only ever shrinks capacity)
-        self._hopeless: set[tuple] = set()
+        #: (static shape, VRAM) -> the (CPUs, memory) asks no host could take (placing only ever shrinks
+        #: capacity, so an ask at least as big in both fails too)
+        self._hopeless: dict[tuple, list[tuple[float, int]]] = {}
         #: hosts for replicas that need no GPU (set by place)
         self.hosts: HostIndex | None = None
 
@@ -309,8 +335,9 @@ class _Run:
             return self._choose_by_scan(demand, avoid)
 
         # capacity only shrinks during a run: a shape nothing fit will never fit later in it
-        shape = (demand.static_key(), demand.vram_mib, demand.cpus, demand.ram_mib)
-        if shape in self._hopeless:
+        shape = (demand.static_key(), demand.vram_mib)
+        failed = self._hopeless.get(shape)
+        if failed and any(c <= demand.cpus and r <= demand.ram_mib for c, r in failed):
             return None
         ctx = Context(self.state, self.ratios)
         hard = frozenset(avoid) if demand.spread_hosts else frozenset()  # spread: hosts is a rule
@@ -331,7 +358,8 @@ class _Run:
             if gs is not None:
                 return gs.host.name, gs
         if not hard:
-            self._hopeless.add(shape)
+            c, r = demand.cpus, demand.ram_mib  # kept minimal: asks this one covers go
+            self._hopeless[shape] = [(c, r)] + [(x, y) for x, y in failed or () if x < c or y < r]
         return None
 
     def _choose_by_scan(self, demand: Demand, avoid: set[str]):

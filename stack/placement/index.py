@@ -168,6 +168,9 @@ def _first(lst: list, i: int, avoid) -> tuple | None:
     n = len(lst)
     if not avoid:
         return lst[i] if i < n else None
+    first = getattr(avoid, "first", None)  # a set that checks more than names walks the list itself
+    if first is not None:
+        return first(lst, i)
     while i < n:
         if lst[i][1] not in avoid:
             return lst[i]
