@@ -3,18 +3,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import paramiko
+from typing import TYPE_CHECKING
 
 from documents.problems import Problem
 from documents.yaml_reader import path_kind
 
 from .fleet import Fleet
 
+if TYPE_CHECKING:
+    import paramiko
+
 
 def known_hosts_problems(fleet: Fleet, base: Path) -> list[Problem]:
     """A missing known_hosts file, or a host with no key in it: SSH would refuse the host at `pulumi up`."""
     problems = []
+    import paramiko  # here: only validate and discover read known_hosts; paramiko costs 0.1 s to import
+
     loaded: dict[str, paramiko.HostKeys | None] = {}
     for host in fleet.hosts:
         where = fleet.positions.get(host.name, (0, 0))
