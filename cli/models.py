@@ -1,7 +1,8 @@
 """`gpufleet models --stack S`: record the metadata `auto` resources are sized from.
 
-Writes ``stack/<stack>.models.yaml`` (commit it beside the lock): per model its weight size and
-attention heads, read from the Hub (or ``HF_ENDPOINT``) or a local model folder. Plans and
+Writes ``stack/<stack>.models.yaml`` (commit it beside the lock): per model its weight size,
+attention heads, parameters per dtype (safetensors headers) or the layers gguf-parser's estimate
+needs (a GGUF header), read from the Hub (or ``HF_ENDPOINT``) or a local model folder or file. Plans and
 previews read only the file, so they stay offline and repeatable.
 """
 from __future__ import annotations
@@ -21,8 +22,9 @@ EXIT_OK = 0
 def register(sub) -> None:
     p = sub.add_parser("models", help="record the model sizes that `auto` resources are fitted from",
                        description="For every deployment with resources gpus: auto or vram: auto, read the model's "
-                                   "weight size and attention heads (the Hub's file listing and a range read of "
-                                   "config.json, or a local model folder) and write stack/<stack>.models.yaml. "
+                                   "weight size, attention heads and weight-file headers (the Hub's file listing "
+                                   "and range reads of config.json and of the safetensors or GGUF headers, or a "
+                                   "local model folder or .gguf file) and write stack/<stack>.models.yaml. "
                                    "Plans read that file and never the network. HF_TOKEN and HF_ENDPOINT are "
                                    "read from the environment.")
     p.add_argument("--stack", required=True, metavar="S", help="stack name (stack/S.yaml) or a path to a stack file")

@@ -218,10 +218,3 @@ def read_header(read: Read, name: str) -> GGUFHeader:
     header.data_offset = (cur.pos + align - 1) // align * align
     return header
 
-
-def file_reader(path: str) -> Read:
-    def read(offset: int, length: int) -> bytes:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read(length)
-    return read
