@@ -100,3 +100,28 @@ class _no_repack:
 
     def __exit__(self, *exc):
         _Run.repack = self.saved
+
+
+def test_the_filters_decide_what_is_unplaced_not_the_index(monkeypatch):
+    """Should the index-driven search miss a host (a bug, a memo too eager), the filters that explain
+    the failure find it and the replica is placed there: an explanation never disagrees with a decision."""
+    from stack.placement.index import CandidateIndex
+
+    monkeypatch.setattr(CandidateIndex, "best", lambda self, demand, strategy, avoid=frozenset(): None)
+    f = fleet(host("a", gpus("nvidia", "H100", 80, 2)), host("b", gpus("nvidia", "H100", 80, 1)))
+    gib = 1024
+    demands = [Demand("two", 0, "cuda", 2, 60 * gib, 60 * gib), Demand("one", 0, "cuda", 1, 60 * gib, 60 * gib),
+               whole("big", 4)]  # shared claims: the whole-GPU re-pack does not reach them
+    p = place(f, demands)
+    assert sorted((a.deployment, a.host, len(a.gpus)) for a in p.assignments) == [("one", "b", 1), ("two", "a", 2)]
+    (u,) = p.unplaced
+    assert u.key == "big/0" and "no single host can ever hold" in u.message
+
+
+def test_each_unplaced_replica_is_explained_with_its_own_cpus():
+    """Two replicas of one GPU shape asking different CPUs: each message names its own ask (one
+    explanation used to be shared by the shape, with the first replica's CPU count in it)."""
+    f = fleet(host("a", gpus("nvidia", "H100", 80, 2), cpus=16, ram_gib=256))
+    p = place(f, [Demand("x", 0, "cuda", 1, None, cpus=24), Demand("y", 0, "cuda", 1, None, cpus=30)])
+    by = {u.key: u.message for u in p.unplaced}
+    assert "cpu: 1 host lacks 24 free CPUs" in by["x/0"] and "cpu: 1 host lacks 30 free CPUs" in by["y/0"], by

@@ -682,49 +682,93 @@ class _Run:
 
     # ------------------------------------------------------------------ 3. explain
     def explain_unplaced(self) -> None:
-        """Explain each replica nothing fit. Capacity only shrinks during a run, so the final state
-        explains every failure, and replicas of one shape share one explanation."""
-        cache: dict[tuple, tuple] = {}
+        """Explain each replica nothing fit, by the filters themselves against the final state: they
+        decide. Should they find a host the index-driven search missed, the replica is placed there
+        instead of reported (the index, the memos and the preferences only speed the search up), so an
+        explanation can never disagree with the decision. Capacity only shrinks during a run, so the
+        final state explains every failure, and replicas of one shape share one explanation."""
+        cache: dict[tuple, list] = {}  # shape -> [(CPUs, memory, explanation)]
+        static: dict[tuple, dict] = {}
         for demand, previous in self._failed:
             key = (demand.static_key(), demand.vram_mib, demand.manual, demand.spread_hosts and demand.deployment)
-            got = cache.get(key)
+            got = self._explained(cache.get(key, ()), demand)
             if got is None:
-                got = cache[key] = explain(self.fleet, self.state, demand, self.index)
-            rejected, never, text = got
+                got = explain(self.fleet, self.state, demand, self.index, static)
+                cache.setdefault(key, []).append((demand.cpus, demand.ram_mib, got))
+            rejected, never, text, fits = got
+            if fits is not None and self._place_at(demand, previous, *fits):
+                cache.pop(key, None)  # the state changed: the next replica of this shape is checked again
+                continue
             self.unplaced.append(Unplaced(demand.deployment, demand.replica, demand.describe(), rejected,
                                           f"{demand.key}: {text}", never, previous))
 
+    @staticmethod
+    def _explained(known: list, demand: Demand):
+        """An explanation already made for this shape that is exactly this demand's: the same CPUs and
+        memory asked, or more of both where no host was short of either (then nothing depends on them)."""
+        for cpus, ram, got in known:
+            if (cpus, ram) == (demand.cpus, demand.ram_mib) or \
+                    (demand.cpus <= cpus and demand.ram_mib <= ram and "free_cpu" not in got[0]
+                     and "free_ram" not in got[0]):
+                return got
+        return None
 
-def explain(fleet: Fleet, state: FleetState, demand: Demand,
-            index: CandidateIndex | None = None) -> tuple[dict[str, int], bool, str]:
+    def _place_at(self, demand: Demand, previous, host, group) -> bool:
+        gs = self.state.group_state(host.name, group) if group is not None else None
+        positions = choose_devices(gs, demand, demand.allowed_on(host.name)) if gs is not None else []
+        port = self.state.ports[host.name].lowest()
+        if positions is None or port is None:
+            return False
+        reason = self.move_reasons.get(demand.key, "") if previous else ""
+        self._commit(demand, host.name, gs, positions, port, "moved" if previous else "new", reason, previous)
+        return True
+
+
+def explain(fleet: Fleet, state: FleetState, demand: Demand, index: CandidateIndex | None = None,
+            static_cache: dict | None = None) -> tuple[dict[str, int], bool, str, tuple | None]:
     """Count, per filter, the hosts it rejected (each host counted at the filter its best group reached).
 
-    Static filters are answered once per class of identical groups when an index is given.
-    Returns (counts by reason code, whether no host could ever hold it, the sentence for people).
+    Static filters are answered once per class of identical groups when an index is given (once per
+    run when the caller passes ``static_cache``: they depend only on the demand's static shape).
+    Returns (counts by reason code, whether no host could ever hold it, the sentence for people, and a
+    (host, group) every filter accepts, if there is one: then the replica is not unplaced at all).
     """
     filters = applicable(demand)
     first_dynamic = next(i for i, f in enumerate(filters) if f in DYNAMIC)
-    static_reach: dict[tuple, int] = {}
+    static_reach: dict[tuple, int] = {} if static_cache is None else \
+        static_cache.setdefault(demand.static_key(), {})
+
+    n = len(filters)
+    class_of = index.class_of if index is not None else None
+    gs_of = {id(gs.group): gs for gs in state.groups} if index is not None else None
 
     def reached(host, group) -> int:
         start = 0
-        if group is not None and index is not None:
-            ckey = index.class_of[state.group_state(host.name, group).gid]
-            if ckey not in static_reach:
-                static_reach[ckey] = next((i for i, f in enumerate(filters[:first_dynamic])
-                                           if not f(host, group, demand, state)), first_dynamic)
-            if static_reach[ckey] < first_dynamic:
-                return static_reach[ckey]
+        if group is not None and class_of is not None:
+            ckey = class_of[gs_of[id(group)].gid]
+            got = static_reach.get(ckey)
+            if got is None:
+                got = static_reach[ckey] = next((i for i, f in enumerate(filters[:first_dynamic])
+                                                 if not f.check(host, group, demand, state)), first_dynamic)
+            if got < first_dynamic:
+                return got
             start = first_dynamic
-        return next((i for i, f in enumerate(filters) if i >= start
-                     and ((group is None and f.gpu_only) or not f(host, group, demand, state))), len(filters))
+        for i in range(start, n):
+            f = filters[i]
+            if (group is None and f.gpu_only) or not f.check(host, group, demand, state):
+                return i
+        return n
 
     rejected_hosts: dict[str, list] = {f.code: [] for f in filters}
+    fits = None
     for host in fleet.hosts:
         groups = [None] if demand.gpus == 0 else (list(host.groups) or [None])
-        furthest = max(reached(host, group) for group in groups)
+        reach = [reached(host, group) for group in groups]
+        furthest = max(reach)
         if furthest < len(filters):
             rejected_hosts[filters[furthest].code].append(host)
+        elif fits is None:
+            fits = (host, groups[reach.index(furthest)])
     rejected = {code: len(hosts) for code, hosts in rejected_hosts.items() if hosts}
     parts = [f.explain(len(rejected_hosts[f.code]), demand, rejected_hosts[f.code])
              for f in filters if rejected_hosts[f.code]]
@@ -751,7 +795,7 @@ def explain(fleet: Fleet, state: FleetState, demand: Demand,
         text = f"no single host can ever hold {demand.describe()}: {why} — " + "; ".join(parts)
     else:
         text = f"no host fits {demand.describe()} — " + "; ".join(parts)
-    return rejected, never, text
+    return rejected, never, text, fits
 
 
 def _too_big_for_any_host(fleet: Fleet, demand: Demand) -> bool:
