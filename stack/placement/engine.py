@@ -34,6 +34,7 @@ from .filters import (
 from .index import BINPACK, CandidateIndex, HostIndex
 from .model import Assignment, Demand, LockedReplica, Placement, Removed, Unplaced
 from .preferences import Context, gpu_share, tiers
+from .rankers import RANKERS
 from .state import FleetState, GroupState, choose_devices
 
 
@@ -69,7 +70,7 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
     state = FleetState(fleet)
     index = CandidateIndex(state, demands)
     run = _Run(fleet, state, index, strategy)
-    run.hosts = HostIndex(state, demands, strategy)
+    run.hosts = HostIndex(state, demands, run.ranker)
     gpu_demands = [d for d in demands if d.gpus]
     run.min_cpus = min((d.cpus for d in gpu_demands), default=0)
     run.min_ram = min((d.ram_mib for d in gpu_demands), default=0)
@@ -221,7 +222,7 @@ class _HostsLacking:
         return True
 
     def first(self, lst: list, i: int) -> tuple | None:
-        """The index's ``_first`` for this set: the same checks as ``in``, inlined in one loop (the walk past
+        """The rankers' ``_first`` for this set: the same checks as ``in``, inlined in one loop (the walk past
         hosts short of CPUs or memory was half of a 2,000-host plan's placement time)."""
         avoid, cpu, ram, checks = self.avoid, self.cpu, self.ram, self.checks
         need_cpu, need_ram = self.need_cpu, self.need_ram
@@ -250,6 +251,7 @@ class _Run:
 
     def __init__(self, fleet: Fleet, state: FleetState, index: CandidateIndex, strategy: str):
         self.fleet, self.state, self.index, self.strategy = fleet, state, index, strategy
+        self.ranker = RANKERS[strategy]
         self.assignments: list[Assignment] = []
         self.unplaced: list[Unplaced] = []
         self.move_reasons: dict[str, str] = {}
@@ -352,7 +354,7 @@ class _Run:
                     checks.append(check)
             hosts = _HostsLacking(skip, self.state, demand, tuple(checks)) if sized or checks else skip
             try:
-                gs = self.index.best(demand, self.strategy, hosts)
+                gs = self.index.best(demand, self.ranker, hosts)
             except _GiveUp:
                 continue
             if gs is not None:
@@ -383,9 +385,8 @@ class _Run:
         shared = host.name in avoid  # soft anti-affinity: hosts already running it go last
         load = self.state.replicas_on[host.name]
         if gs is None:  # no GPU needed: keep GPU hosts for GPU work
-            return (shared, bool(host.groups), -load if self.strategy == BINPACK else load, host.name)
-        free = gs.untouched
-        return (shared, free if self.strategy == BINPACK else -free, host.name, gs.gidx)
+            return (shared, bool(host.groups), self.ranker.host_rank(load), host.name)
+        return (shared, *self.ranker.scan_rank(gs, host.name))
 
     # ------------------------------------------------------------------ 2b. repair
     #: candidate (group, replica) pairs the repair step looks at, over the whole run

@@ -1,4 +1,4 @@
-"""Fast candidate lookup: the rankers' preferences, kept as sorted lists per class of device groups.
+"""Fast candidate lookup: device groups kept in sorted lists per class, for the rankers to pick from.
 
 Groups whose static attributes are equal (host state, the label values demands ask about,
 vendor, model, device size and count) form a *class*: static filters are evaluated once per
@@ -7,7 +7,8 @@ sorted by what the rankers prefer, so a replica costs a few bisections instead o
 of every host:
 
 - ``whole``:   (unclaimed devices U, host, group)  - binpack takes the smallest U >= gpus
-               (the tightest group, keeping empty hosts empty); spread takes the largest.
+               (the tightest group, keeping empty hosts empty); spread takes the largest
+               (stack.placement.rankers says which).
 - ``touched``: (free MiB, host, group, device)      - already-shared devices, best fit first.
 - ``kth[g]``:  (g-th largest shareable free MiB, host, group) - g-GPU fractional claims.
 
@@ -20,6 +21,7 @@ from typing import Iterable
 
 from .filters import STATIC
 from .model import Demand
+from .rankers import Ranker
 from .state import FleetState, GroupState
 
 BINPACK, SPREAD = "binpack", "spread"
@@ -98,7 +100,7 @@ class CandidateIndex:
             insort(lst, entry)
             self._kth[gs.gid][g] = entry
 
-    def _kth_list(self, lists: _ClassLists, g: int) -> list:
+    def kth_list(self, lists: _ClassLists, g: int) -> list:
         lst = lists.kth.get(g)
         if lst is None:
             lst = lists.kth[g] = []
@@ -131,68 +133,14 @@ class CandidateIndex:
             self._eligible[key] = got
         return got
 
-    def best(self, demand: Demand, strategy: str, avoid: set[str] | frozenset = frozenset()) -> GroupState | None:
+    def best(self, demand: Demand, ranker: Ranker, avoid: set[str] | frozenset = frozenset()) -> GroupState | None:
         """The group the ranker prefers for this demand, skipping hosts in ``avoid``; None if nothing fits."""
         best_key, best_gid = None, None
-        g, v = demand.gpus, demand.vram_mib
         for lists in self.eligible(demand):
-            cap = lists.capacity
-            if strategy == BINPACK:
-                if v is None:
-                    e = _first(lists.whole, bisect_left(lists.whole, (g,)), avoid)
-                    cand = e and ((0, e[0], cap, e[1], e[2]), e[-1])
-                elif g == 1:
-                    e = _first(lists.touched, bisect_left(lists.touched, (v,)), avoid)
-                    cand = e and ((0, e[0], cap, e[1], e[2]), e[-1])
-                    if v <= cap:
-                        u = _first(lists.whole, bisect_left(lists.whole, (1,)), avoid)
-                        alt = u and ((1, cap, u[0], u[1], u[2]), u[-1])
-                        if alt and (not cand or alt[0] < cand[0]):
-                            cand = alt
-                else:
-                    lst = self._kth_list(lists, g)
-                    e = _first(lst, bisect_left(lst, (v,)), avoid)
-                    cand = e and ((0, e[0], cap, e[1], e[2]), e[-1])
-            else:  # spread: the most capacity left, as a fraction of the group (hosts of different sizes)
-                lst = lists.whole if v is None else self._kth_list(lists, g)
-                e = _largest(lst, g if v is None else v, avoid)
-                share = e and (e[0] / len(lists.rep.group.devices) if v is None else e[0] / cap)
-                cand = e and ((-share, -e[0], cap, e[1], e[2]), e[-1])
+            cand = ranker.pick(self, lists, demand, avoid)
             if cand and (best_key is None or cand[0] < best_key):
                 best_key, best_gid = cand
         return None if best_gid is None else self.state.groups[best_gid]
-
-
-def _first(lst: list, i: int, avoid) -> tuple | None:
-    """The first entry at or after ``i`` whose host is not avoided."""
-    n = len(lst)
-    if not avoid:
-        return lst[i] if i < n else None
-    first = getattr(avoid, "first", None)  # a set that checks more than names walks the list itself
-    if first is not None:
-        return first(lst, i)
-    while i < n:
-        if lst[i][1] not in avoid:
-            return lst[i]
-        i += 1
-    return None
-
-
-def _largest(lst: list, threshold: int, avoid) -> tuple | None:
-    """The entry with the largest key >= threshold (lowest host name among equals), skipping avoided hosts."""
-    if not lst:
-        return None
-    top = len(lst)
-    while top > 0:
-        key = lst[top - 1][0]
-        if key < threshold:
-            return None
-        start = bisect_left(lst, (key,), 0, top)
-        for i in range(start, top):
-            if lst[i][1] not in avoid:
-                return lst[i]
-        top = start
-    return None
 
 
 class HostIndex:
@@ -205,8 +153,8 @@ class HostIndex:
     replica of the plan any more.
     """
 
-    def __init__(self, state: FleetState, demands: Iterable[Demand], strategy: str):
-        self.state, self.binpack = state, strategy == BINPACK
+    def __init__(self, state: FleetState, demands: Iterable[Demand], ranker: Ranker):
+        self.state, self.ranker = state, ranker
         cpu_only = [d for d in demands if d.gpus == 0]
         #: without CPU-only replicas nobody asks: nothing is filed (re-filing costs every placement)
         self.active = bool(cpu_only)
@@ -223,8 +171,7 @@ class HostIndex:
             self.refresh(host.name)
 
     def _rank(self, host: str) -> int:
-        load = self.state.replicas_on[host]
-        return -load if self.binpack else load
+        return self.ranker.host_rank(self.state.replicas_on[host])
 
     def refresh(self, host: str) -> None:
         if not self.active:

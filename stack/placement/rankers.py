@@ -1,0 +1,118 @@
+"""Rankers: which of the groups (or hosts) that pass every filter a replica takes.
+
+A ranker is a small part with three answers: the best candidate in one class of the index's sorted
+lists (``pick``), the order of hosts for replicas that need no GPU (``host_rank``), and the order
+of the few candidates checked one by one (``scan_rank``: manual GPU selection). The index only keeps
+the lists sorted; what a strategy prefers lives here, so a new one (topology, say) is a class here
+and a name in ``RANKERS``. Soft wishes that cut across strategies (anti-affinity, CPU and memory
+alignment) are preferences (stack.placement.preferences), searched in tiers above the ranker.
+
+Keys are compared smallest first across classes; ties go to the lower host name, then group.
+"""
+from __future__ import annotations
+
+from bisect import bisect_left
+
+from .model import Demand
+from .state import GroupState
+
+
+class Ranker:
+    name = ""
+
+    def pick(self, index, lists, demand: Demand, avoid) -> tuple | None:
+        """(key, group id) of this class's best candidate, or None."""
+        raise NotImplementedError
+
+    def host_rank(self, load: int) -> int:
+        """Sort key of a host running ``load`` replicas, for replicas that need no GPU."""
+        raise NotImplementedError
+
+    def scan_rank(self, gs: GroupState, host_name: str) -> tuple:
+        """Sort key of one candidate group checked by a scan."""
+        raise NotImplementedError
+
+
+class Binpack(Ranker):
+    """The tightest group (fewest unclaimed devices left), already-shared devices before breaking
+    whole ones, the smallest device that fits: big empty hosts stay free for big replicas."""
+
+    name = "binpack"
+
+    def pick(self, index, lists, demand, avoid):
+        g, v, cap = demand.gpus, demand.vram_mib, lists.capacity
+        if v is None:
+            e = _first(lists.whole, bisect_left(lists.whole, (g,)), avoid)
+            return e and ((0, e[0], cap, e[1], e[2]), e[-1])
+        if g == 1:
+            e = _first(lists.touched, bisect_left(lists.touched, (v,)), avoid)
+            cand = e and ((0, e[0], cap, e[1], e[2]), e[-1])
+            if v <= cap:
+                u = _first(lists.whole, bisect_left(lists.whole, (1,)), avoid)
+                alt = u and ((1, cap, u[0], u[1], u[2]), u[-1])
+                if alt and (not cand or alt[0] < cand[0]):
+                    cand = alt
+            return cand
+        lst = index.kth_list(lists, g)
+        e = _first(lst, bisect_left(lst, (v,)), avoid)
+        return e and ((0, e[0], cap, e[1], e[2]), e[-1])
+
+    def host_rank(self, load):
+        return -load  # the busiest host first
+
+    def scan_rank(self, gs, host_name):
+        return (gs.untouched, host_name, gs.gidx)
+
+
+class Spread(Ranker):
+    """The most capacity left, as a fraction of the group (hosts of different sizes compare fairly)."""
+
+    name = "spread"
+
+    def pick(self, index, lists, demand, avoid):
+        g, v, cap = demand.gpus, demand.vram_mib, lists.capacity
+        lst = lists.whole if v is None else index.kth_list(lists, g)
+        e = _largest(lst, g if v is None else v, avoid)
+        share = e and (e[0] / len(lists.rep.group.devices) if v is None else e[0] / cap)
+        return e and ((-share, -e[0], cap, e[1], e[2]), e[-1])
+
+    def host_rank(self, load):
+        return load  # the idlest host first
+
+    def scan_rank(self, gs, host_name):
+        return (-gs.untouched, host_name, gs.gidx)
+
+
+def _first(lst: list, i: int, avoid) -> tuple | None:
+    """The first entry at or after ``i`` whose host is not avoided."""
+    n = len(lst)
+    if not avoid:
+        return lst[i] if i < n else None
+    first = getattr(avoid, "first", None)  # a set that checks more than names walks the list itself
+    if first is not None:
+        return first(lst, i)
+    while i < n:
+        if lst[i][1] not in avoid:
+            return lst[i]
+        i += 1
+    return None
+
+
+def _largest(lst: list, threshold: int, avoid) -> tuple | None:
+    """The entry with the largest key >= threshold (lowest host name among equals), skipping avoided hosts."""
+    if not lst:
+        return None
+    top = len(lst)
+    while top > 0:
+        key = lst[top - 1][0]
+        if key < threshold:
+            return None
+        start = bisect_left(lst, (key,), 0, top)
+        for i in range(start, top):
+            if lst[i][1] not in avoid:
+                return lst[i]
+        top = start
+    return None
+
+
+RANKERS: dict[str, Ranker] = {r.name: r for r in (Binpack(), Spread())}
