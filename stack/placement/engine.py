@@ -26,7 +26,6 @@ from .filters import (
     FRAMEWORK,
     GPU_MODEL,
     PIPELINE,
-    STATIC,
     VENDOR,
     VRAM_SIZE,
     applicable,
@@ -437,12 +436,13 @@ class _Run:
         items = placed + [(None, d) for d, _ in failed]
         if len(items) > self.REPACK_ITEMS:
             return
-        static: dict[tuple, list[int]] = {}
+        static: dict[tuple, list[int]] = {}  # the groups each shape may use, from the index's classes
         for _, d in items:
             key = d.static_key()
             if key not in static:
-                static[key] = [gs.gid for gs in self.state.groups
-                               if all(f(gs.host, gs.group, d) for f in STATIC)]
+                static[key] = [gid for lists in self.index.eligible(d) for gid in lists.members]
+                if len(static[key]) > self.REPACK_GROUPS:
+                    return
         gids = sorted({g for v in static.values() for g in v})
         if len(gids) > self.REPACK_GROUPS:
             return
