@@ -689,16 +689,20 @@ class _Run:
         explanation can never disagree with the decision. Capacity only shrinks during a run, so the
         final state explains every failure, and replicas of one shape share one explanation."""
         cache: dict[tuple, list] = {}  # shape -> [(CPUs, memory, explanation)]
+        walks: dict[tuple, list] = {}  # shape -> each host's reach with CPUs and memory left out
         static: dict[tuple, dict] = {}
         for demand, previous in self._failed:
             key = (demand.static_key(), demand.vram_mib, demand.manual, demand.spread_hosts and demand.deployment)
             got = self._explained(cache.get(key, ()), demand)
             if got is None:
-                got = explain(self.fleet, self.state, demand, self.index, static)
+                if key not in walks:
+                    walks[key] = walk(self.fleet, self.state, demand, self.index, static)
+                got = explain(self.fleet, self.state, demand, walks[key])
                 cache.setdefault(key, []).append((demand.cpus, demand.ram_mib, got))
             rejected, never, text, fits = got
             if fits is not None and self._place_at(demand, previous, *fits):
-                cache.pop(key, None)  # the state changed: the next replica of this shape is checked again
+                cache.clear()  # the state changed: every shape is walked again
+                walks.clear()
                 continue
             self.unplaced.append(Unplaced(demand.deployment, demand.replica, demand.describe(), rejected,
                                           f"{demand.key}: {text}", never, previous))
@@ -725,23 +729,25 @@ class _Run:
         return True
 
 
-def explain(fleet: Fleet, state: FleetState, demand: Demand, index: CandidateIndex | None = None,
-            static_cache: dict | None = None) -> tuple[dict[str, int], bool, str, tuple | None]:
-    """Count, per filter, the hosts it rejected (each host counted at the filter its best group reached).
+_HOST_LEVEL = ("free_cpu", "free_ram")  # filters that read only the host and the replica's CPUs or memory
+
+
+def walk(fleet: Fleet, state: FleetState, demand: Demand, index: CandidateIndex | None = None,
+         static_cache: dict | None = None) -> list[tuple]:
+    """Each host's reach through the filters (the position of the first that rejects its best group,
+    or their count), with the CPU and memory filters left out, and that group: what ``explain`` needs,
+    shared by replicas of one shape that ask different CPUs or memory.
 
     Static filters are answered once per class of identical groups when an index is given (once per
-    run when the caller passes ``static_cache``: they depend only on the demand's static shape).
-    Returns (counts by reason code, whether no host could ever hold it, the sentence for people, and a
-    (host, group) every filter accepts, if there is one: then the replica is not unplaced at all).
-    """
+    run when the caller passes ``static_cache``: they depend only on the demand's static shape)."""
     filters = applicable(demand)
     first_dynamic = next(i for i, f in enumerate(filters) if f in DYNAMIC)
     static_reach: dict[tuple, int] = {} if static_cache is None else \
         static_cache.setdefault(demand.static_key(), {})
-
     n = len(filters)
     class_of = index.class_of if index is not None else None
     gs_of = {id(gs.group): gs for gs in state.groups} if index is not None else None
+    skip = {i for i, f in enumerate(filters) if f.code in _HOST_LEVEL}
 
     def reached(host, group) -> int:
         start = 0
@@ -755,21 +761,48 @@ def explain(fleet: Fleet, state: FleetState, demand: Demand, index: CandidateInd
                 return got
             start = first_dynamic
         for i in range(start, n):
+            if i in skip:
+                continue
             f = filters[i]
             if (group is None and f.gpu_only) or not f.check(host, group, demand, state):
                 return i
         return n
 
-    rejected_hosts: dict[str, list] = {f.code: [] for f in filters}
-    fits = None
+    out = []
     for host in fleet.hosts:
         groups = [None] if demand.gpus == 0 else (list(host.groups) or [None])
         reach = [reached(host, group) for group in groups]
         furthest = max(reach)
+        out.append((host, furthest, groups[reach.index(furthest)]))
+    return out
+
+
+def explain(fleet: Fleet, state: FleetState, demand: Demand, walked: list[tuple] | None = None,
+            index: CandidateIndex | None = None) -> tuple[dict[str, int], bool, str, tuple | None]:
+    """Count, per filter, the hosts it rejected (each host counted at the filter its best group reached).
+
+    ``walked``: the shape's ``walk`` (made here when not given); the CPU and memory filters are applied
+    to it for this replica's own asks. Returns (counts by reason code, whether no host could ever hold
+    it, the sentence for people, and a (host, group) every filter accepts, if there is one: then the
+    replica is not unplaced at all).
+    """
+    filters = applicable(demand)
+    if walked is None:
+        walked = walk(fleet, state, demand, index)
+    cpu_i = next((i for i, f in enumerate(filters) if f.code == "free_cpu"), None)
+    ram_i = next((i for i, f in enumerate(filters) if f.code == "free_ram"), None)
+    rejected_hosts: dict[str, list] = {f.code: [] for f in filters}
+    fits = None
+    for host, furthest, group in walked:
+        # a host-level rejection counts where its filter sits: before what the host's best group reached
+        if cpu_i is not None and cpu_i < furthest and not state.cpu_fits(host.name, demand):
+            furthest = cpu_i
+        if ram_i is not None and ram_i < furthest and not state.ram_fits(host.name, demand):
+            furthest = ram_i
         if furthest < len(filters):
             rejected_hosts[filters[furthest].code].append(host)
         elif fits is None:
-            fits = (host, groups[reach.index(furthest)])
+            fits = (host, group)
     rejected = {code: len(hosts) for code, hosts in rejected_hosts.items() if hosts}
     parts = [f.explain(len(rejected_hosts[f.code]), demand, rejected_hosts[f.code])
              for f in filters if rejected_hosts[f.code]]
