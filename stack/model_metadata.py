@@ -25,6 +25,7 @@ from .resource_fit import EXCLUDED, GGUFFacts, ModelMeta, weight_bytes
 from .schema import ModelSource
 
 CONFIG_BYTES = 256 * 1024
+LISTING_BYTES = 16 * 1024 * 1024
 TIMEOUT_S = 15  # GPUStack's timeout for the same lookups (estimate_model_vram)
 
 
@@ -32,12 +33,12 @@ class MetadataError(Exception):
     """The metadata could not be read; the message says why and what to do."""
 
 
-def _get(url: str, token: str | None, headers: dict | None = None) -> bytes:
+def _get(url: str, token: str | None, headers: dict | None = None, limit: int = CONFIG_BYTES + 1) -> bytes:
     request = urllib.request.Request(url, headers={**(headers or {}),
                                                    **({"Authorization": f"Bearer {token}"} if token else {})})
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-            return response.read(CONFIG_BYTES + 1)
+            return response.read(limit)
     except urllib.error.HTTPError as err:
         code = err.headers.get("X-Error-Code", "")
         if code == "GatedRepo" or err.code in (401, 403):
@@ -141,20 +142,24 @@ def from_hub(source: ModelSource, endpoint: str, token: str | None) -> ModelMeta
         raise MetadataError(f"{source.ref}: only Hugging Face repositories are read here; for ModelScope "
                             "write the entry yourself (weight_bytes, num_attention_heads)")
     base = endpoint.rstrip("/")
-    listing = json.loads(_get(f"{base}/api/models/{source.ref}/tree/main", token))
-    files = {e["path"]: int(e.get("size") or 0) for e in listing if e.get("type") == "file"}
     fields: dict = {}
     if source.filename:
         import fnmatch
+        # every file of the repository, folders included, as the fetch matches them (model_info's siblings)
+        info = json.loads(_get(f"{base}/api/models/{source.ref}?blobs=true", token, limit=LISTING_BYTES))
+        files = {s["rfilename"]: int(s.get("size") or 0) for s in info.get("siblings") or []}
         chosen = sorted(n for n in files if fnmatch.fnmatch(n, source.filename))
         if not chosen:
-            raise MetadataError(f"no file in {source.ref} matches {source.filename!r}")
+            raise MetadataError(f"no file in {source.ref} matches {source.filename!r}; its files: "
+                                + ", ".join(sorted(files)[:12]))
         if chosen[0].endswith(".gguf"):
             chosen = _split_names(chosen[0], files)
             fields["gguf"] = _gguf([(f"{source.ref}/{n}", _ranged(f"{base}/{source.ref}/resolve/main/{n}", token))
                                     for n in chosen])
         weights = sum(files[n] for n in chosen)
     else:
+        listing = json.loads(_get(f"{base}/api/models/{source.ref}/tree/main", token, limit=LISTING_BYTES))
+        files = {e["path"]: int(e.get("size") or 0) for e in listing if e.get("type") == "file"}
         weights = weight_bytes(files)
         shards = sorted(n for n in files if n.endswith(".safetensors") and n not in EXCLUDED)
         fields["parameters"] = _safetensors([(f"{source.ref}/{n}", _ranged(f"{base}/{source.ref}/resolve/main/{n}",

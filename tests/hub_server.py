@@ -107,7 +107,7 @@ class HubServer:
                     repo = self._repo(name, body)
                     if repo:
                         info = {"id": name, "modelId": name, "sha": repo.sha, "private": False, "gated": repo.gated,
-                                "siblings": [{"rfilename": n, "size": len(d),
+                                "siblings": [{"rfilename": n, "size": repo.sizes.get(n, len(d)),
                                               "blobId": hashlib.sha1(d).hexdigest()} for n, d in repo.files.items()]}
                         self._send(200, {"Content-Type": "application/json"}, json.dumps(info).encode(), body)
                     return

@@ -253,3 +253,38 @@ def test_the_deployments_own_context_size_is_estimated_and_zero_means_the_models
     assert sizes["8192"] == -(-10_195_673_088 // MIB)  # as with GPUStack's default
     assert sizes["32768"] == -(-15_178_506_240 // MIB)  # gguf-parser's figure for --ctx-size 32768
     assert sizes["0"] > sizes["32768"]  # the file's own 131072 tokens
+
+
+def _split_brief(brief: dict, part: int, parts: int) -> dict:
+    """One part of the brief's file split as llama.cpp's gguf-split writes it: the metadata in the first
+    part, each part's tensors with offsets from its own data section."""
+    tensors = brief["tensorInfos"]
+    share = -(-len(tensors) // parts)
+    mine = tensors[part * share:(part + 1) * share]
+    base = mine[0]["offset"]
+    infos = [{**t, "offset": t["offset"] - base} for t in mine]
+    kvs = brief["header"]["metadataKV"] if part == 0 else \
+        [{"key": "general.architecture", "valueType": 8, "value": "llama"}]
+    return {"header": {"version": 3, "tensorCount": len(infos), "metadataKVCount": len(kvs), "metadataKV": kvs},
+            "tensorInfos": infos, "padding": 0}
+
+
+def test_a_split_gguf_in_a_folder_is_sized_from_all_its_parts(tmp_path, monkeypatch):
+    names = [f"Q8_0/Meta-Llama-3.1-8B-Instruct-Q8_0-0000{i}-of-00002.gguf" for i in (1, 2)]
+    parts = []
+    for i in range(2):
+        raw = header_bytes(_split_brief(BRIEF, i, 2))
+        parts.append(raw + b"\0" * (-len(raw) % 32))
+    repo = Repo({names[0]: parts[0], names[1]: parts[1], "README.md": b"#"})
+    with HubServer({"o/split": repo}) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        project = _project(tmp_path, "{huggingface: o/split, huggingface_filename: '*Q8_0-00001-of-00002.gguf'}",
+                           "{gpus: auto}")
+        r = run_cli("--root", project, "models", "--stack", "demo")
+        assert r.code == 0, r.err
+        assert server.requests[("RANGE", "/o/split/resolve/main/" + names[1])]  # the second part was read
+    meta = yaml.safe_load((project / "stack" / "demo.models.yaml").read_text())["models"][
+        "huggingface:o/split:*Q8_0-00001-of-00002.gguf"]
+    whole = facts([gguf_header.read_header(reader(LLAMA), "whole")])
+    assert meta["gguf"]["layer_bytes"] == whole["layer_bytes"] and meta["gguf"]["parameters"] == 8_030_261_312
+    assert vram_per_gpu(meta["gguf"], [1]) == vram_per_gpu(whole, [1])
