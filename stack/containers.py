@@ -220,12 +220,15 @@ def render_container(stack: str, w: Workload, a: Assignment, host: Host, setting
 
 
 def _memory_fraction(w: Workload, a: Assignment, host: Host) -> float | None:
-    """A shared claim's memory fraction (claim / device size) to set on the engine, or None.
+    """A shared claim's memory fraction (claim / device size) to set on the engine, or None; for an
+    SGLang replica sized by ``auto``, SGLang's static fraction as GPUStack computes and passes it.
 
     None also when the user set the engine's flag themselves at or below the claim; above it is
     refused (backends.memory).
     """
     knob = knob_for(w.backend.name)
+    if w.fit is not None and w.fit.engine_fraction is not None and a.whole:
+        return w.fit.engine_fraction  # SGLang sized by auto: the fraction GPUStack computed and passes
     if a.whole or not a.gpus or knob is None or w.custom or w.spec.resources.share != "enforced":
         return None
     device = _group(host, a).vram_mib

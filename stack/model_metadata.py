@@ -127,10 +127,17 @@ def _safetensors(readers: list[tuple[str, object, int]]) -> dict[str, int] | Non
 
 
 def _config_fields(data: dict) -> dict:
+    out = {}
+    vision = data.get("vision_config")
+    if isinstance(vision, dict):  # SGLang's fraction shrinks with the vision tower (stack.sglang_fraction)
+        layers = vision.get("num_hidden_layers") or vision.get("depth")
+        hidden = vision.get("hidden_size")
+        # GPUStack's defaults where the tower does not say (24 layers of 1024)
+        out["vision_layers"] = layers if isinstance(layers, int) and layers > 0 else 24
+        out["vision_hidden_size"] = hidden if isinstance(hidden, int) and hidden > 0 else 1024
     text = data.get("text_config")
     if isinstance(text, dict) and "num_attention_heads" in text:  # get_hf_text_config
         data = text
-    out = {}
     for key in ("num_attention_heads", "vocab_size"):
         if isinstance(data.get(key), int) and data[key] > 0:
             out[key] = data[key]

@@ -13,9 +13,11 @@ Ported rules (gpustack/gpustack@47277d79):
   ``--gpu-memory-utilization``, or the deployment's; ``vllm_resource_fit_selector``) and all of it for
   community and custom backends (``custom_backend_resource_fit_selector``: "without utilization"), as
   few as hold the claim, and a count that divides the model's ``num_attention_heads`` and
-  ``vocab_size`` (``base_candidate_selector._is_tp_size_divisible``). SGLang (a memory fraction
-  GPUStack derives per GPU type) and MindIE (``npu_memory_fraction``) are sized differently by
-  GPUStack and not ported: ``auto`` is refused for them;
+  ``vocab_size`` (``base_candidate_selector._is_tp_size_divisible``). For SGLang each GPU counts
+  the static memory fraction GPUStack computes for the smallest device of the type
+  (stack/sglang_fraction.py: ``MemFractionStaticCalculator``), which is also passed to the engine
+  as ``--mem-fraction-static``, as GPUStack passes it. MindIE (``npu_memory_fraction``) is sized
+  differently by GPUStack and not ported: ``auto`` is refused for it;
 * a GGUF file (``is_gguf_model``: the file name ends in .gguf, whatever the backend) is sized by
   gguf-parser's full-offload estimate with GPUStack's arguments (stack/gguf_estimate.py): as few
   whole GPUs on one host as hold each GPU's share of weights, KV cache at ``--ctx-size`` (8192 unless
@@ -45,6 +47,7 @@ from inventory.sizes import format_mib
 
 from .gguf_estimate import CTX_SIZE, LOGICAL_BATCH, PARALLEL, PHYSICAL_BATCH, Options, vram_per_gpu
 from .placement.filters import model_matches
+from .sglang_fraction import mem_fraction_static
 from .schema import Deployment, ModelSource
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -89,6 +92,9 @@ class ModelMeta(StrictModel):
     weight_bytes: int = Field(ge=0)
     num_attention_heads: Optional[int] = Field(default=None, ge=1)
     vocab_size: Optional[int] = Field(default=None, ge=1)
+    #: the vision tower's layers and hidden size (config.json's vision_config), for SGLang's fraction
+    vision_layers: Optional[int] = Field(default=None, ge=1)
+    vision_hidden_size: Optional[int] = Field(default=None, ge=1)
     #: parameters per dtype, from the safetensors headers
     parameters: Optional[dict[str, int]] = None
     #: the GGUF file's facts, for gguf-parser's estimate
@@ -144,14 +150,18 @@ class Fit:
     utilization: float = GPU_MEMORY_UTILIZATION
     #: for a GGUF file: how gguf-parser's estimate was made (context size and per-GPU VRAM)
     gguf_note: str = ""
+    #: SGLang: the static memory fraction GPUStack computed, passed to the engine as it passes it
+    engine_fraction: Optional[float] = None
 
     def describe(self) -> str:
         if self.gguf_note:
             return (f"{self.weight_bytes / 1024 ** 3:.1f} GiB of GGUF weights → {self.gpus} × GPU of at least "
                     f"{format_mib(self.min_vram_mib)} ({self.gguf_note})")
+        usable = f"{self.utilization:.1%}" if self.engine_fraction else f"{self.utilization:.0%}"
+        how = ", SGLang's static memory fraction as GPUStack computes it" if self.engine_fraction else ""
         return (f"{self.weight_bytes / 1024 ** 3:.1f} GiB of weights → {format_mib(self.claim_mib)} of VRAM "
                 f"(× 1.2 + 2 GiB) → {self.gpus} × GPU of at least {format_mib(self.min_vram_mib)} "
-                f"({self.utilization:.0%} usable)")
+                f"({usable} usable{how})")
 
 
 def per_gpu(claim: int, n: int, utilization: float = GPU_MEMORY_UTILIZATION) -> int:
@@ -159,8 +169,7 @@ def per_gpu(claim: int, n: int, utilization: float = GPU_MEMORY_UTILIZATION) -> 
 
 
 #: built-ins GPUStack sizes another way (not ported)
-NOT_PORTED = {"SGLang": "a static memory fraction GPUStack derives per GPU type",
-              "MindIE": "its npu_memory_fraction and MindIE's own parameters"}
+NOT_PORTED = {"MindIE": "its npu_memory_fraction and MindIE's own parameters"}
 
 
 def is_gguf(source: ModelSource) -> bool:
@@ -213,13 +222,19 @@ def fit(name: str, dep: Deployment, framework: str, fleet: Fleet, models: dict[s
     meta = _meta(name, dep, models, models_file, marks)
     claim = claim_mib(meta, dep.env)
     groups = _groups(dep, framework, fleet)
+    engine = None
+    if backend == "SGLang" and builtin and groups:
+        # GPUStack: one fraction per GPU type, from the smallest device of the type it may use
+        vision = (meta.vision_layers, meta.vision_hidden_size or 1024) if meta.vision_layers else None
+        engine = mem_fraction_static(min(size for size, _ in groups), framework == "cann", parameters or [], vision)
+        share = engine if engine is not None else _given_fraction(parameters or [])
     fixed = dep.resources.gpus if dep.resources.gpus != "auto" else None
     most = max((n for _, n in groups), default=0)
     counts = [fixed] if fixed else [n for n in range(1, most + 1) if divides(n, meta)]
     for n in counts:
         need = per_gpu(claim, n, share)
         if any(size >= need and count >= n for size, count in groups):
-            return Fit(meta.weight_bytes, claim, n, need, share)
+            return Fit(meta.weight_bytes, claim, n, need, share, engine_fraction=engine)
     largest = max((size for size, _ in groups), default=0)
     how = f"{fixed} GPUs" if fixed else "any GPU count that divides its attention heads"
     raise InputError([marks.problem(at, f"{model_key(dep.model)} needs about {format_mib(claim)} of VRAM "
@@ -227,6 +242,15 @@ def fit(name: str, dep: Deployment, framework: str, fleet: Fleet, models: dict[s
                                         f"devices of that size (largest: {format_mib(largest)}, most on one "
                                         f"host: {most}); give gpus and vram yourself or add bigger hosts")])
 
+
+
+def _given_fraction(parameters: list[str]) -> float:
+    from backends.parameters import find_parameter
+
+    try:
+        return float(find_parameter(parameters, "mem-fraction-static"))
+    except (TypeError, ValueError):
+        return GPU_MEMORY_UTILIZATION
 
 
 def _meta(name: str, dep: Deployment, models: dict[str, ModelMeta], models_file: str, marks: Marks) -> ModelMeta:

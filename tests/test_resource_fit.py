@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import pytest
 import yaml
@@ -126,7 +127,7 @@ def test_llama_cpp_with_a_whole_repository_is_noted(tmp_path):
 
 
 @pytest.mark.parametrize("backend, version, why", [
-    ("SGLang", "", "GPUStack sizes SGLang with a static memory fraction GPUStack derives per GPU type, which "
+    ("MindIE", "", "GPUStack sizes MindIE with its npu_memory_fraction and MindIE's own parameters, which "
                    "gpufleet does not port"),
     ("llama.cpp", "\n    version: cuda", "auto sizes llama.cpp from the GGUF file's header (gguf-parser's "
                                           "estimate, as GPUStack does); name the file")])
@@ -148,3 +149,42 @@ def test_community_backends_count_the_whole_device(tmp_path):
     data = json.loads(run_cli("--root", project, "plan", "--stack", "demo", "--json").out)
     (fit,) = data["resource_fit"]
     assert fit["gpus"] == 1 and fit["min_vram_mib"] == fit["vram_claim_mib"]  # no 90 %: the custom selector's rule
+
+
+SGLANG_GOLDEN = json.loads((Path(__file__).parent / "data" / "gpustack" / "sglang_mem_fraction.json").read_text())
+
+
+@pytest.mark.parametrize("case", SGLANG_GOLDEN["cases"], ids=lambda c: f"{c['device_mib']}-{c['framework']}-"
+                         f"{' '.join(c['backend_parameters'])}-{bool(c['vision_config'])}")
+def test_sglangs_static_memory_fraction_is_gpustacks(case):
+    from stack.sglang_fraction import mem_fraction_static
+
+    v = case["vision_config"]
+    vision = None if v is None else (v.get("num_hidden_layers") or v.get("depth") or 24, v.get("hidden_size", 1024))
+    assert mem_fraction_static(min(case["device_mib"]), case["framework"] == "cann", case["backend_parameters"],
+                               vision) == case["mem_fraction_static"]
+
+
+def test_sglang_auto_counts_gpustacks_fraction_and_passes_it_to_the_engine(tmp_path):
+    from stack.plan import build_plan
+    from stack.project import load_project
+
+    project = copy_project(tmp_path)
+    edit(project / "stack" / "demo.yaml", "deployments:", "deployments:\n  sg:\n    backend: SGLang\n"
+         "    model: {huggingface: Qwen/Qwen2.5-VL-7B-Instruct}\n    resources: {gpus: auto}\n"
+         "    selectors: {gpu_model: '*A100*'}\n")
+    (project / "stack" / "demo.models.yaml").write_text(yaml.safe_dump({"models": {
+        "huggingface:Qwen/Qwen2.5-VL-7B-Instruct": {"weight_bytes": 16_582_831_184, "num_attention_heads": 28,
+                                                    "vocab_size": 152064, "vision_layers": 32,
+                                                    "vision_hidden_size": 1280}}}))
+    assert run_cli("--root", project, "lock", "--stack", "demo").code == 0
+    data = json.loads(run_cli("--root", project, "plan", "--stack", "demo", "--json").out)
+    (fit,) = [f for f in data["resource_fit"] if f["deployment"] == "sg"]
+    # GPUStack on a 40 GiB A100 (the smallest device the selector allows), with a 32 × 1280 vision tower:
+    # 0.833 × 0.95 × 0.892 = 0.706; 15.4 GiB of weights -> 20.5 GiB of VRAM -> one GPU of at least 29.1 GiB
+    assert (fit["gpus"], fit["min_vram_mib"]) == (1, -(-21026 * 1000 // 706))
+    assert "70.6% usable, SGLang's static memory fraction as GPUStack computes it" in fit["estimate"], fit
+    plan = build_plan(load_project("demo", project))
+    (c,) = [c for c in plan.containers if c.deployment == "sg"]
+    i = c.command.index("--mem-fraction-static")
+    assert c.command[i + 1] == "0.706"
