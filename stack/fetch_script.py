@@ -176,6 +176,11 @@ def max_model_len(folder):
             config = json.load(f)
     except (OSError, ValueError):
         return None
+    return derive_max_len(config)
+
+
+def derive_max_len(config):
+    """get_hf_text_config, then get_max_model_len, on a parsed config.json; None when it fails."""
     if not isinstance(config, dict):
         return None
     text = config.get("text_config")

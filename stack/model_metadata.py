@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import gguf_header, safetensors_header
+from .fetch_script import derive_max_len
 from .gguf_estimate import NotEstimable, facts
 from .resource_fit import EXCLUDED, GGUFFacts, ModelMeta, weight_bytes
 from .schema import ModelSource
@@ -135,12 +136,31 @@ def _config_fields(data: dict) -> dict:
         # GPUStack's defaults where the tower does not say (24 layers of 1024)
         out["vision_layers"] = layers if isinstance(layers, int) and layers > 0 else 24
         out["vision_hidden_size"] = hidden if isinstance(hidden, int) and hidden > 0 else 1024
+    max_len = derive_max_len(data)
     text = data.get("text_config")
     if isinstance(text, dict) and "num_attention_heads" in text:  # get_hf_text_config
         data = text
     for key in ("num_attention_heads", "vocab_size"):
         if isinstance(data.get(key), int) and data[key] > 0:
             out[key] = data[key]
+    facts = {k: data[k] for k in ("num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+                                  "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim")
+             if isinstance(data.get(k), int) and not isinstance(data.get(k), bool) and data[k] >= 0}
+    hidden, heads = data.get("hidden_size"), facts.get("num_attention_heads")
+    if not facts.get("head_dim") and isinstance(hidden, int) and heads:  # ModelParameters' default
+        facts["head_dim"] = hidden // heads
+    dtype = data.get("torch_dtype", data.get("dtype"))  # newer transformers write "dtype"
+    if isinstance(dtype, str):
+        facts["torch_dtype"] = dtype
+    if isinstance(data.get("quantize"), str):
+        facts["quantize"] = data["quantize"]
+    quant = data.get("quantization_config")
+    if isinstance(quant, dict) and isinstance(quant.get("kv_quant_type"), str):
+        facts["kv_quant_type"] = quant["kv_quant_type"]
+    if max_len is not None:
+        facts["max_len"] = max_len
+    if facts.get("num_hidden_layers"):
+        out["text"] = facts
     return out
 
 

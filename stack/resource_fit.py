@@ -16,8 +16,8 @@ Ported rules (gpustack/gpustack@47277d79):
   ``vocab_size`` (``base_candidate_selector._is_tp_size_divisible``). For SGLang each GPU counts
   the static memory fraction GPUStack computes for the smallest device of the type
   (stack/sglang_fraction.py: ``MemFractionStaticCalculator``), which is also passed to the engine
-  as ``--mem-fraction-static``, as GPUStack passes it. MindIE (``npu_memory_fraction``) is sized
-  differently by GPUStack and not ported: ``auto`` is refused for it;
+  as ``--mem-fraction-static``, as GPUStack passes it. MindIE is sized by GPUStack's own estimate
+  (stack/mindie_estimate.py: 3 GiB + weights + KV cache + computation, each NPU counting 80 %);
 * a GGUF file (``is_gguf_model``: the file name ends in .gguf, whatever the backend) is sized by
   gguf-parser's full-offload estimate with GPUStack's arguments (stack/gguf_estimate.py): as few
   whole GPUs on one host as hold each GPU's share of weights, KV cache at ``--ctx-size`` (8192 unless
@@ -46,6 +46,7 @@ from inventory.fleet import Fleet
 from inventory.sizes import format_mib
 
 from .gguf_estimate import CTX_SIZE, LOGICAL_BATCH, PARALLEL, PHYSICAL_BATCH, Options, vram_per_gpu
+from .mindie_estimate import npu_fraction, vram_request
 from .placement.filters import model_matches
 from .sglang_fraction import mem_fraction_static
 from .schema import Deployment, ModelSource
@@ -86,6 +87,24 @@ class GGUFFacts(StrictModel):
     last_layer: list[LayerTensor]
 
 
+class TextFacts(StrictModel):
+    """The language model's hyperparameters from config.json (its text_config for a multimodal one), as
+    GPUStack's ModelParameters reads them, for MindIE's estimate (stack.mindie_estimate)."""
+
+    num_hidden_layers: Optional[int] = Field(default=None, ge=0)
+    num_attention_heads: Optional[int] = Field(default=None, ge=0)
+    num_key_value_heads: Optional[int] = Field(default=None, ge=0)
+    head_dim: Optional[int] = Field(default=None, ge=0)
+    q_lora_rank: Optional[int] = Field(default=None, ge=0)
+    kv_lora_rank: Optional[int] = Field(default=None, ge=0)
+    qk_nope_head_dim: Optional[int] = Field(default=None, ge=0)
+    torch_dtype: Optional[PlainText] = None
+    quantize: Optional[PlainText] = None
+    kv_quant_type: Optional[PlainText] = None
+    #: GPUStack's derived_max_seq_len (get_max_model_len)
+    max_len: Optional[int] = Field(default=None, ge=0)
+
+
 class ModelMeta(StrictModel):
     """What resource fit needs of one model."""
 
@@ -97,6 +116,8 @@ class ModelMeta(StrictModel):
     vision_hidden_size: Optional[int] = Field(default=None, ge=1)
     #: parameters per dtype, from the safetensors headers
     parameters: Optional[dict[str, int]] = None
+    #: the language model's hyperparameters, for MindIE's estimate
+    text: Optional[TextFacts] = None
     #: the GGUF file's facts, for gguf-parser's estimate
     gguf: Optional[GGUFFacts] = None
     #: where the figures were read (a URL or a folder), for people
@@ -152,11 +173,17 @@ class Fit:
     gguf_note: str = ""
     #: SGLang: the static memory fraction GPUStack computed, passed to the engine as it passes it
     engine_fraction: Optional[float] = None
+    #: sized by GPUStack's MindIE estimate
+    mindie: bool = False
 
     def describe(self) -> str:
         if self.gguf_note:
             return (f"{self.weight_bytes / 1024 ** 3:.1f} GiB of GGUF weights → {self.gpus} × GPU of at least "
                     f"{format_mib(self.min_vram_mib)} ({self.gguf_note})")
+        if self.mindie:
+            return (f"{self.weight_bytes / 1024 ** 3:.1f} GiB of weights → {format_mib(self.claim_mib)} of NPU memory "
+                    f"(GPUStack's MindIE estimate: 3 GiB + weights + KV cache + computation) → {self.gpus} × NPU of "
+                    f"at least {format_mib(self.min_vram_mib)} ({self.utilization:.0%} usable)")
         usable = f"{self.utilization:.1%}" if self.engine_fraction else f"{self.utilization:.0%}"
         how = ", SGLang's static memory fraction as GPUStack computes it" if self.engine_fraction else ""
         return (f"{self.weight_bytes / 1024 ** 3:.1f} GiB of weights → {format_mib(self.claim_mib)} of VRAM "
@@ -166,10 +193,6 @@ class Fit:
 
 def per_gpu(claim: int, n: int, utilization: float = GPU_MEMORY_UTILIZATION) -> int:
     return math.ceil(claim / (n * utilization))
-
-
-#: built-ins GPUStack sizes another way (not ported)
-NOT_PORTED = {"MindIE": "its npu_memory_fraction and MindIE's own parameters"}
 
 
 def is_gguf(source: ModelSource) -> bool:
@@ -214,10 +237,8 @@ def fit(name: str, dep: Deployment, framework: str, fleet: Fleet, models: dict[s
         raise InputError([marks.problem(at, "auto sizes llama.cpp from the GGUF file's header (gguf-parser's "
                                             "estimate, as GPUStack does); name the file: huggingface_filename: "
                                             "'*Q4_K_M*.gguf' or a local_path ending in .gguf")])
-    why = NOT_PORTED.get(backend)
-    if why is not None:
-        raise InputError([marks.problem(at, f"GPUStack sizes {backend} with {why}, which gpufleet does not port; "
-                                            "give gpus and vram instead of auto")])
+    if backend == "MindIE" and builtin:
+        return _mindie_fit(name, dep, framework, fleet, models, models_file, marks)
     share = utilization(backend, builtin, parameters or [])
     meta = _meta(name, dep, models, models_file, marks)
     claim = claim_mib(meta, dep.env)
@@ -242,6 +263,39 @@ def fit(name: str, dep: Deployment, framework: str, fleet: Fleet, models: dict[s
                                         f"devices of that size (largest: {format_mib(largest)}, most on one "
                                         f"host: {most}); give gpus and vram yourself or add bigger hosts")])
 
+
+
+def _mindie_fit(name: str, dep: Deployment, framework: str, fleet: Fleet, models: dict[str, ModelMeta],
+                models_file: str, marks: Marks) -> Fit:
+    """GPUStack's MindIE estimate: the fewest NPUs whose npu_memory_fraction shares hold it and divide
+    the attention heads."""
+    at = ("deployments", name, "resources")
+    meta = _meta(name, dep, models, models_file, marks)
+    stack = Path(models_file).name.removesuffix(".models.yaml")
+    if meta.text is None or not meta.text.num_hidden_layers:
+        raise InputError([marks.problem(at, f"{models_file} has no config.json facts for {model_key(dep.model)}; "
+                                            f"run: gpufleet models --stack {stack} --refresh, or give gpus and vram")])
+    if meta.vision_layers:
+        raise InputError([marks.problem(at, f"{model_key(dep.model)} is multimodal: GPUStack sizes multimodal MindIE "
+                                            "models from their prefill tokens and architecture list, which gpufleet "
+                                            "does not port; give gpus and vram instead of auto")])
+    request = vram_request(meta.text, meta.weight_bytes, dep.env)
+    share = npu_fraction(dep.env)
+    claim = math.ceil(request / MIB)
+    groups = _groups(dep, framework, fleet)
+    fixed = dep.resources.gpus if dep.resources.gpus != "auto" else None
+    most = max((n for _, n in groups), default=0)
+    counts = [fixed] if fixed else [n for n in range(1, most + 1) if divides(n, meta)]
+    for n in counts:
+        need = per_gpu(claim, n, share)
+        if any(size >= need and count >= n for size, count in groups):
+            return Fit(meta.weight_bytes, claim, n, need, share, gguf_note="", mindie=True)
+    largest = max((size for size, _ in groups), default=0)
+    raise InputError([marks.problem(at, f"{model_key(dep.model)} needs about {format_mib(claim)} of NPU memory "
+                                        "(GPUStack's MindIE estimate: 3 GiB + weights + KV cache + computation); "
+                                        f"no host has enough {framework} devices of that size at "
+                                        f"{share:.0%} each (largest: {format_mib(largest)}, most on one host: "
+                                        f"{most}); give gpus and vram yourself or add bigger hosts")])
 
 
 def _given_fraction(parameters: list[str]) -> float:

@@ -127,8 +127,6 @@ def test_llama_cpp_with_a_whole_repository_is_noted(tmp_path):
 
 
 @pytest.mark.parametrize("backend, version, why", [
-    ("MindIE", "", "GPUStack sizes MindIE with its npu_memory_fraction and MindIE's own parameters, which "
-                   "gpufleet does not port"),
     ("llama.cpp", "\n    version: cuda", "auto sizes llama.cpp from the GGUF file's header (gguf-parser's "
                                           "estimate, as GPUStack does); name the file")])
 def test_auto_is_refused_where_it_cannot_be_sized(tmp_path, backend, version, why):
@@ -188,3 +186,48 @@ def test_sglang_auto_counts_gpustacks_fraction_and_passes_it_to_the_engine(tmp_p
     (c,) = [c for c in plan.containers if c.deployment == "sg"]
     i = c.command.index("--mem-fraction-static")
     assert c.command[i + 1] == "0.706"
+
+
+MINDIE_GOLDEN = json.loads((Path(__file__).parent / "data" / "gpustack" / "mindie_estimate.json").read_text())
+
+
+@pytest.mark.parametrize("case", MINDIE_GOLDEN["cases"], ids=lambda c: c["name"])
+def test_mindies_estimate_is_gpustacks(case):
+    from stack.mindie_estimate import vram_request
+    from stack.model_metadata import _config_fields
+    from stack.resource_fit import TextFacts
+
+    facts = TextFacts(**_config_fields(case["config"])["text"])  # as gpufleet models records config.json
+    assert vram_request(facts, case["weight_bytes"], case["env"]) == case["vram"]
+
+
+def _mindie_project(tmp_path, meta: dict):
+    project = copy_project(tmp_path)
+    edit(project / "stack" / "demo.yaml", "deployments:", "deployments:\n  mi:\n    backend: MindIE\n"
+         "    model: {huggingface: Qwen/Qwen2.5-7B-Instruct}\n    resources: {gpus: auto}\n")
+    (project / "stack" / "demo.models.yaml").write_text(yaml.safe_dump({"models": {
+        "huggingface:Qwen/Qwen2.5-7B-Instruct": meta}}))
+    return project
+
+
+def test_mindie_auto_takes_the_npus_gpustacks_estimate_asks(tmp_path):
+    from stack.model_metadata import _config_fields
+
+    config = MINDIE_GOLDEN["cases"][0]["config"]  # Qwen2.5-7B-Instruct: 20,390,226,944 bytes by GPUStack
+    project = _mindie_project(tmp_path, {"weight_bytes": 15_231_233_024, **_config_fields(config)})
+    assert run_cli("--root", project, "lock", "--stack", "demo").code == 0
+    data = json.loads(run_cli("--root", project, "plan", "--stack", "demo", "--json").out)
+    (fit,) = [f for f in data["resource_fit"] if f["deployment"] == "mi"]
+    need = -(-20_390_226_944 // 1024 ** 2)
+    assert (fit["gpus"], fit["vram_claim_mib"], fit["min_vram_mib"]) == (1, need, -(-need * 10 // 8))
+    assert "GPUStack's MindIE estimate: 3 GiB + weights + KV cache + computation" in fit["estimate"]
+    (rep,) = [r for r in data["replicas"] if r["deployment"] == "mi"]
+    assert rep["host"] == "ascend-910b-1" and len(rep["gpus"]) == 1
+
+
+def test_mindie_auto_refuses_a_multimodal_model_with_the_reason(tmp_path):
+    project = _mindie_project(tmp_path, {"weight_bytes": 16 * 1024 ** 3, "vision_layers": 32,
+                                         "vision_hidden_size": 1280, "text": {"num_hidden_layers": 28}})
+    r = run_cli("--root", project, "validate")
+    assert r.code == 2 and "is multimodal: GPUStack sizes multimodal MindIE models from their prefill tokens" \
+        in r.err, r.err
