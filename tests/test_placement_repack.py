@@ -125,3 +125,72 @@ def test_each_unplaced_replica_is_explained_with_its_own_cpus():
     p = place(f, [Demand("x", 0, "cuda", 1, None, cpus=24), Demand("y", 0, "cuda", 1, None, cpus=30)])
     by = {u.key: u.message for u in p.unplaced}
     assert "cpu: 1 host lacks 24 free CPUs" in by["x/0"] and "cpu: 1 host lacks 30 free CPUs" in by["y/0"], by
+
+
+# ---------------------------------------------------------------------------- CPU exchange
+
+def _cpu_case():
+    """Hosts whose CPUs or memory run out before their GPUs (hosts and asks: GPUs, CPUs, memory GiB)."""
+    f = fleet(*(host(name, gpus("nvidia", "H100", 80, n), cpus=c, ram_gib=m)
+                for name, n, c, m in (("h0", 2, 64, 256), ("h1", 2, 16, 256), ("h2", 8, 64, 64), ("h3", 4, 32, 256))))
+    asks = [("d0", None, 1, 16), ("d1", 16, 2, 8), ("d2", None, 4, 64), ("d3", 40, 8, 8), ("d4", 24, 1, 16),
+            ("d5", 16, 8, 64), ("d6", None, 12, 64), ("d7", None, 4, 64), ("d8", 40, 1, 16), ("d9", None, 12, 8),
+            ("d10", None, 2, 8), ("d11", None, 8, 8), ("d12", None, 8, 64), ("d13", None, 2, 64),
+            ("d14", None, 4, 64), ("d15", 16, 8, 8), ("d16", None, 8, 8), ("d17", None, 1, 64)]
+    demands = [Demand(n, 0, "cuda", 1, None if v is None else v * 1024, 0 if v is None else v * 1024,
+                      cpus=c, ram_mib=m * 1024) for n, v, c, m in asks]
+    return f, demands
+
+
+def _within_capacity(f, demands, p):
+    by = {d.key: d for d in demands}
+    for h in f.hosts:
+        mine = [by[a.key] for a in p.assignments if a.host == h.name]
+        assert sum(d.cpus for d in mine) <= h.cpus + 1e-9 and sum(d.ram_mib for d in mine) <= h.ram_mib, h.name
+        for dev in h.groups[0].devices:
+            on = [a for a in p.assignments if a.host == h.name and dev.index in a.gpus]
+            whole = [a for a in on if a.whole]
+            assert not whole or len(on) == 1, (h.name, dev.index)
+            assert sum(a.vram_mib for a in on if not a.whole) <= h.groups[0].vram_mib
+
+
+def test_a_cpu_heavy_replica_trades_places_so_idle_gpus_are_used():
+    f, demands = _cpu_case()
+    with _no_exchange():
+        before = place(f, demands)
+    after = place(f, demands)
+    assert len(after.assignments) == len(before.assignments) + 1  # a test that fails without the step
+    _within_capacity(f, demands, after)
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.integers(0, 10 ** 6))
+def test_the_exchange_never_overfills_a_host_and_never_places_fewer(seed):
+    import random
+
+    r = random.Random(seed)
+    f = fleet(*(host(f"h{i}", gpus("nvidia", "H100", 80, r.choice([2, 4, 8])), cpus=r.choice([8, 16, 32, 64]),
+                     ram_gib=r.choice([64, 256, 1024])) for i in range(r.randint(3, 6))))
+    demands = []
+    for k in range(r.randint(10, 30)):
+        v = None if r.random() < 0.5 else r.choice([16, 24, 40]) * 1024
+        demands.append(Demand(f"d{k}", 0, "cuda", 1, v, v or 0, cpus=r.choice([1, 2, 4, 8, 12]),
+                              ram_mib=r.choice([8, 16, 64]) * 1024))
+    first = place(f, demands[: len(demands) // 2])
+    prior = read_lock_from_text(render_lock("s", first))
+    p = place(f, demands, prior)
+    _within_capacity(f, demands, p)
+    kept = {a.key: (a.host, a.gpus) for a in first.assignments}
+    assert all((a.host, a.gpus) == kept[a.key] for a in p.assignments if a.status == "kept")
+    with _no_exchange():
+        plain = place(f, demands, prior)
+    assert len(p.assignments) >= len(plain.assignments)
+
+
+class _no_exchange:
+    def __enter__(self):
+        self.saved = _Run.exchange
+        _Run.exchange = lambda self, by_key: None
+
+    def __exit__(self, *exc):
+        _Run.exchange = self.saved

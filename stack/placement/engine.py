@@ -26,6 +26,7 @@ from .filters import (
     FRAMEWORK,
     GPU_MODEL,
     PIPELINE,
+    STATIC,
     VENDOR,
     VRAM_SIZE,
     applicable,
@@ -99,6 +100,8 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
     by_key = {d.key: d for d in demands}
     run.repair(by_key, constrained)  # 2b. make room for what nothing fit
     run.repack(by_key)  # 2c. few whole-GPU replicas left over: an exact, bounded search
+    run.retry()  # the re-pack may have freed room: what fits now goes first
+    run.exchange(by_key)  # 2d. GPUs idle next to exhausted CPUs: trade CPU-heavy for CPU-light replicas
     run.explain_unplaced()  # 3. explain, against the final state the user will see
 
     wanted = {d.key for d in demands}  # 4. removed
@@ -543,6 +546,146 @@ class _Run:
                              self.move_reasons.get(d.key, "") if previous else "", previous)
         now_placed = {items[i][1].key for i in moving if items[i][0] is None and plan[i] is not None}
         self._failed = [(d, prev) for d, prev in self._failed if d.key not in now_placed]
+
+    def retry(self) -> None:
+        """Replicas nothing fit, tried again in order: the repair and the re-pack move capacity around."""
+        failed, self._failed = self._failed, []
+        self._hopeless.clear()
+        for demand, previous in failed:
+            choice = self._choose(demand)
+            if choice is None:
+                self._failed.append((demand, previous))
+                continue
+            host, gs = choice
+            positions = choose_devices(gs, demand, demand.allowed_on(host)) if gs is not None else []
+            reason = self.move_reasons.get(demand.key, "") if previous else ""
+            self._commit(demand, host, gs, positions, self.state.ports[host].lowest(), "moved" if previous else "new",
+                         reason, previous)
+
+    #: candidate exchanges the CPU step looks at, over the whole run
+    EXCHANGE_BUDGET = 200_000
+
+    def exchange(self, by_key: dict[str, Demand]) -> None:
+        """GPUs left idle on hosts whose CPUs or memory ran out: a replica nothing fit gets such a host's
+        GPUs once a CPU-heavy replica there trades places with a CPU-light replica of the same GPU claim
+        on a host with CPUs to spare (both new or moved, never kept). Each trade must place the replica
+        that was left over, or it is undone. Bounded: at most EXCHANGE_BUDGET candidates in all."""
+        failed = [(d, p) for d, p in self._failed if d.gpus and d.manual is None and (d.cpus or d.ram_mib)]
+        if not failed:
+            return
+        by_shape: dict[tuple, list[Assignment]] = {}
+        for a in self.assignments:
+            if a.status != "kept" and a.vendor is not None:
+                d = by_key[a.key]
+                by_shape.setdefault((d.framework, d.gpus, d.vram_mib, d.min_vram_mib), []).append(a)
+        on_host: dict[str, list[Assignment]] = {}
+        for lst in by_shape.values():
+            for a in lst:
+                on_host.setdefault(a.host, []).append(a)
+        for lst in by_shape.values():  # CPU-light first: the walk for a partner stops at the first too heavy
+            lst.sort(key=lambda a: (by_key[a.key].cpus, by_key[a.key].ram_mib))
+        budget = [self.EXCHANGE_BUDGET]
+        placed: set[str] = set()
+        hopeless: dict[tuple, list[tuple[float, int]]] = {}  # asks no trade helped, as in _choose
+        for u, previous in failed:
+            if budget[0] <= 0:
+                break
+            shape = (u.static_key(), u.vram_mib)
+            if any(c <= u.cpus and r <= u.ram_mib for c, r in hopeless.get(shape, ())):
+                continue
+            if self._exchange_for(u, previous, by_key, by_shape, on_host, budget):
+                placed.add(u.key)
+                hopeless.clear()
+            else:
+                hopeless.setdefault(shape, []).append((u.cpus, u.ram_mib))
+        self._failed = [(d, p) for d, p in self._failed if d.key not in placed]
+
+    def _exchange_for(self, u: Demand, previous, by_key, by_shape, on_host, budget: list[int]) -> bool:
+        cpu, ram = self.state.cpu_free, self.state.ram_free
+        for lists in self.index.eligible(u):
+            for gid in lists.members:
+                gs = self.state.groups[gid]
+                h1 = gs.host.name
+                if choose_devices(gs, u, u.allowed_on(h1)) is None or not self.state.has_free_port(h1):
+                    continue  # no devices for it here: CPUs are not what is missing
+                short_cpu = 0.0 if cpu[h1] is None else u.cpus - cpu[h1]
+                short_ram = 0 if ram[h1] is None else u.ram_mib - ram[h1]
+                if short_cpu <= 1e-9 and short_ram <= 0:
+                    continue  # it fits here already (a preference turned it away): not this step's case
+                for x in list(on_host.get(h1, ())):
+                    dx = by_key[x.key]
+                    for y in by_shape.get((dx.framework, dx.gpus, dx.vram_mib, dx.min_vram_mib), ()):
+                        budget[0] -= 1
+                        if budget[0] < 0:
+                            return False
+                        dy = by_key[y.key]
+                        if dx.cpus - dy.cpus + 1e-9 < short_cpu:
+                            break  # the rest are heavier still
+                        if y.host == h1 or y is x or dx.ram_mib - dy.ram_mib < short_ram:
+                            continue
+                        h2 = y.host
+                        if (cpu[h2] is not None and cpu[h2] + dy.cpus - dx.cpus < -1e-9) or \
+                                (ram[h2] is not None and ram[h2] + dy.ram_mib - dx.ram_mib < 0):
+                            continue
+                        if self._trade(x, dx, y, dy, u, previous, gs):
+                            shape = by_shape[(dx.framework, dx.gpus, dx.vram_mib, dx.min_vram_mib)]
+                            new = [a for a in self.assignments[-3:] if a.key in (x.key, y.key)]
+                            for old in (x, y):
+                                shape.remove(old)
+                                on_host[old.host].remove(old)
+                            for a in new:
+                                on_host.setdefault(a.host, []).append(a)
+                            shape.extend(new)
+                            shape.sort(key=lambda a: (by_key[a.key].cpus, by_key[a.key].ram_mib))
+                            return True
+        return False
+
+    def _trade(self, x: Assignment, dx: Demand, y: Assignment, dy: Demand, u: Demand, previous, gs1) -> bool:
+        """x (on gs1's host) and y trade hosts, then u takes gs1's host; undone unless all three fit."""
+        gx, gy = self._group_of(x), self._group_of(y)
+        h1, h2 = x.host, y.host
+        if not all(f(gy.host, gy.group, dx) for f in STATIC) or not all(f(gx.host, gx.group, dy) for f in STATIC):
+            return False
+        if (dx.spread_hosts and self.state.runs(h2, dx.deployment)) or \
+                (dy.spread_hosts and self.state.runs(h1, dy.deployment)):
+            return False
+        px, py = [gx.pos_of[i] for i in x.gpus], [gy.pos_of[i] for i in y.gpus]
+        for a, d, g, pos in ((x, dx, gx, px), (y, dy, gy, py)):
+            self._drop(a)
+            self.state.release(g, pos, d, a.host, a.port)
+        done: list[tuple[Assignment, Demand]] = []
+        ok = True
+        for a, d, g, host in ((x, dx, gy, h2), (y, dy, gx, h1)):
+            at = choose_devices(g, d, d.allowed_on(host))
+            if at is None or not self.state.host_fits(host, d) or not self.state.has_free_port(host):
+                ok = False
+                break
+            self._commit(d, host, g, at, self.state.ports[host].lowest(), a.status, a.reason, a.previous_host)
+            done.append((self.assignments[-1], d))
+        if ok:
+            at = choose_devices(gs1, u, u.allowed_on(h1))
+            if at is not None and self.state.host_fits(h1, u) and self.state.has_free_port(h1) and \
+                    not (u.spread_hosts and self.state.runs(h1, u.deployment)):
+                reason = self.move_reasons.get(u.key, "") if previous else ""
+                self._commit(u, h1, gs1, at, self.state.ports[h1].lowest(), "moved" if previous else "new", reason,
+                             previous)
+                return True
+        for placed, d in reversed(done):  # undo: the trade, then the two back where they were
+            g = self._group_of(placed)
+            self._drop(placed)
+            self.state.release(g, [g.pos_of[i] for i in placed.gpus], d, placed.host, placed.port)
+        for a, d, g, pos in ((x, dx, gx, px), (y, dy, gy, py)):
+            self.state.ports[a.host].take(a.port)
+            self.state.claim(g, pos, d, a.host)
+            self.assignments.append(a)
+        for g, host in ((gx, h1), (gy, h2)):
+            self.index.refresh(g)
+            if not self.state.has_free_port(host) or self._exhausted(host):
+                self.index.drop_host(host)
+            else:
+                self.index.restore_host(host)
+            self.hosts.refresh(host)
+        return False
 
     def _group_of(self, a: Assignment) -> GroupState:
         return next(g for g in self.state.groups_of[a.host] if g.group.vendor == a.vendor
