@@ -135,6 +135,11 @@ def _hold(state: FleetState, index: CandidateIndex, entries: tuple[LockedReplica
             index.drop_host(locked.host)
 
 
+def _claim_shape(d: Demand) -> tuple:
+    """Replicas that can trade places: the same GPU claim."""
+    return (d.framework, d.gpus, d.vram_mib, d.min_vram_mib)
+
+
 def _biggest_first(d: Demand) -> tuple:
     return (-d.gpus, 0 if d.whole else 1, -(d.vram_mib or 0), -d.min_vram_mib, -d.cpus, -d.ram_mib,
             d.deployment, d.replica)
@@ -573,17 +578,17 @@ class _Run:
         failed = [(d, p) for d, p in self._failed if d.gpus and d.manual is None and (d.cpus or d.ram_mib)]
         if not failed:
             return
-        by_shape: dict[tuple, list[Assignment]] = {}
+        # (replica, demand) pairs by GPU claim, CPU-light first: the walk for a partner stops at the first
+        # too heavy; and by host
+        by_shape: dict[tuple, list[tuple]] = {}
+        on_host: dict[str, list[tuple]] = {}
         for a in self.assignments:
             if a.status != "kept" and a.vendor is not None:
                 d = by_key[a.key]
-                by_shape.setdefault((d.framework, d.gpus, d.vram_mib, d.min_vram_mib), []).append(a)
-        on_host: dict[str, list[Assignment]] = {}
+                by_shape.setdefault(_claim_shape(d), []).append((d.cpus, d.ram_mib, a.key, a, d))
+                on_host.setdefault(a.host, []).append((a, d))
         for lst in by_shape.values():
-            for a in lst:
-                on_host.setdefault(a.host, []).append(a)
-        for lst in by_shape.values():  # CPU-light first: the walk for a partner stops at the first too heavy
-            lst.sort(key=lambda a: (by_key[a.key].cpus, by_key[a.key].ram_mib))
+            lst.sort(key=lambda e: e[:3])
         budget = [self.EXCHANGE_BUDGET]
         placed: set[str] = set()
         hopeless: dict[tuple, list[tuple[float, int]]] = {}  # asks no trade helped, as in _choose
@@ -593,14 +598,14 @@ class _Run:
             shape = (u.static_key(), u.vram_mib)
             if any(c <= u.cpus and r <= u.ram_mib for c, r in hopeless.get(shape, ())):
                 continue
-            if self._exchange_for(u, previous, by_key, by_shape, on_host, budget):
+            if self._exchange_for(u, previous, by_shape, on_host, budget):
                 placed.add(u.key)
                 hopeless.clear()
             else:
                 hopeless.setdefault(shape, []).append((u.cpus, u.ram_mib))
         self._failed = [(d, p) for d, p in self._failed if d.key not in placed]
 
-    def _exchange_for(self, u: Demand, previous, by_key, by_shape, on_host, budget: list[int]) -> bool:
+    def _exchange_for(self, u: Demand, previous, by_shape, on_host, budget: list[int]) -> bool:
         cpu, ram = self.state.cpu_free, self.state.ram_free
         for lists in self.index.eligible(u):
             for gid in lists.members:
@@ -612,31 +617,29 @@ class _Run:
                 short_ram = 0 if ram[h1] is None else u.ram_mib - ram[h1]
                 if short_cpu <= 1e-9 and short_ram <= 0:
                     continue  # it fits here already (a preference turned it away): not this step's case
-                for x in list(on_host.get(h1, ())):
-                    dx = by_key[x.key]
-                    for y in by_shape.get((dx.framework, dx.gpus, dx.vram_mib, dx.min_vram_mib), ()):
+                for x, dx in list(on_host.get(h1, ())):
+                    partners = by_shape[_claim_shape(dx)]
+                    for y_cpus, y_ram, _, y, dy in partners:
                         budget[0] -= 1
                         if budget[0] < 0:
                             return False
-                        dy = by_key[y.key]
-                        if dx.cpus - dy.cpus + 1e-9 < short_cpu:
+                        if dx.cpus - y_cpus + 1e-9 < short_cpu:
                             break  # the rest are heavier still
-                        if y.host == h1 or y is x or dx.ram_mib - dy.ram_mib < short_ram:
-                            continue
                         h2 = y.host
-                        if (cpu[h2] is not None and cpu[h2] + dy.cpus - dx.cpus < -1e-9) or \
-                                (ram[h2] is not None and ram[h2] + dy.ram_mib - dx.ram_mib < 0):
+                        if h2 == h1 or dx.ram_mib - y_ram < short_ram:
+                            continue
+                        if (cpu[h2] is not None and cpu[h2] + y_cpus - dx.cpus < -1e-9) or \
+                                (ram[h2] is not None and ram[h2] + y_ram - dx.ram_mib < 0):
                             continue
                         if self._trade(x, dx, y, dy, u, previous, gs):
-                            shape = by_shape[(dx.framework, dx.gpus, dx.vram_mib, dx.min_vram_mib)]
-                            new = [a for a in self.assignments[-3:] if a.key in (x.key, y.key)]
-                            for old in (x, y):
-                                shape.remove(old)
-                                on_host[old.host].remove(old)
-                            for a in new:
-                                on_host.setdefault(a.host, []).append(a)
-                            shape.extend(new)
-                            shape.sort(key=lambda a: (by_key[a.key].cpus, by_key[a.key].ram_mib))
+                            new = {a.key: a for a in self.assignments[-3:] if a.key in (x.key, y.key)}
+                            for old, d in ((x, dx), (y, dy)):
+                                partners[:] = [e for e in partners if e[3] is not old]
+                                on_host[old.host] = [e for e in on_host[old.host] if e[0] is not old]
+                                moved = new[old.key]
+                                partners.append((d.cpus, d.ram_mib, moved.key, moved, d))
+                                on_host.setdefault(moved.host, []).append((moved, d))
+                            partners.sort(key=lambda e: e[:3])
                             return True
         return False
 
