@@ -194,3 +194,14 @@ class _no_exchange:
 
     def __exit__(self, *exc):
         _Run.exchange = self.saved
+
+
+def test_a_replica_pinned_by_manual_selection_is_never_traded():
+    from dataclasses import replace as _replace
+
+    f, demands = _cpu_case()
+    demands = [_replace(d, manual=(("h0", 1),)) if d.deployment == "d9" else d for d in demands]
+    p = place(f, demands)
+    (d9,) = [a for a in p.assignments if a.deployment == "d9"]
+    assert (d9.host, d9.gpus) == ("h0", (1,))  # without the pin the exchange sends it to h2
+    _within_capacity(f, demands, p)

@@ -583,7 +583,7 @@ class _Run:
         by_shape: dict[tuple, list[tuple]] = {}
         on_host: dict[str, list[tuple]] = {}
         for a in self.assignments:
-            if a.status != "kept" and a.vendor is not None:
+            if a.status != "kept" and a.vendor is not None and by_key[a.key].manual is None:  # pinned: stays
                 d = by_key[a.key]
                 by_shape.setdefault(_claim_shape(d), []).append((d.cpus, d.ram_mib, a.key, a, d))
                 on_host.setdefault(a.host, []).append((a, d))
