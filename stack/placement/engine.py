@@ -102,6 +102,7 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
     run.repack(by_key)  # 2c. few whole-GPU replicas left over: an exact, bounded search
     run.retry()  # the re-pack may have freed room: what fits now goes first
     run.exchange(by_key)  # 2d. GPUs idle next to exhausted CPUs: trade CPU-heavy for CPU-light replicas
+    run.retry()  # trades moved CPUs and memory around too
     run.explain_unplaced()  # 3. explain, against the final state the user will see
 
     wanted = {d.key for d in demands}  # 4. removed
@@ -656,6 +657,7 @@ class _Run:
         for a, d, g, pos in ((x, dx, gx, px), (y, dy, gy, py)):
             self._drop(a)
             self.state.release(g, pos, d, a.host, a.port)
+            self._room_again(a.host, g)  # a host the index dropped for want of CPUs may have them now
         done: list[tuple[Assignment, Demand]] = []
         ok = True
         for a, d, g, host in ((x, dx, gy, h2), (y, dy, gx, h1)):
