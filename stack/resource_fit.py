@@ -264,7 +264,6 @@ def fit(name: str, dep: Deployment, framework: str, fleet: Fleet, models: dict[s
                                         f"host: {most}); give gpus and vram yourself or add bigger hosts")])
 
 
-
 def _mindie_fit(name: str, dep: Deployment, framework: str, fleet: Fleet, models: dict[str, ModelMeta],
                 models_file: str, marks: Marks) -> Fit:
     """GPUStack's MindIE estimate: the fewest NPUs whose npu_memory_fraction shares hold it and divide
@@ -289,7 +288,7 @@ def _mindie_fit(name: str, dep: Deployment, framework: str, fleet: Fleet, models
     for n in counts:
         need = per_gpu(claim, n, share)
         if any(size >= need and count >= n for size, count in groups):
-            return Fit(meta.weight_bytes, claim, n, need, share, gguf_note="", mindie=True)
+            return Fit(meta.weight_bytes, claim, n, need, share, mindie=True)
     largest = max((size for size, _ in groups), default=0)
     raise InputError([marks.problem(at, f"{model_key(dep.model)} needs about {format_mib(claim)} of NPU memory "
                                         "(GPUStack's MindIE estimate: 3 GiB + weights + KV cache + computation); "

@@ -99,7 +99,7 @@ def test_the_replica_runs_on_the_model_its_host_fetched(project, hub, capsys):
     assert fetch(project, spec.fetch, outputs=outputs) == folder
     assert outputs["max_model_len"] == 32768  # read from the fetched config.json (GPUStack's derivation)
     out = capsys.readouterr().out
-    assert f"acme/web on fleet-1: start: acme/web, 2 files" in out and "resolved: " + folder in out
+    assert "acme/web on fleet-1: start: acme/web, 2 files" in out and "resolved: " + folder in out
     assert Path(folder, "config.json").read_bytes() == b'{"model_type": "web", "max_position_embeddings": 32768}'
     # the engine serves the fetched files: its health path is one of them
     api = docker_api(_host(project))
