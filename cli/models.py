@@ -2,7 +2,8 @@
 
 Writes ``stack/<stack>.models.yaml`` (commit it beside the lock): per model its weight size,
 attention heads, parameters per dtype (safetensors headers) or the layers gguf-parser's estimate
-needs (a GGUF header), read from the Hub (or ``HF_ENDPOINT``) or a local model folder or file. Plans and
+needs (a GGUF header), read from the Hub (or ``HF_ENDPOINT``), ModelScope (``MODELSCOPE_DOMAIN``) or a
+local model folder or file. Plans and
 previews read only the file, so they stay offline and repeatable.
 """
 from __future__ import annotations
@@ -25,8 +26,9 @@ def register(sub) -> None:
                                    "weight size, attention heads and weight-file headers (the Hub's file listing "
                                    "and range reads of config.json and of the safetensors or GGUF headers, or a "
                                    "local model folder or .gguf file) and write stack/<stack>.models.yaml. "
-                                   "Plans read that file and never the network. HF_TOKEN and HF_ENDPOINT are "
-                                   "read from the environment.")
+                                   "Plans read that file and never the network. HF_TOKEN and HF_ENDPOINT (and for "
+                                   "ModelScope MODELSCOPE_DOMAIN and MODELSCOPE_API_TOKEN) are read from the "
+                                   "environment.")
     p.add_argument("--stack", required=True, metavar="S", help="stack name (stack/S.yaml) or a path to a stack file")
     p.add_argument("--refresh", action="store_true", help="read every model again (default: only missing ones)")
     p.set_defaults(run=cmd_models)

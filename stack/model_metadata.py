@@ -48,7 +48,8 @@ def _get(url: str, token: str | None, headers: dict | None = None, limit: int = 
         raise MetadataError(f"{url}: {err.code} {code or err.reason}") from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
-        raise MetadataError(f"{url}: {reason} (is the Hub reachable? set HF_ENDPOINT for a mirror)") from None
+        raise MetadataError(f"{url}: {reason} (is it reachable? HF_ENDPOINT or MODELSCOPE_DOMAIN select a mirror)") \
+            from None
 
 
 def _ranged(url: str, token: str | None):
@@ -165,9 +166,6 @@ def _config_fields(data: dict) -> dict:
 
 
 def from_hub(source: ModelSource, endpoint: str, token: str | None) -> ModelMeta:
-    if source.kind != "huggingface":
-        raise MetadataError(f"{source.ref}: only Hugging Face repositories are read here; for ModelScope "
-                            "write the entry yourself (weight_bytes, num_attention_heads)")
     base = endpoint.rstrip("/")
     fields: dict = {}
     if source.filename:
@@ -226,8 +224,55 @@ def from_folder(path: str) -> ModelMeta:
     return ModelMeta(weight_bytes=weight_bytes(files), source=str(folder), **fields)
 
 
+def from_modelscope(source: ModelSource, endpoint: str, token: str | None) -> ModelMeta:
+    """The same facts from ModelScope, through the endpoints its SDK calls (``HubApi.get_model_files``:
+    ``/api/v1/models/<id>/repo/files``; downloads: ``/api/v1/models/<id>/repo?FilePath=…``), by the
+    rules GPUStack applies to its listing (``list_repo``: ``Path`` and ``Size``)."""
+    base = endpoint.rstrip("/")
+    recursive = bool(source.filename)  # a pattern is matched against every file, as the fetch does
+    listing = json.loads(_get(f"{base}/api/v1/models/{source.ref}/repo/files?Revision=master&Recursive="
+                              f"{'true' if recursive else 'false'}", token, limit=LISTING_BYTES))
+    entries = (listing.get("Data") or {}).get("Files") or [] if isinstance(listing, dict) else []
+    files = {e["Path"]: int(e.get("Size") or 0) for e in entries
+             if isinstance(e, dict) and e.get("Type", "blob") == "blob" and isinstance(e.get("Path"), str)}
+
+    def url(name: str) -> str:
+        return f"{base}/api/v1/models/{source.ref}/repo?Revision=master&FilePath={name}"
+
+    fields: dict = {}
+    if source.filename:
+        import fnmatch
+        chosen = sorted(n for n in files if fnmatch.fnmatch(n, source.filename))
+        if not chosen:
+            raise MetadataError(f"no file in {source.ref} matches {source.filename!r}; its files: "
+                                + ", ".join(sorted(files)[:12]))
+        if chosen[0].endswith(".gguf"):
+            chosen = _split_names(chosen[0], files)
+            fields["gguf"] = _gguf([(f"{source.ref}/{n}", _ranged(url(n), token)) for n in chosen])
+        weights = sum(files[n] for n in chosen)
+    else:
+        root = {n: size for n, size in files.items() if "/" not in n}
+        weights = weight_bytes(root)
+        shards = sorted(n for n in root if n.endswith(".safetensors") and n not in EXCLUDED)
+        fields["parameters"] = _safetensors([(f"{source.ref}/{n}", _ranged(url(n), token), root[n])
+                                             for n in shards])
+    if "config.json" in files:
+        head = _ranged(url("config.json"), token)(0, CONFIG_BYTES)
+        try:
+            fields.update(_config_fields(json.loads(head)))
+        except ValueError:
+            raise MetadataError(f"{source.ref}: config.json is not JSON (or longer than {CONFIG_BYTES} bytes)") \
+                from None
+    return ModelMeta(weight_bytes=weights, source=f"{base}/api/v1/models/{source.ref}", **fields)
+
+
 def read(source: ModelSource, endpoint: str | None = None, token: str | None = None) -> ModelMeta:
     if source.kind == "local":
         return from_folder(source.ref)
+    if source.kind == "modelscope":
+        # the SDK's endpoint: MODELSCOPE_DOMAIN, https:// unless it says its scheme (resolve_endpoint)
+        domain = (os.environ.get("MODELSCOPE_DOMAIN") or "www.modelscope.cn").strip().rstrip("/")
+        base = domain if domain.startswith(("http://", "https://")) else f"https://{domain}"
+        return from_modelscope(source, endpoint or base, token or os.environ.get("MODELSCOPE_API_TOKEN"))
     return from_hub(source, endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co",
                     token or os.environ.get("HF_TOKEN"))

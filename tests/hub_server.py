@@ -10,6 +10,10 @@ Only what ``huggingface_hub`` (1.x) uses to fetch a model, as its client code ca
   access (``hf_raise_for_status`` turns that into ``GatedRepoError``), unknown ones 404 with
   ``X-Error-Code: RepoNotFound``.
 
+And what ModelScope's SDK calls to list and read a model (``GET /api/v1/models/{id}/repo/files
+?Revision=&Recursive=`` answering ``{"Data": {"Files": [{"Name", "Path", "Size", "Type"}]}}``, and
+``GET /api/v1/models/{id}/repo?Revision=&FilePath=`` for a file, with ``Range``).
+
 It counts requests, so tests can tell a cache hit (no download) from a download.
 """
 from __future__ import annotations
@@ -21,7 +25,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 
 @dataclass
@@ -88,7 +92,26 @@ class HubServer:
                 return repo
 
             def _serve(self, body: bool) -> None:
-                path = unquote(urlsplit(self.path).path)
+                split = urlsplit(self.path)
+                path = unquote(split.path)
+                if path.startswith("/api/v1/models/"):  # ModelScope: its SDK's listing and download URLs
+                    query = {k: v[0] for k, v in parse_qs(split.query).items()}
+                    name = path[len("/api/v1/models/"):].split("/repo")[0]
+                    if path.endswith("/repo/files"):
+                        hub.requests[(self.command, path)] += 1
+                        repo = self._repo(name, body)
+                        if repo:
+                            deep = query.get("Recursive", "false").lower() == "true"
+                            files = [{"Name": n.rsplit("/", 1)[-1], "Path": n, "Size": repo.sizes.get(n, len(d)),
+                                      "Type": "blob"} for n, d in sorted(repo.files.items()) if deep or "/" not in n]
+                            files += [{"Name": f, "Path": f, "Size": 0, "Type": "tree"}
+                                      for f in sorted({n.split("/")[0] for n in repo.files if "/" in n}) if not deep]
+                            self._send(200, {"Content-Type": "application/json"},
+                                       json.dumps({"Code": 200, "Data": {"Files": files}, "Success": True}).encode(),
+                                       body)
+                        return
+                    # a download, counted as the Hub's resolve URL of the same file
+                    path = f"/{name}/resolve/master/{query.get('FilePath', '')}"
                 hub.requests[(self.command, path)] += 1
                 if path.startswith("/api/models/") and "/tree/" in path:
                     # HfApi.list_repo_tree (non-recursive): the root's files and folders

@@ -288,3 +288,27 @@ def test_a_split_gguf_in_a_folder_is_sized_from_all_its_parts(tmp_path, monkeypa
     whole = facts([gguf_header.read_header(reader(LLAMA), "whole")])
     assert meta["gguf"]["layer_bytes"] == whole["layer_bytes"] and meta["gguf"]["parameters"] == 8_030_261_312
     assert vram_per_gpu(meta["gguf"], [1]) == vram_per_gpu(whole, [1])
+
+
+def test_modelscope_models_are_read_through_the_endpoints_its_sdk_calls(tmp_path, monkeypatch):
+    """ModelScope: the listing (HubApi.get_model_files) and range reads of the files, as on the Hub."""
+    repos = {"google-bert/bert-base-uncased": Repo(
+                 {"model.safetensors": BERT, "config.json": json.dumps({"num_attention_heads": 12,
+                                                                         "vocab_size": 30522}).encode()},
+                 sizes={"model.safetensors": 440_449_768}),
+             "bartowski/Llama-GGUF": Repo({"Q8_0/Meta-Llama-3.1-8B-Instruct-Q8_0.gguf": LLAMA, "README.md": b"#"},
+                                          sizes={"Q8_0/Meta-Llama-3.1-8B-Instruct-Q8_0.gguf": BRIEF["size"]})}
+    with HubServer(repos) as server:
+        monkeypatch.setenv("MODELSCOPE_DOMAIN", server.url)  # the SDK's variable; a scheme in it is kept
+        project = _project(tmp_path / "a", "{modelscope: google-bert/bert-base-uncased}", "{vram: auto}",
+                           backend="Text-Embeddings-Inference\n    version: CUDA-Ampere-sm80-1.9")
+        r = run_cli("--root", project, "models", "--stack", "demo")
+        assert r.code == 0 and "0.11 B parameters (F32)" in r.err, r.err
+        project = _project(tmp_path / "b", "{modelscope: bartowski/Llama-GGUF, model_scope_file_path: '*Q8_0.gguf'}",
+                           "{gpus: auto}")
+        r = run_cli("--root", project, "models", "--stack", "demo")
+        assert r.code == 0 and "GGUF llama: 32 layers" in r.err, r.err
+        assert server.downloads() == 0 and server.requests[("GET", "/api/v1/models/bartowski/Llama-GGUF/repo/files")]
+    data = json.loads(run_cli("--root", project, "plan", "--stack", "demo", "--json").out)
+    (fit,) = [f for f in data["resource_fit"] if f["deployment"] == "fit"]
+    assert fit["min_vram_mib"] == -(-10_195_673_088 // MIB)  # the same estimate as from the Hub
