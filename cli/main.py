@@ -16,7 +16,7 @@ from documents.problems import InputError, Problem, ProblemList
 from documents.yaml_reader import path_kind, read_yaml
 from inventory.fleet import load_fleet
 from inventory.known_hosts import known_hosts_problems
-from stack.project import display, find_root, load_project
+from stack.project import display, find_root, load_project, stack_files
 
 from .tables import render_table
 
@@ -111,7 +111,7 @@ def cmd_validate(args) -> int:
         if catalog is not None:
             backends |= set(catalog.names())
             notes += catalog.notes
-        stacks = sorted(p for p in (root / "stack").glob("*.yaml") if not p.name.endswith(".lock.yaml"))
+        stacks = stack_files(root / "stack")
         for path in stacks:
             project = problems.absorb(load_project, str(path), root)
             if project is not None:

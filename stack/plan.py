@@ -16,7 +16,7 @@ from .containers import ContainerSpec, render_container
 from .demands import demands_for
 from .lock import Prior, lock_matches, lock_path, read_prior
 from .placement import LockedReplica, Placement, place
-from .project import Project, display, inventory_path
+from .project import Project, display, inventory_path, stack_files
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,8 @@ def other_stacks_held(project: Project) -> dict[str, tuple[LockedReplica, ...]]:
     inventory = _resolved(inventory_path(project.stack_file, project.stack))
     held: dict[str, tuple[LockedReplica, ...]] = {}
     problems = ProblemList()
-    for other in sorted(project.stack_file.parent.glob("*.yaml")):
-        if other.name.endswith(".lock.yaml") or _resolved(other) == _resolved(project.stack_file):
+    for other in stack_files(project.stack_file.parent):
+        if _resolved(other) == _resolved(project.stack_file):
             continue
         data, _ = problems.absorb(read_yaml, other, display(other, project.root)) or (None, None)
         if not isinstance(data, dict) or not isinstance(data.get("inventory"), str):

@@ -109,6 +109,15 @@ def inventory_path(stack_file: Path, stack: StackFile) -> Path:
     return path if path.is_absolute() else stack_file.parent / path
 
 
+#: files that sit beside a stack file and belong to it: its lock and its model metadata
+COMPANIONS = (".lock.yaml", ".models.yaml")
+
+
+def stack_files(folder: Path) -> list[Path]:
+    """The stack files of a folder: every .yaml but the stacks' companions (lock, models)."""
+    return sorted(p for p in folder.glob("*.yaml") if not p.name.endswith(COMPANIONS))
+
+
 def load_project(stack: str, root: Path | None = None, inventory: Path | None = None,
                  catalog_paths: list[Path] | None = None) -> Project:
     root = root or find_root()
@@ -116,7 +125,7 @@ def load_project(stack: str, root: Path | None = None, inventory: Path | None = 
     catalog = problems.absorb(load_catalog, catalog_paths or [root / "backends"], root)
     path = stack_path(root, stack)
     if path_kind(path) == "missing" and "/" not in stack and not stack.endswith((".yaml", ".yml")):
-        known = sorted(p.stem for p in (root / "stack").glob("*.yaml") if not p.name.endswith(".lock.yaml"))
+        known = [p.stem for p in stack_files(root / "stack")]
         problems.add(Problem(display(path, root), 0, 0, "",
                              f"no stack file for stack '{stack}'; stacks here: {', '.join(known) or 'none'}"))
         problems.raise_if_any()

@@ -231,3 +231,11 @@ def test_mindie_auto_refuses_a_multimodal_model_with_the_reason(tmp_path):
     r = run_cli("--root", project, "validate")
     assert r.code == 2 and "is multimodal: GPUStack sizes multimodal MindIE models from their prefill tokens" \
         in r.err, r.err
+
+
+def test_validate_reads_the_models_file_as_the_stacks_not_as_a_stack(tmp_path):
+    project = _auto_project(tmp_path, "{gpus: auto}")
+    (project / "stack" / "demo.models.yaml").write_text(yaml.safe_dump({"models": {
+        "huggingface:Qwen/Qwen2.5-7B-Instruct": {"weight_bytes": 15_231_233_024, "num_attention_heads": 28}}}))
+    r = run_cli("--root", project, "validate")
+    assert r.code == 0 and "demo.models.yaml" not in r.err, r.err
