@@ -34,12 +34,12 @@ class MetadataError(Exception):
     """The metadata could not be read; the message says why and what to do."""
 
 
-def _get(url: str, token: str | None, headers: dict | None = None, limit: int = CONFIG_BYTES + 1) -> bytes:
-    request = urllib.request.Request(url, headers={**(headers or {}),
-                                                   **({"Authorization": f"Bearer {token}"} if token else {})})
+def _get(url: str, token: str | None) -> bytes:
+    """A file listing (at most LISTING_BYTES)."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-            return response.read(limit)
+            return response.read(LISTING_BYTES)
     except urllib.error.HTTPError as err:
         code = err.headers.get("X-Error-Code", "")
         if code == "GatedRepo" or err.code in (401, 403):
@@ -167,37 +167,45 @@ def _config_fields(data: dict) -> dict:
 
 def from_hub(source: ModelSource, endpoint: str, token: str | None) -> ModelMeta:
     base = endpoint.rstrip("/")
+    if source.filename:
+        # every file of the repository, folders included, as the fetch matches them (model_info's siblings)
+        info = json.loads(_get(f"{base}/api/models/{source.ref}?blobs=true", token))
+        files = {s["rfilename"]: int(s.get("size") or 0) for s in info.get("siblings") or []}
+    else:
+        listing = json.loads(_get(f"{base}/api/models/{source.ref}/tree/main", token))
+        files = {e["path"]: int(e.get("size") or 0) for e in listing if e.get("type") == "file"}
+    return _from_listing(source, files, lambda name: f"{base}/{source.ref}/resolve/main/{name}", token,
+                         f"{base}/api/models/{source.ref}/tree/main")
+
+
+def _from_listing(source: ModelSource, files: dict[str, int], url, token: str | None, shown: str) -> ModelMeta:
+    """What a hub's file listing (path -> size) and range reads of ``url(path)`` tell: GPUStack's weight
+    size, the safetensors or GGUF headers, config.json's facts."""
     fields: dict = {}
     if source.filename:
         import fnmatch
-        # every file of the repository, folders included, as the fetch matches them (model_info's siblings)
-        info = json.loads(_get(f"{base}/api/models/{source.ref}?blobs=true", token, limit=LISTING_BYTES))
-        files = {s["rfilename"]: int(s.get("size") or 0) for s in info.get("siblings") or []}
         chosen = sorted(n for n in files if fnmatch.fnmatch(n, source.filename))
         if not chosen:
             raise MetadataError(f"no file in {source.ref} matches {source.filename!r}; its files: "
                                 + ", ".join(sorted(files)[:12]))
         if chosen[0].endswith(".gguf"):
             chosen = _split_names(chosen[0], files)
-            fields["gguf"] = _gguf([(f"{source.ref}/{n}", _ranged(f"{base}/{source.ref}/resolve/main/{n}", token))
-                                    for n in chosen])
+            fields["gguf"] = _gguf([(f"{source.ref}/{n}", _ranged(url(n), token)) for n in chosen])
         weights = sum(files[n] for n in chosen)
     else:
-        listing = json.loads(_get(f"{base}/api/models/{source.ref}/tree/main", token, limit=LISTING_BYTES))
-        files = {e["path"]: int(e.get("size") or 0) for e in listing if e.get("type") == "file"}
-        weights = weight_bytes(files)
-        shards = sorted(n for n in files if n.endswith(".safetensors") and n not in EXCLUDED)
-        fields["parameters"] = _safetensors([(f"{source.ref}/{n}", _ranged(f"{base}/{source.ref}/resolve/main/{n}",
-                                                                            token), files[n]) for n in shards])
+        root = {n: size for n, size in files.items() if "/" not in n}
+        weights = weight_bytes(root)
+        shards = sorted(n for n in root if n.endswith(".safetensors") and n not in EXCLUDED)
+        fields["parameters"] = _safetensors([(f"{source.ref}/{n}", _ranged(url(n), token), root[n])
+                                             for n in shards])
     if "config.json" in files:
-        head = _get(f"{base}/{source.ref}/resolve/main/config.json", token,
-                    {"Range": f"bytes=0-{CONFIG_BYTES - 1}"})
+        head = _ranged(url("config.json"), token)(0, CONFIG_BYTES)
         try:
-            fields.update(_config_fields(json.loads(head[:CONFIG_BYTES])))
+            fields.update(_config_fields(json.loads(head)))
         except ValueError:
             raise MetadataError(f"{source.ref}: config.json is not JSON (or longer than {CONFIG_BYTES} bytes)") \
                 from None
-    return ModelMeta(weight_bytes=weights, source=f"{base}/api/models/{source.ref}/tree/main", **fields)
+    return ModelMeta(weight_bytes=weights, source=shown, **fields)
 
 
 def from_folder(path: str) -> ModelMeta:
@@ -231,39 +239,13 @@ def from_modelscope(source: ModelSource, endpoint: str, token: str | None) -> Mo
     base = endpoint.rstrip("/")
     recursive = bool(source.filename)  # a pattern is matched against every file, as the fetch does
     listing = json.loads(_get(f"{base}/api/v1/models/{source.ref}/repo/files?Revision=master&Recursive="
-                              f"{'true' if recursive else 'false'}", token, limit=LISTING_BYTES))
+                              f"{'true' if recursive else 'false'}", token))
     entries = (listing.get("Data") or {}).get("Files") or [] if isinstance(listing, dict) else []
     files = {e["Path"]: int(e.get("Size") or 0) for e in entries
              if isinstance(e, dict) and e.get("Type", "blob") == "blob" and isinstance(e.get("Path"), str)}
-
-    def url(name: str) -> str:
-        return f"{base}/api/v1/models/{source.ref}/repo?Revision=master&FilePath={name}"
-
-    fields: dict = {}
-    if source.filename:
-        import fnmatch
-        chosen = sorted(n for n in files if fnmatch.fnmatch(n, source.filename))
-        if not chosen:
-            raise MetadataError(f"no file in {source.ref} matches {source.filename!r}; its files: "
-                                + ", ".join(sorted(files)[:12]))
-        if chosen[0].endswith(".gguf"):
-            chosen = _split_names(chosen[0], files)
-            fields["gguf"] = _gguf([(f"{source.ref}/{n}", _ranged(url(n), token)) for n in chosen])
-        weights = sum(files[n] for n in chosen)
-    else:
-        root = {n: size for n, size in files.items() if "/" not in n}
-        weights = weight_bytes(root)
-        shards = sorted(n for n in root if n.endswith(".safetensors") and n not in EXCLUDED)
-        fields["parameters"] = _safetensors([(f"{source.ref}/{n}", _ranged(url(n), token), root[n])
-                                             for n in shards])
-    if "config.json" in files:
-        head = _ranged(url("config.json"), token)(0, CONFIG_BYTES)
-        try:
-            fields.update(_config_fields(json.loads(head)))
-        except ValueError:
-            raise MetadataError(f"{source.ref}: config.json is not JSON (or longer than {CONFIG_BYTES} bytes)") \
-                from None
-    return ModelMeta(weight_bytes=weights, source=f"{base}/api/v1/models/{source.ref}", **fields)
+    return _from_listing(source, files,
+                         lambda name: f"{base}/api/v1/models/{source.ref}/repo?Revision=master&FilePath={name}",
+                         token, f"{base}/api/v1/models/{source.ref}")
 
 
 def read(source: ModelSource, endpoint: str | None = None, token: str | None = None) -> ModelMeta:

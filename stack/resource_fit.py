@@ -249,13 +249,11 @@ def fit(name: str, dep: Deployment, framework: str, fleet: Fleet, models: dict[s
         vision = (meta.vision_layers, meta.vision_hidden_size or 1024) if meta.vision_layers else None
         engine = mem_fraction_static(min(size for size, _ in groups), framework == "cann", parameters or [], vision)
         share = engine if engine is not None else _given_fraction(parameters or [])
+    found = _fewest(dep, groups, meta, lambda n: per_gpu(claim, n, share))
+    if found:
+        return Fit(meta.weight_bytes, claim, found[0], found[1], share, engine_fraction=engine)
     fixed = dep.resources.gpus if dep.resources.gpus != "auto" else None
     most = max((n for _, n in groups), default=0)
-    counts = [fixed] if fixed else [n for n in range(1, most + 1) if divides(n, meta)]
-    for n in counts:
-        need = per_gpu(claim, n, share)
-        if any(size >= need and count >= n for size, count in groups):
-            return Fit(meta.weight_bytes, claim, n, need, share, engine_fraction=engine)
     largest = max((size for size, _ in groups), default=0)
     how = f"{fixed} GPUs" if fixed else "any GPU count that divides its attention heads"
     raise InputError([marks.problem(at, f"{model_key(dep.model)} needs about {format_mib(claim)} of VRAM "
@@ -282,19 +280,29 @@ def _mindie_fit(name: str, dep: Deployment, framework: str, fleet: Fleet, models
     share = npu_fraction(dep.env)
     claim = math.ceil(request / MIB)
     groups = _groups(dep, framework, fleet)
-    fixed = dep.resources.gpus if dep.resources.gpus != "auto" else None
+    found = _fewest(dep, groups, meta, lambda n: per_gpu(claim, n, share))
+    if found:
+        return Fit(meta.weight_bytes, claim, found[0], found[1], share, mindie=True)
     most = max((n for _, n in groups), default=0)
-    counts = [fixed] if fixed else [n for n in range(1, most + 1) if divides(n, meta)]
-    for n in counts:
-        need = per_gpu(claim, n, share)
-        if any(size >= need and count >= n for size, count in groups):
-            return Fit(meta.weight_bytes, claim, n, need, share, mindie=True)
     largest = max((size for size, _ in groups), default=0)
     raise InputError([marks.problem(at, f"{model_key(dep.model)} needs about {format_mib(claim)} of NPU memory "
                                         "(GPUStack's MindIE estimate: 3 GiB + weights + KV cache + computation); "
                                         f"no host has enough {framework} devices of that size at "
                                         f"{share:.0%} each (largest: {format_mib(largest)}, most on one host: "
                                         f"{most}); give gpus and vram yourself or add bigger hosts")])
+
+
+def _fewest(dep: Deployment, groups: list[tuple[int, int]], meta: ModelMeta | None, need_for) -> tuple[int, int] | None:
+    """The fewest GPUs (the deployment's own count, if it gives one) on one host whose devices hold
+    ``need_for(n)`` MiB each: (count, MiB per device), or None. ``meta``: counts must divide its heads."""
+    fixed = dep.resources.gpus if dep.resources.gpus != "auto" else None
+    most = max((n for _, n in groups), default=0)
+    counts = [fixed] if fixed else [n for n in range(1, most + 1) if meta is None or divides(n, meta)]
+    for n in counts:
+        need = need_for(n)
+        if any(size >= need and count >= n for size, count in groups):
+            return n, need
+    return None
 
 
 def _given_fraction(parameters: list[str]) -> float:
@@ -339,14 +347,14 @@ def _gguf_fit(name: str, dep: Deployment, framework: str, fleet: Fleet, models: 
         opts = replace(opts, ctx_size=meta.gguf.context_length or CTX_SIZE)
     facts = meta.gguf.model_dump()
     groups = _groups(dep, framework, fleet)
-    fixed = dep.resources.gpus if dep.resources.gpus != "auto" else None
-    most = max((n for _, n in groups), default=0)
     ctx = f"--ctx-size {opts.ctx_size}" + ("" if find_ctx(parameters) else " (GPUStack's default; pass --ctx-size "
                                                                             "so llama-server uses the same)")
-    for n in [fixed] if fixed else range(1, most + 1):
-        need = math.ceil(max(vram_per_gpu(facts, [1] * n, opts)) / MIB)
-        if any(size >= need and count >= n for size, count in groups):
-            return Fit(meta.weight_bytes, need * n, n, need, 1.0, gguf_note=f"gguf-parser's estimate at {ctx}")
+    found = _fewest(dep, groups, None, lambda n: math.ceil(max(vram_per_gpu(facts, [1] * n, opts)) / MIB))
+    if found:
+        n, need = found
+        return Fit(meta.weight_bytes, need * n, n, need, 1.0, gguf_note=f"gguf-parser's estimate at {ctx}")
+    fixed = dep.resources.gpus if dep.resources.gpus != "auto" else None
+    most = max((n for _, n in groups), default=0)
     one = math.ceil(max(vram_per_gpu(facts, [1], opts)) / MIB)
     largest = max((size for size, _ in groups), default=0)
     how = f"{fixed} GPUs" if fixed else "any GPU count"

@@ -321,9 +321,10 @@ class _Run:
 
     # ------------------------------------------------------------------ 2. fresh
     def place_fresh(self, demand: Demand, locked: LockedReplica | None) -> None:
-        status = "moved" if locked else "new"
-        reason = self.move_reasons.get(demand.key, "") if locked else ""
-        previous = locked.host if locked else None
+        self._place_one(demand, locked.host if locked else None)
+
+    def _place_one(self, demand: Demand, previous: str | None) -> None:
+        """Where the search chooses, or into the failed list; ``previous``: the host the lock had it on."""
         choice = self._choose(demand)
         if choice is None:
             self._failed.append((demand, previous))
@@ -332,7 +333,7 @@ class _Run:
         positions = choose_devices(gs, demand, demand.allowed_on(host_name)) if gs is not None else []
         port = self.state.ports[host_name].lowest()
         assert port is not None and positions is not None  # the filters checked both
-        self._commit(demand, host_name, gs, positions, port, status, reason, previous)
+        self._commit_placed(demand, host_name, gs, positions, port, previous)
 
     def _choose(self, demand: Demand) -> tuple[str, GroupState | None] | None:
         avoid = self.state.hosts_running(demand.deployment)
@@ -546,10 +547,7 @@ class _Run:
                 self._commit(d, host, gs, positions, self.state.ports[host].lowest(), a.status, a.reason,
                              a.previous_host)
             else:
-                previous = dict(failed).get(d)
-                status = "moved" if previous else "new"
-                self._commit(d, host, gs, positions, self.state.ports[host].lowest(), status,
-                             self.move_reasons.get(d.key, "") if previous else "", previous)
+                self._commit_placed(d, host, gs, positions, self.state.ports[host].lowest(), dict(failed).get(d))
         now_placed = {items[i][1].key for i in moving if items[i][0] is None and plan[i] is not None}
         self._failed = [(d, prev) for d, prev in self._failed if d.key not in now_placed]
 
@@ -558,15 +556,7 @@ class _Run:
         failed, self._failed = self._failed, []
         self._hopeless.clear()
         for demand, previous in failed:
-            choice = self._choose(demand)
-            if choice is None:
-                self._failed.append((demand, previous))
-                continue
-            host, gs = choice
-            positions = choose_devices(gs, demand, demand.allowed_on(host)) if gs is not None else []
-            reason = self.move_reasons.get(demand.key, "") if previous else ""
-            self._commit(demand, host, gs, positions, self.state.ports[host].lowest(), "moved" if previous else "new",
-                         reason, previous)
+            self._place_one(demand, previous)
 
     #: candidate exchanges the CPU step looks at, over the whole run
     EXCHANGE_BUDGET = 200_000
@@ -671,9 +661,7 @@ class _Run:
             at = choose_devices(gs1, u, u.allowed_on(h1))
             if at is not None and self.state.host_fits(h1, u) and self.state.has_free_port(h1) and \
                     not (u.spread_hosts and self.state.runs(h1, u.deployment)):
-                reason = self.move_reasons.get(u.key, "") if previous else ""
-                self._commit(u, h1, gs1, at, self.state.ports[h1].lowest(), "moved" if previous else "new", reason,
-                             previous)
+                self._commit_placed(u, h1, gs1, at, self.state.ports[h1].lowest(), previous)
                 return True
         for placed, d in reversed(done):  # undo: the trade, then the two back where they were
             g = self._group_of(placed)
@@ -757,9 +745,7 @@ class _Run:
                 and self.state.has_free_port(host):
             mine = choose_devices(gs, demand, demand.allowed_on(host))
         if mine is not None:
-            locked_status = "moved" if previous else "new"
-            reason = self.move_reasons.get(demand.key, "") if previous else ""
-            self._commit(demand, host, gs, mine, self.state.ports[host].lowest(), locked_status, reason, previous)
+            self._commit_placed(demand, host, gs, mine, self.state.ports[host].lowest(), previous)
             done.append((self.assignments[-1], demand))
             for a, other, _ in sorted(held, key=lambda x: _biggest_first(x[1])):
                 choice = self._choose(other)
@@ -805,6 +791,11 @@ class _Run:
         self.hosts.refresh(host)
 
     # ------------------------------------------------------------------ commit
+    def _commit_placed(self, demand, host_name, gs, positions, port, previous) -> None:
+        """Commit a replica this run places: new, or moved off ``previous`` (the lock's host) with its reason."""
+        reason = self.move_reasons.get(demand.key, "") if previous else ""
+        self._commit(demand, host_name, gs, positions, port, "moved" if previous else "new", reason, previous)
+
     def _commit(self, demand, host_name, gs, positions, port, status, reason, previous) -> None:
         taken = self.state.ports[host_name].take(port) if status == "kept" else True
         assert taken
@@ -872,8 +863,7 @@ class _Run:
         port = self.state.ports[host.name].lowest()
         if positions is None or port is None:
             return False
-        reason = self.move_reasons.get(demand.key, "") if previous else ""
-        self._commit(demand, host.name, gs, positions, port, "moved" if previous else "new", reason, previous)
+        self._commit_placed(demand, host.name, gs, positions, port, previous)
         return True
 
 
