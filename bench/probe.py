@@ -28,9 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from inventory.accelerator_tools import NPU_QUERY, NVIDIA_QUERY, ROCM_QUERY  # noqa: E402
 from inventory.fleet import load_fleet  # noqa: E402
-from inventory.probe import probe_fleet  # noqa: E402
+from inventory.probe import TOOLS as PROBE_TOOLS, probe_fleet  # noqa: E402
 from tests.fleet_host import FleetHostProcess  # noqa: E402
 
 #: host counts to probe (GPUFLEET_BENCH_PROBE_SIZES=8 for a quick look)
@@ -39,19 +38,20 @@ RUNS = 3
 #: what gpufleet's probe asks each host, as one shell line (each vendor tool only where installed)
 QUERIES = ("uname -s; uname -m; nproc; grep MemTotal /proc/meminfo; "
            "docker info --format '{{.ServerVersion}} {{range $k, $v := .Runtimes}}{{$k}},{{end}}'; "
-           + "; ".join(f"if command -v {q[0]} >/dev/null; then {' '.join(q)}; fi"
-                       for q in (NVIDIA_QUERY, ROCM_QUERY, NPU_QUERY)))
+           + "; ".join("if " + "elif ".join(f"command -v {name} >/dev/null; then {' && '.join(' '.join(a) for a in argvs)}; "
+                                            for name, argvs in tools) + "fi"
+                       for tools, _ in PROBE_TOOLS.values()))
 
 
 #: a mixed fleet: NVIDIA, AMD and Ascend hosts (recorded tool outputs) and CPU-only hosts, in turn
 KINDS = ("nvidia", "amd", "ascend", "cpu")
 DATA = ROOT / "tests" / "data" / "probe"
-TOOLS = {"nvidia": {"nvidia-smi": DATA / "nvidia-smi.h100x8.csv"}, "amd": {"rocm-smi": DATA / "rocm-smi.json"},
+TOOLS = {"nvidia": {"nvidia-smi": DATA / "nvidia-smi.h100x8.csv"}, "amd": {"amd-smi static": DATA / "amd-smi-static.mi300a.json",
+                                                                             "amd-smi list": DATA / "amd-smi-list.mi300a.json"},
          "ascend": {"npu-smi": DATA / "npu-smi.910b.txt"}, "cpu": {}}
 ACCELERATORS = {
     "nvidia": "[{vendor: nvidia, model: NVIDIA H100 80GB HBM3, vram: 81559MiB, count: 4}]",
-    "amd": "[{vendor: amd, model: Navi 21, vram: 16368MiB, indices: [0]}, "
-           "{vendor: amd, model: Raphael, vram: 64MiB, indices: [1]}]",
+    "amd": "[{vendor: amd, model: MI300A, vram: 64289MiB, count: 4}]",
     "ascend": "[{vendor: ascend, model: Ascend910, vram: 64GiB, count: 4}]",
     "cpu": "[]",
 }

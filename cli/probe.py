@@ -16,7 +16,7 @@ def register(sub) -> None:
     p = sub.add_parser("probe", help="check the inventory's hosts over SSH: reachable, Docker, accelerators",
                        description="Connect to every host (the inventory's known_hosts and key, all at once, "
                                    "each within --timeout), read OS, CPUs, memory, Docker and its runtimes, and "
-                                   "the accelerators (nvidia-smi, rocm-smi, npu-smi), and compare with the "
+                                   "the accelerators (nvidia-smi, amd-smi or rocm-smi, npu-smi), and compare with the "
                                    "inventory. Exit 0 when every host matches, 5 when one does not or cannot be "
                                    "reached.")
     p.add_argument("--inventory", type=Path, required=True, metavar="FILE")

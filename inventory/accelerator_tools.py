@@ -1,4 +1,4 @@
-"""Parse what vendors' tools print about their devices: nvidia-smi, rocm-smi, npu-smi.
+"""Parse what vendors' tools print about their devices: nvidia-smi, amd-smi (rocm-smi), npu-smi.
 
 Each parser takes the tool's exact output (see tests/data/probe/SOURCES.md for recorded samples)
 and returns plain ``Found`` records: vendor, index, model, VRAM in MiB, UUID or unique id, PCI
@@ -30,6 +30,10 @@ class Found:
 NVIDIA_QUERY = ["nvidia-smi", "--query-gpu=index,uuid,name,memory.total,pci.bus_id,driver_version",
                 "--format=csv,noheader,nounits"]
 ROCM_QUERY = ["rocm-smi", "--showproductname", "--showmeminfo", "vram", "--showuniqueid", "--showbus", "--json"]
+#: AMD's current tool (rocm-smi is deprecated in its favour): the static facts, then the list that has the UUIDs;
+#: both print JSON, one document after the other (parse_amd_smi reads them in turn)
+AMD_SMI_QUERY = ["amd-smi", "static", "--asic", "--bus", "--vram", "--board", "--driver", "--json"]
+AMD_SMI_LIST = ["amd-smi", "list", "--json"]
 NPU_QUERY = ["npu-smi", "info"]
 
 
@@ -76,6 +80,84 @@ def parse_rocm_smi(text: str) -> list[Found]:
         out.append(Found("amd", _card_index(card), str(model), int(total) // (1024 * 1024),
                          None if unique in (None, "N/A") else str(unique), _bus(str(fields.get("PCI Bus", "")))))
     return out
+
+
+def parse_amd(text: str) -> list[Found]:
+    """What the probe's AMD section printed: amd-smi's JSON when the host has amd-smi, else rocm-smi's."""
+    head = text.lstrip()[:1]
+    if head == "[" or (head == "{" and '"gpu_data"' in text[:4096]):
+        return parse_amd_smi(text)
+    return parse_rocm_smi(text)
+
+
+def parse_amd_smi(text: str) -> list[Found]:
+    """``amd-smi static --asic --bus --vram --board --driver --json``, optionally followed by
+    ``amd-smi list --json`` (for the UUIDs). Both print a list of per-GPU objects keyed by ``gpu``
+    (amd-smi from ROCm 6.4 on wraps the list as ``{"gpu_data": [...]}``). VRAM is ``vram.size``:
+    ``{"value": N, "unit": "MB"}`` in JSON, N = bytes // 2**20 (amdsmi's ``vram_size``), so MiB."""
+    docs, pos, decoder = [], 0, json.JSONDecoder()
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            break
+        try:
+            doc, pos = decoder.raw_decode(text, pos)
+        except ValueError as err:
+            raise ToolOutputError(f"amd-smi --json is not JSON: {err}") from None
+        if isinstance(doc, dict) and isinstance(doc.get("gpu_data"), list):
+            doc = doc["gpu_data"]
+        if not isinstance(doc, list) or not all(isinstance(g, dict) for g in doc):
+            raise ToolOutputError("amd-smi --json: expected a list of GPUs (or {\"gpu_data\": [...]})")
+        docs.append(doc)
+    if not docs:
+        raise ToolOutputError("amd-smi printed nothing")
+    static, uuids = docs[0], {}
+    for doc in docs[1:]:
+        for g in doc:
+            if isinstance(g.get("gpu"), int) and _known(g.get("uuid")):
+                uuids[g["gpu"]] = str(g["uuid"])
+    out = []
+    for g in static:
+        index = g.get("gpu")
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise ToolOutputError(f"amd-smi static: a GPU entry without a numeric 'gpu' id: {str(g)[:120]}")
+        vram = g.get("vram")
+        if not isinstance(vram, dict):
+            raise ToolOutputError(f"amd-smi static gpu {index}: no 'vram' section (run it with --vram)")
+        mib = _amd_smi_mib(vram.get("size"))
+        if mib is None:
+            raise ToolOutputError(f"amd-smi static gpu {index}: VRAM size {vram.get('size')!r} is not a size "
+                                  "in MB (amd-smi could not read it from the driver)")
+        asic = g.get("asic") if isinstance(g.get("asic"), dict) else {}
+        board = g.get("board") if isinstance(g.get("board"), dict) else {}
+        model = next((str(v) for v in (asic.get("market_name"), board.get("product_name")) if _known(v)), "unknown")
+        bus = g.get("bus") if isinstance(g.get("bus"), dict) else {}
+        driver = g.get("driver") if isinstance(g.get("driver"), dict) else {}
+        out.append(Found("amd", index, model, mib, uuids.get(index), _bus(str(bus.get("bdf", ""))),
+                         str(driver["version"]) if _known(driver.get("version")) else None))
+    return sorted(out, key=lambda f: f.index)
+
+
+def _known(value) -> bool:
+    return value is not None and str(value).strip() not in ("", "N/A")
+
+
+def _amd_smi_mib(size) -> int | None:
+    """{"value": 64289, "unit": "MB"} (JSON), 64289 (before units were added), "64289 MB" (text)."""
+    if isinstance(size, dict):
+        value, unit = size.get("value"), str(size.get("unit", "MB"))
+    elif isinstance(size, str):
+        value, _, unit = size.strip().partition(" ")
+        unit = unit or "MB"
+    else:
+        value, unit = size, "MB"
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        return None
+    scale = {"MB": 1, "GB": 1024}.get(unit.strip())
+    return None if scale is None else value * scale
 
 
 def _card_index(card: str) -> int:

@@ -13,14 +13,16 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from .accelerator_tools import (
+    AMD_SMI_LIST,
+    AMD_SMI_QUERY,
     NPU_QUERY,
     NVIDIA_QUERY,
     ROCM_QUERY,
     Found,
     ToolOutputError,
+    parse_amd,
     parse_npu_smi,
     parse_nvidia_smi,
-    parse_rocm_smi,
 )
 from .fleet import Fleet, Host
 from .sizes import format_mib
@@ -30,8 +32,11 @@ from .ssh import Endpoint, HostUnreachable, connect, run
 VRAM_TOLERANCE = 0.02
 #: Docker runtimes that hand a vendor's devices to containers
 GPU_RUNTIMES = {"nvidia": ("nvidia",), "amd": (), "ascend": ("ascend",)}
-TOOLS = {"nvidia": (NVIDIA_QUERY, parse_nvidia_smi), "amd": (ROCM_QUERY, parse_rocm_smi),
-         "ascend": (NPU_QUERY, parse_npu_smi)}
+#: per vendor: the tools to ask, first found first (each a tool name and the commands it runs, chained
+#: with &&), and the parser of what they print
+TOOLS = {"nvidia": ([("nvidia-smi", [NVIDIA_QUERY])], parse_nvidia_smi),
+         "amd": ([("amd-smi", [AMD_SMI_QUERY, AMD_SMI_LIST]), ("rocm-smi", [ROCM_QUERY])], parse_amd),
+         "ascend": ([("npu-smi", [NPU_QUERY])], parse_npu_smi)}
 
 
 @dataclass
@@ -100,10 +105,11 @@ def collect(client, report: HostReport, timeout: float, expected: set[str] = fro
     """
     script = [_MARK + "facts", "uname -s; uname -m; nproc; grep MemTotal /proc/meminfo",
               _MARK + "docker", f"{_quote(_DOCKER)} 2>&1; echo {_MARK}rc=$?"]
-    for vendor, (argv, _) in sorted(TOOLS.items()):
-        script += [_MARK + vendor, f"if command -v {argv[0]} >/dev/null; then {_quote(argv)} 2>/tmp/.gpufleet-probe-$$; "
-                                   f"rc=$?; echo {_MARK}rc=$rc; cat /tmp/.gpufleet-probe-$$; rm -f /tmp/.gpufleet-probe-$$; "
-                                   f"else echo {_MARK}rc=127; fi"]
+    for vendor, (tools, _) in sorted(TOOLS.items()):
+        err = "/tmp/.gpufleet-probe-$$"
+        branches = [f"command -v {name} >/dev/null; then {{ {' && '.join(_quote(a) for a in argvs)}; }} 2>{err}; "
+                    f"rc=$?; echo {_MARK}rc=$rc@{name}; cat {err}; rm -f {err}; " for name, argvs in tools]
+        script += [_MARK + vendor, "if " + "elif ".join(branches) + f"else echo {_MARK}rc=127; fi"]
     status, out, err = run(client, ["sh", "-c", "\n".join(f"echo '{s}'" if s.startswith(_MARK) else s
                                                           for s in script)], timeout=timeout * 3)
     sections = _sections(out)
@@ -135,13 +141,15 @@ def _sections(out: str) -> dict[str, str]:
     return {k: "\n".join(v) for k, v in sections.items()}
 
 
-def _split_rc(text: str) -> tuple[int, str, str]:
-    """A tool section: its output, the rc line, then its stderr (for the tools) -> (rc, out, err)."""
+def _split_rc(text: str) -> tuple[int, str, str, str]:
+    """A section: its output, the rc line (``rc=N@tool`` for the accelerator tools), then its stderr
+    -> (rc, out, err, the tool that ran)."""
     lines = text.splitlines()
     for i, line in enumerate(lines):
         if line.startswith(_MARK + "rc="):
-            return int(line.split("=", 1)[1]), "\n".join(lines[:i]), "\n".join(lines[i + 1:])
-    return 1, text, ""
+            rc, _, tool = line.split("=", 1)[1].partition("@")
+            return int(rc), "\n".join(lines[:i]), "\n".join(lines[i + 1:]), tool
+    return 1, text, "", ""
 
 
 def _facts(text: str, report: HostReport) -> None:
@@ -156,7 +164,7 @@ def _facts(text: str, report: HostReport) -> None:
 
 
 def _docker(text: str, report: HostReport) -> None:
-    status, out, _ = _split_rc(text)
+    status, out, _, _ = _split_rc(text)
     if status != 0 or not out.strip():
         reason = (out.strip().splitlines() or ["no output"])[-1][:200]
         report.fail("mismatch", f"Docker does not answer: {reason}")
@@ -167,14 +175,17 @@ def _docker(text: str, report: HostReport) -> None:
 
 
 def _accelerators(text: str, report: HostReport, vendor: str, expected: bool) -> None:
-    argv, parse = TOOLS[vendor]
-    status, out, err = _split_rc(text)
+    tools, parse = TOOLS[vendor]
+    names = [name for name, _ in tools]
+    status, out, err, tool = _split_rc(text)
     if status == 127:
         if expected:
-            report.fail("mismatch", f"the inventory lists {vendor} devices but {argv[0]} is not installed")
+            missing = f"neither {' nor '.join(names)} is" if len(names) > 1 else f"{names[0]} is not"
+            report.fail("mismatch", f"the inventory lists {vendor} devices but {missing} installed")
         return
     if status != 0:
-        report.fail("mismatch", f"{argv[0]} failed: {(err.strip().splitlines() or ['exit ' + str(status)])[-1][:200]}")
+        report.fail("mismatch", f"{tool or names[0]} failed: "
+                                f"{(err.strip().splitlines() or ['exit ' + str(status)])[-1][:200]}")
         return
     try:
         found = parse(out)

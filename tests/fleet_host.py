@@ -78,15 +78,25 @@ class FleetHostProcess:
 
     def start(self, tools: dict[str, str] | None = None, runtimes: tuple[str, ...] = (),
               docker_socket: Path | None = None) -> FleetHost:
-        """``tools``: fake accelerator tools for this host's PATH, name -> the recorded output they print;
+        """``tools``: fake accelerator tools for this host's PATH, name (or "name subcommand") -> the
+        recorded output they print;
         ``runtimes``: extra Docker runtime names (as a vendor toolkit registers them), backed by runc;
         ``docker_socket``: share another host's engine instead of starting one (many light hosts for the bench)."""
         d = self.folder
         bin_dir = d / "bin"
         bin_dir.mkdir(exist_ok=True)
-        for name, output in (tools or {}).items():
-            (d / f"{name}.out").write_text(output)
-            (bin_dir / name).write_text(f"#!/bin/sh\nexec cat {d}/{name}.out\n")
+        by_tool: dict[str, dict[str, str]] = {}  # "amd-smi static": what `amd-smi static ...` prints
+        for key, output in (tools or {}).items():
+            name, _, sub = key.partition(" ")
+            by_tool.setdefault(name, {})[sub] = output
+        for name, outputs in by_tool.items():
+            lines = ["#!/bin/sh", 'case "$1" in']
+            for sub, output in outputs.items():
+                out = d / f"{name}.{sub or 'any'}.out"
+                out.write_text(output)
+                lines.append(f"  {sub or '*'}) exec cat {out} ;;")
+            lines += [f'  *) echo "{name}: no recorded output for $1" >&2; exit 2 ;;', "esac"]
+            (bin_dir / name).write_text("\n".join(lines) + "\n")
             (bin_dir / name).chmod(0o755)
         sock = docker_socket or d / "docker.sock"
         host = FleetHost("", d, d / "id_ed25519", d / "known_hosts", sock)

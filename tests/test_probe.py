@@ -10,12 +10,14 @@ import pytest
 
 from inventory.accelerator_tools import (
     ToolOutputError,
+    parse_amd,
+    parse_amd_smi,
     parse_npu_smi,
     parse_nvidia_smi,
     parse_rocm_smi,
 )
 from inventory.fleet import load_fleet
-from inventory.probe import HostReport, compare
+from inventory.probe import HostReport, _accelerators, compare
 
 from .conftest import ROOT, run_cli
 from .fleets import gpus, host
@@ -39,6 +41,48 @@ def test_rocm_smi_json():
     assert found[0].model.startswith("Navi 21") and found[0].uuid == "0x9246____________" and found[1].uuid is None
     with pytest.raises(ToolOutputError, match="VRAM Total Memory"):
         parse_rocm_smi('{"card0": {"Card Series": "x"}}')
+
+
+MI300A_UUIDS = ["7eff74a0-0000-1000-808f-7e20764e2714", "b6ff74a0-0000-1000-80ae-7c8cefe1f084",
+                "36ff74a0-0000-1000-8071-25d815189854", "f4ff74a0-0000-1000-80c4-4c2be5e66537"]
+
+
+def test_amd_smi_static_and_list_json():
+    static = (DATA / "amd-smi-static.mi300a.json").read_text()
+    found = parse_amd_smi(static + (DATA / "amd-smi-list.mi300a.json").read_text())
+    assert [(f.index, f.model, f.vram_mib, f.pci_bus_id, f.uuid) for f in found] == [
+        (i, "MI300A", 64289, f"000{i}:01:00.0", MI300A_UUIDS[i]) for i in range(4)]
+    assert {f.driver for f in found} == {"6.9.0-rc5+"}
+    # ROCm 6.4's amd-smi wraps the same list; without `amd-smi list` there are no UUIDs, the rest is the same
+    wrapped = parse_amd('{"gpu_data": ' + static + "}")
+    assert [(f.index, f.vram_mib, f.uuid) for f in wrapped] == [(i, 64289, None) for i in range(4)]
+    # the probe's AMD section holds whichever tool the host has: rocm-smi's JSON is still read
+    assert [f.vram_mib for f in parse_amd((DATA / "rocm-smi.json").read_text())] == [16368, 64]
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[{"gpu": 0, "vram": {"type": "HBM", "size": "N/A"}}]', "gpu 0: VRAM size 'N/A' is not a size in MB"),
+    ('[{"gpu": 0, "asic": {}}]', "gpu 0: no 'vram' section"),
+    ('[{"asic": {}}]', "without a numeric 'gpu' id"),
+    ('[{"gpu": 1, "vram": {"size": {"value": 16, "unit": "TB"}}}]', "is not a size in MB"),
+    ('{"card0": 1}', "expected a list of GPUs"),
+    ("[{\"gpu\": 0,", "not JSON"),
+    ("", "printed nothing"),
+])
+def test_amd_smi_output_it_cannot_read_is_named(text, message):
+    with pytest.raises(ToolOutputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_amd_smi(text)
+
+
+def test_a_missing_or_failing_amd_tool_is_named():
+    report = HostReport("h", "x")
+    _accelerators("@@gpufleet:rc=127", report, "amd", expected=True)
+    _accelerators("@@gpufleet:rc=1@amd-smi\nERROR:root:Unable to detect any GPU devices, check amdgpu version",
+                  report, "amd", expected=True)
+    _accelerators("@@gpufleet:rc=127", report, "nvidia", expected=False)  # not listed, not installed: fine
+    assert report.problems == [
+        "the inventory lists amd devices but neither amd-smi nor rocm-smi is installed",
+        "amd-smi failed: ERROR:root:Unable to detect any GPU devices, check amdgpu version"]
 
 
 def test_npu_smi_info_table():
@@ -69,11 +113,15 @@ def test_compare_names_every_difference():
 def hosts(fleet_host):  # fleet_host: the session's host; it also makes CI fail if the tools are missing
     from .fleet_host import FleetHostProcess
 
-    procs = [FleetHostProcess() for _ in range(3)]
+    procs = [FleetHostProcess() for _ in range(4)]
     started = [
         procs[0].start({"nvidia-smi": (DATA / "nvidia-smi.h100x8.csv").read_text()}, runtimes=("nvidia",)),
         procs[1].start({"rocm-smi": (DATA / "rocm-smi.json").read_text()}),
         procs[2].start(),
+        # amd-smi and rocm-smi both installed (as ROCm 6 ships them): amd-smi is asked
+        procs[3].start({"amd-smi static": (DATA / "amd-smi-static.mi300a.json").read_text(),
+                        "amd-smi list": (DATA / "amd-smi-list.mi300a.json").read_text(),
+                        "rocm-smi": "rocm-smi is deprecated and must not be read\n"}),
     ]
     yield procs, started
     for p in procs:
@@ -81,7 +129,7 @@ def hosts(fleet_host):  # fleet_host: the session's host; it also makes CI fail 
 
 
 def _inventory(tmp_path: Path, started, known_hosts: Path | None = None) -> Path:
-    nv, amd, cpu = started
+    nv, amd, cpu, mi = started
     entry = lambda name, h, acc: (  # noqa: E731
         f"  - name: {name}\n    address: {h.address}\n    ssh: {{user: root, identity_file: {h.identity}, "
         f"known_hosts: {known_hosts or h.known_hosts}}}\n{acc}")
@@ -92,6 +140,8 @@ def _inventory(tmp_path: Path, started, known_hosts: Path | None = None) -> Path
              "GPU-1d7b3e9c-5a2f-4e8d-b1c6-3a0f7e2d9c32", "GPU-e4a1c8f2-7d3b-4f9e-a2c5-8b1d6e0f3a43"])))
     text += entry("amd-1", amd, "    accelerators: [{vendor: amd, model: Radeon, vram: 16GiB, count: 8}]\n")
     text += entry("cpu-1", cpu, "")
+    text += entry("mi-1", mi, "    accelerators:\n      - {vendor: amd, model: MI300A, vram: 64289MiB, devices: ["
+                  + ", ".join(f"{{index: {i}, uuid: {u}}}" for i, u in enumerate(MI300A_UUIDS)) + "]}\n")
     path = tmp_path / "inv.yaml"
     path.write_text(text)
     return path
@@ -110,6 +160,9 @@ def test_probe_reports_ok_mismatch_and_facts(hosts, tmp_path):
     assert report["amd-1"]["status"] == "mismatch"
     assert "amd: the inventory lists 8 (8 × Radeon (16 GiB, amd)), the host reports 2" in report["amd-1"]["problems"]
     assert report["cpu-1"]["status"] == "ok"
+    assert report["mi-1"]["status"] == "ok", report["mi-1"]["problems"]
+    assert [(a["index"], a["uuid"], a["pci_bus_id"]) for a in report["mi-1"]["accelerators"]] == [
+        (i, u, f"000{i}:01:00.0") for i, u in enumerate(MI300A_UUIDS)]
     assert inv.read_bytes() == before  # probe writes nothing
     table = run_cli("probe", "--inventory", inv)
     assert "nv-1" in table.out and "1 mismatch" in table.out
@@ -173,3 +226,21 @@ def test_discover_refuses_a_changed_key(hosts, tmp_path):
                      "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
     r = run_cli("discover", started[0].address, "--identity", started[0].identity, "--known-hosts", known)
     assert r.code == 5 and "CHANGED" in r.err and r.out == ""
+
+
+def test_discover_reads_amd_smi_and_a_replaced_gpu_is_a_mismatch(hosts, tmp_path):
+    _, started = hosts
+    mi = started[3]
+    known = tmp_path / "known_hosts"
+    r = run_cli("discover", mi.address, "--identity", mi.identity, "--known-hosts", known)
+    assert r.code == 0, r.err
+    assert "vendor: amd" in r.out and "vram: 64289MiB" in r.out and f"uuid: {MI300A_UUIDS[3]}" in r.out
+    inv = tmp_path / "inv.yaml"
+    inv.write_text("hosts:\n" + r.out)
+    assert run_cli("probe", "--inventory", inv).code == 0
+    inv.write_text("hosts:\n" + r.out.replace(MI300A_UUIDS[2], "00ff74a0-0000-1000-8000-000000000000"))
+    out = run_cli("probe", "--inventory", inv, "--json")
+    (h,) = json.loads(out.out)["hosts"]
+    assert out.code == 5 and h["problems"] == [
+        f"amd device 2: UUID {MI300A_UUIDS[2]} reported, the inventory says 00ff74a0-0000-1000-8000-000000000000 "
+        "(a replaced GPU?)"]
