@@ -224,7 +224,10 @@ class _HostsLacking:
         self.budget -= 1
         if self.budget < 0:
             raise _GiveUp
-        return any(check(host) for check in self.checks)
+        for check in self.checks:
+            if check(host):
+                return True
+        return False
 
     def __bool__(self) -> bool:
         return True
@@ -249,7 +252,10 @@ class _HostsLacking:
             self.budget -= 1
             if self.budget < 0:
                 raise _GiveUp
-            if not any(check(host) for check in checks):
+            for check in checks:  # a loop, not any(): no generator per entry (a tenth of the plan's time)
+                if check(host):
+                    break
+            else:
                 return e
         return None
 
