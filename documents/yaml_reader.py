@@ -257,6 +257,8 @@ _MERGE = _MergeKey("<<")
 _SCALAR_TAGS = {_CORE + t for t in ("str", "int", "float", "bool", "null")}
 _MAX_INT = 2 ** 63 - 1
 _RESOLVER = yaml.resolver.Resolver()
+#: (plain text, implicit flags) -> the tag YAML's resolver gives it: values repeat (sizes, names, true)
+_RESOLVED: dict[tuple, str] = {}
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 
 
@@ -285,6 +287,11 @@ class _Composer:
         self.expanded = 0
         self.documents = 0
         self.result: Any = None
+        close = lambda event: self._close()  # noqa: E731
+        self._handlers = {yaml.ScalarEvent: self._scalar, yaml.MappingStartEvent: self._open,
+                          yaml.SequenceStartEvent: self._open, yaml.MappingEndEvent: close,
+                          yaml.SequenceEndEvent: close, yaml.AliasEvent: self._alias,
+                          yaml.DocumentStartEvent: self._document}
 
     def fail(self, mark, message: str) -> InputError:
         return InputError([Problem(self.file, mark.line + 1, mark.column + 1, dotted(self._here()), message)])
@@ -298,18 +305,14 @@ class _Composer:
         return top.path + (len(top.value),)
 
     def feed(self, event) -> None:
-        if isinstance(event, yaml.DocumentStartEvent):
-            self.documents += 1
-            if self.documents > 1:
-                raise self.fail(event.start_mark, "a second YAML document ('---'); a file holds one document")
-        elif isinstance(event, yaml.ScalarEvent):
-            self._scalar(event)
-        elif isinstance(event, yaml.AliasEvent):
-            self._alias(event)
-        elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            self._open(event)
-        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            self._close()
+        handler = self._handlers.get(type(event))  # one dict lookup, not a chain of isinstance (100,000s of events)
+        if handler is not None:
+            handler(event)
+
+    def _document(self, event) -> None:
+        self.documents += 1
+        if self.documents > 1:
+            raise self.fail(event.start_mark, "a second YAML document ('---'); a file holds one document")
 
     # -- collections
     def _open(self, event) -> None:
@@ -419,8 +422,18 @@ class _Composer:
 
     def _construct(self, event) -> Any:
         tag, value = event.tag, event.value
-        if tag in (None, "!"):
-            tag = _RESOLVER.resolve(yaml.ScalarNode, value, event.implicit) if tag is None else _CORE + "str"
+        if tag is None:
+            key = (value, event.implicit)
+            tag = _RESOLVED.get(key)
+            if tag is None:
+                tag = _RESOLVER.resolve(yaml.ScalarNode, value, event.implicit)
+                if len(_RESOLVED) > 8192:
+                    _RESOLVED.clear()
+                _RESOLVED[key] = tag
+        elif tag == "!":
+            tag = _CORE + "str"
+        if tag == _CORE + "str":
+            return value
         if tag == _CORE + "timestamp":
             return value  # dates stay text: every date-like value in our formats is a name
         if tag not in _SCALAR_TAGS:
