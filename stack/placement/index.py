@@ -136,7 +136,12 @@ class CandidateIndex:
     def best(self, demand: Demand, ranker: Ranker, avoid: set[str] | frozenset = frozenset()) -> GroupState | None:
         """The group the ranker prefers for this demand, skipping hosts in ``avoid``; None if nothing fits."""
         best_key, best_gid = None, None
+        bound = ranker.bound
         for lists in self.eligible(demand):
+            if best_key is not None:
+                floor = bound(lists, demand)
+                if floor is not None and floor > best_key:  # nothing here can beat what was found
+                    continue
             cand = ranker.pick(self, lists, demand, avoid)
             if cand and (best_key is None or cand[0] < best_key):
                 best_key, best_gid = cand

@@ -24,6 +24,11 @@ class Ranker:
         """(key, group id) of this class's best candidate, or None."""
         raise NotImplementedError
 
+    def bound(self, lists, demand: Demand) -> tuple | None:
+        """A key no candidate of this class can beat (compared with the best so far, it lets the index
+        skip the class), or None."""
+        return None
+
     def host_rank(self, load: int) -> int:
         """Sort key of a host running ``load`` replicas, for replicas that need no GPU."""
         raise NotImplementedError
@@ -56,6 +61,10 @@ class Binpack(Ranker):
         lst = index.kth_list(lists, g)
         e = _first(lst, bisect_left(lst, (v,)), avoid)
         return e and ((0, e[0], cap, e[1], e[2]), e[-1])
+
+    def bound(self, lists, demand):
+        # at best a group left with exactly what the replica asks, in this class's device size
+        return (0, demand.gpus if demand.vram_mib is None else demand.vram_mib, lists.capacity)
 
     def host_rank(self, load):
         return -load  # the busiest host first
