@@ -3,6 +3,7 @@
     .venv/bin/python bench/placement.py                  # everything (a few minutes on 2 cores)
     .venv/bin/python bench/placement.py --quick          # no 20,000-host run, smaller churn and exact sets
     .venv/bin/python bench/placement.py --resources 300  # the CPU-and-memory workload only
+    .venv/bin/python bench/placement.py --resources 300 --milp-seconds 120  # and what a MILP solver finds
     .venv/bin/python bench/placement.py --process 2000   # `gpufleet plan --json` as a process only
     .venv/bin/python bench/placement.py --exact 20       # small instances against the MILP optimum only
 
@@ -441,11 +442,14 @@ def enforce_after(fleet: Fleet, demands: list[Demand], placement) -> float:
     return total
 
 
-def lp_bound(fleet: Fleet, demands: list[Demand]) -> float:
-    """An upper bound on GPU equivalents: the LP relaxation over demand shapes and hosts, with each host's
-    devices, VRAM, CPUs and memory as aggregate capacities (device packing relaxed)."""
+def relaxation(fleet: Fleet, demands: list[Demand], seconds: float = 0) -> dict:
+    """Bounds on GPU equivalents from a model that keeps each host's devices, VRAM, CPUs and memory as
+    aggregate capacities (how shared claims split over devices is relaxed, so its optimum is an upper
+    bound): ``lp`` its LP relaxation; with ``seconds``, HiGHS's MILP on it for that long too:
+    ``milp_found`` (the best integer solution it found) and ``milp_bound`` (its proven bound)."""
     import numpy as np
-    from scipy.optimize import linprog
+    from scipy.optimize import Bounds, LinearConstraint, linprog, milp
+    from scipy.sparse import lil_matrix
 
     shapes: dict[tuple, int] = {}
     for d in demands:
@@ -454,35 +458,37 @@ def lp_bound(fleet: Fleet, demands: list[Demand]) -> float:
             shapes[key] = shapes.get(key, 0) + 1
     hosts = [h for h in fleet.hosts if h.groups]
     keys = list(shapes)
-    nv = len(keys) * len(hosts)
-    c = np.zeros(nv)
-    rows, rhs = [], []
-    for t, (g, v, mv, cp, rm) in enumerate(keys):
+    cols, gain = [], []  # (shape, host) pairs that can hold the shape at all
+    for t, (g, v, mv, _, _) in enumerate(keys):
         for j, h in enumerate(hosts):
             grp = h.groups[0]
-            ok = len(grp.devices) >= g and grp.vram_mib >= mv
-            c[t * len(hosts) + j] = -(g if v is None else g * v / grp.vram_mib) if ok else 0
-    for t, key in enumerate(keys):
-        row = np.zeros(nv)
-        row[t * len(hosts):(t + 1) * len(hosts)] = 1
-        rows.append(row)
-        rhs.append(shapes[key])
-    for j, h in enumerate(hosts):
-        grp = h.groups[0]
-        for cap, coef in ((len(grp.devices), lambda k: k[0] if k[1] is None else k[0] * k[1] / grp.vram_mib),
-                          (h.cpus - h.reserved_cpus, lambda k: k[3]),
-                          ((h.ram_mib - h.reserved_ram_mib), lambda k: k[4])):
-            row = np.zeros(nv)
-            for t, k in enumerate(keys):
-                row[t * len(hosts) + j] = coef(k)
-            rows.append(row)
-            rhs.append(cap)
-    bounds = [(0, 0) if c[i] == 0 else (0, None) for i in range(nv)]
-    res = linprog(c, A_ub=np.array(rows), b_ub=np.array(rhs), bounds=bounds, method="highs")
-    return -res.fun
+            if len(grp.devices) >= g and grp.vram_mib >= mv and (v is None or v <= grp.vram_mib):
+                cols.append((t, j))
+                gain.append(g if v is None else g * v / grp.vram_mib)
+    a = lil_matrix((len(keys) + 3 * len(hosts), len(cols)))
+    for i, (t, j) in enumerate(cols):
+        g, v, _, cp, rm = keys[t]
+        a[t, i] = 1
+        a[len(keys) + 3 * j, i] = g if v is None else g * v / hosts[j].groups[0].vram_mib
+        a[len(keys) + 3 * j + 1, i] = cp
+        a[len(keys) + 3 * j + 2, i] = rm
+    hi = [shapes[k] for k in keys]
+    for h in hosts:
+        hi += [len(h.groups[0].devices), h.cpus - h.reserved_cpus, h.ram_mib - h.reserved_ram_mib]
+    a = a.tocsr()
+    c = -np.array(gain)
+    lp = linprog(c, A_ub=a, b_ub=np.array(hi), bounds=(0, None), method="highs")
+    out = {"lp": -lp.fun}
+    if seconds:
+        res = milp(c, constraints=LinearConstraint(a, 0, np.array(hi)), integrality=np.ones(len(cols)),
+                   bounds=Bounds(0, np.inf), options={"time_limit": seconds, "disp": False})
+        out["milp_found"] = -res.fun if res.fun is not None else None
+        out["milp_bound"] = -res.mip_dual_bound if res.mip_dual_bound is not None else None
+        out["milp_seconds"] = seconds
+    return out
 
 
-def resources(n_hosts: int, seed: int, batches: int = 20, load: float = 1.0) -> dict:
+def resources(n_hosts: int, seed: int, batches: int = 20, load: float = 1.0, milp_seconds: float = 0) -> dict:
     """Heterogeneous hosts with CPUs and memory, fractional claims, CPU-only replicas: one plan, the same
     replicas arriving in batches with the lock, and what placing without CPUs and memory would cost."""
     fleet = resource_fleet(n_hosts, seed)
@@ -505,7 +511,8 @@ def resources(n_hosts: int, seed: int, batches: int = 20, load: float = 1.0) -> 
             kept_total += sum(a.status == "kept" for a in p.assignments if a.key in prior)
             seen += sum(1 for k in prior if k in p.by_key())
         prior = read_lock_text(render_lock("bench", p))
-    bound = lp_bound(fleet, demands)
+    bounds = relaxation(fleet, demands, milp_seconds)
+    share = lambda x: None if x is None else round(min(x, gpus) / gpus, 4)  # noqa: E731
     return {
         "hosts": n_hosts, "gpus": gpus, "replicas": len(demands), "load": load,
         "cpu_only_replicas": sum(1 for d in demands if d.gpus == 0),
@@ -520,7 +527,9 @@ def resources(n_hosts: int, seed: int, batches: int = 20, load: float = 1.0) -> 
         "ignoring_cpu_and_memory": {"gpu_allocation": round(gpu_equivalents(fleet, blind) / gpus, 4),
                                     "hosts_over_cpu_or_memory": len(over_capacity(fleet, demands, blind)),
                                     "gpu_allocation_once_enforced": round(enforce_after(fleet, demands, blind) / gpus, 4)},
-        "lp_bound": round(min(bound, gpus) / gpus, 4),
+        "lp_bound": share(bounds["lp"]),
+        **({"milp": {"found": share(bounds["milp_found"]), "bound": share(bounds["milp_bound"]),
+                     "seconds": milp_seconds}} if milp_seconds else {}),
     }
 
 
@@ -532,6 +541,8 @@ def main() -> None:
     ap.add_argument("--resources", type=int, metavar="HOSTS", help="only the CPU-and-memory workload, this many hosts")
     ap.add_argument("--exact", type=int, metavar="N", help="only the small instances against the MILP, N of each")
     ap.add_argument("--seed", type=int, default=20261121)
+    ap.add_argument("--milp-seconds", type=float, default=0, metavar="S",
+                    help="with --resources: also run HiGHS's MILP on the relaxed model for S seconds per load")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(scale_run(args.one, args.seed)))
@@ -547,7 +558,8 @@ def main() -> None:
                          indent=2))
         return
     if args.resources:
-        print(json.dumps([resources(args.resources, args.seed, load=load) for load in (1.0, 1.3)], indent=2))
+        print(json.dumps([resources(args.resources, args.seed, load=load, milp_seconds=args.milp_seconds)
+                          for load in (1.0, 1.3)], indent=2))
         return
     scale = []
     for n in (100, 1000, 2000) if args.quick else (100, 1000, 2000, 20000):
