@@ -28,10 +28,12 @@ BINPACK, SPREAD = "binpack", "spread"
 
 
 class _ClassLists:
-    __slots__ = ("capacity", "whole", "touched", "kth", "members", "rep")
+    __slots__ = ("capacity", "whole", "touched", "kth", "members", "rep", "version")
 
     def __init__(self, capacity: int, rep: GroupState):
         self.capacity = capacity
+        #: raised whenever one of the lists changes (what a walk of them learnt holds until then)
+        self.version = 0
         self.rep = rep
         self.members: list[int] = []
         self.whole: list[tuple] = []
@@ -61,11 +63,18 @@ class CandidateIndex:
         self._eligible: dict[tuple, list[_ClassLists]] = {}
         for gs in state.groups:
             self.refresh(gs)
+        state.on_change = self.touch
+
+    def touch(self, host: str) -> None:
+        """The host's GPUs, CPUs or memory changed: what was learnt about its classes' lists is void."""
+        for gs in self.state.groups_of[host]:
+            self.classes[self.class_of[gs.gid]].version += 1
 
     # ------------------------------------------------------------------ maintenance
     def refresh(self, gs: GroupState) -> None:
         """Re-file one group after its usage changed."""
         lists = self.classes[self.class_of[gs.gid]]
+        lists.version += 1
         gid, name, gidx = gs.gid, gs.host.name, gs.gidx
         old = self._whole[gid]
         if old is not None:

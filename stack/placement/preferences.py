@@ -42,6 +42,11 @@ class Preference:
     def skips(self, ctx: Context, demand: Demand) -> Callable[[str], bool] | None:
         return None
 
+    def skips_key(self, demand: Demand) -> tuple:
+        """What ``skips``'s answer depends on besides the host's own state and the run's figures: equal
+        keys give equal answers on an unchanged host (the engine remembers them)."""
+        return (self.name,)
+
 
 class SoftAntiAffinity(Preference):
     """Replicas of one deployment avoid sharing a host (``spread: hosts`` makes it a hard rule)."""
@@ -67,6 +72,9 @@ class KeepCpusPerGpu(Preference):
     def skips(self, ctx, demand):
         cpus, ram = ctx.ratios
         return lambda host: ctx.state.strands(host, demand, cpus, ram)
+
+    def skips_key(self, demand):
+        return (self.name, demand.gpus, demand.whole, demand.vram_mib, demand.cpus, demand.ram_mib)
 
 
 class SaveCpuRichHosts(Preference):

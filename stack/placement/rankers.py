@@ -47,19 +47,19 @@ class Binpack(Ranker):
     def pick(self, index, lists, demand, avoid):
         g, v, cap = demand.gpus, demand.vram_mib, lists.capacity
         if v is None:
-            e = _first(lists.whole, bisect_left(lists.whole, (g,)), avoid)
+            e = _first(lists.whole, bisect_left(lists.whole, (g,)), avoid, lists)
             return e and ((0, e[0], cap, e[1], e[2]), e[-1])
         if g == 1:
-            e = _first(lists.touched, bisect_left(lists.touched, (v,)), avoid)
+            e = _first(lists.touched, bisect_left(lists.touched, (v,)), avoid, lists)
             cand = e and ((0, e[0], cap, e[1], e[2]), e[-1])
             if v <= cap:
-                u = _first(lists.whole, bisect_left(lists.whole, (1,)), avoid)
+                u = _first(lists.whole, bisect_left(lists.whole, (1,)), avoid, lists)
                 alt = u and ((1, cap, u[0], u[1], u[2]), u[-1])
                 if alt and (not cand or alt[0] < cand[0]):
                     cand = alt
             return cand
         lst = index.kth_list(lists, g)
-        e = _first(lst, bisect_left(lst, (v,)), avoid)
+        e = _first(lst, bisect_left(lst, (v,)), avoid, lists)
         return e and ((0, e[0], cap, e[1], e[2]), e[-1])
 
     def bound(self, lists, demand):
@@ -92,14 +92,14 @@ class Spread(Ranker):
         return (-gs.untouched, host_name, gs.gidx)
 
 
-def _first(lst: list, i: int, avoid) -> tuple | None:
-    """The first entry at or after ``i`` whose host is not avoided."""
+def _first(lst: list, i: int, avoid, lists=None) -> tuple | None:
+    """The first entry at or after ``i`` whose host is not avoided (``lists``: the class ``lst`` is in)."""
     n = len(lst)
     if not avoid:
         return lst[i] if i < n else None
     first = getattr(avoid, "first", None)  # a set that checks more than names walks the list itself
     if first is not None:
-        return first(lst, i)
+        return first(lst, i, lists)
     while i < n:
         if lst[i][1] not in avoid:
             return lst[i]

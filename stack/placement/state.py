@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from typing import Callable
 
 from inventory.fleet import DeviceGroup, Fleet, Host
 
@@ -108,6 +109,8 @@ class FleetState:
         #: CPUs and MiB of memory still free per host; None where the inventory does not declare them
         self.cpu_free: dict[str, float | None] = {h.name: h.allocatable_cpus for h in fleet.hosts}
         self.ram_free: dict[str, int | None] = {h.name: h.allocatable_ram_mib for h in fleet.hosts}
+        #: called with a host's name whenever its GPUs, CPUs or memory change (the index's versions)
+        self.on_change: Callable[[str], None] | None = None
         #: free VRAM per host in whole devices (a device half claimed counts 0.5)
         self.gpus_free: dict[str, float] = {h.name: float(sum(len(g.devices) for g in h.groups))
                                             for h in fleet.hosts}
@@ -162,6 +165,8 @@ class FleetState:
     # -- changes
     def hold(self, gs: GroupState, positions: list[int], vram_mib: int | None) -> None:
         """Devices a container outside this plan's replicas still uses (departing, or another stack's)."""
+        if self.on_change is not None:
+            self.on_change(gs.host.name)
         before = sum(gs.free[i] for i in positions)
         for i in positions:
             if vram_mib is None:
@@ -173,7 +178,10 @@ class FleetState:
         self.gpus_free[gs.host.name] -= (before - sum(gs.free[i] for i in positions)) / gs.group.vram_mib
 
     def hold_host(self, host: str, cpus: float, ram_mib: int) -> None:
-        """CPUs and memory a replica takes on its host (this plan's, departing, or another stack's)."""
+        """CPUs and memory a replica takes on its host (this plan's, departing, or another stack's);
+        negative amounts give them back."""
+        if self.on_change is not None:
+            self.on_change(host)
         if self.cpu_free.get(host) is not None:
             self.cpu_free[host] -= cpus
         if self.ram_free.get(host) is not None:
