@@ -32,7 +32,8 @@ def test_a_host_whose_cpus_are_taken_and_given_back_is_searched_again():
     f = fleet(host("a", gpus("nvidia", "H100", 80, 2), cpus=16), host("b", gpus("nvidia", "H100", 80, 2), cpus=16))
     gpu = Demand("g", 0, "cuda", 1, None, cpus=8)
     state = FleetState(f)
-    index, walks = CandidateIndex(state, [gpu]), _Walks()
+    index = CandidateIndex(state, [gpu])
+    walks = _Walks(index)
     assert _search(index, state, gpu, walks) == ("a", 0)
     assert _search(index, state, gpu, walks) == ("a", 0)  # answered from what the first walk learnt
     embedder = Demand("e", 0, "cpu", 0, cpus=12)
@@ -48,7 +49,8 @@ def test_a_remembered_preference_answer_follows_the_host():
     f = fleet(host("a", gpus("nvidia", "H100", 80, 2), cpus=16), host("b", gpus("nvidia", "H100", 80, 4), cpus=6))
     gpu = Demand("g", 0, "cuda", 1, None, cpus=2)
     state = FleetState(f)
-    index, walks = CandidateIndex(state, [gpu]), _Walks()
+    index = CandidateIndex(state, [gpu])
+    walks = _Walks(index)
     lean = (lambda h: state.cpu_free[h] > 8,)
     assert _search(index, state, gpu, walks, checks=lean, key=("lean",)) == ("b", 0)
     state.claim(None, [], Demand("e", 0, "cpu", 0, cpus=10), "a")  # a has 6 free now: no longer skipped
@@ -65,7 +67,8 @@ def test_remembered_answers_equal_fresh_walks(data):
     state = FleetState(f)
     asks = [Demand("g", 0, "cuda", g, v, min_vram_mib=v or 0, cpus=c, ram_mib=r)
             for g in (1, 2) for v in (None, 20 * 1024) for c in (2, 6) for r in (0, 64 * 1024)]
-    index, walks = CandidateIndex(state, asks), _Walks()
+    index = CandidateIndex(state, asks)
+    walks = _Walks(index)
     placed: list[tuple] = []  # (group state, positions, demand, host)
     for step in range(data.draw(st.integers(1, 40))):
         op = data.draw(st.sampled_from(["search", "search", "gpu", "cpu", "release"]))

@@ -15,7 +15,7 @@ Pure: the same fleet, demands, prior and strategy give the same Placement.
 from __future__ import annotations
 
 import gc
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from itertools import islice
 
 from inventory.fleet import Fleet
@@ -263,15 +263,20 @@ class _HostsLacking:
                 else:
                     return e
             return None
-        seen = self.walks.of(lst, lists.version, i, (need_cpu, need_ram, self.key))
+        if i >= len(lst):
+            return None
+        low = lst[i]
+        seen = self.walks.of(self, lst, lists, low, (need_cpu, need_ram, self.key))
+        # 1. entries an earlier walk found fit for such a replica (brought up to date by ``of``)
         fits = seen.fits
-        # 1. entries an earlier walk found fit for such a replica (their hosts have not changed since)
-        for k in range(bisect_left(fits, i), len(fits)):
-            e = lst[fits[k]]
+        for k in range(bisect_left(fits, low), len(fits)):
+            e = fits[k]
             if e[1] not in avoid:
                 return e
         # 2. the rest of the list, remembering which entries fit
-        pos = seen.end
+        if seen.end is None:
+            return None  # every entry from here on was looked at
+        pos = bisect_left(lst, seen.end)
         try:
             for e in islice(lst, pos, None):
                 host = e[1]
@@ -292,20 +297,37 @@ class _HostsLacking:
                     if turned_away:
                         pos += 1
                         continue
-                fits.append(pos)
+                fits.append(e)
                 pos += 1
                 if host not in avoid:
                     return e
             return None
         finally:
-            seen.end = pos
+            seen.end = lst[pos] if pos < len(lst) else None
+
+    def passes(self, host: str) -> bool:
+        """The host has the CPUs and memory and no check turns it away (``first``'s test but for ``avoid``)."""
+        c, r = self.cpu[host], self.ram[host]
+        if (c is not None and c < self.need_cpu) or (r is not None and r < self.need_ram):
+            return False
+        if self.checks:
+            self.budget -= 1
+            if self.budget < 0:
+                raise _GiveUp
+            for check in self.checks:
+                if check(host):
+                    return False
+        return True
 
 
 class _Seen:
-    __slots__ = ("version", "start", "end", "fits")
+    """What walks of one list with one ask found: every entry from ``start`` up to (not including) ``end``
+    (None: to the end of the list) was looked at, and ``fits`` are those that passed, in list order."""
 
-    def __init__(self, version: int, start: int):
-        self.version, self.start, self.end, self.fits = version, start, start, []
+    __slots__ = ("synced", "start", "end", "fits")
+
+    def __init__(self, synced: int, start: tuple):
+        self.synced, self.start, self.end, self.fits = synced, start, start, []
 
 
 class _Walks:
@@ -314,22 +336,50 @@ class _Walks:
     Searches spent most of their time walking past hosts whose GPUs are free but whose CPUs or memory
     are short, or that a preference turns away: the same hosts, walked past again by every replica
     asking the same, and more of them the bigger the fleet (time grew faster than its size). For each
-    list and ask (CPUs, memory, the preferences' checks) this keeps how far the list was walked and which
-    of those entries passed; the next walk from a position inside that stretch looks only at those
-    (for the hosts it avoids) and walks on from where the last one stopped. It holds while the list's
-    class is unchanged: its version rises when one of its lists changes or a member host's GPUs, CPUs or
-    memory do (``CandidateIndex.touch``), so every remembered answer is still the answer.
+    list and ask (CPUs, memory, the preferences' checks) this keeps which stretch of the list was looked
+    at and which of its entries passed; the next walk from inside that stretch looks only at those (for
+    the hosts it avoids) and walks on from where the last one stopped. Whether an entry passes depends on
+    its own host only, so when hosts of the class change (its ``log``: their entries moved, or their
+    GPUs, CPUs or memory changed) only their entries are looked at again; more than PATCH_MAX of them,
+    and the stretch is forgotten.
     """
 
-    def __init__(self):
+    PATCH_MAX = 16
+
+    def __init__(self, index: CandidateIndex):
+        self.index = index
         self.seen: dict[tuple, _Seen] = {}
 
-    def of(self, lst: list, version: int, i: int, ask: tuple) -> _Seen:
+    def of(self, hosts: _HostsLacking, lst: list, lists, low: tuple, ask: tuple) -> _Seen:
+        """What is known about ``lst`` from entry ``low`` on, for this ask, brought up to date."""
         key = (id(lst), ask)
         got = self.seen.get(key)
-        if got is None or got.version != version or not got.start <= i <= got.end:
-            got = self.seen[key] = _Seen(version, i)
+        if got is not None and (low < got.start or (got.end is not None and got.end < low)):
+            got = None  # the walk starts outside the stretch looked at
+        log = lists.log
+        if got is not None and got.synced != len(log):
+            changed = set(log[got.synced:])
+            if len(changed) > self.PATCH_MAX:
+                got = None
+            else:
+                try:
+                    self._patch(hosts, got, lst, lists, changed)
+                except _GiveUp:
+                    del self.seen[key]  # half brought up to date: forgotten
+                    raise
+                got.synced = len(log)
+        if got is None:
+            got = self.seen[key] = _Seen(len(log), low)
         return got
+
+    def _patch(self, hosts: _HostsLacking, seen: _Seen, lst: list, lists, changed: set[str]) -> None:
+        """The changed hosts' entries inside the stretch are looked at again; nothing else can have changed."""
+        start, end = seen.start, seen.end
+        seen.fits = [e for e in seen.fits if e[1] not in changed]
+        for host in changed:
+            for e in self.index.entries(lst, lists, host):
+                if start <= e and (end is None or e < end) and hosts.passes(host):
+                    insort(seen.fits, e)
 
 
 class _Run:
@@ -352,7 +402,7 @@ class _Run:
         #: hosts for replicas that need no GPU (set by place)
         self.hosts: HostIndex | None = None
         #: what searches learnt about the index's lists (see _Walks)
-        self.walks = _Walks()
+        self.walks = _Walks(index)
 
     # ------------------------------------------------------------------ 1. sticky
     def keep(self, demand: Demand, locked: LockedReplica) -> bool:

@@ -28,12 +28,13 @@ BINPACK, SPREAD = "binpack", "spread"
 
 
 class _ClassLists:
-    __slots__ = ("capacity", "whole", "touched", "kth", "members", "rep", "version")
+    __slots__ = ("capacity", "whole", "touched", "kth", "members", "rep", "log")
 
     def __init__(self, capacity: int, rep: GroupState):
         self.capacity = capacity
-        #: raised whenever one of the lists changes (what a walk of them learnt holds until then)
-        self.version = 0
+        #: the hosts whose entries or GPUs, CPUs or memory changed, in order (what searches remember
+        #: about these lists is brought up to date from it: engine._Walks)
+        self.log: list[str] = []
         self.rep = rep
         self.members: list[int] = []
         self.whole: list[tuple] = []
@@ -66,15 +67,31 @@ class CandidateIndex:
         state.on_change = self.touch
 
     def touch(self, host: str) -> None:
-        """The host's GPUs, CPUs or memory changed: what was learnt about its classes' lists is void."""
+        """The host's GPUs, CPUs or memory changed: its classes log it."""
         for gs in self.state.groups_of[host]:
-            self.classes[self.class_of[gs.gid]].version += 1
+            self.classes[self.class_of[gs.gid]].log.append(host)
+
+    def entries(self, lst: list, lists: _ClassLists, host: str) -> list[tuple]:
+        """The entries ``host``'s groups have in ``lst``, one of the lists of class ``lists``."""
+        out = []
+        for gs in self.state.groups_of[host]:
+            gid = gs.gid
+            if self.classes[self.class_of[gid]] is not lists:
+                continue
+            if lst is lists.whole:
+                if self._whole[gid] is not None:
+                    out.append(self._whole[gid])
+            elif lst is lists.touched:
+                out.extend(self._touched[gid])
+            else:
+                out.extend(e for g, e in self._kth[gid].items() if lists.kth.get(g) is lst)
+        return out
 
     # ------------------------------------------------------------------ maintenance
     def refresh(self, gs: GroupState) -> None:
         """Re-file one group after its usage changed."""
         lists = self.classes[self.class_of[gs.gid]]
-        lists.version += 1
+        lists.log.append(gs.host.name)
         gid, name, gidx = gs.gid, gs.host.name, gs.gidx
         old = self._whole[gid]
         if old is not None:

@@ -109,7 +109,7 @@ class FleetState:
         #: CPUs and MiB of memory still free per host; None where the inventory does not declare them
         self.cpu_free: dict[str, float | None] = {h.name: h.allocatable_cpus for h in fleet.hosts}
         self.ram_free: dict[str, int | None] = {h.name: h.allocatable_ram_mib for h in fleet.hosts}
-        #: called with a host's name whenever its GPUs, CPUs or memory change (the index's versions)
+        #: called with a host's name whenever its GPUs, CPUs or memory change (the index logs it)
         self.on_change: Callable[[str], None] | None = None
         #: free VRAM per host in whole devices (a device half claimed counts 0.5)
         self.gpus_free: dict[str, float] = {h.name: float(sum(len(g.devices) for g in h.groups))
