@@ -962,13 +962,17 @@ class _Run:
         cache: dict[tuple, list] = {}  # shape -> [(CPUs, memory, explanation)]
         walks: dict[tuple, list] = {}  # shape -> each host's reach with CPUs and memory left out
         static: dict[tuple, dict] = {}
+        too_big: dict[tuple, bool] = {}  # static shape -> no host could ever hold it (the fleet does not change)
         for demand, previous in self._failed:
             key = (demand.static_key(), demand.vram_mib, demand.manual, demand.spread_hosts and demand.deployment)
             got = self._explained(cache.get(key, ()), demand)
             if got is None:
                 if key not in walks:
                     walks[key] = walk(self.fleet, self.state, demand, self.index, static)
-                got = explain(self.fleet, self.state, demand, walks[key])
+                shape = demand.static_key()
+                if shape not in too_big:
+                    too_big[shape] = bool(demand.gpus) and _too_big_for_any_host(self.fleet, demand)
+                got = explain(self.fleet, self.state, demand, walks[key], never=too_big[shape])
                 cache.setdefault(key, []).append((demand.cpus, demand.ram_mib, got))
             rejected, never, text, fits = got
             if fits is not None and self._place_at(demand, previous, *fits):
@@ -1048,7 +1052,8 @@ def walk(fleet: Fleet, state: FleetState, demand: Demand, index: CandidateIndex 
 
 
 def explain(fleet: Fleet, state: FleetState, demand: Demand, walked: list[tuple] | None = None,
-            index: CandidateIndex | None = None) -> tuple[dict[str, int], bool, str, tuple | None]:
+            index: CandidateIndex | None = None,
+            never: bool | None = None) -> tuple[dict[str, int], bool, str, tuple | None]:
     """Count, per filter, the hosts it rejected (each host counted at the filter its best group reached).
 
     ``walked``: the shape's ``walk`` (made here when not given); the CPU and memory filters are applied
@@ -1083,7 +1088,8 @@ def explain(fleet: Fleet, state: FleetState, demand: Demand, walked: list[tuple]
         parts.append(f"taken by stack {', '.join(stacks)} on {len(busy)} of those host{'s' if len(busy) != 1 else ''}")
     if not fleet.hosts:
         parts = ["the inventory has no hosts"]
-    never = bool(demand.gpus) and _too_big_for_any_host(fleet, demand)
+    if never is None:
+        never = bool(demand.gpus) and _too_big_for_any_host(fleet, demand)
     if never:
         kind = [g for h in fleet.hosts for g in h.groups
                 if FRAMEWORK(h, g, demand) and VENDOR(h, g, demand) and GPU_MODEL(h, g, demand)]
