@@ -478,7 +478,7 @@ class _Run:
         # capacity only shrinks during a run: a shape nothing fit will never fit later in it
         shape = (demand.static_key(), demand.vram_mib)
         failed = self._hopeless.get(shape)
-        if failed and any(c <= demand.cpus and r <= demand.ram_mib for c, r in failed):
+        if failed and self._hopeless_shape(demand, failed):
             return None
         ctx = Context(self.state, self.ratios)
         hard = frozenset(avoid) if demand.spread_hosts else frozenset()  # spread: hosts is a rule
@@ -504,6 +504,12 @@ class _Run:
             c, r = demand.cpus, demand.ram_mib  # kept minimal: asks this one covers go
             self._hopeless[shape] = [(c, r)] + [(x, y) for x, y in failed or () if x < c or y < r]
         return None
+
+    def _hopeless_shape(self, demand: Demand, failed: list | None = None) -> bool:
+        """A replica of this shape asking no more CPUs and memory found no place since capacity last grew."""
+        if failed is None:
+            failed = self._hopeless.get((demand.static_key(), demand.vram_mib))
+        return bool(failed) and any(c <= demand.cpus and r <= demand.ram_mib for c, r in failed)
 
     def _choose_by_scan(self, demand: Demand, avoid: set[str]):
         """CPU-only replicas and manual GPU selection: few candidates, checked one by one."""
@@ -826,8 +832,8 @@ class _Run:
                         return False
                     out = [(a, by_key[a.key])]
                     gs = self.state.groups[gid]
-                    if constrained(out[0][1]) < mine or not self._would_fit(demand, out, gs) \
-                            or self._choose(out[0][1]) is None:
+                    if self._hopeless_shape(out[0][1]) or constrained(out[0][1]) < mine or \
+                            not self._would_fit(demand, out, gs) or self._choose(out[0][1]) is None:
                         continue  # cheap checks first: the swap itself re-checks everything
                     moved = self._swap(demand, previous, gs, out)
                     if moved is not None:
