@@ -75,6 +75,8 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
     gpu_demands = [d for d in demands if d.gpus]
     run.min_cpus = min((d.cpus for d in gpu_demands), default=0)
     run.min_ram = min((d.ram_mib for d in gpu_demands), default=0)
+    if any(d.cpus or d.ram_mib for d in gpu_demands):
+        run.walks = _Walks(index)
 
     ordered = sorted(demands, key=lambda d: (d.deployment, d.replica))
     fresh: list[Demand] = []
@@ -349,6 +351,7 @@ class _Walks:
     def __init__(self, index: CandidateIndex):
         self.index = index
         self.seen: dict[tuple, _Seen] = {}
+        index.state.on_change = index.touch  # hosts whose GPUs, CPUs or memory change are logged
 
     def of(self, hosts: _HostsLacking, lst: list, lists, low: tuple, ask: tuple) -> _Seen:
         """What is known about ``lst`` from entry ``low`` on, for this ask, brought up to date."""
@@ -401,8 +404,9 @@ class _Run:
         self._hopeless: dict[tuple, list[tuple[float, int]]] = {}
         #: hosts for replicas that need no GPU (set by place)
         self.hosts: HostIndex | None = None
-        #: what searches learnt about the index's lists (see _Walks)
-        self.walks = _Walks(index)
+        #: what searches learnt about the index's lists (see _Walks; set by place when replicas ask for
+        #: CPUs or memory: only then do searches walk past hosts that lack them)
+        self.walks: _Walks | None = None
 
     # ------------------------------------------------------------------ 1. sticky
     def keep(self, demand: Demand, locked: LockedReplica) -> bool:

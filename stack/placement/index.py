@@ -64,10 +64,10 @@ class CandidateIndex:
         self._eligible: dict[tuple, list[_ClassLists]] = {}
         for gs in state.groups:
             self.refresh(gs)
-        state.on_change = self.touch
 
     def touch(self, host: str) -> None:
-        """The host's GPUs, CPUs or memory changed: its classes log it."""
+        """The host's GPUs, CPUs or memory changed: its classes log it (FleetState.on_change, installed by
+        engine._Walks, the reader of the logs)."""
         for gs in self.state.groups_of[host]:
             self.classes[self.class_of[gs.gid]].log.append(host)
 

@@ -164,9 +164,8 @@ class FleetState:
 
     # -- changes
     def hold(self, gs: GroupState, positions: list[int], vram_mib: int | None) -> None:
-        """Devices a container outside this plan's replicas still uses (departing, or another stack's)."""
-        if self.on_change is not None:
-            self.on_change(gs.host.name)
+        """Devices a container outside this plan's replicas still uses (departing, or another stack's).
+        Always called with ``hold_host`` (which announces the change), as ``claim`` does."""
         before = sum(gs.free[i] for i in positions)
         for i in positions:
             if vram_mib is None:
