@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,7 +71,7 @@ def test_amd_smi_static_and_list_json():
     ("", "printed nothing"),
 ])
 def test_amd_smi_output_it_cannot_read_is_named(text, message):
-    with pytest.raises(ToolOutputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ToolOutputError, match=re.escape(message)):
         parse_amd_smi(text)
 
 
