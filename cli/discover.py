@@ -4,8 +4,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from inventory.discover import discover, inventory_yaml
-from inventory.ssh import HostUnreachable
 
 
 def register(sub) -> None:
@@ -24,6 +22,9 @@ def register(sub) -> None:
 
 
 def cmd_discover(args) -> int:
+    from inventory.discover import discover, inventory_yaml  # paramiko: imported by the commands that use SSH
+    from inventory.ssh import HostUnreachable
+
     found, failed = [], 0
     for address in args.addresses:
         try:

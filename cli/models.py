@@ -13,7 +13,6 @@ import sys
 import yaml
 
 from documents.problems import InputError, Problem
-from stack.model_metadata import MetadataError, read
 from stack.project import display, find_root, load_stack_file, stack_path
 from stack.resource_fit import model_key, models_path, read_models
 
@@ -49,6 +48,8 @@ def describe(meta) -> str:
 
 
 def cmd_models(args) -> int:
+    from stack.model_metadata import MetadataError, read  # HTTP: imported by the one command that reads hubs
+
     root = args.root or find_root()
     path = stack_path(root, args.stack)
     stack, _ = load_stack_file(path, root)

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 from inventory.fleet import load_fleet
-from inventory.probe import probe_fleet
 from stack.project import display, find_root
 
 EXIT_FLEET = 5
@@ -26,6 +25,8 @@ def register(sub) -> None:
 
 
 def cmd_probe(args) -> int:
+    from inventory.probe import probe_fleet  # paramiko: imported by the commands that use SSH
+
     root = args.root or find_root()
     fleet = load_fleet(args.inventory, display(args.inventory, root))
     timeout = max(1.0, min(args.timeout, 10.0))

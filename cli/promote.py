@@ -17,8 +17,6 @@ import difflib
 import io
 import sys
 
-from ruamel.yaml import YAML
-
 from documents.problems import InputError, Problem
 from documents.yaml_reader import read_text
 from stack.plan import plan_placement
@@ -85,7 +83,9 @@ def cmd_promote(args) -> int:
     return 0
 
 
-def _yaml() -> YAML:
+def _yaml():
+    from ruamel.yaml import YAML  # imported by the one command that writes YAML round-trip
+
     yaml = YAML()  # round-trip: comments, order and quotes kept
     yaml.preserve_quotes = True
     yaml.width = 4096

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.schema import BackendSpec
+from documents.fields import describe_fields
 from inventory.schema import InventoryFile
 from stack.schema import StackFile
 
@@ -33,6 +34,7 @@ def _open_objects(node: Any) -> None:
 
 
 def schema(kind: str) -> dict:
+    describe_fields()
     if kind == "backend":
         spec = BackendSpec.model_json_schema()
         _open_objects(spec)

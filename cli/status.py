@@ -5,8 +5,6 @@ import concurrent.futures
 import json
 import sys
 
-from inventory.host_state import containers, endpoint_answers, gpu_memory_used
-from inventory.ssh import Endpoint, HostUnreachable, connect
 from stack.plan import build_plan
 from stack.project import find_root, load_project
 from stack.status import compare, health_url
@@ -28,6 +26,9 @@ def register(sub) -> None:
 
 
 def _host(host, stack: str, specs, timeout: float):
+    from inventory.host_state import containers, endpoint_answers, gpu_memory_used
+    from inventory.ssh import Endpoint, connect
+
     client = connect(Endpoint.of(host), timeout=timeout)
     try:
         found = containers(client, stack)
@@ -40,6 +41,8 @@ def _host(host, stack: str, specs, timeout: float):
 
 
 def cmd_status(args) -> int:
+    from inventory.ssh import HostUnreachable  # paramiko: imported by the commands that use SSH
+
     root = args.root or find_root()
     project = load_project(args.stack, root)
     plan = build_plan(project)

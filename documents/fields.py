@@ -43,15 +43,31 @@ class StrictModel(BaseModel):
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs) -> None:
         super().__pydantic_init_subclass__(**kwargs)
-        described = _comment_descriptions(cls)
-        changed = False
-        for name, text in described.items():
+        _CREATED.append(cls)
+
+
+#: every StrictModel subclass, in the order they were made (a model is made after the models it holds)
+_CREATED: list[type[StrictModel]] = []
+_described = False
+
+
+def describe_fields() -> None:
+    """Give every model's fields the ``#:`` comments above them as descriptions, for JSON Schema.
+
+    Done when a schema is asked for, not when the models are made: reading the classes' source cost
+    every command a tenth of a second at start-up. Models are rebuilt in the order they were made, so a
+    model holding another embeds the described one.
+    """
+    global _described
+    if _described:
+        return
+    _described = True
+    for cls in _CREATED:
+        for name, text in _comment_descriptions(cls).items():
             field = cls.model_fields.get(name)
             if field is not None and not field.description:
                 field.description = text
-                changed = True
-        if changed:
-            cls.model_rebuild(force=True)
+        cls.model_rebuild(force=True)  # every one: a model embeds what the models it holds were when it was built
 
 
 def _comment_descriptions(cls) -> dict[str, str]:
