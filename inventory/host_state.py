@@ -54,7 +54,7 @@ def gpu_memory_used(client, timeout: float = 20) -> dict[int, int] | None:
     """NVIDIA GPU index -> MiB in use, or None where nvidia-smi is absent."""
     status, out, _ = run(client, ["sh", "-c", "command -v nvidia-smi >/dev/null || exit 127; nvidia-smi "
                                               "--query-gpu=index,memory.used --format=csv,noheader,nounits"],
-                         timeout=timeout)
+                         timeout=timeout, what="nvidia-smi")
     if status != 0:
         return None
     used = {}

@@ -26,7 +26,7 @@ from .accelerator_tools import (
 )
 from .fleet import Fleet, Host
 from .sizes import format_mib
-from .ssh import Endpoint, HostUnreachable, connect, run
+from .ssh import CommandFailed, Endpoint, HostUnreachable, connect, run
 
 #: a device's reported VRAM may differ from the inventory's by this much (ECC, firmware reserve)
 VRAM_TOLERANCE = 0.02
@@ -89,6 +89,8 @@ def probe_host(host: Host, timeout: float = 10) -> HostReport:
     try:
         collect(client, report, timeout, expected={g.vendor for g in host.groups})
         compare(host, report)
+    except CommandFailed as err:  # reached, but a command hung or flooded (a wedged nvidia-smi, say)
+        report.fail("unreachable", _stuck(err))
     except (OSError, EOFError) as err:  # the connection died half way
         report.fail("unreachable", f"the SSH session broke: {err}")
     finally:
@@ -111,7 +113,8 @@ def collect(client, report: HostReport, timeout: float, expected: set[str] = fro
                     f"rc=$?; echo {_MARK}rc=$rc@{name}; cat {err}; rm -f {err}; " for name, argvs in tools]
         script += [_MARK + vendor, "if " + "elif ".join(branches) + f"else echo {_MARK}rc=127; fi"]
     status, out, err = run(client, ["sh", "-c", "\n".join(f"echo '{s}'" if s.startswith(_MARK) else s
-                                                          for s in script)], timeout=timeout * 3)
+                                                          for s in script)], timeout=timeout * 3,
+                           what="the probe's commands")
     sections = _sections(out)
     _facts(sections.get("facts", ""), report)
     _docker(sections.get("docker", ""), report)
@@ -127,6 +130,16 @@ def _quote(argv: list[str]) -> str:
     import shlex
 
     return shlex.join(argv)
+
+
+def _stuck(err: CommandFailed) -> str:
+    """Which of the probe's commands hung or flooded: the section that started and never ended."""
+    sections = _sections(err.out)
+    running = next((name for name in reversed(list(sections)) if f"{_MARK}rc=" not in sections[name]), None)
+    names = {"facts": "uname, nproc or /proc/meminfo", "docker": "docker info"}
+    names.update({vendor: " or ".join(name for name, _ in tools) for vendor, (tools, _) in TOOLS.items()})
+    where = f" (in {names.get(running, running)}: a wedged tool? run it on the host)" if running else ""
+    return f"{err}{where}"
 
 
 def _sections(out: str) -> dict[str, str]:

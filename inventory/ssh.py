@@ -74,12 +74,56 @@ def connect(endpoint: Endpoint, timeout: float = 10) -> paramiko.SSHClient:
     return client
 
 
-def run(client: paramiko.SSHClient, argv: list[str], timeout: float = 30) -> tuple[int, str, str]:
-    """Run one command (argv, quoted for the remote shell); returns exit status, stdout, stderr."""
-    _, stdout, stderr = client.exec_command(shlex.join(argv), timeout=timeout)
-    out = stdout.read().decode(errors="replace")
-    err = stderr.read().decode(errors="replace")
-    return stdout.channel.recv_exit_status(), out, err
+#: what one command may print (stdout and stderr together) before it is cut off: the probe's whole script
+#: prints a few KiB per device; a wedged tool that prints without end must not fill the memory
+OUTPUT_LIMIT = 16 * 1024 * 1024
+
+
+class CommandFailed(OSError):
+    """A command ran too long or printed too much; the session is closed (its process gets a hang-up).
+    ``out``: what it printed on stdout until then."""
+
+    def __init__(self, message: str, out: str = ""):
+        super().__init__(message)
+        self.out = out
+
+
+def run(client: paramiko.SSHClient, argv: list[str], timeout: float = 30,
+        limit: int = OUTPUT_LIMIT, what: str | None = None) -> tuple[int, str, str]:
+    """Run one command (argv, quoted for the remote shell); returns exit status, stdout, stderr.
+
+    Bounded: the whole command within ``timeout`` seconds (not only each read: a tool that prints a
+    byte a second would never trip a read timeout) and at most ``limit`` bytes of output, else
+    ``CommandFailed`` (``what`` names the command in its message). A host's wedged nvidia-smi hangs or
+    floods; the caller reports it and goes on."""
+    import select
+    import time
+
+    what = what or f"`{argv[0]}`"
+    deadline = time.monotonic() + timeout
+    channel = client.get_transport().open_session(timeout=timeout)
+    try:
+        channel.exec_command(shlex.join(argv))
+        out, err = bytearray(), bytearray()
+        while True:
+            while channel.recv_ready():
+                out += channel.recv(65536)
+            while channel.recv_stderr_ready():
+                err += channel.recv_stderr(65536)
+            if len(out) + len(err) > limit:
+                raise CommandFailed(f"{what} printed more than {limit // (1024 * 1024)} MiB; stopped",
+                                    out.decode(errors="replace"))
+            if channel.exit_status_ready() and channel.eof_received and not channel.recv_ready() \
+                    and not channel.recv_stderr_ready():
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CommandFailed(f"{what} did not finish within {timeout:g} s; stopped",
+                                    out.decode(errors="replace"))
+            select.select([channel], [], [], min(left, 0.05))  # wakes on output; stderr within 50 ms
+        return channel.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace")
+    finally:
+        channel.close()
 
 
 def stream(client: paramiko.SSHClient, argv: list[str], stdin: bytes, on_line, timeout: float,

@@ -245,3 +245,37 @@ def test_discover_reads_amd_smi_and_a_replaced_gpu_is_a_mismatch(hosts, tmp_path
     assert out.code == 5 and h["problems"] == [
         f"amd device 2: UUID {MI300A_UUIDS[2]} reported, the inventory says 00ff74a0-0000-1000-8000-000000000000 "
         "(a replaced GPU?)"]
+
+
+def test_a_wedged_tool_that_hangs_or_floods_is_named_and_the_others_are_probed(fleet_host, tmp_path):
+    """nvidia-smi on a host whose GPU fell off the bus hangs; a broken one may print without end. Each
+    host is reported within the probe's bound, naming the tool, and the healthy host is still ok."""
+    from .fleet_host import FleetHostProcess
+
+    procs = [FleetHostProcess() for _ in range(3)]
+    try:
+        csv = (DATA / "nvidia-smi.h100x8.csv").read_text()
+        started = [p.start({"nvidia-smi": csv}, runtimes=("nvidia",)) for p in procs]
+        for h, body in ((started[1], "exec sleep 30"), (started[2], "exec yes 'GPU 0: wedged'")):
+            (h.folder / "bin" / "nvidia-smi").write_text(f"#!/bin/sh\n{body}\n")
+        gpu = ("    accelerators: [{vendor: nvidia, model: NVIDIA H100 80GB HBM3, vram: 81559MiB, count: 4}]\n")
+        inv = tmp_path / "inv.yaml"
+        inv.write_text("hosts:\n" + "".join(
+            f"  - name: {name}\n    address: {h.address}\n    ssh: {{user: root, identity_file: {h.identity}, "
+            f"known_hosts: {h.known_hosts}}}\n{gpu}" for name, h in zip(("ok-1", "hangs-1", "floods-1"), started)))
+        r = subprocess.run([sys.executable, "-m", "cli.main", "probe", "--inventory", str(inv), "--json",
+                            "--timeout", "2"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+        report = {h["host"]: h for h in json.loads(r.stdout)["hosts"]}
+        assert r.returncode == 5
+        assert report["ok-1"]["status"] == "ok", report["ok-1"]["problems"]
+        assert report["hangs-1"]["status"] == "unreachable"
+        assert report["hangs-1"]["problems"] == [
+            "the probe's commands did not finish within 6 s; stopped (in nvidia-smi: a wedged tool? run it on "
+            "the host)"]
+        assert report["floods-1"]["problems"] == [
+            "the probe's commands printed more than 16 MiB; stopped (in nvidia-smi: a wedged tool? run it on "
+            "the host)"]
+        assert report["hangs-1"]["seconds"] < 15 and report["floods-1"]["seconds"] < 15
+    finally:
+        for p in procs:
+            p.stop()
