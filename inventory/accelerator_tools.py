@@ -64,8 +64,8 @@ def parse_nvidia_smi(text: str) -> list[Found]:
 def parse_rocm_smi(text: str) -> list[Found]:
     try:
         data = json.loads(text)
-    except ValueError as err:
-        raise ToolOutputError(f"rocm-smi --json is not JSON: {err}") from None
+    except (ValueError, RecursionError) as err:  # RecursionError: nested deeper than any tool prints
+        raise ToolOutputError(f"rocm-smi --json is not JSON: {str(err)[:200]}") from None
     if not isinstance(data, dict):
         raise ToolOutputError("rocm-smi --json: expected an object of cards")
     out = []
@@ -103,8 +103,8 @@ def parse_amd_smi(text: str) -> list[Found]:
             break
         try:
             doc, pos = decoder.raw_decode(text, pos)
-        except ValueError as err:
-            raise ToolOutputError(f"amd-smi --json is not JSON: {err}") from None
+        except (ValueError, RecursionError) as err:  # RecursionError: nested deeper than any tool prints
+            raise ToolOutputError(f"amd-smi --json is not JSON: {str(err)[:200]}") from None
         if isinstance(doc, dict) and isinstance(doc.get("gpu_data"), list):
             doc = doc["gpu_data"]
         if not isinstance(doc, list) or not all(isinstance(g, dict) for g in doc):

@@ -75,6 +75,14 @@ def test_amd_smi_output_it_cannot_read_is_named(text, message):
         parse_amd_smi(text)
 
 
+def test_json_nested_beyond_any_tool_is_refused_not_a_traceback():
+    deep = "[" * 200_000 + "]" * 200_000
+    with pytest.raises(ToolOutputError, match="amd-smi --json is not JSON"):
+        parse_amd_smi(deep)
+    with pytest.raises(ToolOutputError, match="rocm-smi --json is not JSON"):
+        parse_rocm_smi('{"a":' + deep + "}")
+
+
 def test_a_missing_or_failing_amd_tool_is_named():
     report = HostReport("h", "x")
     _accelerators("@@gpufleet:rc=127", report, "amd", expected=True)
