@@ -34,12 +34,17 @@ def containers(client, stack: str, timeout: float = 30) -> list[Observed]:
     if status != 0:
         raise OSError(f"docker inspect failed: {(err.strip().splitlines() or ['no output'])[-1][:200]}")
     found = []
-    for c in json.loads(out):
-        state = c.get("State") or {}
-        found.append(Observed(
-            name=c["Name"].lstrip("/"), image=(c.get("Config") or {}).get("Image", ""),
-            state=state.get("Status", "unknown"), health=(state.get("Health") or {}).get("Status", "none"),
-            labels=(c.get("Config") or {}).get("Labels") or {}, exit_code=state.get("ExitCode", 0)))
+    try:
+        for c in json.loads(out):
+            state = c.get("State") or {}
+            found.append(Observed(
+                name=c["Name"].lstrip("/"), image=(c.get("Config") or {}).get("Image", ""),
+                state=state.get("Status", "unknown"), health=(state.get("Health") or {}).get("Status", "none"),
+                labels=(c.get("Config") or {}).get("Labels") or {}, exit_code=state.get("ExitCode", 0)))
+    except (ValueError, RecursionError, KeyError, TypeError, AttributeError) as e:
+        # what a host prints is input like any other: a broken or foreign `docker` is reported, never a traceback
+        raise OSError(f"docker inspect printed something that is not its JSON ({type(e).__name__}: "
+                      f"{str(e)[:120]})") from None
     return found
 
 

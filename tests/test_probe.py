@@ -287,3 +287,16 @@ def test_a_wedged_tool_that_hangs_or_floods_is_named_and_the_others_are_probed(f
     finally:
         for p in procs:
             p.stop()
+
+
+@pytest.mark.parametrize("printed", ["not json", "[" * 100_000, '[{"State": {}}]', '[1, 2]', '{"Name": "x"}',
+                                     '[{"Name": 7}]'])
+def test_docker_inspect_output_that_is_not_its_json_is_a_host_problem(monkeypatch, printed):
+    """status reads `docker inspect` from every host: garbage there is that host's problem (an OSError the
+    command reports as 'Docker does not answer'), never a traceback that stops the whole check."""
+    from inventory import host_state
+
+    answers = iter([(0, "abc123\n", ""), (0, printed, "")])
+    monkeypatch.setattr(host_state, "run", lambda *a, **k: next(answers))
+    with pytest.raises(OSError, match="docker inspect printed something that is not its JSON"):
+        host_state.containers(object(), "demo")
