@@ -15,7 +15,7 @@ def register(sub) -> None:
     p = sub.add_parser("probe", help="check the inventory's hosts over SSH: reachable, Docker, accelerators",
                        description="Connect to every host (the inventory's known_hosts and key, all at once, "
                                    "each within --timeout), read OS, CPUs, memory, Docker and its runtimes, and "
-                                   "the accelerators (nvidia-smi, amd-smi or rocm-smi, npu-smi), and compare with the "
+                                   "the accelerators (nvidia-smi, amd-smi or rocm-smi, npu-smi, ixsmi), and compare with the "
                                    "inventory. Exit 0 when every host matches, 5 when one does not or cannot be "
                                    "reached.")
     p.add_argument("--inventory", type=Path, required=True, metavar="FILE")
@@ -50,6 +50,8 @@ def cmd_probe(args) -> int:
             print(f"{r.host:<24} {r.status:<12} {what}")
             for problem in r.problems:
                 print(f"  {problem}")
+            for note in r.notes:
+                print(f"  note: {note}")
         print(f"{len(reports) - len(bad)} ok, {sum(r.status == 'mismatch' for r in reports)} mismatch, "
               f"{sum(r.status == 'unreachable' for r in reports)} unreachable")
     return EXIT_FLEET if bad else 0

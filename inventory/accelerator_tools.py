@@ -1,4 +1,5 @@
-"""Parse what vendors' tools print about their devices: nvidia-smi, amd-smi (rocm-smi), npu-smi.
+"""Parse what vendors' tools print about their devices: nvidia-smi, amd-smi (rocm-smi, also Hygon's),
+npu-smi, ixsmi (Iluvatar).
 
 Each parser takes the tool's exact output (see tests/data/probe/SOURCES.md for recorded samples)
 and returns plain ``Found`` records: vendor, index, model, VRAM in MiB, UUID or unique id, PCI
@@ -35,6 +36,9 @@ ROCM_QUERY = ["rocm-smi", "--showproductname", "--showmeminfo", "vram", "--showu
 AMD_SMI_QUERY = ["amd-smi", "static", "--asic", "--bus", "--vram", "--board", "--driver", "--json"]
 AMD_SMI_LIST = ["amd-smi", "list", "--json"]
 NPU_QUERY = ["npu-smi", "info"]
+#: Iluvatar's nvidia-smi alike, with the query GPUStack's detector runs (gpustack/detectors/ixsmi): units printed
+IXSMI_QUERY = ["ixsmi", "--format=csv,noheader",
+               "--query-gpu=index,name,memory.total,memory.used,utilization.gpu,temperature.gpu"]
 
 
 def _bus(value: str) -> str | None:
@@ -72,13 +76,50 @@ def parse_rocm_smi(text: str) -> list[Found]:
     for card, fields in sorted(data.items(), key=lambda kv: _card_index(kv[0])):
         if not card.startswith("card") or not isinstance(fields, dict):
             continue  # "system" and friends
+        unique = fields.get("Unique ID")
+        unique = None if unique in (None, "N/A") else str(unique)
+        bus = _bus(str(fields.get("PCI Bus", "")))
+        if _is_hygon(fields):
+            # Hygon's DTK prints its own keys, in MiB (gpustack/detectors/rocm_smi tells them apart the same way)
+            total = fields.get("vram Total Memory (MiB)")
+            if total is None or not str(total).isdigit():
+                raise ToolOutputError(f"rocm-smi {card} (Hygon): no 'vram Total Memory (MiB)' (run with "
+                                      "--showmeminfo vram)")
+            out.append(Found("hygon", _card_index(card), str(fields.get("Card Series") or "unknown"), int(total),
+                             unique, bus))
+            continue
         total = fields.get("VRAM Total Memory (B)")
         if total is None or not str(total).isdigit():
             raise ToolOutputError(f"rocm-smi {card}: no 'VRAM Total Memory (B)' (run with --showmeminfo vram)")
         model = fields.get("Card Series") or fields.get("Device Name") or fields.get("Card Model") or "unknown"
-        unique = fields.get("Unique ID")
-        out.append(Found("amd", _card_index(card), str(model), int(total) // (1024 * 1024),
-                         None if unique in (None, "N/A") else str(unique), _bus(str(fields.get("PCI Bus", "")))))
+        out.append(Found("amd", _card_index(card), str(model), int(total) // (1024 * 1024), unique, bus))
+    return out
+
+
+def _is_hygon(fields: dict) -> bool:
+    """A Hygon DCU: its rocm-smi names use 'DCU'/'HCU' (GPUStack's test), its VRAM key is 'vram … (MiB)', its
+    vendor Haiguang."""
+    return "vram Total Memory (MiB)" in fields or "Haiguang" in str(fields.get("Card Vendor", "")) or \
+        any("dcu" in str(k).lower() or "hcu" in str(k).lower() for k in fields)
+
+
+def parse_ixsmi(text: str) -> list[Found]:
+    """``ixsmi --format=csv,noheader --query-gpu=index,name,memory.total,…``: nvidia-smi's CSV with units
+    (``16384 MiB``), as GPUStack's Iluvatar detector reads it."""
+    import csv
+
+    out = []
+    for n, row in enumerate(csv.reader(text.splitlines()), 1):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) < 3:
+            raise ToolOutputError(f"ixsmi line {n}: expected index, name, memory.total, …; got {','.join(row)[:120]!r}")
+        index, name, memory = (c.strip() for c in row[:3])
+        amount, _, unit = memory.partition(" ")
+        if not index.isdigit() or not amount.isdigit() or unit.strip() not in ("MiB", ""):
+            raise ToolOutputError(f"ixsmi line {n}: index and memory.total (MiB) must be numbers: "
+                                  f"{','.join(row)[:120]!r}")
+        out.append(Found("iluvatar", int(index), name, int(amount)))
     return out
 
 

@@ -15,14 +15,17 @@ from dataclasses import asdict, dataclass, field
 from .accelerator_tools import (
     AMD_SMI_LIST,
     AMD_SMI_QUERY,
+    IXSMI_QUERY,
     NPU_QUERY,
     NVIDIA_QUERY,
     ROCM_QUERY,
     Found,
     ToolOutputError,
     parse_amd,
+    parse_ixsmi,
     parse_npu_smi,
     parse_nvidia_smi,
+    parse_rocm_smi,
 )
 from .fleet import Fleet, Host
 from .sizes import format_mib
@@ -33,10 +36,13 @@ VRAM_TOLERANCE = 0.02
 #: Docker runtimes that hand a vendor's devices to containers
 GPU_RUNTIMES = {"nvidia": ("nvidia",), "amd": (), "ascend": ("ascend",)}
 #: per vendor: the tools to ask, first found first (each a tool name and the commands it runs, chained
-#: with &&), and the parser of what they print
+#: with &&), with the parser of what they print (a parser may report several vendors' devices: rocm-smi shows AMD and
+#: Hygon cards; each section keeps its own vendor's). Vendors missing here are not checked (a note says so).
 TOOLS = {"nvidia": ([("nvidia-smi", [NVIDIA_QUERY])], parse_nvidia_smi),
          "amd": ([("amd-smi", [AMD_SMI_QUERY, AMD_SMI_LIST]), ("rocm-smi", [ROCM_QUERY])], parse_amd),
-         "ascend": ([("npu-smi", [NPU_QUERY])], parse_npu_smi)}
+         "hygon": ([("rocm-smi", [ROCM_QUERY])], parse_rocm_smi),
+         "ascend": ([("npu-smi", [NPU_QUERY])], parse_npu_smi),
+         "iluvatar": ([("ixsmi", [IXSMI_QUERY])], parse_ixsmi)}
 
 
 @dataclass
@@ -52,6 +58,8 @@ class HostReport:
     docker: str | None = None
     runtimes: list[str] = field(default_factory=list)
     accelerators: list[dict] = field(default_factory=list)
+    #: what the probe could not check (not a problem: the status stays as it is)
+    notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def fail(self, status: str, problem: str) -> None:
@@ -188,6 +196,10 @@ def _docker(text: str, report: HostReport) -> None:
 
 
 def _accelerators(text: str, report: HostReport, vendor: str, expected: bool) -> None:
+    if vendor not in TOOLS:
+        report.notes.append(f"{vendor}: gpufleet cannot read this vendor's tool yet; the inventory's {vendor} "
+                            "devices are taken as written")
+        return
     tools, parse = TOOLS[vendor]
     names = [name for name, _ in tools]
     status, out, err, tool = _split_rc(text)
@@ -201,7 +213,7 @@ def _accelerators(text: str, report: HostReport, vendor: str, expected: bool) ->
                                 f"{(err.strip().splitlines() or ['exit ' + str(status)])[-1][:200]}")
         return
     try:
-        found = parse(out)
+        found = [d for d in parse(out) if d.vendor == vendor]
     except ToolOutputError as e:
         report.fail("mismatch", str(e))
         return
@@ -218,6 +230,8 @@ def compare(host: Host, report: HostReport) -> None:
                                 f"{format_mib(report.ram_mib)}")
     found = [Found(**d) for d in report.accelerators]
     for vendor in sorted({g.vendor for g in host.groups} | {f.vendor for f in found}):
+        if vendor not in TOOLS:
+            continue  # nothing read it: a note says so (collect)
         mine = [g for g in host.groups if g.vendor == vendor]
         theirs = {f.index: f for f in found if f.vendor == vendor}
         listed = {d.index: (g, d) for g in mine for d in g.devices}

@@ -13,6 +13,7 @@ from inventory.accelerator_tools import (
     ToolOutputError,
     parse_amd,
     parse_amd_smi,
+    parse_ixsmi,
     parse_npu_smi,
     parse_nvidia_smi,
     parse_rocm_smi,
@@ -94,6 +95,25 @@ def test_a_missing_or_failing_amd_tool_is_named():
         "amd-smi failed: ERROR:root:Unable to detect any GPU devices, check amdgpu version"]
 
 
+def test_rocm_smi_json_of_an_amd_and_a_hygon_card_as_gpustack_recorded_them():
+    (amd,) = parse_rocm_smi((DATA / "rocm-smi.rx7800xt.json").read_text())
+    assert (amd.vendor, amd.index, amd.model, amd.vram_mib, amd.uuid) == (
+        "amd", 0, "Navi 32 [Radeon RX 7700 XT / 7800 XT]", 16368, "0x5c88007d760374f3")
+    (dcu,) = parse_rocm_smi((DATA / "rocm-smi.hygon.json").read_text())
+    assert (dcu.vendor, dcu.index, dcu.model, dcu.vram_mib, dcu.uuid) == (
+        "hygon", 0, "DCU xxxx", 65520, "7100fa8866904061")
+    with pytest.raises(ToolOutputError, match="Hygon.*vram Total Memory"):
+        parse_rocm_smi('{"card0": {"DCU use (%)": "0"}}')
+
+
+def test_ixsmi_csv_as_gpustack_documents_it():
+    found = parse_ixsmi((DATA / "ixsmi.csv").read_text())
+    assert [(f.vendor, f.index, f.model, f.vram_mib) for f in found] == [
+        ("iluvatar", 0, "Iluvatar MR-V50", 16384), ("iluvatar", 1, "Iluvatar MR-V100", 32768)]
+    with pytest.raises(ToolOutputError, match="ixsmi line 1: index and memory.total"):
+        parse_ixsmi("0, Iluvatar MR-V50, 16 GiB, 1 MiB, 0 %, 30 C\n")
+
+
 def test_npu_smi_info_table():
     found = parse_npu_smi((DATA / "npu-smi.910b.txt").read_text())
     assert [(f.index, f.model, f.vram_mib, f.pci_bus_id) for f in found] == [
@@ -127,10 +147,11 @@ def hosts(fleet_host):  # fleet_host: the session's host; it also makes CI fail 
         procs[0].start({"nvidia-smi": (DATA / "nvidia-smi.h100x8.csv").read_text()}, runtimes=("nvidia",)),
         procs[1].start({"rocm-smi": (DATA / "rocm-smi.json").read_text()}),
         procs[2].start(),
-        # amd-smi and rocm-smi both installed (as ROCm 6 ships them): amd-smi is asked
+        # amd-smi and rocm-smi both installed (as ROCm 6 ships them): the AMD devices are amd-smi's (this
+        # rocm-smi shows one other card; Hygon's section reads it and keeps no Hygon device)
         procs[3].start({"amd-smi static": (DATA / "amd-smi-static.mi300a.json").read_text(),
                         "amd-smi list": (DATA / "amd-smi-list.mi300a.json").read_text(),
-                        "rocm-smi": "rocm-smi is deprecated and must not be read\n"}),
+                        "rocm-smi": (DATA / "rocm-smi.rx7800xt.json").read_text()}),
     ]
     yield procs, started
     for p in procs:
@@ -300,3 +321,37 @@ def test_docker_inspect_output_that_is_not_its_json_is_a_host_problem(monkeypatc
     monkeypatch.setattr(host_state, "run", lambda *a, **k: next(answers))
     with pytest.raises(OSError, match="docker inspect printed something that is not its JSON"):
         host_state.containers(object(), "demo")
+
+
+def test_hygon_iluvatar_and_a_vendor_without_a_parser_on_real_hosts(fleet_host, tmp_path):
+    """A Hygon host (its rocm-smi's own keys, in MiB) and an Iluvatar host probe ok; a host listing Cambricon
+    devices, which nothing reads yet, is ok with a note (it made the probe stop with a KeyError before)."""
+    from .fleet_host import FleetHostProcess
+
+    procs = [FleetHostProcess() for _ in range(3)]
+    try:
+        started = [procs[0].start({"rocm-smi": (DATA / "rocm-smi.hygon.json").read_text()}),
+                   procs[1].start({"ixsmi": (DATA / "ixsmi.csv").read_text()}), procs[2].start()]
+        kinds = {
+            "dcu-1": "[{vendor: hygon, model: DCU xxxx, vram: 65520MiB, devices: [{index: 0, uuid: 7100fa8866904061}]}]",
+            "ix-1": "[{vendor: iluvatar, model: Iluvatar MR-V50, vram: 16GiB, indices: [0]}, "
+                    "{vendor: iluvatar, model: Iluvatar MR-V100, vram: 32GiB, indices: [1]}]",
+            "mlu-1": "[{vendor: cambricon, model: MLU370, vram: 48GiB, count: 8}]"}
+        inv = tmp_path / "inv.yaml"
+        inv.write_text("hosts:\n" + "".join(
+            f"  - name: {name}\n    address: {h.address}\n    ssh: {{user: root, identity_file: {h.identity}, "
+            f"known_hosts: {h.known_hosts}}}\n    accelerators: {acc}\n"
+            for (name, acc), h in zip(kinds.items(), started)))
+        r = run_cli("probe", "--inventory", inv, "--json")
+        report = {h["host"]: h for h in json.loads(r.out)["hosts"]}
+        assert r.code == 0, {k: v["problems"] for k, v in report.items()}
+        assert [(a["vendor"], a["vram_mib"]) for a in report["dcu-1"]["accelerators"]] == [("hygon", 65520)]
+        assert [a["model"] for a in report["ix-1"]["accelerators"]] == ["Iluvatar MR-V50", "Iluvatar MR-V100"]
+        assert report["mlu-1"]["status"] == "ok" and report["mlu-1"]["notes"] == [
+            "cambricon: gpufleet cannot read this vendor's tool yet; the inventory's cambricon devices are taken "
+            "as written"]
+        table = run_cli("probe", "--inventory", inv)
+        assert "  note: cambricon: gpufleet cannot read" in table.out and "3 ok" in table.out
+    finally:
+        for p in procs:
+            p.stop()
