@@ -106,9 +106,9 @@ def run(client: paramiko.SSHClient, argv: list[str], timeout: float = 30,
         channel.exec_command(shlex.join(argv))
         out, err = bytearray(), bytearray()
         while True:
-            while channel.recv_ready():
+            while channel.recv_ready() and len(out) + len(err) <= limit:  # a flood never keeps this loop going
                 out += channel.recv(65536)
-            while channel.recv_stderr_ready():
+            while channel.recv_stderr_ready() and len(out) + len(err) <= limit:
                 err += channel.recv_stderr(65536)
             if len(out) + len(err) > limit:
                 raise CommandFailed(f"{what} printed more than {limit // (1024 * 1024)} MiB; stopped",
