@@ -112,8 +112,13 @@ PREFERENCES: tuple[Preference, ...] = (SoftAntiAffinity(), SaveCpuRichHosts(), K
 
 def tiers(ctx: Context, demand: Demand) -> list[tuple[Preference, ...]]:
     """The preferences honoured in each search tier, most honoured first."""
-    wanted = [p for p in PREFERENCES if p.applies(ctx, demand)]
-    out = []
-    for keep in product((True, False), repeat=len(wanted)):
-        out.append(tuple(p for p, k in zip(wanted, keep) if k))
+    wanted = tuple(p for p in PREFERENCES if p.applies(ctx, demand))
+    out = _TIERS.get(wanted)
+    if out is None:
+        out = _TIERS[wanted] = [tuple(p for p, k in zip(wanted, keep) if k)
+                                for keep in product((True, False), repeat=len(wanted))]
     return out
+
+
+#: the tiers of each set of applying preferences (at most 2^len(PREFERENCES) sets)
+_TIERS: dict[tuple, list[tuple[Preference, ...]]] = {}

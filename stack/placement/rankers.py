@@ -95,8 +95,10 @@ class Spread(Ranker):
 def _first(lst: list, i: int, avoid, lists=None) -> tuple | None:
     """The first entry at or after ``i`` whose host is not avoided (``lists``: the class ``lst`` is in)."""
     n = len(lst)
+    if i >= n:
+        return None  # nothing this big in the class (the common case on a full fleet): no walk at all
     if not avoid:
-        return lst[i] if i < n else None
+        return lst[i]
     first = getattr(avoid, "first", None)  # a set that checks more than names walks the list itself
     if first is not None:
         return first(lst, i, lists)
