@@ -96,6 +96,26 @@ def parse_rocm_smi(text: str) -> list[Found]:
     return out
 
 
+def parse_rocm_smi_used(text: str) -> dict[int, int]:
+    """``rocm-smi --showmeminfo vram --json``: card index -> MiB in use (AMD's bytes, Hygon's MiB)."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise ToolOutputError(f"rocm-smi --json is not JSON: {str(err)[:200]}") from None
+    if not isinstance(data, dict):
+        raise ToolOutputError("rocm-smi --json: expected an object of cards")
+    used = {}
+    for card, fields in data.items():
+        if not card.startswith("card") or not isinstance(fields, dict) or _card_index(card) == 1 << 30:
+            continue
+        amd, hygon = str(fields.get("VRAM Total Used Memory (B)", "")), str(fields.get("vram Total Used Memory (MiB)", ""))
+        if amd.isdigit():
+            used[_card_index(card)] = int(amd) // (1024 * 1024)
+        elif hygon.isdigit():
+            used[_card_index(card)] = int(hygon)
+    return used
+
+
 def _is_hygon(fields: dict) -> bool:
     """A Hygon DCU: its rocm-smi names use 'DCU'/'HCU' (GPUStack's test), its VRAM key is 'vram … (MiB)', its
     vendor Haiguang."""

@@ -56,12 +56,23 @@ def endpoint_answers(client, url: str, timeout: float = 10) -> bool:
 
 
 def gpu_memory_used(client, timeout: float = 20) -> dict[int, int] | None:
-    """NVIDIA GPU index -> MiB in use, or None where nvidia-smi is absent."""
-    status, out, _ = run(client, ["sh", "-c", "command -v nvidia-smi >/dev/null || exit 127; nvidia-smi "
-                                              "--query-gpu=index,memory.used --format=csv,noheader,nounits"],
-                         timeout=timeout, what="nvidia-smi")
+    """GPU index -> MiB in use, from nvidia-smi, else rocm-smi (AMD and Hygon cards); None where neither is
+    installed or what it printed cannot be read."""
+    from .accelerator_tools import ToolOutputError, parse_rocm_smi_used
+
+    status, out, _ = run(client, ["sh", "-c", "if command -v nvidia-smi >/dev/null; then echo nvidia; nvidia-smi "
+                                              "--query-gpu=index,memory.used --format=csv,noheader,nounits; "
+                                              "elif command -v rocm-smi >/dev/null; then echo rocm; rocm-smi "
+                                              "--showmeminfo vram --json; else exit 127; fi"],
+                         timeout=timeout, what="nvidia-smi or rocm-smi")
     if status != 0:
         return None
+    tool, _, out = out.partition("\n")
+    if tool == "rocm":
+        try:
+            return parse_rocm_smi_used(out)
+        except ToolOutputError:
+            return None
     used = {}
     for line in out.splitlines():
         parts = [p.strip() for p in line.split(",")]

@@ -355,3 +355,35 @@ def test_hygon_iluvatar_and_a_vendor_without_a_parser_on_real_hosts(fleet_host, 
     finally:
         for p in procs:
             p.stop()
+
+
+def test_rocm_smi_memory_in_use_as_gpustack_recorded_it():
+    from inventory.accelerator_tools import parse_rocm_smi_used
+
+    # GPUStack's own test expects these two figures from the same files: 11,077 MiB and 2 MiB in use
+    assert parse_rocm_smi_used((DATA / "rocm-smi.rx7800xt.json").read_text()) == {0: 11077}
+    assert parse_rocm_smi_used((DATA / "rocm-smi.hygon.json").read_text()) == {0: 2}
+    with pytest.raises(ToolOutputError):
+        parse_rocm_smi_used("[" * 100_000)
+
+
+def test_status_reads_gpu_memory_in_use_from_rocm_smi_where_there_is_no_nvidia_smi(fleet_host):
+    """`gpufleet status` shows each GPU's memory in use beside the plan's claim: on an AMD (or Hygon) host it comes
+    from rocm-smi, over the same SSH session (real sshd, fake rocm-smi printing the recorded card)."""
+    from inventory.host_state import gpu_memory_used
+    from inventory.ssh import Endpoint, connect
+
+    from .fleet_host import FleetHostProcess
+
+    proc = FleetHostProcess()
+    try:
+        h = proc.start({"rocm-smi": (DATA / "rocm-smi.rx7800xt.json").read_text()})
+        client = connect(Endpoint("amd-1", h.address, 22, "root", str(h.known_hosts), str(h.identity)))
+        try:
+            assert gpu_memory_used(client) == {0: 11077}
+            (h.folder / "bin" / "rocm-smi").unlink()
+            assert gpu_memory_used(client) is None  # neither tool: nothing to show, not an error
+        finally:
+            client.close()
+    finally:
+        proc.stop()
