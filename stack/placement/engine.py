@@ -215,23 +215,7 @@ class _HostsLacking:
         self.need_cpu, self.need_ram = demand.cpus - 1e-9, demand.ram_mib
 
     def __contains__(self, host: str) -> bool:
-        if host in self.avoid:
-            return True
-        cpu = self.cpu[host]
-        if cpu is not None and cpu < self.need_cpu:
-            return True
-        ram = self.ram[host]
-        if ram is not None and ram < self.need_ram:
-            return True
-        if not self.checks:
-            return False
-        self.budget -= 1
-        if self.budget < 0:
-            raise _GiveUp
-        for check in self.checks:
-            if check(host):
-                return True
-        return False
+        return host in self.avoid or not self.passes(host)
 
     def __bool__(self) -> bool:
         return True
@@ -265,9 +249,7 @@ class _HostsLacking:
                 else:
                     return e
             return None
-        if i >= len(lst):
-            return None
-        low = lst[i]
+        low = lst[i]  # i < len(lst): rankers._first returns at once past the end
         seen = self.walks.of(self, lst, lists, low, (need_cpu, need_ram, self.key))
         # 1. entries an earlier walk found fit for such a replica (brought up to date by ``of``)
         fits = seen.fits
