@@ -25,7 +25,6 @@ from .accelerator_tools import (
     parse_ixsmi,
     parse_npu_smi,
     parse_nvidia_smi,
-    parse_rocm_smi,
 )
 from .fleet import Fleet, Host
 from .sizes import format_mib
@@ -35,14 +34,20 @@ from .ssh import CommandFailed, Endpoint, HostUnreachable, connect, run
 VRAM_TOLERANCE = 0.02
 #: Docker runtimes that hand a vendor's devices to containers
 GPU_RUNTIMES = {"nvidia": ("nvidia",), "amd": (), "ascend": ("ascend",)}
-#: per vendor: the tools to ask, first found first (each a tool name and the commands it runs, chained
-#: with &&), with the parser of what they print (a parser may report several vendors' devices: rocm-smi shows AMD and
-#: Hygon cards; each section keeps its own vendor's). Vendors missing here are not checked (a note says so).
+#: per section of the probe's script (named for its vendor): the tools to ask, first found first (each a tool
+#: name and the commands it runs, chained with &&), with the parser of what they print
 TOOLS = {"nvidia": ([("nvidia-smi", [NVIDIA_QUERY])], parse_nvidia_smi),
          "amd": ([("amd-smi", [AMD_SMI_QUERY, AMD_SMI_LIST]), ("rocm-smi", [ROCM_QUERY])], parse_amd),
-         "hygon": ([("rocm-smi", [ROCM_QUERY])], parse_rocm_smi),
          "ascend": ([("npu-smi", [NPU_QUERY])], parse_npu_smi),
          "iluvatar": ([("ixsmi", [IXSMI_QUERY])], parse_ixsmi)}
+#: vendors whose devices another vendor's section reports (Hygon's DTK ships rocm-smi, which shows its DCUs):
+#: the tool runs once. Vendors in neither table are not checked (a note says so).
+READ_BY = {"hygon": "amd"}
+CHECKED = frozenset(TOOLS) | frozenset(READ_BY)
+
+
+def _vendors_of(section: str) -> set[str]:
+    return {section} | {vendor for vendor, by in READ_BY.items() if by == section}
 
 
 @dataclass
@@ -126,8 +131,11 @@ def collect(client, report: HostReport, timeout: float, expected: set[str] = fro
     sections = _sections(out)
     _facts(sections.get("facts", ""), report)
     _docker(sections.get("docker", ""), report)
-    for vendor in sorted(set(expected) | set(TOOLS)):
-        _accelerators(sections.get(vendor, f"{_MARK}rc=127"), report, vendor, expected=vendor in expected)
+    for section in sorted(TOOLS):
+        _accelerators(sections.get(section, f"{_MARK}rc=127"), report, section, set(expected))
+    for vendor in sorted(set(expected) - CHECKED):
+        report.notes.append(f"{vendor}: gpufleet cannot read this vendor's tool yet; the inventory's {vendor} "
+                            "devices are taken as written")
 
 
 _MARK = "@@gpufleet:"
@@ -195,16 +203,15 @@ def _docker(text: str, report: HostReport) -> None:
     report.runtimes = sorted(r for r in runtimes.split(",") if r)
 
 
-def _accelerators(text: str, report: HostReport, vendor: str, expected: bool) -> None:
-    if vendor not in TOOLS:
-        report.notes.append(f"{vendor}: gpufleet cannot read this vendor's tool yet; the inventory's {vendor} "
-                            "devices are taken as written")
-        return
-    tools, parse = TOOLS[vendor]
+def _accelerators(text: str, report: HostReport, section: str, expected: set[str]) -> None:
+    """One tool section of the probe's output: the devices of the vendors it reads; ``expected``: the vendors
+    the inventory lists devices of."""
+    tools, parse = TOOLS[section]
+    vendors = _vendors_of(section)
     names = [name for name, _ in tools]
     status, out, err, tool = _split_rc(text)
     if status == 127:
-        if expected:
+        for vendor in sorted(vendors & expected):
             missing = f"neither {' nor '.join(names)} is" if len(names) > 1 else f"{names[0]} is not"
             report.fail("mismatch", f"the inventory lists {vendor} devices but {missing} installed")
         return
@@ -213,7 +220,7 @@ def _accelerators(text: str, report: HostReport, vendor: str, expected: bool) ->
                                 f"{(err.strip().splitlines() or ['exit ' + str(status)])[-1][:200]}")
         return
     try:
-        found = [d for d in parse(out) if d.vendor == vendor]
+        found = [d for d in parse(out) if d.vendor in vendors]
     except ToolOutputError as e:
         report.fail("mismatch", str(e))
         return
@@ -230,7 +237,7 @@ def compare(host: Host, report: HostReport) -> None:
                                 f"{format_mib(report.ram_mib)}")
     found = [Found(**d) for d in report.accelerators]
     for vendor in sorted({g.vendor for g in host.groups} | {f.vendor for f in found}):
-        if vendor not in TOOLS:
+        if vendor not in CHECKED:
             continue  # nothing read it: a note says so (collect)
         mine = [g for g in host.groups if g.vendor == vendor]
         theirs = {f.index: f for f in found if f.vendor == vendor}

@@ -76,6 +76,16 @@ def test_amd_smi_output_it_cannot_read_is_named(text, message):
         parse_amd_smi(text)
 
 
+def test_hygon_is_read_from_the_amd_section_once():
+    """rocm-smi shows AMD and Hygon cards: the AMD section's one run serves both vendors."""
+    report = HostReport("h", "x")
+    _accelerators("@@gpufleet:rc=127", report, "amd", {"hygon"})
+    assert report.problems == ["the inventory lists hygon devices but neither amd-smi nor rocm-smi is installed"]
+    report = HostReport("h", "x")
+    _accelerators((DATA / "rocm-smi.hygon.json").read_text() + "\n@@gpufleet:rc=0@rocm-smi", report, "amd", {"hygon"})
+    assert [(a["vendor"], a["vram_mib"]) for a in report.accelerators] == [("hygon", 65520)] and not report.problems
+
+
 def test_json_nested_beyond_any_tool_is_refused_not_a_traceback():
     deep = "[" * 200_000 + "]" * 200_000
     with pytest.raises(ToolOutputError, match="amd-smi --json is not JSON"):
@@ -86,10 +96,10 @@ def test_json_nested_beyond_any_tool_is_refused_not_a_traceback():
 
 def test_a_missing_or_failing_amd_tool_is_named():
     report = HostReport("h", "x")
-    _accelerators("@@gpufleet:rc=127", report, "amd", expected=True)
+    _accelerators("@@gpufleet:rc=127", report, "amd", {"amd"})
     _accelerators("@@gpufleet:rc=1@amd-smi\nERROR:root:Unable to detect any GPU devices, check amdgpu version",
-                  report, "amd", expected=True)
-    _accelerators("@@gpufleet:rc=127", report, "nvidia", expected=False)  # not listed, not installed: fine
+                  report, "amd", {"amd"})
+    _accelerators("@@gpufleet:rc=127", report, "nvidia", set())  # not listed, not installed: fine
     assert report.problems == [
         "the inventory lists amd devices but neither amd-smi nor rocm-smi is installed",
         "amd-smi failed: ERROR:root:Unable to detect any GPU devices, check amdgpu version"]
@@ -148,7 +158,7 @@ def hosts(fleet_host):  # fleet_host: the session's host; it also makes CI fail 
         procs[1].start({"rocm-smi": (DATA / "rocm-smi.json").read_text()}),
         procs[2].start(),
         # amd-smi and rocm-smi both installed (as ROCm 6 ships them): the AMD devices are amd-smi's (this
-        # rocm-smi shows one other card; Hygon's section reads it and keeps no Hygon device)
+        # rocm-smi shows one other card: reading it would be a mismatch)
         procs[3].start({"amd-smi static": (DATA / "amd-smi-static.mi300a.json").read_text(),
                         "amd-smi list": (DATA / "amd-smi-list.mi300a.json").read_text(),
                         "rocm-smi": (DATA / "rocm-smi.rx7800xt.json").read_text()}),
