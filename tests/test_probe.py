@@ -168,11 +168,15 @@ def hosts(fleet_host):  # fleet_host: the session's host; it also makes CI fail 
         p.stop()
 
 
+def _entry(name: str, h, accelerators: str = "", known_hosts: Path | None = None) -> str:
+    """One inventory host for a test host; ``accelerators``: its indented YAML lines, if any."""
+    return (f"  - name: {name}\n    address: {h.address}\n    ssh: {{user: root, identity_file: {h.identity}, "
+            f"known_hosts: {known_hosts or h.known_hosts}}}\n{accelerators}")
+
+
 def _inventory(tmp_path: Path, started, known_hosts: Path | None = None) -> Path:
     nv, amd, cpu, mi = started
-    entry = lambda name, h, acc: (  # noqa: E731
-        f"  - name: {name}\n    address: {h.address}\n    ssh: {{user: root, identity_file: {h.identity}, "
-        f"known_hosts: {known_hosts or h.known_hosts}}}\n{acc}")
+    entry = lambda name, h, acc: _entry(name, h, acc, known_hosts)  # noqa: E731
     text = "hosts:\n" + entry("nv-1", nv, "    accelerators:\n      - vendor: nvidia\n        model: NVIDIA H100 "
                                           "80GB HBM3\n        vram: 81559MiB\n        devices:\n" + "".join(
         f"          - {{index: {i}, uuid: {u}}}\n" for i, u in enumerate(
@@ -299,9 +303,8 @@ def test_a_wedged_tool_that_hangs_or_floods_is_named_and_the_others_are_probed(f
             (h.folder / "bin" / "nvidia-smi").write_text(f"#!/bin/sh\n{body}\n")
         gpu = ("    accelerators: [{vendor: nvidia, model: NVIDIA H100 80GB HBM3, vram: 81559MiB, count: 4}]\n")
         inv = tmp_path / "inv.yaml"
-        inv.write_text("hosts:\n" + "".join(
-            f"  - name: {name}\n    address: {h.address}\n    ssh: {{user: root, identity_file: {h.identity}, "
-            f"known_hosts: {h.known_hosts}}}\n{gpu}" for name, h in zip(("ok-1", "hangs-1", "floods-1"), started)))
+        inv.write_text("hosts:\n" + "".join(_entry(name, h, gpu) for name, h in zip(("ok-1", "hangs-1", "floods-1"),
+                                                                                    started)))
         r = subprocess.run([sys.executable, "-m", "cli.main", "probe", "--inventory", str(inv), "--json",
                             "--timeout", "2"], capture_output=True, text=True, timeout=120, cwd=ROOT)
         report = {h["host"]: h for h in json.loads(r.stdout)["hosts"]}
@@ -348,10 +351,8 @@ def test_hygon_iluvatar_and_a_vendor_without_a_parser_on_real_hosts(fleet_host, 
                     "{vendor: iluvatar, model: Iluvatar MR-V100, vram: 32GiB, indices: [1]}]",
             "mlu-1": "[{vendor: cambricon, model: MLU370, vram: 48GiB, count: 8}]"}
         inv = tmp_path / "inv.yaml"
-        inv.write_text("hosts:\n" + "".join(
-            f"  - name: {name}\n    address: {h.address}\n    ssh: {{user: root, identity_file: {h.identity}, "
-            f"known_hosts: {h.known_hosts}}}\n    accelerators: {acc}\n"
-            for (name, acc), h in zip(kinds.items(), started)))
+        inv.write_text("hosts:\n" + "".join(_entry(name, h, f"    accelerators: {acc}\n")
+                                             for (name, acc), h in zip(kinds.items(), started)))
         r = run_cli("probe", "--inventory", inv, "--json")
         report = {h["host"]: h for h in json.loads(r.out)["hosts"]}
         assert r.code == 0, {k: v["problems"] for k, v in report.items()}
