@@ -10,7 +10,6 @@ import base64
 import hashlib
 import os
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import paramiko
 
 from .accelerator_tools import Found
 from .probe import HostReport, collect
-from .ssh import Endpoint, HostUnreachable, connect, run
+from .ssh import Endpoint, HostUnreachable, connect, open_socket, run
 
 
 @dataclass
@@ -43,7 +42,7 @@ def record_key(address: str, port: int, known_hosts: Path, timeout: float = 10) 
     if keys.lookup(name) is not None:
         return None  # known: connect() checks it, and refuses a changed one
     try:
-        sock = socket.create_connection((address, port), timeout=timeout)
+        sock = open_socket(address, port, timeout)
     except OSError as err:
         raise HostUnreachable(f"{address}: cannot reach {address}:{port}: {err.strerror or err}") from None
     transport = paramiko.Transport(sock)

@@ -41,6 +41,38 @@ class Endpoint:
                    host.ssh.identity_file)
 
 
+class _Socket:
+    """A TCP connection to an SSH server that does not wait on acknowledgements.
+
+    SSH is a conversation of small messages. An OpenSSH server sends them with Nagle's algorithm on
+    (it turns it off only for terminal sessions), so its second message in a row waits until the
+    first is acknowledged, and Linux delays acknowledgements by up to 40 ms: each session opened and
+    each command's exit cost 40 to 80 ms on a loopback host (measured: open 42 ms -> 1 ms, the whole
+    connection 64 ms -> 20 ms). So this side sends at once (TCP_NODELAY) and acknowledges at once
+    (TCP_QUICKACK, which Linux resets after a while: set again around every read)."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._quick = getattr(socket, "TCP_QUICKACK", None)
+
+    def recv(self, size: int) -> bytes:
+        if self._quick is not None:
+            self._sock.setsockopt(socket.IPPROTO_TCP, self._quick, 1)
+        data = self._sock.recv(size)
+        if self._quick is not None and data:
+            self._sock.setsockopt(socket.IPPROTO_TCP, self._quick, 1)
+        return data
+
+    def __getattr__(self, name):  # send, settimeout, close, getpeername...: the socket's own
+        return getattr(self._sock, name)
+
+
+def open_socket(address: str, port: int, timeout: float):
+    """The TCP connection paramiko runs SSH over (``_Socket``); OSError when the host cannot be reached."""
+    return _Socket(socket.create_connection((address, port), timeout=timeout))
+
+
 def connect(endpoint: Endpoint, timeout: float = 10) -> paramiko.SSHClient:
     client = paramiko.SSHClient()
     if endpoint.known_hosts:
@@ -51,7 +83,8 @@ def connect(endpoint: Endpoint, timeout: float = 10) -> paramiko.SSHClient:
                                   f"{err.strerror}") from None
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     try:
-        client.connect(endpoint.address, endpoint.port, endpoint.user,
+        sock = open_socket(endpoint.address, endpoint.port, timeout)
+        client.connect(endpoint.address, endpoint.port, endpoint.user, sock=sock,
                        key_filename=os.path.expanduser(endpoint.identity_file) if endpoint.identity_file else None,
                        look_for_keys=False, allow_agent=False, timeout=timeout, banner_timeout=timeout,
                        auth_timeout=timeout)

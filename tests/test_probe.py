@@ -398,3 +398,23 @@ def test_status_reads_gpu_memory_in_use_from_rocm_smi_where_there_is_no_nvidia_s
             client.close()
     finally:
         proc.stop()
+
+
+def test_sessions_send_and_acknowledge_at_once(fleet_host):
+    """OpenSSH sends a non-terminal session's messages with Nagle's algorithm on, so with Linux's delayed
+    acknowledgements every session opened and every exit waited 40 ms or more: the connection gpufleet
+    opens sends at once and acknowledges at once, and commands still run over it."""
+    import socket
+
+    from inventory.ssh import Endpoint, connect, run
+
+    client = connect(Endpoint("t", fleet_host.address, 22, "root", str(fleet_host.known_hosts),
+                              str(fleet_host.identity)))
+    try:
+        assert run(client, ["echo", "hello"]) == (0, "hello\n", "")
+        sock = client.get_transport().sock
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 1
+        assert run(client, ["sh", "-c", "echo out; echo err >&2; exit 3"]) == (3, "out\n", "err\n")
+    finally:
+        client.close()
