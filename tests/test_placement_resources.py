@@ -221,3 +221,21 @@ def test_cpu_light_replicas_skip_cpu_rich_hosts_while_another_fits():
     assert pref.applies(ctx, light) and not pref.applies(ctx, heavy)
     rich = pref.skips(ctx, light)
     assert rich("rich") and not rich("lean")  # 130/4 CPUs per free GPU is above 16; 26/4 is not
+
+
+def test_cpu_only_replicas_take_cpus_no_gpu_will_need():
+    """An 8-GPU host and a CPU-rich 2-GPU host; GPU replicas ask 12 CPUs per GPU. The CPU-only replica
+    goes where no free GPU needs the CPUs it takes (the 2-GPU host, its GPUs taken), not to the busiest
+    host, so the next batch's six GPU replicas all fit on the 8-GPU host (with the replica there, 2 of
+    them did not: their CPUs were gone)."""
+    f = fleet(host("dense", gpus("nvidia", "G2", 80, 8), cpus=96, ram_gib=1024),
+              host("rich", gpus("nvidia", "T4", 16, 2), cpus=104, ram_gib=512))
+    first = [whole("a", r, cpus=12) for r in range(4)] + [Demand("c", 0, "cpu", 0, cpus=24)]
+    p1 = place(f, first)
+    assert not p1.unplaced
+    assert {a.host for a in p1.assignments if a.deployment == "a"} == {"dense", "rich"}
+    assert [a.host for a in p1.assignments if a.deployment == "c"] == ["rich"]
+    then = first + [whole("b", r, cpus=12) for r in range(6)]
+    p2 = place(f, then, read_lock_from_text(render_lock("t", p1)))
+    assert not p2.unplaced, [u.message for u in p2.unplaced]
+    assert [a.host for a in p2.assignments if a.deployment == "b"] == ["dense"] * 6

