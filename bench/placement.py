@@ -492,7 +492,25 @@ def resources(n_hosts: int, seed: int, batches: int = 20, load: float = 1.0, mil
     """Heterogeneous hosts with CPUs and memory, fractional claims, CPU-only replicas: one plan, the same
     replicas arriving in batches with the lock, and what placing without CPUs and memory would cost."""
     fleet = resource_fleet(n_hosts, seed)
-    demands = resource_demands(fleet, seed + 1, load)
+    return {"hosts": n_hosts, "load": load,
+            **allocation(fleet, resource_demands(fleet, seed + 1, load), batches, milp_seconds)}
+
+
+def openb(folder: Path, milp_seconds: float = 0) -> dict:
+    """The FGD paper's production trace: 1,213 hosts, 8,152 tasks in their arrival order (bench/openb.py)."""
+    from bench.openb import DEVICE_MIB, openb_demands, openb_fleet
+
+    fleet = openb_fleet(folder)
+    return {"workload": "openb (alibaba/clusterdata cluster-trace-gpu-v2023, openb_pod_list_default)",
+            "hosts": len(fleet.hosts),
+            **allocation(fleet, openb_demands(folder), milp_seconds=milp_seconds, device_mib=DEVICE_MIB)}
+
+
+def allocation(fleet: Fleet, demands: list[Demand], batches: int = 20, milp_seconds: float = 0,
+               device_mib: int = 80 * 1024) -> dict:
+    """GPUs allocated with CPUs and memory enforced: in one plan, when ``demands`` (in arrival order) come in
+    ``batches`` with the lock, and when placed without CPUs and memory; with the LP (and MILP) bound.
+    ``device_mib``: the device size shared claims are counted against in the asked GPU-equivalents."""
     gpus = sum(len(g.devices) for h in fleet.hosts for g in h.groups)
     t0 = time.perf_counter()
     one = place(fleet, demands)
@@ -500,7 +518,7 @@ def resources(n_hosts: int, seed: int, batches: int = 20, load: float = 1.0, mil
     blind_fleet = Fleet(tuple(replace(h, cpus=None, ram_mib=None) for h in fleet.hosts), "blind")
     blind = place(blind_fleet, demands)
     # arrival: deployments in batches, each plan with the lock of the last
-    deployments = sorted({d.deployment for d in demands})
+    deployments = list(dict.fromkeys(d.deployment for d in demands))
     per = -(-len(deployments) // batches)
     prior, arrived, kept_total, seen = None, [], 0, 0
     for b in range(batches):
@@ -514,9 +532,9 @@ def resources(n_hosts: int, seed: int, batches: int = 20, load: float = 1.0, mil
     bounds = relaxation(fleet, demands, milp_seconds)
     share = lambda x: None if x is None else round(min(x, gpus) / gpus, 4)  # noqa: E731
     return {
-        "hosts": n_hosts, "gpus": gpus, "replicas": len(demands), "load": load,
+        "gpus": gpus, "replicas": len(demands),
         "cpu_only_replicas": sum(1 for d in demands if d.gpus == 0),
-        "asked_gpu_equivalents": round(sum(d.gpus if d.whole else d.gpus * d.vram_mib / (80 * 1024)
+        "asked_gpu_equivalents": round(sum(d.gpus if d.whole else d.gpus * d.vram_mib / device_mib
                                            for d in demands), 1),
         "one_plan": {"gpu_allocation": round(gpu_equivalents(fleet, one) / gpus, 4),
                      "hosts_over_cpu_or_memory": len(over_capacity(fleet, demands, one)),
@@ -539,10 +557,12 @@ def main() -> None:
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--process", type=int, metavar="HOSTS", help="only `gpufleet plan` as a process, this many hosts")
     ap.add_argument("--resources", type=int, metavar="HOSTS", help="only the CPU-and-memory workload, this many hosts")
+    ap.add_argument("--openb", type=Path, metavar="DIR",
+                    help="only Alibaba's openb trace (bench/openb.py): DIR is cluster-trace-gpu-v2023 of a clone")
     ap.add_argument("--exact", type=int, metavar="N", help="only the small instances against the MILP, N of each")
     ap.add_argument("--seed", type=int, default=20261121)
     ap.add_argument("--milp-seconds", type=float, default=0, metavar="S",
-                    help="with --resources: also run HiGHS's MILP on the relaxed model for S seconds per load")
+                    help="with --resources or --openb: also run HiGHS's MILP on the relaxed model for S seconds per load")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(scale_run(args.one, args.seed)))
@@ -556,6 +576,9 @@ def main() -> None:
                           "fitting_mixed": [fitting(2 * args.exact, args.seed, False, x) for x in (0.9, 1.0)],
                           "fitting_whole_gpus": [fitting(2 * args.exact, args.seed, True, x) for x in (0.9, 1.0)]},
                          indent=2))
+        return
+    if args.openb:
+        print(json.dumps(openb(args.openb, args.milp_seconds), indent=2))
         return
     if args.resources:
         print(json.dumps([resources(args.resources, args.seed, load=load, milp_seconds=args.milp_seconds)
