@@ -131,12 +131,13 @@ def test_each_unplaced_replica_is_explained_with_its_own_cpus():
 
 def _cpu_case():
     """Hosts whose CPUs or memory run out before their GPUs (hosts and asks: GPUs, CPUs, memory GiB)."""
+    # found by a seeded random search (4 hosts, 18 one-GPU replicas) for a case the fresh pass alone leaves short
     f = fleet(*(host(name, gpus("nvidia", "H100", 80, n), cpus=c, ram_gib=m)
-                for name, n, c, m in (("h0", 2, 64, 256), ("h1", 2, 16, 256), ("h2", 8, 64, 64), ("h3", 4, 32, 256))))
-    asks = [("d0", None, 1, 16), ("d1", 16, 2, 8), ("d2", None, 4, 64), ("d3", 40, 8, 8), ("d4", 24, 1, 16),
-            ("d5", 16, 8, 64), ("d6", None, 12, 64), ("d7", None, 4, 64), ("d8", 40, 1, 16), ("d9", None, 12, 8),
-            ("d10", None, 2, 8), ("d11", None, 8, 8), ("d12", None, 8, 64), ("d13", None, 2, 64),
-            ("d14", None, 4, 64), ("d15", 16, 8, 8), ("d16", None, 8, 8), ("d17", None, 1, 64)]
+                for name, n, c, m in (("h0", 2, 16, 64), ("h1", 4, 16, 256), ("h2", 4, 64, 64), ("h3", 8, 16, 64))))
+    asks = [("d0", 40, 8, 64), ("d1", 40, 4, 64), ("d2", 40, 4, 8), ("d3", 24, 8, 16), ("d4", 24, 12, 8),
+            ("d5", 16, 2, 8), ("d6", None, 2, 8), ("d7", 24, 12, 64), ("d8", 24, 8, 64), ("d9", 24, 12, 16),
+            ("d10", None, 8, 8), ("d11", 24, 8, 64), ("d12", 24, 4, 16), ("d13", 24, 8, 16), ("d14", None, 12, 64),
+            ("d15", None, 2, 16), ("d16", 16, 12, 16), ("d17", 24, 4, 16)]
     demands = [Demand(n, 0, "cuda", 1, None if v is None else v * 1024, 0 if v is None else v * 1024,
                       cpus=c, ram_mib=m * 1024) for n, v, c, m in asks]
     return f, demands
@@ -159,7 +160,7 @@ def test_a_cpu_heavy_replica_trades_places_so_idle_gpus_are_used():
     with _no_exchange():
         before = place(f, demands)
     after = place(f, demands)
-    assert len(after.assignments) == len(before.assignments) + 1  # a test that fails without the step
+    assert len(after.assignments) > len(before.assignments)  # a test that fails without the step (6 -> 8)
     _within_capacity(f, demands, after)
 
 

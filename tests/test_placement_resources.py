@@ -239,3 +239,19 @@ def test_cpu_only_replicas_take_cpus_no_gpu_will_need():
     p2 = place(f, then, read_lock_from_text(render_lock("t", p1)))
     assert not p2.unplaced, [u.message for u in p2.unplaced]
     assert [a.host for a in p2.assignments if a.deployment == "b"] == ["dense"] * 6
+
+
+def test_one_gpu_replicas_go_in_order_of_all_they_ask_not_whole_ones_first():
+    """Whole-before-shared placed the four whole replicas first, two of them on the CPU-rich host, and
+    left the two quarter-GPU replicas asking 24 CPUs each nowhere to go. Ordered by the sum of what
+    they ask (GPU share, CPUs and memory over the fleet's per GPU), the CPU-heavy shared ones go first,
+    to the CPU-rich host, and all six are placed."""
+    f = fleet(host("dense", gpus("nvidia", "H100", 80, 8), cpus=16, ram_gib=512),
+              host("rich", gpus("nvidia", "H100", 80, 2), cpus=64, ram_gib=512),
+              host("small", gpus("nvidia", "H100", 80, 2), cpus=16, ram_gib=512))
+    gib = 1024
+    demands = [whole(name, 0, cpus=c, ram_mib=8 * gib) for name, c in (("w0", 8), ("w1", 16), ("w2", 4), ("w3", 16))]
+    demands += [Demand(name, 0, "cuda", 1, 20 * gib, 20 * gib, cpus=24, ram_mib=8 * gib) for name in ("s0", "s1")]
+    p = place(f, demands)
+    assert not p.unplaced, [u.message for u in p.unplaced]
+    assert {a.host for a in p.assignments if a.deployment.startswith("s")} == {"rich"}

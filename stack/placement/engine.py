@@ -97,7 +97,8 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
             index.drop_host(host.name)
         run.hosts.refresh(host.name)
     constrained = _Constrainedness(fleet, index)
-    fresh.sort(key=lambda d: (constrained(d), _biggest_first(d)))
+    size = _by_size(_capacity_per_gpu(fleet)) if run.ratios is not None else _biggest_first
+    fresh.sort(key=lambda d: (constrained(d), size(d)))
     for demand in fresh:  # 2. fresh
         run.place_fresh(demand, prior.get(demand.key))
     by_key = {d.key: d for d in demands}
@@ -147,6 +148,38 @@ def _claim_shape(d: Demand) -> tuple:
 def _biggest_first(d: Demand) -> tuple:
     return (-d.gpus, 0 if d.whole else 1, -(d.vram_mib or 0), -d.min_vram_mib, -d.cpus, -d.ram_mib,
             d.deployment, d.replica)
+
+
+def _capacity_per_gpu(fleet: Fleet) -> tuple[float | None, float | None]:
+    """Allocatable CPUs and MiB of memory per GPU over the active GPU hosts that declare them (None: none do)."""
+    out = []
+    for have in (lambda h: h.allocatable_cpus, lambda h: h.allocatable_ram_mib):
+        total = gpus = 0
+        for h in fleet.hosts:
+            n = sum(len(g.devices) for g in h.groups)
+            if h.active and n and have(h) is not None:
+                total += have(h)
+                gpus += n
+        out.append(total / gpus if gpus and total > 0 else None)
+    return out[0], out[1]
+
+
+def _by_size(per_gpu: tuple[float | None, float | None]):
+    """The fresh pass's order when replicas ask CPUs or memory: multi-GPU replicas first (most GPUs first),
+    then every one-GPU replica, whole or shared, by the sum of what it asks in GPUs' worth (its GPU share,
+    its CPUs and memory over the fleet's per GPU), then CPU-only ones. GPU-first (all whole replicas
+    before any shared one) filled the 8-GPU hosts with whole replicas and left the shared ones, which
+    ask more CPUs per GPU, GPUs without CPUs beside them. Vector bin packing's first-fit-decreasing by
+    the sum of normalised sizes (Panigrahy et al., "Heuristics for Vector Bin Packing", 2011); on
+    Alibaba's openb trace 93.9 % -> 95.6 % of GPUs allocated in one plan (bench/placement.py --openb),
+    the synthetic CPU-and-memory workload within 0.1 point."""
+    cpus, ram = per_gpu
+
+    def key(d: Demand) -> tuple:
+        asks = gpu_share(d) + (d.cpus / cpus if cpus else 0) + (d.ram_mib / ram if ram else 0)
+        return (-d.gpus if d.gpus > 1 else 0, 0 if d.gpus else 1, -asks) + _biggest_first(d)
+
+    return key
 
 
 class _Constrainedness:
