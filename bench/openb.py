@@ -16,7 +16,8 @@ lists what is allocatable) and one NVIDIA device group of its model; a task is o
 deployment. A shared task asks a share of a device, so every device is given the same size
 (``DEVICE_MIB``) and a share of ``gpu_milli`` thousandths is a claim of that many thousandths of it;
 VRAM sizes are not in the trace (G1-G3 are undisclosed models). ``gpu_spec`` (a model constraint) is
-empty in the default task list. Arrival order is ``creation_time``.
+empty in the default task list. Arrival order is ``creation_time``. The other task lists beside it
+(more sharing, more multi-GPU, more CPU-only tasks: the paper's sensitivity runs) load the same way.
 """
 from __future__ import annotations
 
@@ -53,8 +54,8 @@ def openb_fleet(folder: Path) -> Fleet:
 
 
 def openb_demands(folder: Path, tasks: str = TASKS) -> list[Demand]:
-    """The tasks in arrival order (creation_time, then name)."""
-    rows = sorted(_rows(folder / tasks), key=lambda r: (int(r["creation_time"] or 0), r["name"]))
+    """The tasks in arrival order: creation_time, else (the multigpu lists have no times) the file's order."""
+    rows = sorted(_rows(folder / tasks), key=lambda r: int(r.get("creation_time") or 0))
     out = []
     for row in rows:
         gpus, milli = int(row["num_gpu"]), int(row["gpu_milli"] or 0)
