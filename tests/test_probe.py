@@ -406,15 +406,39 @@ def test_sessions_send_and_acknowledge_at_once(fleet_host):
     opens sends at once and acknowledges at once, and commands still run over it."""
     import socket
 
-    from inventory.ssh import Endpoint, connect, run
+    from inventory.ssh import Endpoint, _Socket, connect, run
 
     client = connect(Endpoint("t", fleet_host.address, 22, "root", str(fleet_host.known_hosts),
                               str(fleet_host.identity)))
     try:
         assert run(client, ["echo", "hello"]) == (0, "hello\n", "")
         sock = client.get_transport().sock
+        assert isinstance(sock, _Socket)  # acknowledges at once (below)
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
-        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 1
         assert run(client, ["sh", "-c", "echo out; echo err >&2; exit 3"]) == (3, "out\n", "err\n")
     finally:
         client.close()
+
+
+def test_the_ssh_socket_acknowledges_at_once_after_every_read():
+    """A conversation like SSH's (this side asks, the server answers): after the first answer Linux
+    switches the connection to delayed acknowledgements (the kernel's own state, read back with no other
+    traffic in flight; a plain socket reads 1, 0, 0, ...). The socket sets quick acknowledgements again
+    around each read."""
+    import socket
+
+    from inventory.ssh import open_socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        sock = open_socket("127.0.0.1", server.getsockname()[1], 5)
+        peer, _ = server.accept()
+        with peer:
+            modes = []
+            for _ in range(6):
+                sock.sendall(b"ask")
+                assert peer.recv(16) == b"ask"
+                peer.sendall(b"answer")
+                assert sock.recv(16) == b"answer"
+                modes.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK))
+        sock.close()
+    assert modes == [1] * 6
