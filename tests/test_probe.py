@@ -243,18 +243,24 @@ def test_probe_reads_the_inventory_it_is_given(tmp_path):
     assert load_fleet(ROOT / "inventory" / "demo.yaml").hosts
 
 
+def _discover(host, tmp_path):
+    """``gpufleet discover`` of one test host, recording its key: the result, the known_hosts file and an
+    inventory of what it printed."""
+    known = tmp_path / "known_hosts"
+    r = run_cli("discover", host.address, "--identity", host.identity, "--known-hosts", known)
+    assert r.code == 0, r.err
+    inv = tmp_path / "inv.yaml"
+    inv.write_text("hosts:\n" + r.out)
+    return r, known, inv
+
+
 def test_discover_records_keys_and_prints_entries_that_probe_ok(hosts, tmp_path):
     _, started = hosts
     nv = started[0]
-    known = tmp_path / "known_hosts"
-    r = run_cli("discover", nv.address, "--identity", nv.identity, "--known-hosts", known)
-    assert r.code == 0, r.err
+    r, known, inv = _discover(nv, tmp_path)
     assert f"recorded {nv.address} in {known}: SHA256:" in r.err
     assert known.read_text().startswith(f"{nv.address} ssh-ed25519 ")
-    entries = r.out
-    assert "        vram: 81559MiB" in entries and "uuid: GPU-5a9e6c1f-0b4e-4c1d-9f0a-2d7c1a3e5b10" in entries
-    inv = tmp_path / "inv.yaml"
-    inv.write_text("hosts:\n" + entries)
+    assert "        vram: 81559MiB" in r.out and "uuid: GPU-5a9e6c1f-0b4e-4c1d-9f0a-2d7c1a3e5b10" in r.out
     fleet = load_fleet(inv)
     (h,) = fleet.hosts
     assert len(h.groups[0].devices) == 4 and h.cpus and h.ram_mib
@@ -274,13 +280,8 @@ def test_discover_refuses_a_changed_key(hosts, tmp_path):
 
 def test_discover_reads_amd_smi_and_a_replaced_gpu_is_a_mismatch(hosts, tmp_path):
     _, started = hosts
-    mi = started[3]
-    known = tmp_path / "known_hosts"
-    r = run_cli("discover", mi.address, "--identity", mi.identity, "--known-hosts", known)
-    assert r.code == 0, r.err
+    r, _, inv = _discover(started[3], tmp_path)
     assert "vendor: amd" in r.out and "vram: 64289MiB" in r.out and f"uuid: {MI300A_UUIDS[3]}" in r.out
-    inv = tmp_path / "inv.yaml"
-    inv.write_text("hosts:\n" + r.out)
     assert run_cli("probe", "--inventory", inv).code == 0
     inv.write_text("hosts:\n" + r.out.replace(MI300A_UUIDS[2], "00ff74a0-0000-1000-8000-000000000000"))
     out = run_cli("probe", "--inventory", inv, "--json")
