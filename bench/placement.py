@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bounds import device_packing_bound  # noqa: E402
 from bench.synthetic import (  # noqa: E402
     random_demand,
     selector_demands,
@@ -542,6 +543,7 @@ def allocation(fleet: Fleet, demands: list[Demand], batches: int = 20, milp_seco
             seen += sum(1 for k in prior if k in p.by_key())
         prior = read_lock_text(render_lock("bench", p))
     bounds = relaxation(fleet, demands, milp_seconds)
+    packing = device_packing_bound(fleet, demands)
     share = lambda x: None if x is None else round(min(x, gpus) / gpus, 4)  # noqa: E731
     return {
         "gpus": gpus, "replicas": len(demands),
@@ -558,6 +560,9 @@ def allocation(fleet: Fleet, demands: list[Demand], batches: int = 20, milp_seco
                                     "hosts_over_cpu_or_memory": len(over_capacity(fleet, demands, blind)),
                                     "gpu_allocation_once_enforced": round(enforce_after(fleet, demands, blind) / gpus, 4)},
         "lp_bound": share(bounds["lp"]),
+        # devices kept whole, everything else relaxed (bench/bounds.py): the tighter where shares cannot pair
+        "device_packing_bound": share(packing["bound"]),
+        "bound": share(min(x for x in (bounds["lp"], packing["bound"]) if x is not None)),
         **({"milp": {"found": share(bounds["milp_found"]), "bound": share(bounds["milp_bound"]),
                      "seconds": milp_seconds}} if milp_seconds else {}),
     }
