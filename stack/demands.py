@@ -15,13 +15,16 @@ def demands_for(workloads: list[Workload]) -> list[Demand]:
             whole = r.vram == "whole"
             gpus, vram = r.gpus, None if whole else int(r.vram)
             min_vram = (r.min_vram or 0) if whole else int(r.vram)
+        model = w.spec.selectors.gpu_model
+        if isinstance(model, list):
+            model = model[0] if len(model) == 1 else tuple(model)
         for replica in range(w.spec.replicas):
             out.append(Demand(
                 deployment=w.name, replica=replica, framework=w.framework, gpus=gpus,
                 vram_mib=vram if gpus else None,
                 min_vram_mib=min_vram,
                 labels=tuple(sorted(w.spec.selectors.labels.items())),
-                vendor=w.spec.selectors.vendor, gpu_model=w.spec.selectors.gpu_model,
+                vendor=w.spec.selectors.vendor, gpu_model=model,
                 manual=w.manual, spread_hosts=w.spec.spread == "hosts",
                 cpus=r.cpus or 0, ram_mib=r.ram or 0,
             ))

@@ -174,8 +174,22 @@ class Resources(StrictModel):
 class Selectors(StrictModel):
     labels: StrMap = Field(default_factory=dict)
     vendor: Optional[VendorName] = None
-    #: glob on the inventory's model name, e.g. '*H100*'
-    gpu_model: Optional[str] = None
+    #: glob on the inventory's model name, e.g. '*H100*', or a list of globs any of which may match
+    #: (['*H100*', '*H200*'])
+    gpu_model: Optional[Union[str, list[str]]] = None
+
+    @field_validator("gpu_model")
+    @classmethod
+    def _globs_not_empty(cls, v):
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("gpu_model: an empty list matches no GPU; leave gpu_model out to allow any model")
+            blank = [i for i, g in enumerate(v) if not g.strip()]
+            if blank:
+                raise ValueError(f"gpu_model[{blank[0]}] is empty; write a glob such as '*H100*'")
+        elif v is not None and not v.strip():
+            raise ValueError("gpu_model is empty; write a glob such as '*H100*', or leave it out")
+        return v
 
 
 class Deployment(StrictModel):

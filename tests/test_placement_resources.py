@@ -1,6 +1,7 @@
 """CPUs and memory are placement resources; constrained replicas are never starved by flexible ones."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 from stack.lock import render_lock
@@ -255,3 +256,39 @@ def test_one_gpu_replicas_go_in_order_of_all_they_ask_not_whole_ones_first():
     p = place(f, demands)
     assert not p.unplaced, [u.message for u in p.unplaced]
     assert {a.host for a in p.assignments if a.deployment.startswith("s")} == {"rich"}
+
+
+def test_gpu_model_may_name_several_globs_any_of_which_matches():
+    """Production traces ask for 'V100M16|V100M32' or 'P100|T4|V100*': one glob cannot say that."""
+    f = fleet(host("v16", gpus("nvidia", "Tesla V100-SXM2-16GB", 16, 1)),
+              host("t4", gpus("nvidia", "Tesla T4", 16, 1)),
+              host("a10", gpus("nvidia", "NVIDIA A10", 24, 1)))
+    either = ("*V100*", "*T4")
+    p = place(f, [Demand("d", r, "cuda", 1, gpu_model=either) for r in range(3)])
+    assert {a.host for a in p.assignments} == {"v16", "t4"}
+    (u,) = p.unplaced
+    assert u.rejected == {"gpu_model": 1, "free_vram": 2}, u.rejected
+    assert "GPU model: 1 host has no '*V100*' or '*T4'" in u.message, u.message
+    # bare names in a list get the same hint as a single bare name
+    (u,) = place(fleet(f.host("v16")), [Demand("h", 0, "cuda", 1, gpu_model=("H100", "V100"))]).unplaced
+    assert ("GPU model: 1 host has no 'H100' or 'V100' (gpu_model is a glob on the whole model name; '*V100*' "
+            "would match Tesla V100-SXM2-16GB)") in u.message, u.message
+
+
+def test_a_gpu_model_list_in_a_stack_file(tmp_path):
+    from .conftest import copy_project, run_cli
+    from .test_plan_cli import edit
+
+    project = copy_project(tmp_path)
+    stack = project / "stack" / "demo.yaml"
+    edit(stack, "resources: {gpus: 1, vram: 24GiB, share: advisory}\n",
+         "resources: {gpus: 1, vram: 24GiB, share: advisory}\n    selectors: {gpu_model: ['*MI250*', '*MI300X*']}\n")
+    r = run_cli("--root", project, "plan", "--stack", "demo", "--no-lock", "--json")
+    assert r.code == 0, r.err
+    (rep,) = [x for x in json.loads(r.out)["replicas"] if x["deployment"] == "gguf-rocm"]
+    assert rep["host"] == "amd-mi300x-1"
+    edit(stack, "gpu_model: ['*MI250*', '*MI300X*']", "gpu_model: []")
+    r = run_cli("--root", project, "validate")
+    assert r.code == 2
+    assert "stack/demo.yaml:45:28: deployments.gguf-rocm.selectors.gpu_model: " in r.err, r.err
+    assert "an empty list matches no GPU; leave gpu_model out to allow any model" in r.err

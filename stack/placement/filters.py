@@ -73,16 +73,23 @@ FRAMEWORK = Filter(
 VENDOR = Filter(
     "vendor", lambda h, g, d, s: d.vendor is None or g.vendor == d.vendor,
     lambda n, d, hs: f"vendor: {_hosts(n, 'are')} not {d.vendor}", gpu_only=True)
-def model_matches(pattern: str, model: str) -> bool:
-    """gpu_model selectors: a case-insensitive glob on the inventory's whole model name."""
-    return fnmatch.fnmatchcase(model.lower(), pattern.lower())
+def model_matches(pattern: str | tuple[str, ...] | list[str], model: str) -> bool:
+    """gpu_model selectors: a case-insensitive glob on the inventory's whole model name, or several globs
+    any of which may match."""
+    model = model.lower()
+    if isinstance(pattern, str):
+        return fnmatch.fnmatchcase(model, pattern.lower())
+    return any(fnmatch.fnmatchcase(model, p.lower()) for p in pattern)
 
 
 def _gpu_model_text(n: int, d: Demand, hs) -> str:
-    text = f"GPU model: {_hosts(n, 'have')} no '{d.gpu_model}'"
-    if not set("*?[") & set(d.gpu_model):
+    globs = (d.gpu_model,) if isinstance(d.gpu_model, str) else d.gpu_model
+    text = f"GPU model: {_hosts(n, 'have')} no {' or '.join(repr(g) for g in globs)}"
+    for glob in globs:
+        if set("*?[") & set(glob):
+            continue
         # a bare name never matches a full model name ('H100' vs 'NVIDIA H100 80GB HBM3'): say so
-        wider = f"*{d.gpu_model}*"
+        wider = f"*{glob}*"
         close = sorted({g.model for h in hs for g in h.groups if model_matches(wider, g.model)})
         if close:
             text += (f" (gpu_model is a glob on the whole model name; '{wider}' would match "

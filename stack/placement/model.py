@@ -35,7 +35,8 @@ class Demand:
     min_vram_mib: int = 0
     labels: tuple[tuple[str, str], ...] = ()
     vendor: str | None = None
-    gpu_model: str | None = None
+    #: a glob, or globs any of which may match (a tuple: the demand stays hashable)
+    gpu_model: str | tuple[str, ...] | None = None
     #: manual GPU selection: (host, device index) pairs this deployment may use, or None
     manual: tuple[tuple[str, int], ...] | None = None
     #: replicas of this deployment must not share a host (else: avoid it when possible)
