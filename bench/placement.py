@@ -506,12 +506,16 @@ def openb(folder: Path, milp_seconds: float = 0) -> dict:
     others = {}  # the paper's other task lists (more sharing, multi-GPU, CPU-only tasks): one plan each
     for path in sorted((folder / "csv").glob("openb_pod_list_*.csv")):
         name = path.stem.removeprefix("openb_pod_list_")
-        if name == "default" or name.startswith("gpuspec"):  # gpuspec: model alternatives, not mapped
+        if name == "default":
             continue
         demands = openb_demands(folder, f"csv/{path.name}")
         p = place(fleet, demands)
+        packing = device_packing_bound(fleet, demands)["bound"]
         others[name] = {"asked": round(sum(d.gpus if d.whole else d.vram_mib / DEVICE_MIB for d in demands) / gpus, 4),
                         "gpu_allocation": round(gpu_equivalents(fleet, p) / gpus, 4),
+                        "device_packing_bound": None if packing is None else round(min(packing, gpus) / gpus, 4),
+                        "unplaced": len(p.unplaced),
+                        "with_gpu_model": sum(1 for d in demands if d.gpu_model is not None),
                         "hosts_over_cpu_or_memory": len(over_capacity(fleet, demands, p))}
     return {"workload": "openb (alibaba/clusterdata cluster-trace-gpu-v2023, openb_pod_list_default)",
             "hosts": len(fleet.hosts),
