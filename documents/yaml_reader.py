@@ -187,6 +187,13 @@ def parse_yaml(text: str, file: str, limits: Limits = LIMITS) -> tuple[Any, Mark
         for event in yaml.parse(text, Loader=_Loader):
             composer.feed(event)
     except yaml.MarkedYAMLError as err:
+        if "maximum nesting depth" in (err.problem or ""):
+            # the libyaml in newer PyYAML wheels (6.0.4 here) stops at 1,000 levels while scanning ahead,
+            # before the composer sees the event past its own limit: the same refusal, said the same way
+            mark = err.problem_mark
+            raise InputError([Problem(file, mark.line + 1, mark.column + 1, "",
+                                      f"nested more than {limits.max_depth} levels deep; these files need only "
+                                      "a few levels")]) from None
         raise InputError([_syntax_problem(err, text, file)]) from None
     except yaml.YAMLError as err:  # a reader error: position, no line
         position = getattr(err, "position", None)
