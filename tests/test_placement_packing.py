@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import random
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from stack.placement import Demand, place
 from stack.placement.engine import _place
 from stack.placement.packing import device_bins
 
 from .fleets import fleet, gpus, host
+from .test_placement_properties import check_invariants, demand_sets, fleets
 
 GIB = 1024
 
@@ -89,3 +93,11 @@ def test_the_second_order_never_costs_replicas_or_gpus():
             tried += 1
             won += len(final.assignments) > len(first.assignments) or got > first.gpus_allocated() + 1e-9
     assert tried >= 5 and won >= 1, (tried, won)  # the property was exercised where it matters
+
+
+@settings(max_examples=200, deadline=None)
+@given(f=fleets(), demands=demand_sets(), strategy=st.sampled_from(["binpack", "spread"]))
+def test_the_device_order_keeps_every_rule(f, demands, strategy):
+    """place() runs the second order only now and then; here it runs on every random fleet, and its plan must
+    keep every rule the first order's does (no device, host or port over, selectors, spread: hosts)."""
+    check_invariants(f, demands, _place(f, demands, strategy=strategy, by_device=True).finish(demands, None))

@@ -52,7 +52,7 @@ def demand_sets(draw):
         vram = None if n == 0 or draw(st.booleans()) else draw(st.sampled_from([8, 20, 30, 50])) * 1024
         min_vram = 0 if vram is not None else draw(st.sampled_from([0, 0, 40 * 1024]))
         labels = (("zone", draw(st.sampled_from("ab"))),) if draw(st.booleans()) else ()
-        model = draw(st.sampled_from([None, None, "h100", "*l4*"])) if fw == "cuda" else None
+        model = draw(st.sampled_from([None, None, "h100", "*l4*", ("*H100*", "*L4*")])) if fw == "cuda" else None
         spread = draw(st.booleans())
         cpus = draw(st.sampled_from([0, 0, 0.5, 4, 12]))
         ram = draw(st.sampled_from([0, 0, 16, 100])) * 1024
@@ -83,7 +83,8 @@ def check_invariants(f, demands, p):
         assert VENDORS[a.vendor].framework == dem.framework
         assert group.vram_mib >= dem.min_vram_mib
         if dem.gpu_model:
-            assert fnmatch.fnmatchcase(group.model.lower(), dem.gpu_model.lower())
+            globs = (dem.gpu_model,) if isinstance(dem.gpu_model, str) else dem.gpu_model
+            assert any(fnmatch.fnmatchcase(group.model.lower(), g.lower()) for g in globs)
         assert {dev.index for dev in group.devices} >= set(a.gpus)
         for i in a.gpus:
             per_device[(a.host, a.vendor, i)].append((dem, group.vram_mib))
