@@ -163,14 +163,15 @@ def test_sglangs_static_memory_fraction_is_gpustacks(case):
                                vision) == case["mem_fraction_static"]
 
 
-def test_sglang_auto_counts_gpustacks_fraction_and_passes_it_to_the_engine(tmp_path):
+@pytest.mark.parametrize("selector", ["'*A100*'", "['*A100*', '*H100*']"])  # a list: the smallest it allows
+def test_sglang_auto_counts_gpustacks_fraction_and_passes_it_to_the_engine(tmp_path, selector):
     from stack.plan import build_plan
     from stack.project import load_project
 
     project = copy_project(tmp_path)
     edit(project / "stack" / "demo.yaml", "deployments:", "deployments:\n  sg:\n    backend: SGLang\n"
          "    model: {huggingface: Qwen/Qwen2.5-VL-7B-Instruct}\n    resources: {gpus: auto}\n"
-         "    selectors: {gpu_model: '*A100*'}\n")
+         f"    selectors: {{gpu_model: {selector}}}\n")
     (project / "stack" / "demo.models.yaml").write_text(yaml.safe_dump({"models": {
         "huggingface:Qwen/Qwen2.5-VL-7B-Instruct": {"weight_bytes": 16_582_831_184, "num_attention_heads": 28,
                                                     "vocab_size": 152064, "vision_layers": 32,
