@@ -178,18 +178,24 @@ class Selectors(StrictModel):
     #: (['*H100*', '*H200*'])
     gpu_model: Optional[Union[str, list[str]]] = None
 
-    @field_validator("gpu_model")
+    @field_validator("gpu_model", mode="before")
     @classmethod
-    def _globs_not_empty(cls, v):
+    def _globs(cls, v):
+        """One message for what is neither a glob nor a list of globs (the union would give one per branch)."""
+        if v is None:
+            return v
+        if isinstance(v, str):
+            if not v.strip():
+                raise ValueError("an empty glob matches no GPU; write one such as '*H100*', or leave gpu_model out")
+            return v
         if isinstance(v, list):
             if not v:
-                raise ValueError("gpu_model: an empty list matches no GPU; leave gpu_model out to allow any model")
-            blank = [i for i, g in enumerate(v) if not g.strip()]
-            if blank:
-                raise ValueError(f"gpu_model[{blank[0]}] is empty; write a glob such as '*H100*'")
-        elif v is not None and not v.strip():
-            raise ValueError("gpu_model is empty; write a glob such as '*H100*', or leave it out")
-        return v
+                raise ValueError("an empty list matches no GPU; leave gpu_model out to allow any model")
+            for i, g in enumerate(v):
+                if not isinstance(g, str) or not g.strip():
+                    raise ValueError(f"entry {i} (from 0) must be a glob such as '*H100*', not {g!r}")
+            return v
+        raise ValueError(f"must be a glob such as '*H100*', or a list of them, not {v!r}")
 
 
 class Deployment(StrictModel):

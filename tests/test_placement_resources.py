@@ -292,3 +292,12 @@ def test_a_gpu_model_list_in_a_stack_file(tmp_path):
     assert r.code == 2
     assert "stack/demo.yaml:45:28: deployments.gguf-rocm.selectors.gpu_model: " in r.err, r.err
     assert "an empty list matches no GPU; leave gpu_model out to allow any model" in r.err
+    # what is neither a glob nor a list of globs is one problem, not one per branch of the union
+    before = "gpu_model: []"
+    for bad, said in (("['*H100*', 5]", "entry 1 (from 0) must be a glob such as '*H100*', not 5"),
+                      ("5", "must be a glob such as '*H100*', or a list of them, not 5")):
+        edit(stack, before, f"gpu_model: {bad}")
+        before = f"gpu_model: {bad}"
+        r = run_cli("--root", project, "validate")
+        assert r.code == 2 and r.err.count("selectors.gpu_model") == 1, r.err
+        assert f"deployments.gguf-rocm.selectors.gpu_model: {said}" in r.err, r.err
