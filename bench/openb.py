@@ -17,8 +17,9 @@ deployment. A shared task asks a share of a device, so every device is given the
 (``DEVICE_MIB``) and a share of ``gpu_milli`` thousandths is a claim of that many thousandths of it;
 VRAM sizes are not in the trace (G1-G3 are undisclosed models). ``gpu_spec`` (a model constraint,
 ``V100M16|V100M32``: any of these) is ``gpu_model`` with one glob per alternative; it is empty in the
-default task list and set on 5-33 % of the tasks of the ``gpuspec`` lists. Arrival order is ``creation_time``. The other task lists beside it
-(more sharing, more multi-GPU, more CPU-only tasks: the paper's sensitivity runs) load the same way.
+default task list and set on 5-33 % of the tasks of the ``gpuspec`` lists. Arrival order is
+``creation_time``. The other task lists beside it (more sharing, more multi-GPU, more CPU-only tasks, model
+constraints: the paper's sensitivity runs) load the same way.
 """
 from __future__ import annotations
 
