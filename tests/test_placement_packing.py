@@ -101,3 +101,18 @@ def test_the_device_order_keeps_every_rule(f, demands, strategy):
     """place() runs the second order only now and then; here it runs on every random fleet, and its plan must
     keep every rule the first order's does (no device, host or port over, selectors, spread: hosts)."""
     check_invariants(f, demands, _place(f, demands, strategy=strategy, by_device=True).finish(demands, None))
+
+
+def test_an_explanation_says_when_the_vram_is_there_but_split_over_devices():
+    """Two 60 GiB shares on two 100 GiB devices leave 80 GiB free, 40 on each: a 50 GiB share fits on neither.
+    The operator is told that packing, not capacity, is what it lacks; a host whose devices are full is not
+    counted, and a whole-GPU claim gets no such hint."""
+    f = fleet(host("a", gpus("nvidia", "X", 100, 2)), host("b", gpus("nvidia", "X", 100, 1)))
+    demands = [share("s1", 60), share("s2", 60), share("s3", 90), share("late", 50)]
+    p = place(f, demands)
+    (u,) = p.unplaced
+    assert u.key == "late/0"
+    assert u.message.endswith("free VRAM: 2 hosts lack 1 device with 50 GiB free; 1 of those hosts has that much "
+                              "VRAM free, split over devices"), u.message
+    (w,) = place(f, demands[:3] + [Demand("w", 0, "cuda", 1)]).unplaced
+    assert "split over devices" not in w.message, w.message

@@ -262,6 +262,23 @@ def _ratios(demands: list[Demand]) -> tuple[float, float] | None:
     return cpus / gpus, ram / gpus
 
 
+def _split_vram(state: FleetState, demand: Demand, hosts) -> int:
+    """Of ``hosts`` (turned away for want of free VRAM), how many have the VRAM a shared claim asks free on
+    devices of a kind it may use, only not on one device (or on few enough): packing, not capacity, is
+    what it lacks."""
+    if demand.whole or not demand.gpus:
+        return 0
+    need = demand.vram_mib * demand.gpus
+    count = 0
+    for host in hosts:
+        for gs in state.groups_of[host.name]:
+            if all(f(host, gs.group, demand) for f in (FRAMEWORK, VENDOR, GPU_MODEL, VRAM_SIZE)) and \
+                    sum(f for f, x in zip(gs.free, gs.exclusive) if not x) >= need:
+                count += 1
+                break
+    return count
+
+
 def _labels_match(host, d: Demand) -> bool:
     have = host.label_map
     return all(have.get(k) == v for k, v in d.labels)
@@ -1222,6 +1239,10 @@ def explain(fleet: Fleet, state: FleetState, demand: Demand, walked: list[tuple]
     if busy:
         stacks = sorted({s for name in busy for s in state.held_by[name]})
         parts.append(f"taken by stack {', '.join(stacks)} on {len(busy)} of those host{'s' if len(busy) != 1 else ''}")
+    split = _split_vram(state, demand, rejected_hosts.get("free_vram", ()))
+    if split:
+        parts.append(f"{split} of those hosts {'have' if split != 1 else 'has'} that much VRAM free, split over "
+                     "devices")
     if not fleet.hosts:
         parts = ["the inventory has no hosts"]
     if never is None:
