@@ -273,7 +273,7 @@ def _split_vram(state: FleetState, demand: Demand, hosts) -> int:
     for host in hosts:
         for gs in state.groups_of[host.name]:
             if all(f(host, gs.group, demand) for f in (FRAMEWORK, VENDOR, GPU_MODEL, VRAM_SIZE)) and \
-                    sum(f for f, x in zip(gs.free, gs.exclusive) if not x) >= need:
+                    gs.shareable_free() >= need:
                 count += 1
                 break
     return count
@@ -516,7 +516,6 @@ class _Run:
         if not gpu_left or gpu_left > self.NEARLY_FITS * self.gpu_replicas:
             return False
         seen: set[tuple] = set()
-        cpu, ram = self.state.cpu_free, self.state.ram_free
         for d, _ in self._failed:
             if d.gpus != 1 or d.whole or d.manual is not None:
                 continue
@@ -530,10 +529,8 @@ class _Run:
                 for gid in lists.members:
                     gs = self.state.groups[gid]
                     host = gs.host.name
-                    if (cpu[host] is not None and cpu[host] + 1e-9 < d.cpus) or \
-                            (ram[host] is not None and ram[host] < d.ram_mib) or not self.state.has_free_port(host):
-                        continue
-                    if sum(f for f, x in zip(gs.free, gs.exclusive) if not x) >= d.vram_mib:
+                    if self.state.host_fits(host, d) and self.state.has_free_port(host) and \
+                            gs.shareable_free() >= d.vram_mib:
                         return True
         return False
 

@@ -31,6 +31,10 @@ class GroupState:
     def untouched(self) -> int:
         return self.claims.count(0)
 
+    def shareable_free(self) -> int:
+        """Free VRAM over the devices that can still be shared, together."""
+        return sum(f for f, x in zip(self.free, self.exclusive) if not x)
+
     def kth_free(self, k: int) -> int:
         """The k-th largest free VRAM among devices that can still be shared (0 if fewer than k)."""
         shareable = sorted((f for f, x in zip(self.free, self.exclusive) if not x), reverse=True)
