@@ -26,7 +26,9 @@ from .filters import (
     DYNAMIC,
     FRAMEWORK,
     GPU_MODEL,
+    MANUAL,
     PIPELINE,
+    SPREAD,
     STATIC,
     VENDOR,
     VRAM_SIZE,
@@ -262,21 +264,26 @@ def _ratios(demands: list[Demand]) -> tuple[float, float] | None:
     return cpus / gpus, ram / gpus
 
 
-def _split_vram(state: FleetState, demand: Demand, hosts) -> int:
-    """Of ``hosts`` (turned away for want of free VRAM), how many have the VRAM a shared claim asks free on
-    devices of a kind it may use, only not on one device (or on few enough): packing, not capacity, is
-    what it lacks."""
+def _split_vram(state: FleetState, demand: Demand, hosts) -> frozenset[str]:
+    """Of ``hosts`` (those a shape's walk turned away for want of free VRAM), the names of those with the VRAM
+    a shared claim asks free on devices of a kind it may use, only not on one device (or on few enough):
+    packing, not capacity, is what it lacks."""
     if demand.whole or not demand.gpus:
-        return 0
+        return frozenset()
     need = demand.vram_mib * demand.gpus
-    count = 0
+    usable: dict[tuple, bool] = {}  # the filters read only the group's kind: asked once per kind
+    out = set()
     for host in hosts:
         for gs in state.groups_of[host.name]:
-            if all(f(host, gs.group, demand) for f in (FRAMEWORK, VENDOR, GPU_MODEL, VRAM_SIZE)) and \
-                    gs.shareable_free() >= need:
-                count += 1
+            g = gs.group
+            kind = (g.framework, g.vendor, g.model, g.vram_mib)
+            ok = usable.get(kind)
+            if ok is None:
+                ok = usable[kind] = all(f(host, g, demand) for f in (FRAMEWORK, VENDOR, GPU_MODEL, VRAM_SIZE))
+            if ok and gs.shareable_free() >= need:
+                out.add(host.name)
                 break
-    return count
+    return frozenset(out)
 
 
 def _labels_match(host, d: Demand) -> bool:
@@ -1157,7 +1164,7 @@ _HOST_LEVEL = ("free_cpu", "free_ram")  # filters that read only the host and th
 
 
 def walk(fleet: Fleet, state: FleetState, demand: Demand, index: CandidateIndex | None = None,
-         static_cache: dict | None = None) -> list[tuple]:
+         static_cache: dict | None = None) -> "Walk":
     """Each host's reach through the filters (the position of the first that rejects its best group,
     or their count), with the CPU and memory filters left out, and that group: what ``explain`` needs,
     shared by replicas of one shape that ask different CPUs or memory.
@@ -1171,7 +1178,11 @@ def walk(fleet: Fleet, state: FleetState, demand: Demand, index: CandidateIndex 
     n = len(filters)
     class_of = index.class_of if index is not None else None
     gs_of = {id(gs.group): gs for gs in state.groups} if index is not None else None
-    skip = {i for i, f in enumerate(filters) if f.code in _HOST_LEVEL}
+    host_level = {i for i, f in enumerate(filters) if f.code in _HOST_LEVEL}
+    # and the filters that pass on every host for this demand (no gpu_selection, no spread: hosts)
+    trivial = {i for i, f in enumerate(filters) if (f is MANUAL and demand.manual is None)
+               or (f is SPREAD and not demand.spread_hosts)}
+    skip = host_level | trivial
 
     def reached(host, group) -> int:
         start = 0
@@ -1192,16 +1203,36 @@ def walk(fleet: Fleet, state: FleetState, demand: Demand, index: CandidateIndex 
                 return i
         return n
 
-    out = []
+    settled: dict[int, list] = {}
+    open_: list[tuple] = []
+    sized_from = min(host_level, default=n)
     for host in fleet.hosts:
         groups = [None] if demand.gpus == 0 else (list(host.groups) or [None])
         reach = [reached(host, group) for group in groups]
         furthest = max(reach)
-        out.append((host, furthest, groups[reach.index(furthest)]))
-    return out
+        if furthest < sized_from:
+            settled.setdefault(furthest, []).append(host)
+        else:
+            open_.append((host, furthest, groups[reach.index(furthest)]))
+    return Walk(settled, open_)
 
 
-def explain(fleet: Fleet, state: FleetState, demand: Demand, walked: list[tuple] | None = None,
+class Walk:
+    """Each host's reach through the filters for one shape (see ``walk``), split where the CPU and memory
+    filters sit: ``settled`` hosts (by the position of the filter that rejects them) were turned away before
+    those filters, whatever CPUs or memory a replica asks; only the ``open`` ones, (host, reach, group) in
+    fleet order, are looked at again for each replica's asks."""
+
+    __slots__ = ("settled", "open", "split")
+
+    def __init__(self, settled: dict[int, list], open_: list[tuple]):
+        self.settled, self.open = settled, open_
+        #: names of the open hosts the free-VRAM filter turns away that have the VRAM, split over devices
+        #: (``_split_vram``; set by the first ``explain``)
+        self.split: frozenset[str] | None = None
+
+
+def explain(fleet: Fleet, state: FleetState, demand: Demand, walked: "Walk | None" = None,
             index: CandidateIndex | None = None,
             never: bool | None = None) -> tuple[dict[str, int], bool, str, tuple | None]:
     """Count, per filter, the hosts it rejected (each host counted at the filter its best group reached).
@@ -1217,15 +1248,27 @@ def explain(fleet: Fleet, state: FleetState, demand: Demand, walked: list[tuple]
     cpu_i = next((i for i, f in enumerate(filters) if f.code == "free_cpu"), None)
     ram_i = next((i for i, f in enumerate(filters) if f.code == "free_ram"), None)
     rejected_hosts: dict[str, list] = {f.code: [] for f in filters}
+    for furthest, hosts in walked.settled.items():
+        rejected_hosts[filters[furthest].code] = list(hosts)
     fits = None
-    for host, furthest, group in walked:
+    # state.cpu_fits and ram_fits, inlined: this loop runs over most of the fleet once per ask
+    cpu_free, ram_free = state.cpu_free, state.ram_free
+    need_cpu = demand.cpus - 1e-9 if demand.cpus and cpu_i is not None else None
+    need_ram = demand.ram_mib if ram_i is not None else 0
+    lists = [rejected_hosts[f.code] for f in filters]
+    n = len(filters)
+    for host, furthest, group in walked.open:
         # a host-level rejection counts where its filter sits: before what the host's best group reached
-        if cpu_i is not None and cpu_i < furthest and not state.cpu_fits(host.name, demand):
-            furthest = cpu_i
-        if ram_i is not None and ram_i < furthest and not state.ram_fits(host.name, demand):
-            furthest = ram_i
-        if furthest < len(filters):
-            rejected_hosts[filters[furthest].code].append(host)
+        if need_cpu is not None and cpu_i < furthest:
+            free = cpu_free[host.name]
+            if free is not None and free < need_cpu:
+                furthest = cpu_i
+        if need_ram and ram_i < furthest:
+            free = ram_free[host.name]
+            if free is not None and free < need_ram:
+                furthest = ram_i
+        if furthest < n:
+            lists[furthest].append(host)
         elif fits is None:
             fits = (host, group)
     rejected = {code: len(hosts) for code, hosts in rejected_hosts.items() if hosts}
@@ -1236,7 +1279,10 @@ def explain(fleet: Fleet, state: FleetState, demand: Demand, walked: list[tuple]
     if busy:
         stacks = sorted({s for name in busy for s in state.held_by[name]})
         parts.append(f"taken by stack {', '.join(stacks)} on {len(busy)} of those host{'s' if len(busy) != 1 else ''}")
-    split = _split_vram(state, demand, rejected_hosts.get("free_vram", ()))
+    if walked.split is None:  # the same for every replica of the shape: asked once
+        vram_i = next((i for i, f in enumerate(filters) if f.code == "free_vram"), None)
+        walked.split = _split_vram(state, demand, [h for h, furthest, _ in walked.open if furthest == vram_i])
+    split = sum(1 for h in rejected_hosts.get("free_vram", ()) if h.name in walked.split)
     if split:
         parts.append(f"{split} of those hosts {'have' if split != 1 else 'has'} that much VRAM free, split over "
                      "devices")
