@@ -21,7 +21,7 @@ from typing import Iterable
 
 from .filters import STATIC
 from .model import Demand
-from .rankers import Ranker
+from .rankers import NOTHING, Ranker
 from .state import FleetState, GroupState
 
 BINPACK, SPREAD = "binpack", "spread"
@@ -162,15 +162,24 @@ class CandidateIndex:
     def best(self, demand: Demand, ranker: Ranker, avoid: set[str] | frozenset = frozenset()) -> GroupState | None:
         """The group the ranker prefers for this demand, skipping hosts in ``avoid``; None if nothing fits."""
         best_key, best_gid = None, None
+        eligible = self.eligible(demand)
         bound = ranker.bound
-        for lists in self.eligible(demand):
-            if best_key is not None:
-                floor = bound(lists, demand)
-                if floor is not None and floor > best_key:  # nothing here can beat what was found
-                    continue
-            cand = ranker.pick(self, lists, demand, avoid)
-            if cand and (best_key is None or cand[0] < best_key):
-                best_key, best_gid = cand
+        floors = [(bound(lists, demand), i) for i, lists in enumerate(eligible)]
+        if all(f is not None for f, _ in floors):
+            # the most promising class first: the first pick is most often the best, and every class whose
+            # bound is above it is never walked (a walk skips hosts short of CPUs, memory or a preference)
+            floors.sort()
+            for floor, i in floors:
+                if floor is NOTHING or (best_key is not None and floor > best_key):
+                    break
+                cand = ranker.pick(self, eligible[i], demand, avoid)
+                if cand and (best_key is None or cand[0] < best_key):
+                    best_key, best_gid = cand
+        else:
+            for lists in eligible:
+                cand = ranker.pick(self, lists, demand, avoid)
+                if cand and (best_key is None or cand[0] < best_key):
+                    best_key, best_gid = cand
         return None if best_gid is None else self.state.groups[best_gid]
 
 

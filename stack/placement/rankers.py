@@ -17,6 +17,10 @@ from .model import Demand
 from .state import GroupState
 
 
+#: a bound above every key: the class has no candidate for the demand
+NOTHING = (float("inf"),)
+
+
 class Ranker:
     name = ""
 
@@ -25,8 +29,9 @@ class Ranker:
         raise NotImplementedError
 
     def bound(self, lists, demand: Demand) -> tuple | None:
-        """A key no candidate of this class can beat (compared with the best so far, it lets the index
-        skip the class), or None."""
+        """A key no candidate of this class can beat, or None (no bound known). The index looks at classes
+        lowest bound first and stops at the first bound above the best key found; ``NOTHING`` says the class
+        holds no candidate at all."""
         return None
 
     def host_rank(self, load: int) -> int:
@@ -63,8 +68,24 @@ class Binpack(Ranker):
         return e and ((0, e[0], cap, e[1], e[2]), e[-1])
 
     def bound(self, lists, demand):
-        # at best a group left with exactly what the replica asks, in this class's device size
-        return (0, demand.gpus if demand.vram_mib is None else demand.vram_mib, lists.capacity)
+        # at best the first entry at or above the ask in each list pick reads (skipping hosts only moves it on)
+        g, v, cap = demand.gpus, demand.vram_mib, lists.capacity
+        if v is None:
+            lst, ask = lists.whole, g
+        elif g == 1:
+            lst, ask = lists.touched, v
+        else:
+            lst, ask = lists.kth.get(g), v
+            if lst is None:  # not filed yet: at best a device left with exactly what the replica asks
+                return (0, v, cap)
+        i = bisect_left(lst, (ask,))
+        if i < len(lst):
+            return (0, lst[i][0], cap)
+        if g == 1 and v is not None and v <= cap:
+            j = bisect_left(lists.whole, (1,))
+            if j < len(lists.whole):
+                return (1, cap, lists.whole[j][0])
+        return NOTHING
 
     def host_rank(self, load):
         return -load  # the busiest host first
