@@ -126,6 +126,8 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
     run.retry()  # the re-pack may have freed room: what fits now goes first
     run.exchange(by_key)  # 2d. GPUs idle next to exhausted CPUs: trade CPU-heavy for CPU-light replicas
     run.retry()  # trades moved CPUs and memory around too
+    run.rebalance(by_key)  # 2e. and hosts still short of CPUs for their idle GPUs trade until they are not
+    run.retry()
     run.departing = departing
     return run
 
@@ -153,9 +155,10 @@ def _hold(state: FleetState, index: CandidateIndex, entries: tuple[LockedReplica
             index.drop_host(locked.host)
 
 
-def _claim_shape(d: Demand) -> tuple:
-    """Replicas that can trade places: the same GPU claim."""
-    return (d.framework, d.gpus, d.vram_mib, d.min_vram_mib)
+def _trade_shape(d: Demand) -> tuple:
+    """Replicas that can trade places where the devices allow (a trade checks the static filters both ways):
+    the same GPUs and VRAM, any smallest device size."""
+    return (d.framework, d.gpus, d.vram_mib)
 
 
 def _biggest_first(d: Demand) -> tuple:
@@ -852,23 +855,14 @@ class _Run:
 
     def exchange(self, by_key: dict[str, Demand]) -> None:
         """GPUs left idle on hosts whose CPUs or memory ran out: a replica nothing fit gets such a host's
-        GPUs once a CPU-heavy replica there trades places with a CPU-light replica of the same GPU claim
-        on a host with CPUs to spare (both new or moved, never kept). Each trade must place the replica
-        that was left over, or it is undone. Bounded: at most EXCHANGE_BUDGET candidates in all."""
+        GPUs once a CPU-heavy replica there trades places with a CPU-light replica of the same GPUs and VRAM
+        on a host with CPUs to spare (both new or moved, never kept; the devices must suit both: a smallest
+        device size differs). Each trade must place the replica that was left over, or it is undone.
+        Bounded: at most EXCHANGE_BUDGET candidates in all."""
         failed = [(d, p) for d, p in self._failed if d.gpus and d.manual is None and (d.cpus or d.ram_mib)]
         if not failed:
             return
-        # (replica, demand) pairs by GPU claim, CPU-light first: the walk for a partner stops at the first
-        # too heavy; and by host
-        by_shape: dict[tuple, list[tuple]] = {}
-        on_host: dict[str, list[tuple]] = {}
-        for a in self.assignments:
-            if a.status != "kept" and a.vendor is not None and by_key[a.key].manual is None:  # pinned: stays
-                d = by_key[a.key]
-                by_shape.setdefault(_claim_shape(d), []).append((d.cpus, d.ram_mib, a.key, a, d))
-                on_host.setdefault(a.host, []).append((a, d))
-        for lst in by_shape.values():
-            lst.sort(key=lambda e: e[:3])
+        by_shape, on_host = self._tradeable(by_key)
         budget = [self.EXCHANGE_BUDGET]
         placed: set[str] = set()
         hopeless: dict[tuple, list[tuple[float, int]]] = {}  # asks no trade helped, as in _choose
@@ -898,7 +892,7 @@ class _Run:
                 if short_cpu <= 1e-9 and short_ram <= 0:
                     continue  # it fits here already (a preference turned it away): not this step's case
                 for x, dx in list(on_host.get(h1, ())):
-                    partners = by_shape[_claim_shape(dx)]
+                    partners = by_shape[_trade_shape(dx)]
                     for y_cpus, y_ram, _, y, dy in partners:
                         budget[0] -= 1
                         if budget[0] < 0:
@@ -912,19 +906,94 @@ class _Run:
                                 (ram[h2] is not None and ram[h2] + y_ram - dx.ram_mib < 0):
                             continue
                         if self._trade(x, dx, y, dy, u, previous, gs):
-                            new = {a.key: a for a in self.assignments[-3:] if a.key in (x.key, y.key)}
-                            for old, d in ((x, dx), (y, dy)):
-                                partners[:] = [e for e in partners if e[3] is not old]
-                                on_host[old.host] = [e for e in on_host[old.host] if e[0] is not old]
-                                moved = new[old.key]
-                                partners.append((d.cpus, d.ram_mib, moved.key, moved, d))
-                                on_host.setdefault(moved.host, []).append((moved, d))
-                            partners.sort(key=lambda e: e[:3])
+                            self._traded(x, dx, y, dy, partners, on_host)
                             return True
         return False
 
-    def _trade(self, x: Assignment, dx: Demand, y: Assignment, dy: Demand, u: Demand, previous, gs1) -> bool:
-        """x (on gs1's host) and y trade hosts, then u takes gs1's host; undone unless all three fit."""
+    def _tradeable(self, by_key: dict[str, Demand]) -> tuple[dict[tuple, list[tuple]], dict[str, list[tuple]]]:
+        """The GPU replicas a trade may move (new or moved, not pinned; a kept one stays): as (CPUs, memory, key,
+        assignment, demand) by GPUs and VRAM, CPU-light first (a walk for a partner stops at the first too
+        heavy), and as (assignment, demand) by host."""
+        by_shape: dict[tuple, list[tuple]] = {}
+        on_host: dict[str, list[tuple]] = {}
+        for a in self.assignments:
+            if a.status != "kept" and a.vendor is not None and by_key[a.key].manual is None:
+                d = by_key[a.key]
+                by_shape.setdefault(_trade_shape(d), []).append((d.cpus, d.ram_mib, a.key, a, d))
+                on_host.setdefault(a.host, []).append((a, d))
+        for lst in by_shape.values():
+            lst.sort(key=lambda e: e[:3])
+        return by_shape, on_host
+
+    def _traded(self, x: Assignment, dx: Demand, y: Assignment, dy: Demand, partners: list, on_host: dict) -> None:
+        """x and y traded places: the lists of ``_tradeable`` follow them."""
+        new = {a.key: a for a in self.assignments[-3:] if a.key in (x.key, y.key)}
+        for old, d in ((x, dx), (y, dy)):
+            partners[:] = [e for e in partners if e[3] is not old]
+            on_host[old.host] = [e for e in on_host[old.host] if e[0] is not old]
+            moved = new[old.key]
+            partners.append((d.cpus, d.ram_mib, moved.key, moved, d))
+            on_host.setdefault(moved.host, []).append((moved, d))
+        partners.sort(key=lambda e: e[:3])
+
+    #: candidate trades the rebalance step looks at, over the whole run
+    REBALANCE_BUDGET = 200_000
+
+    def rebalance(self, by_key: dict[str, Demand]) -> None:
+        """GPUs idle beside CPUs or memory too short for them, while other hosts have CPUs and memory to spare:
+        the heaviest replica on the first trades places with a lighter one (in CPUs and memory both) of the same
+        GPUs and VRAM on the second (both new or moved, never kept; the devices must suit both), as long as the
+        first host is short and the second is not left short itself. Nothing is placed or lost by a trade, and
+        the step runs last, followed by a retry that places what now fits: it never costs a replica or a GPU.
+        On ten fleets of bench/placement.py --resources, with the exchange's wider partners: 96.9 % -> 97.6 %
+        of GPUs allocated on average. Bounded: at most REBALANCE_BUDGET candidates in all."""
+        if self.ratios is None or not any(d.gpus and d.manual is None for d, _ in self._failed):
+            return
+        state = self.state
+        cpus_pg, ram_pg = self.ratios
+        cpu, ram, free = state.cpu_free, state.ram_free, state.gpus_free
+
+        def short(h: str) -> bool:
+            g = free[h]
+            return g >= 0.5 and ((cpu[h] is not None and cpu[h] < cpus_pg * g) or
+                                 (ram[h] is not None and ram[h] < ram_pg * g))
+
+        by_shape, on_host = self._tradeable(by_key)
+        budget = self.REBALANCE_BUDGET
+        weight = lambda d: (d.cpus / cpus_pg if cpus_pg else 0) + (d.ram_mib / ram_pg if ram_pg else 0)  # noqa: E731
+        for h1 in sorted((h for h in on_host if short(h)), key=lambda h: (-free[h], h)):
+            traded = True
+            stuck: set[str] = set()  # replicas here no partner took: not looked at again for this host
+            while traded and short(h1) and budget > 0:
+                traded = False
+                for x, dx in sorted(on_host[h1], key=lambda e: (-weight(e[1]), e[0].key)):
+                    if x.key in stuck:
+                        continue
+                    partners = by_shape[_trade_shape(dx)]
+                    for y_cpus, y_ram, _, y, dy in partners:
+                        budget -= 1
+                        if y_cpus > dx.cpus or budget <= 0:
+                            break  # the rest are heavier still
+                        h2 = y.host
+                        if h2 == h1 or y_ram > dx.ram_mib or (y_cpus == dx.cpus and y_ram == dx.ram_mib):
+                            continue
+                        # the other host takes the difference and is not left short itself
+                        g2 = free[h2] if free[h2] >= 0.5 else 0.0
+                        if (cpu[h2] is not None and cpu[h2] + y_cpus - dx.cpus < cpus_pg * g2 - 1e-9) or \
+                                (ram[h2] is not None and ram[h2] + y_ram - dx.ram_mib < ram_pg * g2):
+                            continue
+                        if self._trade(x, dx, y, dy, None, None, None):
+                            self._traded(x, dx, y, dy, partners, on_host)
+                            traded = True
+                            break
+                    if traded or budget <= 0:
+                        break
+                    stuck.add(x.key)
+
+    def _trade(self, x: Assignment, dx: Demand, y: Assignment, dy: Demand, u: Demand | None, previous,
+               gs1) -> bool:
+        """x (on gs1's host) and y trade hosts, then u takes gs1's host; undone unless all three fit (without
+        u: undone unless both fit)."""
         gx, gy = self._group_of(x), self._group_of(y)
         h1, h2 = x.host, y.host
         if not all(f(gy.host, gy.group, dx) for f in STATIC) or not all(f(gx.host, gx.group, dy) for f in STATIC):
@@ -946,6 +1015,8 @@ class _Run:
                 break
             self._commit(d, host, g, at, self.state.ports[host].lowest(), a.status, a.reason, a.previous_host)
             done.append((self.assignments[-1], d))
+        if ok and u is None:
+            return True
         if ok:
             at = choose_devices(gs1, u, u.allowed_on(h1))
             if at is not None and self.state.host_fits(h1, u) and self.state.has_free_port(h1) and \
