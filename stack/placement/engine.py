@@ -959,6 +959,8 @@ class _Run:
                                  (ram[h] is not None and ram[h] < ram_pg * g))
 
         by_shape, on_host = self._tradeable(by_key)
+        # a partner on a host short itself would leave it shorter still: never walked past
+        by_shape = {k: [e for e in lst if not short(e[3].host)] for k, lst in by_shape.items()}
         budget = self.REBALANCE_BUDGET
         weight = lambda d: (d.cpus / cpus_pg if cpus_pg else 0) + (d.ram_mib / ram_pg if ram_pg else 0)  # noqa: E731
         for h1 in sorted((h for h in on_host if short(h)), key=lambda h: (-free[h], h)):
@@ -969,7 +971,7 @@ class _Run:
                 for x, dx in sorted(on_host[h1], key=lambda e: (-weight(e[1]), e[0].key)):
                     if x.key in stuck:
                         continue
-                    partners = by_shape[_trade_shape(dx)]
+                    partners = by_shape.get(_trade_shape(dx), ())
                     for y_cpus, y_ram, _, y, dy in partners:
                         budget -= 1
                         if y_cpus > dx.cpus or budget <= 0:
