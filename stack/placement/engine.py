@@ -929,12 +929,15 @@ class _Run:
         """x and y traded places: the lists of ``_tradeable`` follow them."""
         new = {a.key: a for a in self.assignments[-3:] if a.key in (x.key, y.key)}
         for old, d in ((x, dx), (y, dy)):
-            partners[:] = [e for e in partners if e[3] is not old]
-            on_host[old.host] = [e for e in on_host[old.host] if e[0] is not old]
             moved = new[old.key]
-            partners.append((d.cpus, d.ram_mib, moved.key, moved, d))
+            entry = (d.cpus, d.ram_mib, moved.key, moved, d)  # sorted by (CPUs, memory, key): unique
+            i = bisect_left(partners, entry[:3])
+            if i < len(partners) and partners[i][3] is old:
+                partners[i] = entry
+            else:  # a list the caller narrowed (rebalance leaves out hosts that are short)
+                partners.insert(i, entry)
+            on_host[old.host] = [e for e in on_host[old.host] if e[0] is not old]
             on_host.setdefault(moved.host, []).append((moved, d))
-        partners.sort(key=lambda e: e[:3])
 
     #: candidate trades the rebalance step looks at, over the whole run
     REBALANCE_BUDGET = 200_000
