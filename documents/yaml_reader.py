@@ -270,13 +270,14 @@ _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 
 
 class _Frame:
-    __slots__ = ("path", "value", "key", "key_mark", "size", "anchor", "merges", "is_map", "event")
+    __slots__ = ("path", "value", "key", "key_mark", "key_path", "size", "anchor", "merges", "is_map", "event")
 
     def __init__(self, path: Path_t, value, anchor: str | None, event):
         self.path, self.value, self.anchor, self.event = path, value, anchor, event
         self.is_map = isinstance(value, dict)
         self.key: str | None = None
         self.key_mark: tuple[int, int] | None = None
+        self.key_path: Path_t = ()  # path + (key,), made once by _key while key is set
         self.size = 1  # values in this subtree once aliases are expanded
         self.merges: list = []
 
@@ -308,7 +309,7 @@ class _Composer:
             return ()
         top = self.stack[-1]
         if top.is_map:
-            return top.path + ((top.key,) if top.key is not None else ())
+            return top.key_path if top.key is not None else top.path
         return top.path + (len(top.value),)
 
     def feed(self, event) -> None:
@@ -376,6 +377,7 @@ class _Composer:
                                                   "remove it")
             if event.value == "<<" and event.implicit[0]:  # a plain <<: YAML's merge key; a quoted '<<' is a name
                 top.key, top.key_mark = _MERGE, (event.start_mark.line + 1, event.start_mark.column + 1)
+                top.key_path = top.path + (_MERGE,)
                 return
             self._key(event.value, event)
             return
@@ -387,7 +389,7 @@ class _Composer:
 
     def _key(self, key: str, event) -> None:
         top = self.stack[-1]
-        path = top.path + (key,)
+        path = top.key_path = top.path + (key,)
         pos = (event.start_mark.line + 1, event.start_mark.column + 1)
         if key in top.value:
             first = self.marks.keys.get(path, pos)[0]
@@ -447,12 +449,15 @@ class _Composer:
             raise self.fail(event.start_mark, f"the tag {_show_tag(tag)} is not accepted; remove it (values are "
                                               "plain text, numbers, true/false, lists and mappings)")
         kind = tag[len(_CORE):]
+        if kind == "str":
+            return value
+        if kind == "null":
+            return None
+        if kind == "int" and value.isascii() and value.isdigit() and len(value) <= 18 and \
+                (value[0] != "0" or len(value) == 1):
+            return int(value)  # plain decimal, the common case (a leading 0 is YAML 1.1's octal): no node
         node = yaml.ScalarNode(tag, value, event.start_mark, event.end_mark, event.style)
         try:
-            if kind == "str":
-                return value
-            if kind == "null":
-                return None
             if kind == "bool":
                 return _CONSTRUCTOR.construct_yaml_bool(node)
             if kind == "int":
