@@ -164,19 +164,20 @@ class CandidateIndex:
         best_key, best_gid = None, None
         eligible = self.eligible(demand)
         bound = ranker.bound
-        floors = [(bound(lists, demand), i) for i, lists in enumerate(eligible)]
-        if all(f is not None for f, _ in floors):
-            # the most promising class first: the first pick is most often the best, and every class whose
-            # bound is above it is never walked (a walk skips hosts short of CPUs, memory or a preference)
-            floors.sort()
+        if avoid and len(eligible) > 1 and ranker.bounded:
+            # a pick walks past avoided hosts (short of CPUs, memory or a preference): the most promising class
+            # first, so the first pick is most often the best and every class bounded above it is never walked
+            floors = sorted((bound(lists, demand), i) for i, lists in enumerate(eligible))
             for floor, i in floors:
                 if floor is NOTHING or (best_key is not None and floor > best_key):
                     break
                 cand = ranker.pick(self, eligible[i], demand, avoid)
                 if cand and (best_key is None or cand[0] < best_key):
                     best_key, best_gid = cand
-        else:
+        else:  # picks cost a bisection or two: bounds are asked only once there is something to beat
             for lists in eligible:
+                if best_key is not None and ranker.bounded and bound(lists, demand) > best_key:
+                    continue
                 cand = ranker.pick(self, lists, demand, avoid)
                 if cand and (best_key is None or cand[0] < best_key):
                     best_key, best_gid = cand

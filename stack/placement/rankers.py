@@ -23,6 +23,8 @@ NOTHING = (float("inf"),)
 
 class Ranker:
     name = ""
+    #: ``bound`` gives a key (never None)
+    bounded = False
 
     def pick(self, index, lists, demand: Demand, avoid) -> tuple | None:
         """(key, group id) of this class's best candidate, or None."""
@@ -48,6 +50,7 @@ class Binpack(Ranker):
     whole ones, the smallest device that fits: big empty hosts stay free for big replicas."""
 
     name = "binpack"
+    bounded = True
 
     def pick(self, index, lists, demand, avoid):
         g, v, cap = demand.gpus, demand.vram_mib, lists.capacity
