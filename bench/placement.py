@@ -47,6 +47,19 @@ def capacity_claimed(fleet: Fleet, placement) -> tuple[int, int]:
     return claimed, total
 
 
+def calibration() -> float:
+    """Seconds this machine takes for a fixed pure-Python loop (best of three): the yardstick that makes the
+    figures of runs on different days comparable (shared machines drift; a figure means little without it)."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(5_000_000):
+            total += i
+        best = min(best, time.perf_counter() - t0)
+    return round(best, 3)
+
+
 def scale_run(n_hosts: int, seed: int) -> dict:
     """One size, measured in its own process so peak RSS belongs to it alone."""
     fleet = synthetic_fleet(n_hosts, seed)
@@ -162,7 +175,8 @@ def plan_process(n_hosts: int, seed: int, runs: int = 3) -> dict:
             t0 = time.perf_counter()
             _place(project.fleet, ds)
             alone.append(time.perf_counter() - t0)
-        return {"hosts": n_hosts, "replicas": summary["replicas"], "placed": summary["placed"],
+        return {"calibration_seconds": calibration(),
+                "hosts": n_hosts, "replicas": summary["replicas"], "placed": summary["placed"],
                 "unplaced": summary["unplaced"], "plan_process_seconds_median": round(statistics.median(times), 3),
                 "placement_seconds_median": round(statistics.median(alone), 3)}
     finally:
@@ -606,7 +620,7 @@ def main() -> None:
                     help="with --resources or --openb: also run HiGHS's MILP on the relaxed model for S seconds per load")
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(scale_run(args.one, args.seed)))
+        print(json.dumps({**scale_run(args.one, args.seed), "calibration_seconds": calibration()}))
         return
     if args.process:
         print(json.dumps(plan_process(args.process, args.seed), indent=2))
@@ -634,7 +648,8 @@ def main() -> None:
                              capture_output=True, text=True, check=True)
         scale.append(json.loads(out.stdout))
     result = {
-        "machine": {"python": sys.version.split()[0], "cpus": __import__("os").cpu_count()},
+        "machine": {"python": sys.version.split()[0], "cpus": __import__("os").cpu_count(),
+                    "calibration_seconds": calibration()},
         "scale": scale,
         "churn": churn(200 if args.quick else 1000, 30 if args.quick else 100, args.seed),
         "exact_mixed": exact(5 if args.quick else 20, args.seed),
