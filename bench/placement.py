@@ -102,7 +102,9 @@ def read_lock_text(text: str):
 
 def selectors(seed: int) -> list[dict]:
     """binpack against spread on a mixed fleet (3 vendors, 4 device sizes) where a fifth of the
-    deployments name a device size and a tenth a zone, at 80 % to 125 % of the fleet's GPUs."""
+    deployments name a device size and a tenth a zone, at 80 % to 125 % of the fleet's GPUs: replicas left
+    over and the share of GPUs allocated (past 100 % the two trade one for the other: biggest first fills
+    GPUs with fewer, bigger replicas)."""
     fleet = synthetic_fleet(2000, seed)
     devices = sum(len(g.devices) for h in fleet.hosts for g in h.groups)
     rows = []
@@ -110,7 +112,9 @@ def selectors(seed: int) -> list[dict]:
         demands = selector_demands(n, seed + 1)
         row = {"replicas": n, "gpus_asked_share": round(sum(d.gpus for d in demands) / devices, 2)}
         for strategy in ("binpack", "spread"):
-            row[f"{strategy}_unplaced"] = len(place(fleet, demands, strategy=strategy).unplaced)
+            p = place(fleet, demands, strategy=strategy)
+            row[f"{strategy}_unplaced"] = len(p.unplaced)
+            row[f"{strategy}_gpu_allocation"] = round(gpu_equivalents(fleet, p) / devices, 4)
         rows.append(row)
     return rows
 
