@@ -31,9 +31,9 @@ class Ranker:
         raise NotImplementedError
 
     def bound(self, lists, demand: Demand) -> tuple | None:
-        """A key no candidate of this class can beat, or None (no bound known). The index looks at classes
-        lowest bound first and stops at the first bound above the best key found; ``NOTHING`` says the class
-        holds no candidate at all."""
+        """A key no candidate of this class can beat, or None (no bound known: ``bounded`` is False). The index
+        skips a class whose bound is above the best key found, and where picks walk past avoided hosts it looks
+        at classes lowest bound first; ``NOTHING`` says the class holds no candidate at all."""
         return None
 
     def host_rank(self, load: int) -> int:
