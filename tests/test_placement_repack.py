@@ -13,6 +13,20 @@ def whole(dep: str, n: int, replica: int = 0) -> Demand:
     return Demand(dep, replica, "cuda", n, None)
 
 
+class _without:
+    """One step of a run left out (its method does nothing): a test that fails without the step."""
+
+    def __init__(self, step: str):
+        self.step = step
+
+    def __enter__(self):
+        self.saved = getattr(_Run, self.step)
+        setattr(_Run, self.step, lambda self, by_key: None)
+
+    def __exit__(self, *exc):
+        setattr(_Run, self.step, self.saved)
+
+
 def tight():
     """Hosts of 5, 8, 7, 5, 6 GPUs and replicas of 6, 6, 5, 4, 3, 2, 2, 2, 1 GPUs: 31 and 31.
     They fit exactly (8 = 6 + 2, 7 = 5 + 2, 6 = 6, 5 = 4 + 1, 5 = 3 + 2), but biggest-first best fit
@@ -88,18 +102,9 @@ def test_the_repack_never_double_books_never_evicts_and_never_does_worse(sizes, 
         if a.key in was:
             assert (a.host, a.gpus) == was[a.key]  # a replica the lock placed stays where it runs
     assert {u.key for u in p.unplaced} | {a.key for a in p.assignments} == {d.key for d in demands}
-    with _no_repack():
+    with _without("repack"):
         plain = place(f, demands, prior)
     assert (len(used), len(p.assignments)) >= (sum(len(a.gpus) for a in plain.assignments), len(plain.assignments))
-
-
-class _no_repack:
-    def __enter__(self):
-        self.saved = _Run.repack
-        _Run.repack = lambda self, by_key: None
-
-    def __exit__(self, *exc):
-        _Run.repack = self.saved
 
 
 def test_the_filters_decide_what_is_unplaced_not_the_index(monkeypatch):
@@ -157,7 +162,7 @@ def _within_capacity(f, demands, p):
 
 def test_a_cpu_heavy_replica_trades_places_so_idle_gpus_are_used():
     f, demands = _cpu_case()
-    with _no_exchange():
+    with _without("exchange"):
         before = place(f, demands)
     after = place(f, demands)
     assert len(after.assignments) > len(before.assignments)  # a test that fails without the step (6 -> 8)
@@ -192,18 +197,9 @@ def test_the_exchange_never_overfills_a_host_and_never_places_fewer(seed):
     _within_capacity(f, demands, p)
     kept = {a.key: (a.host, a.gpus) for a in first.assignments}
     assert all((a.host, a.gpus) == kept[a.key] for a in p.assignments if a.status == "kept")
-    with _no_exchange():
+    with _without("exchange"):
         plain = place(f, demands, prior)
     assert len(p.assignments) >= len(plain.assignments)
-
-
-class _no_exchange:
-    def __enter__(self):
-        self.saved = _Run.exchange
-        _Run.exchange = lambda self, by_key: None
-
-    def __exit__(self, *exc):
-        _Run.exchange = self.saved
 
 
 def test_a_replica_pinned_by_manual_selection_is_never_traded():
@@ -218,15 +214,6 @@ def test_a_replica_pinned_by_manual_selection_is_never_traded():
 
 
 # ---------------------------------------------------------------------------- rebalance
-
-class _no_rebalance:
-    def __enter__(self):
-        self.saved = _Run.rebalance
-        _Run.rebalance = lambda self, by_key: None
-
-    def __exit__(self, *exc):
-        _Run.rebalance = self.saved
-
 
 def _rebalance_case():
     """Three 2-GPU hosts, one short of memory, one short of CPUs (hosts: GPUs, CPUs, memory GiB; asks:
@@ -243,7 +230,7 @@ def _rebalance_case():
 
 def test_a_host_short_of_cpus_for_its_idle_gpus_trades_its_heavy_replicas_for_lighter_ones():
     f, demands = _rebalance_case()
-    with _no_rebalance():
+    with _without("rebalance"):
         before = place(f, demands)
     after = place(f, demands)
     assert (len(before.assignments), len(after.assignments)) == (10, 11)  # fails without the step
@@ -273,7 +260,7 @@ def test_trades_never_overfill_never_break_a_device_size_and_never_cost_a_replic
                               ram_mib=r.choice([8, 16, 64]) * 1024))
     _within_capacity_sizes(f, demands, place(f, demands))
     run = _place(f, demands)
-    with _no_rebalance():
+    with _without("rebalance"):
         plain = _place(f, demands)
     assert len(run.assignments) >= len(plain.assignments)
     assert run.gpus_allocated() >= plain.gpus_allocated() - 1e-9
