@@ -102,7 +102,7 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
         locked = prior.get(demand.key)
         if locked is None or not run.keep(demand, locked):
             fresh.append(demand)
-    kept = {a.key for a in run.assignments}
+    kept = set(run.placed)
     departing = tuple(lr for key, lr in sorted(prior.items()) if key not in kept)
     _hold(state, index, departing + tuple(reserved))
     for other, entries in sorted((held or {}).items()):
@@ -476,7 +476,9 @@ class _Run:
     def __init__(self, fleet: Fleet, state: FleetState, index: CandidateIndex, strategy: str):
         self.fleet, self.state, self.index, self.strategy = fleet, state, index, strategy
         self.ranker = RANKERS[strategy]
-        self.assignments: list[Assignment] = []
+        #: what this run placed, by replica key, in the order placed (a dict: trades and swaps take
+        #: replicas back by key; a list searched by identity had grown to a tenth of a 2,000-host plan)
+        self.placed: dict[str, Assignment] = {}
         self.unplaced: list[Unplaced] = []
         self.move_reasons: dict[str, str] = {}
         self._failed: list[tuple[Demand, str | None]] = []
@@ -497,13 +499,17 @@ class _Run:
         #: how many replicas of the plan need GPUs (set by _place)
         self.gpu_replicas = 0
 
+    @property
+    def assignments(self) -> list[Assignment]:
+        return list(self.placed.values())
+
     # ------------------------------------------------------------------ 3. and 4.: the Placement
     def finish(self, demands: list[Demand], prior: dict[str, LockedReplica] | None) -> Placement:
         self.explain_unplaced()  # 3. explain, against the final state the user will see
         wanted = {d.key for d in demands}  # 4. removed
         removed = tuple(Removed(key, lr.host, lr.gpus, lr.port) for key, lr in sorted((prior or {}).items())
                         if key not in wanted)
-        return Placement(self.strategy, tuple(sorted(self.assignments, key=lambda a: (a.deployment, a.replica))),
+        return Placement(self.strategy, tuple(sorted(self.placed.values(), key=lambda a: (a.deployment, a.replica))),
                          tuple(sorted(self.unplaced, key=lambda u: (u.deployment, u.replica))), removed,
                          dict(sorted(self.move_reasons.items())), self.departing)
 
@@ -546,14 +552,14 @@ class _Run:
 
     def better_than(self, other: "_Run") -> bool:
         """This run places at least as many replicas and GPUs as ``other``, and more of one."""
-        na, nb = len(self.assignments), len(other.assignments)
+        na, nb = len(self.placed), len(other.placed)
         ga, gb = self.gpus_allocated(), other.gpus_allocated()
         return na >= nb and ga >= gb - 1e-9 and (na > nb or ga > gb + 1e-9)
 
     def gpus_allocated(self) -> float:
         """Whole GPUs' worth allocated: a whole claim counts 1 per device, a shared one its share of the device."""
         total = 0.0
-        for a in self.assignments:
+        for a in self.placed.values():
             if a.gpus:
                 total += len(a.gpus) if a.whole else len(a.gpus) * a.vram_mib / self._group_of(a).group.vram_mib
         return total
@@ -704,7 +710,7 @@ class _Run:
             return
         budget = [self.REPAIR_BUDGET]
         on_group: dict[int, list[Assignment]] = {}
-        for a in self.assignments:
+        for a in self.placed.values():
             if a.status != "kept" and a.vendor is not None:
                 on_group.setdefault(self._group_of(a).gid, []).append(a)
         hopeless: set[tuple] = set()  # shapes no swap helped since the last success
@@ -732,7 +738,7 @@ class _Run:
         if not failed:
             return
         frameworks = {d.framework for d, _ in failed}
-        placed = [(a, by_key[a.key]) for a in self.assignments if a.status != "kept" and a.whole and
+        placed = [(a, by_key[a.key]) for a in self.placed.values() if a.status != "kept" and a.whole and
                   a.vendor is not None and by_key[a.key].framework in frameworks and by_key[a.key].manual is None
                   and not by_key[a.key].spread_hosts]
         items = placed + [(None, d) for d, _ in failed]
@@ -916,7 +922,7 @@ class _Run:
         heavy), and as (assignment, demand) by host."""
         by_shape: dict[tuple, list[tuple]] = {}
         on_host: dict[str, list[tuple]] = {}
-        for a in self.assignments:
+        for a in self.placed.values():
             if a.status != "kept" and a.vendor is not None and by_key[a.key].manual is None:
                 d = by_key[a.key]
                 by_shape.setdefault(_trade_shape(d), []).append((d.cpus, d.ram_mib, a.key, a, d))
@@ -927,7 +933,7 @@ class _Run:
 
     def _traded(self, x: Assignment, dx: Demand, y: Assignment, dy: Demand, partners: list, on_host: dict) -> None:
         """x and y traded places: the lists of ``_tradeable`` follow them."""
-        new = {a.key: a for a in self.assignments[-3:] if a.key in (x.key, y.key)}
+        new = {x.key: self.placed[x.key], y.key: self.placed[y.key]}
         for old, d in ((x, dx), (y, dy)):
             moved = new[old.key]
             entry = (d.cpus, d.ram_mib, moved.key, moved, d)  # sorted by (CPUs, memory, key): unique
@@ -1019,8 +1025,8 @@ class _Run:
             if at is None or not self.state.host_fits(host, d) or not self.state.has_free_port(host):
                 ok = False
                 break
-            self._commit(d, host, g, at, self.state.ports[host].lowest(), a.status, a.reason, a.previous_host)
-            done.append((self.assignments[-1], d))
+            done.append((self._commit(d, host, g, at, self.state.ports[host].lowest(), a.status, a.reason,
+                                      a.previous_host), d))
         if ok and u is None:
             return True
         if ok:
@@ -1036,7 +1042,7 @@ class _Run:
         for a, d, g, pos in ((x, dx, gx, px), (y, dy, gy, py)):
             self.state.ports[a.host].take(a.port)
             self.state.claim(g, pos, d, a.host)
-            self.assignments.append(a)
+            self.placed[a.key] = a
         for g, host in ((gx, h1), (gy, h2)):
             self.index.refresh(g)
             if not self.state.has_free_port(host) or self._exhausted(host):
@@ -1111,17 +1117,16 @@ class _Run:
                 and self.state.has_free_port(host):
             mine = choose_devices(gs, demand, demand.allowed_on(host))
         if mine is not None:
-            self._commit_placed(demand, host, gs, mine, self.state.ports[host].lowest(), previous)
-            done.append((self.assignments[-1], demand))
+            done.append((self._commit_placed(demand, host, gs, mine, self.state.ports[host].lowest(), previous),
+                         demand))
             for a, other, _ in sorted(held, key=lambda x: _biggest_first(x[1])):
                 choice = self._choose(other)
                 if choice is None:
                     break
                 where, ogs = choice
                 at = choose_devices(ogs, other, other.allowed_on(where)) if ogs is not None else []
-                self._commit(other, where, ogs, at, self.state.ports[where].lowest(), a.status, a.reason,
-                             a.previous_host)
-                done.append((self.assignments[-1], other))
+                done.append((self._commit(other, where, ogs, at, self.state.ports[where].lowest(), a.status,
+                                          a.reason, a.previous_host), other))
             else:
                 self._hopeless.clear()  # capacity moved around: shapes that failed may fit now
                 return [m for m, _ in done[1:]]
@@ -1133,7 +1138,7 @@ class _Run:
         for a, other, positions in held:  # and the flexible ones back exactly where they were
             self.state.ports[host].take(a.port)
             self.state.claim(gs, positions, other, host)
-            self.assignments.append(a)
+            self.placed[a.key] = a
         self.index.refresh(gs)
         if not self.state.has_free_port(host) or self._exhausted(host):
             self.index.drop_host(host)
@@ -1141,13 +1146,9 @@ class _Run:
         return None
 
     def _drop(self, a: Assignment) -> None:
-        """Take ``a`` out of the list by identity, from the end (the repair's are the newest): comparing
-        assignments field by field made the repair step slow."""
-        for i in range(len(self.assignments) - 1, -1, -1):
-            if self.assignments[i] is a:
-                del self.assignments[i]
-                return
-        raise ValueError(a.key)
+        """Take ``a`` back out of what is placed."""
+        got = self.placed.pop(a.key)
+        assert got is a, a.key
 
     def _room_again(self, host: str, gs: GroupState) -> None:
         if self.state.has_free_port(host) and not self._exhausted(host):
@@ -1157,28 +1158,31 @@ class _Run:
         self.hosts.refresh(host)
 
     # ------------------------------------------------------------------ commit
-    def _commit_placed(self, demand, host_name, gs, positions, port, previous) -> None:
+    def _commit_placed(self, demand, host_name, gs, positions, port, previous) -> Assignment:
         """Commit a replica this run places: new, or moved off ``previous`` (the lock's host) with its reason."""
         reason = self.move_reasons.get(demand.key, "") if previous else ""
-        self._commit(demand, host_name, gs, positions, port, "moved" if previous else "new", reason, previous)
+        return self._commit(demand, host_name, gs, positions, port, "moved" if previous else "new", reason, previous)
 
-    def _commit(self, demand, host_name, gs, positions, port, status, reason, previous) -> None:
+    def _commit(self, demand, host_name, gs, positions, port, status, reason, previous) -> Assignment:
         taken = self.state.ports[host_name].take(port) if status == "kept" else True
         assert taken
         per = self.state.claim(gs, positions, demand, host_name)
         devices = [gs.group.devices[p] for p in positions] if gs is not None else []
-        self.assignments.append(Assignment(
+        a = Assignment(
             deployment=demand.deployment, replica=demand.replica, host=host_name,
             vendor=gs.group.vendor if gs is not None else None,
             gpus=tuple(d.index for d in devices), uuids=tuple(d.uuid for d in devices),
             vram_mib=per, whole=demand.whole, port=port, status=status, reason=reason,
-            previous_host=previous, claim=demand.claim))
+            previous_host=previous, claim=demand.claim)
+        assert a.key not in self.placed, a.key
+        self.placed[a.key] = a
         if gs is not None:
             self.index.refresh(gs)
         if not self.state.has_free_port(host_name) or self._exhausted(host_name):
             self.index.drop_host(host_name)
         if self.hosts is not None:
             self.hosts.refresh(host_name)
+        return a
 
     def _exhausted(self, host: str) -> bool:
         """No GPU replica of this plan fits the CPUs or memory the host has left: the index forgets it
