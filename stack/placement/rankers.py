@@ -71,7 +71,9 @@ class Binpack(Ranker):
         return e and ((0, e[0], cap, e[1], e[2]), e[-1])
 
     def bound(self, lists, demand):
-        # at best the first entry at or above the ask in each list pick reads (skipping hosts only moves it on)
+        # at best the key of the first entry at or above the ask in each list pick reads: entries sort by
+        # (free, host, group), so skipping hosts only moves it on. Host and group included, a class whose
+        # first entry sorts after the best found is never walked (classes alike but for a label tie on size).
         g, v, cap = demand.gpus, demand.vram_mib, lists.capacity
         if v is None:
             lst, ask = lists.whole, g
@@ -83,11 +85,13 @@ class Binpack(Ranker):
                 return (0, v, cap)
         i = bisect_left(lst, (ask,))
         if i < len(lst):
-            return (0, lst[i][0], cap)
+            e = lst[i]
+            return (0, e[0], cap, e[1], e[2])
         if g == 1 and v is not None and v <= cap:
             j = bisect_left(lists.whole, (1,))
             if j < len(lists.whole):
-                return (1, cap, lists.whole[j][0])
+                e = lists.whole[j]
+                return (1, cap, e[0], e[1], e[2])
         return NOTHING
 
     def host_rank(self, load):
