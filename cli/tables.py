@@ -7,17 +7,18 @@ from __future__ import annotations
 import io
 import sys
 
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 #: colours for status words on a terminal
 STYLES = {"new": "green", "moved": "yellow", "removed": "red", "kept": "dim", "ok": "green", "mismatch": "yellow",
           "unreachable": "red"}
 
 
 def render_table(header: tuple, rows: list[tuple], tty: bool | None = None) -> str:
+    # imported here: commands that print JSON or YAML (plan --json, lock) never load rich (30 ms)
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     tty = sys.stdout.isatty() if tty is None else tty
     table = Table(box=box.SIMPLE_HEAD if tty else None, show_edge=False, pad_edge=False, padding=(0, 2, 0, 0),
                   header_style="bold" if tty else "")
