@@ -304,7 +304,7 @@ class _HostsLacking:
     preferences' per-host checks reject (stack.placement.preferences). Per-host checks are a
     preference, so they give up after a budget of candidates and the next tier searches without them."""
 
-    __slots__ = ("avoid", "cpu", "ram", "need_cpu", "need_ram", "checks", "budget", "walks", "key")
+    __slots__ = ("avoid", "cpu", "ram", "need_cpu", "need_ram", "checks", "budget", "walks", "key", "seen")
 
     #: candidates a tier with per-host checks looks at before it gives up (the last tier is exhaustive)
     CHECK_BUDGET = 256
@@ -316,6 +316,8 @@ class _HostsLacking:
         # read on every candidate the index walks past: kept local
         self.cpu, self.ram = state.cpu_free, state.ram_free
         self.need_cpu, self.need_ram = demand.cpus - 1e-9, demand.ram_mib
+        #: what walks learnt for this ask, by list (looked up once here, not on every pick)
+        self.seen = None if walks is None else walks.for_ask((self.need_cpu, self.need_ram, key))
 
     def __contains__(self, host: str) -> bool:
         return host in self.avoid or not self.passes(host)
@@ -353,7 +355,7 @@ class _HostsLacking:
                     return e
             return None
         low = lst[i]  # i < len(lst): rankers._first returns at once past the end
-        seen = self.walks.of(self, lst, lists, low, (need_cpu, need_ram, self.key))
+        seen = self.walks.of(self, self.seen, lst, lists, low)
         # 1. entries an earlier walk found fit for such a replica (brought up to date by ``of``)
         fits = seen.fits
         for k in range(bisect_left(fits, low), len(fits)):
@@ -435,13 +437,21 @@ class _Walks:
 
     def __init__(self, index: CandidateIndex):
         self.index = index
-        self.seen: dict[tuple, _Seen] = {}
+        #: ask (CPUs, memory, the checks' key) -> id of a list -> what is known about it
+        self.seen: dict[tuple, dict[int, _Seen]] = {}
         index.state.on_change = index.touch  # hosts whose GPUs, CPUs or memory change are logged
 
-    def of(self, hosts: _HostsLacking, lst: list, lists, low: tuple, ask: tuple) -> _Seen:
-        """What is known about ``lst`` from entry ``low`` on, for this ask, brought up to date."""
-        key = (id(lst), ask)
-        got = self.seen.get(key)
+    def for_ask(self, ask: tuple) -> dict[int, _Seen]:
+        """What is known for one ask, by list: ``of``'s ``table``."""
+        table = self.seen.get(ask)
+        if table is None:
+            table = self.seen[ask] = {}
+        return table
+
+    def of(self, hosts: _HostsLacking, table: dict[int, _Seen], lst: list, lists, low: tuple) -> _Seen:
+        """What is known about ``lst`` from entry ``low`` on, for the ask of ``table``, brought up to date."""
+        key = id(lst)
+        got = table.get(key)
         if got is not None and (low < got.start or (got.end is not None and got.end < low)):
             got = None  # the walk starts outside the stretch looked at
         log = lists.log
@@ -453,11 +463,11 @@ class _Walks:
                 try:
                     self._patch(hosts, got, lst, lists, changed)
                 except _GiveUp:
-                    del self.seen[key]  # half brought up to date: forgotten
+                    del table[key]  # half brought up to date: forgotten
                     raise
                 got.synced = len(log)
         if got is None:
-            got = self.seen[key] = _Seen(len(log), low)
+            got = table[key] = _Seen(len(log), low)
         return got
 
     def _patch(self, hosts: _HostsLacking, seen: _Seen, lst: list, lists, changed: set[str]) -> None:
