@@ -394,6 +394,15 @@ class _HostsLacking:
         finally:
             seen.end = lst[pos] if pos < len(lst) else None
 
+    def exhausted(self, lst: list, lists, i: int) -> bool:
+        """No entry of ``lst`` from ``i`` on passes for this replica's ask (avoided hosts aside), by what the
+        walks learnt, with no host of the class changed since: a pick there would find nothing."""
+        seen = self.seen.get(id(lst)) if self.seen is not None else None
+        if seen is None or seen.end is not None or seen.synced != len(lists.log):
+            return False
+        low = lst[i]
+        return seen.start <= low and (not seen.fits or seen.fits[-1] < low)
+
     def passes(self, host: str) -> bool:
         """The host has the CPUs and memory and no check turns it away (``first``'s test but for ``avoid``)."""
         c, r = self.cpu[host], self.ram[host]
