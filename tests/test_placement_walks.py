@@ -3,7 +3,9 @@
 A search may answer from what an earlier walk of the same list learnt only while nothing that answer
 depends on changed: the list itself, and the GPUs, CPUs and memory of every host in its class. These
 tests change hosts between searches the ways a plan does (a GPU replica, a replica that needs no GPU,
-one taken back) and compare every remembered answer with a fresh walk.
+one taken back) and compare every remembered answer with a fresh walk. That covers the classes binpack
+bounds as empty because the walks know nothing there fits (``_HostsLacking.exhausted``): a stale "nothing
+left" would skip a class the fresh search finds a host in (both tests below fail without its checks).
 """
 from __future__ import annotations
 
