@@ -216,6 +216,9 @@ class HostIndex:
         self.classes: dict[tuple, list[tuple]] = {}
         self.entry: dict[str, tuple] = {}
         self.class_of: dict[str, tuple] = {}
+        #: hosts changed since they were last filed: filed again when a search next reads the lists (a plan
+        #: commits several GPU replicas to a host between two replicas that need no GPU)
+        self.stale: set[str] = set()
         for host in state.fleet.hosts:
             key = (host.active, bool(host.groups), tuple(host.label_map.get(k) for k in self.label_keys))
             self.class_of[host.name] = key
@@ -236,8 +239,11 @@ class HostIndex:
         return (1, -int(min(worth) - free), load)
 
     def refresh(self, host: str) -> None:
-        if not self.active:
-            return
+        """What the host holds changed: it is filed again before the next search."""
+        if self.active:
+            self.stale.add(host)
+
+    def _file(self, host: str) -> None:
         lst = self.classes[self.class_of[host]]
         old = self.entry.pop(host, None)
         if old is not None:
@@ -253,6 +259,10 @@ class HostIndex:
 
     def best(self, demand: Demand, avoid) -> str | None:
         """The host the ranker prefers, skipping ``avoid`` and hosts short of the replica's CPUs or memory."""
+        if self.stale:
+            for host in self.stale:
+                self._file(host)
+            self.stale.clear()
         want = tuple(dict(demand.labels).get(k) for k in self.label_keys)
         cpu_free, ram_free = self.state.cpu_free, self.state.ram_free
         need_cpu, need_ram = demand.cpus - 1e-9, demand.ram_mib
