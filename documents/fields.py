@@ -107,6 +107,8 @@ def blank_is_none(value):
 
 def control_character(text: str, allow: str = "") -> str | None:
     """The first control, format or separator character in ``text`` (other than ``allow``), or None."""
+    if text.isprintable():  # no character of those categories (str.isprintable's 'Other' and 'Separator'): in C
+        return None
     for ch in text:
         if ch not in allow and unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
             return ch
