@@ -102,7 +102,7 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
         locked = prior.get(demand.key)
         if locked is None or not run.keep(demand, locked):
             fresh.append(demand)
-    kept = set(run.placed)
+    kept = {a.key for a in run.placed.values()}
     departing = tuple(lr for key, lr in sorted(prior.items()) if key not in kept)
     _hold(state, index, departing + tuple(reserved))
     for other, entries in sorted((held or {}).items()):
@@ -495,9 +495,9 @@ class _Run:
     def __init__(self, fleet: Fleet, state: FleetState, index: CandidateIndex, strategy: str):
         self.fleet, self.state, self.index, self.strategy = fleet, state, index, strategy
         self.ranker = RANKERS[strategy]
-        #: what this run placed, by replica key, in the order placed (a dict: trades and swaps take
+        #: what this run placed, by (deployment, replica), in the order placed (a dict: trades and swaps take
         #: replicas back by key; a list searched by identity had grown to a tenth of a 2,000-host plan)
-        self.placed: dict[str, Assignment] = {}
+        self.placed: dict[tuple[str, int], Assignment] = {}
         self.unplaced: list[Unplaced] = []
         self.move_reasons: dict[str, str] = {}
         self._failed: list[tuple[Demand, str | None]] = []
@@ -952,7 +952,7 @@ class _Run:
 
     def _traded(self, x: Assignment, dx: Demand, y: Assignment, dy: Demand, partners: list, on_host: dict) -> None:
         """x and y traded places: the lists of ``_tradeable`` follow them."""
-        new = {x.key: self.placed[x.key], y.key: self.placed[y.key]}
+        new = {x.key: self.placed[x.deployment, x.replica], y.key: self.placed[y.deployment, y.replica]}
         for old, d in ((x, dx), (y, dy)):
             moved = new[old.key]
             entry = (d.cpus, d.ram_mib, moved.key, moved, d)  # sorted by (CPUs, memory, key): unique
@@ -1061,7 +1061,7 @@ class _Run:
         for a, d, g, pos in ((x, dx, gx, px), (y, dy, gy, py)):
             self.state.ports[a.host].take(a.port)
             self.state.claim(g, pos, d, a.host)
-            self.placed[a.key] = a
+            self.placed[a.deployment, a.replica] = a
         for g, host in ((gx, h1), (gy, h2)):
             self.index.refresh(g)
             if not self.state.has_free_port(host) or self._exhausted(host):
@@ -1157,7 +1157,7 @@ class _Run:
         for a, other, positions in held:  # and the flexible ones back exactly where they were
             self.state.ports[host].take(a.port)
             self.state.claim(gs, positions, other, host)
-            self.placed[a.key] = a
+            self.placed[a.deployment, a.replica] = a
         self.index.refresh(gs)
         if not self.state.has_free_port(host) or self._exhausted(host):
             self.index.drop_host(host)
@@ -1166,7 +1166,7 @@ class _Run:
 
     def _drop(self, a: Assignment) -> None:
         """Take ``a`` back out of what is placed."""
-        got = self.placed.pop(a.key)
+        got = self.placed.pop((a.deployment, a.replica))
         assert got is a, a.key
 
     def _room_again(self, host: str, gs: GroupState) -> None:
@@ -1193,8 +1193,9 @@ class _Run:
             gpus=tuple(d.index for d in devices), uuids=tuple(d.uuid for d in devices),
             vram_mib=per, whole=demand.whole, port=port, status=status, reason=reason,
             previous_host=previous, claim=demand.claim)
-        assert a.key not in self.placed, a.key
-        self.placed[a.key] = a
+        key = (demand.deployment, demand.replica)  # a tuple: no string formatted per commit
+        assert key not in self.placed, key
+        self.placed[key] = a
         if gs is not None:
             self.index.refresh(gs)
         if not self.state.has_free_port(host_name) or self._exhausted(host_name):

@@ -167,7 +167,8 @@ class CandidateIndex:
         if avoid and len(eligible) > 1 and ranker.bounded:
             # a pick walks past avoided hosts (short of CPUs, memory or a preference): the most promising class
             # first, so the first pick is most often the best and every class bounded above it is never walked
-            floors = sorted((bound(lists, demand, avoid), i) for i, lists in enumerate(eligible))
+            exhausted = getattr(avoid, "exhausted", None)
+            floors = sorted((bound(lists, demand, exhausted), i) for i, lists in enumerate(eligible))
             for floor, i in floors:
                 if floor is NOTHING or (best_key is not None and floor > best_key):
                     break
@@ -176,7 +177,7 @@ class CandidateIndex:
                     best_key, best_gid = cand
         else:  # picks cost a bisection or two: bounds are asked only once there is something to beat
             for lists in eligible:
-                if best_key is not None and ranker.bounded and bound(lists, demand, avoid) > best_key:
+                if best_key is not None and ranker.bounded and bound(lists, demand) > best_key:
                     continue
                 cand = ranker.pick(self, lists, demand, avoid)
                 if cand and (best_key is None or cand[0] < best_key):

@@ -30,12 +30,12 @@ class Ranker:
         """(key, group id) of this class's best candidate, or None."""
         raise NotImplementedError
 
-    def bound(self, lists, demand: Demand, avoid=None) -> tuple | None:
+    def bound(self, lists, demand: Demand, exhausted=None) -> tuple | None:
         """A key no candidate of this class can beat, or None (no bound known: ``bounded`` is False). The index
         skips a class whose bound is above the best key found, and where picks walk past avoided hosts it looks
-        at classes lowest bound first; ``NOTHING`` says the class holds no candidate at all. ``avoid``: the
-        hosts the pick would skip; a set that knows a list has nothing left for the replica (``exhausted``,
-        from earlier walks) makes the bound NOTHING without a pick."""
+        at classes lowest bound first; ``NOTHING`` says the class holds no candidate at all. ``exhausted``: the
+        avoided hosts' ``exhausted(list, lists, i)`` where they have one (engine._HostsLacking: earlier walks
+        know a list has nothing left for the replica), then such a list counts as empty without a pick."""
         return None
 
     def host_rank(self, load: int) -> int:
@@ -72,13 +72,12 @@ class Binpack(Ranker):
         e = _first(lst, bisect_left(lst, (v,)), avoid, lists)
         return e and ((0, e[0], cap, e[1], e[2]), e[-1])
 
-    def bound(self, lists, demand, avoid=None):
+    def bound(self, lists, demand, exhausted=None):
         # at best the key of the first entry at or above the ask in each list pick reads: entries sort by
         # (free, host, group), so skipping hosts only moves it on. Host and group included, a class whose
         # first entry sorts after the best found is never walked (classes alike but for a label tie on size).
         # A list the walks know has nothing left for this replica counts as empty: on the 2,000-host bench
         # fleet two picks in three found every host short of its CPUs, and were picks for nothing.
-        exhausted = getattr(avoid, "exhausted", None)
         g, v, cap = demand.gpus, demand.vram_mib, lists.capacity
         if v is None:
             lst, ask = lists.whole, g
