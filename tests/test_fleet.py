@@ -69,7 +69,10 @@ def write_httpd_backend(root: Path) -> None:
 
 
 def _docker_over_ssh(host, tmp: Path):
-    """A `docker` that reaches the host the way the provider does, with GpuHost's ssh options."""
+    """A `docker` that reaches the host the way the provider does, with GpuHost's ssh options (and, as the
+    Pulumi program does first, the folder of their ControlPath: without it ssh exits 255 before connecting,
+    which on a fresh machine failed whichever test reached the host first)."""
+    ensure_control_dir()
     wrapper = tmp / "bin"
     wrapper.mkdir(parents=True, exist_ok=True)
     ssh = shutil.which("ssh")
@@ -90,6 +93,7 @@ def _docker_over_ssh(host, tmp: Path):
 
 def docker_api(host) -> DockerApi:
     """The Engine API of a test host, over the same SSH options the provider gets."""
+    ensure_control_dir()
     return DockerApi(["ssh", *ssh_options(host), "-l", host.ssh.user, "-p", str(host.ssh.port), host.address])
 
 
@@ -118,7 +122,6 @@ def test_wrong_host_key_is_refused(project, fleet_host, tmp_path):
 
 
 def test_rendered_replicas_run_and_turn_healthy(project, fleet_host, tmp_path):
-    ensure_control_dir()
     plan = build_plan(load_project("fleet", project))
     assert [c.key for c in plan.containers] == ["web/0", "web/1"]
     assert {c.port for c in plan.containers} == {40000, 40001}
