@@ -121,45 +121,53 @@ def selectors(seed: int) -> list[dict]:
 
 # ---------------------------------------------------------------------------- the whole process
 
+def write_bench_project(n_hosts: int, seed: int, root: Path) -> None:
+    """The CPU-and-memory fleet (several card sizes, CPU-only hosts, capacity declared) as project files under
+    ``root``, as a user writes them: an inventory, and a stack with label selectors, CPU-only replicas and
+    more asked than fits (``gpufleet --root ROOT plan --stack bench``)."""
+    import shutil
+
+    fleet = resource_fleet(n_hosts, seed)
+    demands = resource_demands(fleet, seed + 1)
+    shutil.copy(ROOT / "Pulumi.yaml", root)
+    shutil.copytree(ROOT / "backends", root / "backends")
+    (root / "inventory").mkdir()
+    (root / "stack").mkdir()
+    lines = ["defaults: {port_range: 40000-40063, reserved: {cpus: 2, ram: 16GiB}}", "hosts:"]
+    for h in fleet.hosts:
+        lines.append(f"  - {{name: {h.name}, address: {h.address}, labels: {{zone: {h.label_map['zone']}}}, "
+                     f"cpus: {h.cpus}, ram: {h.ram_mib}MiB"
+                     + (f", accelerators: [{{vendor: nvidia, model: {h.groups[0].model}, "
+                        f"vram: {h.groups[0].vram_mib}MiB, count: {len(h.groups[0].devices)}}}]"
+                        if h.groups else "") + "}")
+    (root / "inventory" / "bench.yaml").write_text("\n".join(lines) + "\n")
+    shapes: dict[str, tuple[Demand, int]] = {}
+    for d in demands:
+        shape, n = shapes.get(d.deployment, (d, 0))
+        shapes[d.deployment] = (shape, n + 1)
+    lines = ["inventory: ../inventory/bench.yaml", "deployments:"]
+    for i, (name, (d, n)) in enumerate(sorted(shapes.items())):
+        vram = "whole" if d.whole else f"{d.vram_mib}MiB"
+        backend = "llama.cpp" if d.gpus else "Text-Embeddings-Inference"
+        version = "cuda" if d.gpus else "CPU-1.9"
+        sel = f", selectors: {{labels: {{zone: {'abc'[i % 3]}}}}}" if i % 5 == 0 else ""
+        share = ", share: advisory" if d.gpus and not d.whole else ""
+        lines.append(f"  {name}: {{backend: {backend}, version: {version}, model: {{local_path: /var/lib/gpufleet/"
+                     f"models/m}}, replicas: {n}, resources: {{gpus: {d.gpus}, vram: {vram}, cpus: {d.cpus:g}, "
+                     f"ram: {d.ram_mib}MiB{share}}}{sel}}}")
+    (root / "stack" / "bench.yaml").write_text("\n".join(lines) + "\n")
+
+
 def plan_process(n_hosts: int, seed: int, runs: int = 3) -> dict:
-    """`gpufleet plan --json` as a user runs it, on files written to disk: the CPU-and-memory fleet
-    (several card sizes, CPU-only hosts, capacity declared) with label selectors, CPU-only replicas and
-    unplaced ones; the median wall time of ``runs`` runs, and the placement alone in-process."""
+    """`gpufleet plan --json` as a user runs it, on files written to disk (``write_bench_project``); the median
+    wall time of ``runs`` runs, and the placement alone in-process."""
     import shutil
     import statistics
     import tempfile
 
-    fleet = resource_fleet(n_hosts, seed)
-    demands = resource_demands(fleet, seed + 1)
     root = Path(tempfile.mkdtemp(prefix="gf-bench-"))
     try:
-        shutil.copy(ROOT / "Pulumi.yaml", root)
-        shutil.copytree(ROOT / "backends", root / "backends")
-        (root / "inventory").mkdir()
-        (root / "stack").mkdir()
-        lines = ["defaults: {port_range: 40000-40063, reserved: {cpus: 2, ram: 16GiB}}", "hosts:"]
-        for h in fleet.hosts:
-            lines.append(f"  - {{name: {h.name}, address: {h.address}, labels: {{zone: {h.label_map['zone']}}}, "
-                         f"cpus: {h.cpus}, ram: {h.ram_mib}MiB"
-                         + (f", accelerators: [{{vendor: nvidia, model: {h.groups[0].model}, "
-                            f"vram: {h.groups[0].vram_mib}MiB, count: {len(h.groups[0].devices)}}}]"
-                            if h.groups else "") + "}")
-        (root / "inventory" / "bench.yaml").write_text("\n".join(lines) + "\n")
-        shapes: dict[str, tuple[Demand, int]] = {}
-        for d in demands:
-            shape, n = shapes.get(d.deployment, (d, 0))
-            shapes[d.deployment] = (shape, n + 1)
-        lines = ["inventory: ../inventory/bench.yaml", "deployments:"]
-        for i, (name, (d, n)) in enumerate(sorted(shapes.items())):
-            vram = "whole" if d.whole else f"{d.vram_mib}MiB"
-            backend = "llama.cpp" if d.gpus else "Text-Embeddings-Inference"
-            version = "cuda" if d.gpus else "CPU-1.9"
-            sel = f", selectors: {{labels: {{zone: {'abc'[i % 3]}}}}}" if i % 5 == 0 else ""
-            share = ", share: advisory" if d.gpus and not d.whole else ""
-            lines.append(f"  {name}: {{backend: {backend}, version: {version}, model: {{local_path: /var/lib/gpufleet/"
-                         f"models/m}}, replicas: {n}, resources: {{gpus: {d.gpus}, vram: {vram}, cpus: {d.cpus:g}, "
-                         f"ram: {d.ram_mib}MiB{share}}}{sel}}}")
-        (root / "stack" / "bench.yaml").write_text("\n".join(lines) + "\n")
+        write_bench_project(n_hosts, seed, root)
         gpufleet = str(Path(sys.executable).with_name("gpufleet"))
         times = []
         for _ in range(runs):
