@@ -320,37 +320,44 @@ def _flatten(items, marks: Marks, where: tuple, problems: list[Problem]) -> list
     return tokens
 
 
-_ROOTS_CACHE: dict[int, tuple[Fleet, dict]] = {}
+_ROOTS_CACHE: dict[int, tuple[Fleet, dict, dict]] = {}
 
 
-def _hosts_by_roots(fleet: Fleet) -> dict[tuple[str, ...], list]:
-    """Hosts grouped by their model_roots (computed once per fleet: a stack has many deployments)."""
+def _fleet_cache(fleet: Fleet) -> tuple[dict[tuple[str, ...], list], dict[str, str | None]]:
+    """Hosts grouped by their model_roots, and what was found for each local path so far: worked out once
+    per fleet (a stack has thousands of deployments, most sharing a few paths)."""
     got = _ROOTS_CACHE.get(id(fleet))
     if got is None or got[0] is not fleet:
         groups: dict[tuple[str, ...], list] = {}
         for h in fleet.hosts:
             groups.setdefault(h.model_roots, []).append(h)
         _ROOTS_CACHE.clear()
-        got = _ROOTS_CACHE[id(fleet)] = (fleet, groups)
-    return got[1]
+        got = _ROOTS_CACHE[id(fleet)] = (fleet, groups, {})
+    return got[1], got[2]
 
 
 def _local_path_problems(path: str, fleet: Fleet, marks: Marks, where: tuple) -> list[Problem]:
     """A local model is bind-mounted into the container: only from folders the inventory allows."""
+    by_roots, reasons = _fleet_cache(fleet)
+    if path not in reasons:
+        reasons[path] = _local_path_reason(path, fleet, by_roots)
+    reason = reasons[path]
+    return [marks.problem(where, reason)] if reason else []
+
+
+def _local_path_reason(path: str, fleet: Fleet, by_roots: dict[tuple[str, ...], list]) -> str | None:
     reason = system_path_reason(path)
     if reason:
-        return [marks.problem(where, f"{reason} and cannot be mounted into a container; put the model under a "
-                                     "model root of the inventory (model_roots, default: the model cache)")]
+        return (f"{reason} and cannot be mounted into a container; put the model under a model root of the "
+                "inventory (model_roots, default: the model cache)")
     # a replica may land on any host, so every host must allow the folder (hosts share a few root sets)
-    outside = [h for roots, hosts in _hosts_by_roots(fleet).items()
-               if not any(is_under(path, r) for r in roots) for h in hosts]
+    outside = [h for roots, hosts in by_roots.items() if not any(is_under(path, r) for r in roots) for h in hosts]
     if outside:
         roots = sorted({r for h in outside for r in h.model_roots})
         names = ", ".join(h.name for h in outside[:3]) + (f" and {len(outside) - 3} more" if len(outside) > 3 else "")
-        return [marks.problem(where, f"'{path}' is not under a model root of {names} in {fleet.file} "
-                                     f"({', '.join(roots)}); move the model there, or add its folder to "
-                                     "model_roots in the inventory")]
-    return []
+        return (f"'{path}' is not under a model root of {names} in {fleet.file} ({', '.join(roots)}); move the "
+                "model there, or add its folder to model_roots in the inventory")
+    return None
 
 
 def _template(text: str | None, marks: Marks, path: tuple) -> Template | None:
