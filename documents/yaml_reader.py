@@ -266,8 +266,9 @@ _MERGE = _MergeKey("<<")
 _SCALAR_TAGS = {_CORE + t for t in ("str", "int", "float", "bool", "null")}
 _MAX_INT = 2 ** 63 - 1
 _RESOLVER = yaml.resolver.Resolver()
-#: (plain text, implicit flags) -> the tag YAML's resolver gives it: values repeat (sizes, names, true)
-_RESOLVED: dict[tuple, str] = {}
+#: (untagged text, implicit flags) -> its value (text, number, true/false or null: nothing a caller can change):
+#: values repeat (sizes, names, true), and each is resolved and constructed once
+_CONSTRUCTED: dict[tuple, Any] = {}
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 
 
@@ -456,13 +457,19 @@ class _Composer:
         tag, value = event.tag, event.value
         if tag is None:
             key = (value, event.implicit)
-            tag = _RESOLVED.get(key)
-            if tag is None:
-                tag = _RESOLVER.resolve(yaml.ScalarNode, value, event.implicit)
-                if len(_RESOLVED) > 8192:
-                    _RESOLVED.clear()
-                _RESOLVED[key] = tag
-        elif tag == "!":
+            got = _CONSTRUCTED.get(key, _CONSTRUCTED)
+            if got is not _CONSTRUCTED:
+                return got
+            tag = _RESOLVER.resolve(yaml.ScalarNode, value, event.implicit)
+            got = self._construct_tagged(event, tag, value)  # raises for what cannot be read: not kept
+            if len(_CONSTRUCTED) > 8192:
+                _CONSTRUCTED.clear()
+            _CONSTRUCTED[key] = got
+            return got
+        return self._construct_tagged(event, tag, value)
+
+    def _construct_tagged(self, event, tag: str, value: str) -> Any:
+        if tag == "!":
             tag = _CORE + "str"
         if tag == _CORE + "str":
             return value
