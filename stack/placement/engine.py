@@ -517,6 +517,8 @@ class _Run:
         self.departing: tuple[LockedReplica, ...] = ()
         #: how many replicas of the plan need GPUs (set by _place)
         self.gpu_replicas = 0
+        #: what the preferences read (stack.placement.preferences), made by the first search
+        self._context: Context | None = None
 
     @property
     def assignments(self) -> list[Assignment]:
@@ -659,7 +661,9 @@ class _Run:
         failed = self._hopeless.get(shape)
         if failed and self._hopeless_shape(demand, failed):
             return None
-        ctx = Context(self.state, self.ratios)
+        ctx = self._context
+        if ctx is None or ctx.ratios is not self.ratios:  # made once the ratios are known (they never change after)
+            ctx = self._context = Context(self.state, self.ratios)
         hard = frozenset(avoid) if demand.spread_hosts else frozenset()  # spread: hosts is a rule
         sized = bool(demand.cpus or demand.ram_mib)
         for honoured in tiers(ctx, demand):
