@@ -110,6 +110,7 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
         for locked in entries:
             state.held_by.setdefault(locked.host, set()).add(other)
     run.ratios = run.hosts.per_gpu = _ratios(fresh)
+    run.context = Context(state, run.ratios)
     for host in fleet.hosts:  # what departing and other stacks' replicas hold is taken now
         if run._exhausted(host.name):
             index.drop_host(host.name)
@@ -517,8 +518,8 @@ class _Run:
         self.departing: tuple[LockedReplica, ...] = ()
         #: how many replicas of the plan need GPUs (set by _place)
         self.gpu_replicas = 0
-        #: what the preferences read (stack.placement.preferences), made by the first search
-        self._context: Context | None = None
+        #: what the preferences read (stack.placement.preferences; set by _place with the ratios)
+        self.context: Context | None = None
 
     @property
     def assignments(self) -> list[Assignment]:
@@ -661,9 +662,7 @@ class _Run:
         failed = self._hopeless.get(shape)
         if failed and self._hopeless_shape(demand, failed):
             return None
-        ctx = self._context
-        if ctx is None or ctx.ratios is not self.ratios:  # made once the ratios are known (they never change after)
-            ctx = self._context = Context(self.state, self.ratios)
+        ctx = self.context
         hard = frozenset(avoid) if demand.spread_hosts else frozenset()  # spread: hosts is a rule
         sized = bool(demand.cpus or demand.ram_mib)
         for honoured in tiers(ctx, demand):
@@ -956,9 +955,8 @@ class _Run:
 
     def _traded(self, x: Assignment, dx: Demand, y: Assignment, dy: Demand, partners: list, on_host: dict) -> None:
         """x and y traded places: the lists of ``_tradeable`` follow them."""
-        new = {x.key: self.placed[x.deployment, x.replica], y.key: self.placed[y.deployment, y.replica]}
         for old, d in ((x, dx), (y, dy)):
-            moved = new[old.key]
+            moved = self.placed[old.deployment, old.replica]  # its new assignment
             entry = (d.cpus, d.ram_mib, moved.key, moved, d)  # sorted by (CPUs, memory, key): unique
             i = bisect_left(partners, entry[:3])
             if i < len(partners) and partners[i][3] is old:
