@@ -265,3 +265,32 @@ def test_trades_never_overfill_never_break_a_device_size_and_never_cost_a_replic
         plain = _place(f, demands)
     assert len(run.assignments) >= len(plain.assignments)
     assert run.gpus_allocated() >= plain.gpus_allocated() - 1e-9
+
+
+def test_trade_partners_walk_in_cpu_memory_key_order_and_follow_a_trade():
+    """The trade steps' partner lists, grouped in runs of equal CPUs and memory, must stay in the order a
+    flat list sorted by (CPUs, memory, key) has, through narrowing and through replicas that move."""
+    from types import SimpleNamespace
+
+    from stack.placement.engine import _Partners
+
+    def entry(cpus, ram, key, host="h0"):
+        return (cpus, ram, key, SimpleNamespace(key=key, host=host), None)
+
+    entries = [entry(4, 8, "b"), entry(2, 16, "a"), entry(4, 8, "a"), entry(2, 8, "c"), entry(8, 1, "d")]
+    p = _Partners(entries)
+    flat = [e for _, _, run in p.runs() for e in run]
+    assert [e[:3] for e in flat] == sorted(e[:3] for e in entries)
+    assert [(c, r, len(run)) for c, r, run in p.runs()] == [(2, 8, 1), (2, 16, 1), (4, 8, 2), (8, 1, 1)]
+
+    narrowed = p.without(lambda e: e[2] in ("a", "c"))  # runs left empty are gone: a walk never meets one
+    assert [(c, r, [e[2] for e in run]) for c, r, run in narrowed.runs()] == [(4, 8, ["b"]), (8, 1, ["d"])]
+
+    old = flat[3][3]  # (4, 8, "b") moves to another host: same place in its run
+    moved = entry(4, 8, "b", host="h9")
+    narrowed.put(moved, old)
+    assert [e[3].host for _, _, run in narrowed.runs() for e in run] == ["h9", "h0"]
+    narrowed.put(entry(4, 8, "a", host="h5"), flat[2][3])  # not in the narrowed list: joins its run by key
+    narrowed.put(entry(2, 16, "a", host="h6"), flat[1][3])  # its run was dropped: comes back in weight order
+    assert [(c, r, [e[2] for e in run]) for c, r, run in narrowed.runs()] == \
+        [(2, 16, ["a"]), (4, 8, ["a", "b"]), (8, 1, ["d"])]

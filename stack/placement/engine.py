@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 from bisect import bisect_left, insort
 from itertools import islice
+from typing import Callable, Iterable, Iterator
 
 from inventory.fleet import Fleet
 from inventory.sizes import format_mib
@@ -160,6 +161,48 @@ def _trade_shape(d: Demand) -> tuple:
     """Replicas that can trade places where the devices allow (a trade checks the static filters both ways):
     the same GPUs and VRAM, any smallest device size."""
     return (d.framework, d.gpus, d.vram_mib)
+
+
+class _Partners:
+    """The replicas of one trade shape a trade may move, CPU-light first: runs of equal CPUs and memory, each in
+    key order (sorted as (CPUs, memory, key) would be). A walk for a partner asks about CPUs and memory once
+    per run, not once per replica: runs are hundreds of replicas long (a dozen sizes per shape on the bench
+    fleets), and three in four of the candidates the trade steps of a 2,000-host plan looked at belonged to a
+    run whose memory was already known not to do. Entries are (CPUs, memory, key, assignment, demand)."""
+
+    __slots__ = ("_runs",)
+
+    def __init__(self, entries: Iterable[tuple]):
+        self._runs: dict[tuple, list[tuple]] = {}
+        for e in sorted(entries, key=lambda e: e[:3]):
+            self._runs.setdefault(e[:2], []).append(e)
+
+    def runs(self) -> Iterator[tuple[float, int, list[tuple]]]:
+        """(CPUs, memory, the run's entries), lightest first; no run is empty."""
+        for (cpus, ram), run in self._runs.items():
+            yield cpus, ram, run
+
+    def without(self, drop: Callable[[tuple], bool]) -> _Partners:
+        out = _Partners(())
+        for weight, run in self._runs.items():
+            kept = [e for e in run if not drop(e)]
+            if kept:
+                out._runs[weight] = kept
+        return out
+
+    def put(self, entry: tuple, old: Assignment) -> None:
+        """``entry`` takes ``old``'s place (a replica that moved), or joins its run if ``old`` is not here."""
+        weight = entry[:2]
+        run = self._runs.get(weight)
+        if run is None:  # a run the caller left out (rebalance drops replicas on short hosts): in weight order
+            self._runs[weight] = [entry]
+            self._runs = dict(sorted(self._runs.items()))
+            return
+        i = bisect_left(run, entry[:3])
+        if i < len(run) and run[i][3] is old:
+            run[i] = entry
+        else:
+            run.insert(i, entry)
 
 
 def _biggest_first(d: Demand) -> tuple:
@@ -908,11 +951,15 @@ class _Run:
         self._failed = [(d, p) for d, p in self._failed if d.key not in placed]
 
     def _exchange_for(self, u: Demand, previous, by_shape, on_host, budget: list[int]) -> bool:
-        cpu, ram = self.state.cpu_free, self.state.ram_free
+        cpu, ram, gpus_free = self.state.cpu_free, self.state.ram_free, self.state.gpus_free
         for lists in self.index.eligible(u):
             for gid in lists.members:
                 gs = self.state.groups[gid]
                 h1 = gs.host.name
+                # the host's free GPUs, counted in whole devices, bound what any of its groups can give: most
+                # hosts are turned away here without asking for devices (by 1e-6: a float sum of fractions)
+                if gpus_free[h1] + 1e-6 < (u.gpus if u.vram_mib is None else u.gpus * u.vram_mib / lists.capacity):
+                    continue
                 if choose_devices(gs, u, u.allowed_on(h1)) is None or not self.state.has_free_port(h1):
                     continue  # no devices for it here: CPUs are not what is missing
                 short_cpu = 0.0 if cpu[h1] is None else u.cpus - cpu[h1]
@@ -921,27 +968,36 @@ class _Run:
                     continue  # it fits here already (a preference turned it away): not this step's case
                 for x, dx in list(on_host.get(h1, ())):
                     partners = by_shape[_trade_shape(dx)]
-                    for y_cpus, y_ram, _, y, dy in partners:
-                        budget[0] -= 1
-                        if budget[0] < 0:
-                            return False
+                    for y_cpus, y_ram, run in partners.runs():
                         if dx.cpus - y_cpus + 1e-9 < short_cpu:
+                            budget[0] -= 1
+                            if budget[0] < 0:
+                                return False
                             break  # the rest are heavier still
-                        h2 = y.host
-                        if h2 == h1 or dx.ram_mib - y_ram < short_ram:
+                        if dx.ram_mib - y_ram < short_ram:  # none of the run: each counts against the budget
+                            if budget[0] < len(run):
+                                budget[0] = -1
+                                return False
+                            budget[0] -= len(run)
                             continue
-                        if (cpu[h2] is not None and cpu[h2] + y_cpus - dx.cpus < -1e-9) or \
-                                (ram[h2] is not None and ram[h2] + y_ram - dx.ram_mib < 0):
-                            continue
-                        if self._trade(x, dx, y, dy, u, previous, gs):
-                            self._traded(x, dx, y, dy, partners, on_host)
-                            return True
+                        for _, _, _, y, dy in run:
+                            budget[0] -= 1
+                            if budget[0] < 0:
+                                return False
+                            h2 = y.host
+                            if h2 == h1:
+                                continue
+                            if (cpu[h2] is not None and cpu[h2] + y_cpus - dx.cpus < -1e-9) or \
+                                    (ram[h2] is not None and ram[h2] + y_ram - dx.ram_mib < 0):
+                                continue
+                            if self._trade(x, dx, y, dy, u, previous, gs):
+                                self._traded(x, dx, y, dy, partners, on_host)
+                                return True
         return False
 
-    def _tradeable(self, by_key: dict[str, Demand]) -> tuple[dict[tuple, list[tuple]], dict[str, list[tuple]]]:
-        """The GPU replicas a trade may move (new or moved, not pinned; a kept one stays): as (CPUs, memory, key,
-        assignment, demand) by GPUs and VRAM, CPU-light first (a walk for a partner stops at the first too
-        heavy), and as (assignment, demand) by host."""
+    def _tradeable(self, by_key: dict[str, Demand]) -> tuple[dict[tuple, _Partners], dict[str, list[tuple]]]:
+        """The GPU replicas a trade may move (new or moved, not pinned; a kept one stays): as partners by GPUs and
+        VRAM (``_Partners``), and as (assignment, demand) by host."""
         by_shape: dict[tuple, list[tuple]] = {}
         on_host: dict[str, list[tuple]] = {}
         for a in self.placed.values():
@@ -949,20 +1005,14 @@ class _Run:
                 d = by_key[a.key]
                 by_shape.setdefault(_trade_shape(d), []).append((d.cpus, d.ram_mib, a.key, a, d))
                 on_host.setdefault(a.host, []).append((a, d))
-        for lst in by_shape.values():
-            lst.sort(key=lambda e: e[:3])
-        return by_shape, on_host
+        return {shape: _Partners(entries) for shape, entries in by_shape.items()}, on_host
 
-    def _traded(self, x: Assignment, dx: Demand, y: Assignment, dy: Demand, partners: list, on_host: dict) -> None:
+    def _traded(self, x: Assignment, dx: Demand, y: Assignment, dy: Demand, partners: _Partners,
+                on_host: dict) -> None:
         """x and y traded places: the lists of ``_tradeable`` follow them."""
         for old, d in ((x, dx), (y, dy)):
             moved = self.placed[old.deployment, old.replica]  # its new assignment
-            entry = (d.cpus, d.ram_mib, moved.key, moved, d)  # sorted by (CPUs, memory, key): unique
-            i = bisect_left(partners, entry[:3])
-            if i < len(partners) and partners[i][3] is old:
-                partners[i] = entry
-            else:  # a list the caller narrowed (rebalance leaves out hosts that are short)
-                partners.insert(i, entry)
+            partners.put((d.cpus, d.ram_mib, moved.key, moved, d), old)
             on_host[old.host] = [e for e in on_host[old.host] if e[0] is not old]
             on_host.setdefault(moved.host, []).append((moved, d))
 
@@ -991,35 +1041,54 @@ class _Run:
 
         by_shape, on_host = self._tradeable(by_key)
         # a partner on a host short itself would leave it shorter still: never walked past
-        by_shape = {k: [e for e in lst if not short(e[3].host)] for k, lst in by_shape.items()}
-        budget = self.REBALANCE_BUDGET
+        by_shape = {k: p.without(lambda e: short(e[3].host)) for k, p in by_shape.items()}
+        budget = [self.REBALANCE_BUDGET]
         weight = lambda d: (d.cpus / cpus_pg if cpus_pg else 0) + (d.ram_mib / ram_pg if ram_pg else 0)  # noqa: E731
+
+        def partner(h1: str, x: Assignment, dx: Demand, partners: _Partners) -> tuple | None:
+            """The first lighter replica (in CPUs and memory both) on a host that can take the difference and
+            is not left short itself; each replica walked past counts against the budget."""
+            for y_cpus, y_ram, run in partners.runs():
+                if y_cpus > dx.cpus:
+                    budget[0] -= 1
+                    return None  # the rest are heavier still
+                if y_ram > dx.ram_mib or (y_cpus == dx.cpus and y_ram == dx.ram_mib):  # none of the run
+                    if budget[0] <= len(run):
+                        budget[0] = 0
+                        return None
+                    budget[0] -= len(run)
+                    continue
+                for _, _, _, y, dy in run:
+                    budget[0] -= 1
+                    if budget[0] <= 0:
+                        return None
+                    h2 = y.host
+                    if h2 == h1:
+                        continue
+                    # the other host takes the difference and is not left short itself
+                    g2 = free[h2] if free[h2] >= 0.5 else 0.0
+                    if (cpu[h2] is not None and cpu[h2] + y_cpus - dx.cpus < cpus_pg * g2 - 1e-9) or \
+                            (ram[h2] is not None and ram[h2] + y_ram - dx.ram_mib < ram_pg * g2):
+                        continue
+                    if self._trade(x, dx, y, dy, None, None, None):
+                        return y, dy
+            return None
+
         for h1 in sorted((h for h in on_host if short(h)), key=lambda h: (-free[h], h)):
             traded = True
             stuck: set[str] = set()  # replicas here no partner took: not looked at again for this host
-            while traded and short(h1) and budget > 0:
+            while traded and short(h1) and budget[0] > 0:
                 traded = False
                 for x, dx in sorted(on_host[h1], key=lambda e: (-weight(e[1]), e[0].key)):
                     if x.key in stuck:
                         continue
-                    partners = by_shape.get(_trade_shape(dx), ())
-                    for y_cpus, y_ram, _, y, dy in partners:
-                        budget -= 1
-                        if y_cpus > dx.cpus or budget <= 0:
-                            break  # the rest are heavier still
-                        h2 = y.host
-                        if h2 == h1 or y_ram > dx.ram_mib or (y_cpus == dx.cpus and y_ram == dx.ram_mib):
-                            continue
-                        # the other host takes the difference and is not left short itself
-                        g2 = free[h2] if free[h2] >= 0.5 else 0.0
-                        if (cpu[h2] is not None and cpu[h2] + y_cpus - dx.cpus < cpus_pg * g2 - 1e-9) or \
-                                (ram[h2] is not None and ram[h2] + y_ram - dx.ram_mib < ram_pg * g2):
-                            continue
-                        if self._trade(x, dx, y, dy, None, None, None):
-                            self._traded(x, dx, y, dy, partners, on_host)
-                            traded = True
-                            break
-                    if traded or budget <= 0:
+                    partners = by_shape.get(_trade_shape(dx))
+                    found = partner(h1, x, dx, partners) if partners is not None else None
+                    if found is not None:
+                        self._traded(x, dx, found[0], found[1], partners, on_host)
+                        traded = True
+                        break
+                    if budget[0] <= 0:
                         break
                     stuck.add(x.key)
 
