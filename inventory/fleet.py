@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 from documents.problems import InputError, Problem
 from documents.validation import validate
 from documents.yaml_reader import Marks, read_yaml
 
-from .schema import InventoryFile
+from .schema import MAX_DEVICE_INDEX, InventoryFile
 from .sizes import format_mib
 from .vendors import VENDORS
 
@@ -164,15 +165,23 @@ def build_fleet(inv: InventoryFile, marks: Marks, base_dir: Path | None = None) 
         used: dict[str, dict[int, int]] = {}
         for g_i, g in enumerate(entry.accelerators):
             taken = used.setdefault(g.vendor, {})
+            first = max(taken, default=-1) + 1
+            if g.count is not None and first + g.count - 1 > MAX_DEVICE_INDEX:
+                problems.append(marks.problem(path + ("accelerators", g_i, "count"),
+                                              f"count {g.count} numbers these {g.vendor} devices from {first} (after "
+                                              f"index {first - 1} of an earlier group), past the highest device "
+                                              f"index {MAX_DEVICE_INDEX}; list them with indices instead"))
+                continue
             devices = []
-            for device in g.entries(first_index=max(taken, default=-1) + 1):
-                if device.index in taken:
+            for index, uuid, pci_bus_id, render_node in g.entries(first_index=first):
+                if index in taken:
                     problems.append(marks.problem(path + ("accelerators", g_i),
-                                                  f"{g.vendor} device index {device.index} is listed twice on "
+                                                  f"{g.vendor} device index {index} is listed twice on "
                                                   f"host '{entry.name}'; each device index appears once"))
                     continue
-                taken[device.index] = g_i
-                devices.append(Device(device.index, device.uuid, device.pci_bus_id, device.render_node))
+                taken[index] = g_i
+                devices.append(_plain_device(index) if uuid is None and pci_bus_id is None and render_node is None
+                               else Device(index, uuid, pci_bus_id, render_node))
             groups.append(_group(g.vendor, g.model, g.vram, devices))
         start, end = entry.port_range or d.port_range
         reserved = entry.reserved or d.reserved
@@ -198,6 +207,13 @@ def build_fleet(inv: InventoryFile, marks: Marks, base_dir: Path | None = None) 
     if problems:
         raise InputError(problems)
     return Fleet(tuple(hosts), marks.file, {name: m.of_value(path) for name, (m, path) in where.items()})
+
+
+@cache
+def _plain_device(index: int) -> Device:
+    """A device known by its index alone (at most 1,024 of them): immutable, so one per index serves every
+    host (a frozen dataclass costs a setattr per field, and a fleet lists thousands of devices)."""
+    return Device(index)
 
 
 def _roots(roots: list[str], cache: str) -> tuple[str, ...]:

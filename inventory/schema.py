@@ -60,8 +60,12 @@ _PCI = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]\Z")
 _RENDER = re.compile(r"^renderD(1[2-9][0-9]|2[0-5][0-9])\Z")
 
 
+#: device indices run from 0 to this (nvidia-smi, rocm-smi and npu-smi number far fewer)
+MAX_DEVICE_INDEX = 1023
+
+
 class DeviceEntry(StrictModel):
-    index: int = Field(ge=0, le=1023)
+    index: int = Field(ge=0, le=MAX_DEVICE_INDEX)
     uuid: Optional[PlainText] = None
     #: AMD/Hygon: where the device is, so its node is found however /dev/dri is numbered
     pci_bus_id: Optional[str] = None
@@ -104,8 +108,8 @@ class AcceleratorGroup(StrictModel):
         if value is not None:
             if not value:
                 raise ValueError("indices is empty; list the device indices, e.g. [0, 1]")
-            if any(i < 0 or i > 1023 for i in value):
-                raise ValueError("device indices are between 0 and 1023")
+            if any(i < 0 or i > MAX_DEVICE_INDEX for i in value):
+                raise ValueError(f"device indices are between 0 and {MAX_DEVICE_INDEX}")
         return value
 
     @model_validator(mode="after")
@@ -118,12 +122,15 @@ class AcceleratorGroup(StrictModel):
             raise ValueError("devices is empty; list {index, uuid} entries or use count")
         return self
 
-    def entries(self, first_index: int = 0) -> list[DeviceEntry]:
+    def entries(self, first_index: int = 0) -> list[tuple[int, str | None, str | None, str | None]]:
+        """The group's devices as (index, uuid, PCI bus id, render node); ``count`` numbers them from
+        ``first_index``. Plain tuples: every field was validated (what a count numbers is checked by the
+        caller, which knows what ``first_index`` follows), and a fleet has thousands of devices."""
         if self.devices is not None:
-            return list(self.devices)
+            return [(d.index, d.uuid, d.pci_bus_id, d.render_node) for d in self.devices]
         if self.indices is not None:
-            return [DeviceEntry(index=i) for i in self.indices]
-        return [DeviceEntry(index=first_index + i) for i in range(self.count or 0)]
+            return [(i, None, None, None) for i in self.indices]
+        return [(first_index + i, None, None, None) for i in range(self.count or 0)]
 
 
 _REGISTRY = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?\Z", re.IGNORECASE)
