@@ -264,6 +264,10 @@ class _MergeKey(str):
 
 _MERGE = _MergeKey("<<")
 _SCALAR_TAGS = {_CORE + t for t in ("str", "int", "float", "bool", "null")}
+#: tags a key, a mapping and a list may carry (all mean what no tag means)
+_KEY_TAGS = (None, "!", _CORE + "str", _CORE + "merge")
+_MAP_TAGS = (None, "!", _CORE + "map")
+_SEQ_TAGS = (None, "!", _CORE + "seq")
 _MAX_INT = 2 ** 63 - 1
 _RESOLVER = yaml.resolver.Resolver()
 #: (untagged text, implicit flags) -> its value (text, number, true/false or null: nothing a caller can change):
@@ -298,10 +302,9 @@ class _Composer:
         self.expanded = 0
         self.documents = 0
         self.result: Any = None
-        close = lambda event: self._close()  # noqa: E731
         self._handlers = {yaml.ScalarEvent: self._scalar, yaml.MappingStartEvent: self._open,
-                          yaml.SequenceStartEvent: self._open, yaml.MappingEndEvent: close,
-                          yaml.SequenceEndEvent: close, yaml.AliasEvent: self._alias,
+                          yaml.SequenceStartEvent: self._open, yaml.MappingEndEvent: self._end,
+                          yaml.SequenceEndEvent: self._end, yaml.AliasEvent: self._alias,
                           yaml.DocumentStartEvent: self._document}
 
     def fail(self, mark, message: str) -> InputError:
@@ -317,13 +320,48 @@ class _Composer:
 
     def run(self, get_event) -> None:
         """Every event of the parser until its stream ends (``get_event`` gives None), each to its handler by
-        type: one dict lookup, not a chain of isinstance; scalars, most of a document, without even that.
-        Called straight, not through yaml.parse's generator: a 3,600-deployment stack has 100,000 events."""
-        scalar, handlers, scalar_event = self._scalar, self._handlers, yaml.ScalarEvent
+        type: one dict lookup, not a chain of isinstance. Called straight, not through yaml.parse's generator:
+        a 3,600-deployment stack has 100,000 events. The three cases that are most of a document are done
+        here, without a call: a plain key, and a plain value already constructed once (``_CONSTRUCTED``)
+        under a key or in a list. Each does exactly what ``_scalar`` does for it; anything else goes there."""
+        scalar_event, handlers, stack = yaml.ScalarEvent, self._handlers, self.stack
+        values, keys, constructed = self.marks.values, self.marks.keys, _CONSTRUCTED
+        max_values = self.limits.max_values
         event = get_event()
         while event is not None:
             if type(event) is scalar_event:
-                scalar(event)
+                if stack and event.tag is None and event.anchor is None:
+                    top = stack[-1]
+                    if top.is_map and top.key is None:  # a key (``_key``)
+                        key = event.value
+                        if key != "<<" and key not in top.value:
+                            path = top.key_path = top.path + (key,)
+                            mark = event.start_mark
+                            keys[path] = top.key_mark = (mark.line + 1, mark.column + 1)
+                            top.key = key
+                            event = get_event()
+                            continue
+                    elif self.expanded < max_values:
+                        got = constructed.get((event.value, event.implicit), constructed)
+                        if got is not constructed:
+                            if not top.is_map:  # a list item (``_attach``)
+                                mark = event.start_mark
+                                values[top.path + (len(top.value),)] = (mark.line + 1, mark.column + 1)
+                                self.expanded += 1
+                                top.size += 1
+                                top.value.append(got)
+                                event = get_event()
+                                continue
+                            if top.key_mark is not None and type(top.key) is str:  # a value under its key
+                                mark = event.start_mark
+                                values[top.key_path] = (mark.line + 1, mark.column + 1)
+                                self.expanded += 1
+                                top.size += 1
+                                top.value[top.key] = got
+                                top.key = top.key_mark = None
+                                event = get_event()
+                                continue
+                self._scalar(event)
             else:
                 handler = handlers.get(type(event))
                 if handler is not None:
@@ -345,7 +383,7 @@ class _Composer:
                                               "need only a few levels")
         tag = event.tag
         is_map = isinstance(event, yaml.MappingStartEvent)
-        if tag not in (None, "!", _CORE + ("map" if is_map else "seq")):
+        if tag not in (_MAP_TAGS if is_map else _SEQ_TAGS):
             raise self.fail(event.start_mark, f"the tag {_show_tag(tag)} is not accepted; remove it")
         path = self._here()
         self.marks.values[path] = (event.start_mark.line + 1, event.start_mark.column + 1)
@@ -353,7 +391,7 @@ class _Composer:
             self.open_anchors.add(event.anchor)
         self.stack.append(_Frame(path, {} if is_map else [], event.anchor, event))
 
-    def _close(self) -> None:
+    def _end(self, event) -> None:
         frame = self.stack.pop()
         if frame.merges:
             for merged in frame.merges:  # explicit keys win over merged ones, earlier merges over later
@@ -385,7 +423,7 @@ class _Composer:
     def _scalar(self, event) -> None:
         top = self.stack[-1] if self.stack else None
         if top is not None and top.is_map and top.key is None:
-            if event.tag not in (None, "!", _CORE + "str", _CORE + "merge"):
+            if event.tag not in _KEY_TAGS:
                 raise self.fail(event.start_mark, f"the tag {_show_tag(event.tag)} is not accepted on a key; "
                                                   "remove it")
             if event.value == "<<" and event.implicit[0]:  # a plain <<: YAML's merge key; a quoted '<<' is a name
