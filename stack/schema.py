@@ -56,6 +56,9 @@ def parse_seconds(value: object) -> int:
 Duration = Annotated[int, DURATION_SCHEMA, BeforeValidator(parse_seconds)]
 
 
+_REPO_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?\Z")
+
+
 class ModelSource(StrictModel):
     """Exactly one of: a Hugging Face repo id, a ModelScope id, or a path on the host."""
 
@@ -78,7 +81,7 @@ class ModelSource(StrictModel):
             raise ValueError("give exactly one model source: huggingface: ORG/NAME, modelscope: ORG/NAME or "
                              "local_path: /abs/path" + (f" (got {', '.join(given)})" if given else ""))
         for repo in (self.huggingface, self.modelscope):
-            if repo is not None and not re.match(r"^[\w.-]+(/[\w.-]+)?\Z", repo):
+            if repo is not None and not _REPO_ID.match(repo):
                 raise ValueError(f"'{repo}' is not a repository id; write ORG/NAME, e.g. Qwen/Qwen3-8B")
         for key, repo in (("huggingface_filename", self.huggingface), ("model_scope_file_path", self.modelscope)):
             pattern = getattr(self, key)
