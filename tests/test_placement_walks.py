@@ -65,10 +65,14 @@ def test_remembered_answers_equal_fresh_walks(data):
     n = data.draw(st.integers(2, 6))
     sizes = [data.draw(st.sampled_from([1, 2, 4, 8])) for _ in range(n)]
     cpus = [data.draw(st.sampled_from([4, 8, 16, 32])) for _ in range(n)]
-    f = fleet(*(host(f"h{i}", gpus("nvidia", "H100", 80, sizes[i]), cpus=cpus[i], ram_gib=256) for i in range(n)))
+    zones = [data.draw(st.sampled_from("ab")) for _ in range(n)]
+    f = fleet(*(host(f"h{i}", gpus("nvidia", "H100", 80, sizes[i]), cpus=cpus[i], ram_gib=256,
+                     labels={"zone": zones[i]}) for i in range(n)))
     state = FleetState(f)
-    asks = [Demand("g", 0, "cuda", g, v, min_vram_mib=v or 0, cpus=c, ram_mib=r)
-            for g in (1, 2) for v in (None, 20 * 1024) for c in (2, 6) for r in (0, 64 * 1024)]
+    # asks selecting a zone split the index's classes by zone; the others search the classes merged back
+    asks = [Demand("g", 0, "cuda", g, v, min_vram_mib=v or 0, cpus=c, ram_mib=r, labels=labels)
+            for g in (1, 2) for v in (None, 20 * 1024) for c in (2, 6) for r in (0, 64 * 1024)
+            for labels in ((), (("zone", "a"),))]
     index = CandidateIndex(state, asks)
     walks = _Walks(index)
     placed: list[tuple] = []  # (group state, positions, demand, host)

@@ -13,6 +13,11 @@ of every host:
 - ``kth[g]``:  (g-th largest shareable free MiB, host, group) - g-GPU fractional claims.
 
 Ties go to the lowest host name, then group, so the result never depends on file order.
+
+Classes are split by the label values some demand selects (a zone, say), so a replica that selects one
+walks only its hosts. A replica that selects none searches *views* instead: the lists of classes alike
+but for those labels, merged back (kept beside the classes, re-filed with them). Everything else (which
+groups are eligible, repair, trades, explanations) reads the classes.
 """
 from __future__ import annotations
 
@@ -28,10 +33,14 @@ BINPACK, SPREAD = "binpack", "spread"
 
 
 class _ClassLists:
-    __slots__ = ("capacity", "whole", "touched", "kth", "members", "rep", "log")
+    __slots__ = ("capacity", "is_view", "kth", "log", "members", "rep", "touched", "view", "whole")
 
-    def __init__(self, capacity: int, rep: GroupState):
+    def __init__(self, capacity: int, rep: GroupState, is_view: bool = False):
         self.capacity = capacity
+        #: a class split by the label values demands select: the class of its groups whatever their labels
+        #: (``CandidateIndex.searched``); None where nothing is split
+        self.view: _ClassLists | None = None
+        self.is_view = is_view
         #: the hosts whose entries or GPUs, CPUs or memory changed, in order (what searches remember
         #: about these lists is brought up to date from it: engine._Walks)
         self.log: list[str] = []
@@ -57,11 +66,25 @@ class CandidateIndex:
                 lists = self.classes[key] = _ClassLists(group.vram_mib, gs)
             lists.members.append(gs.gid)
             self.class_of.append(key)
+        #: classes alike but for label values, merged back (see ``searched``): key without the labels -> view
+        self.views: dict[tuple, _ClassLists] = {}
+        if label_keys:
+            for gs in state.groups:
+                key = self.class_of[gs.gid]
+                base = (key[0], *key[2:])
+                view = self.views.get(base)
+                if view is None:
+                    view = self.views[base] = _ClassLists(gs.group.vram_mib, gs, is_view=True)
+                view.members.append(gs.gid)
+                self.classes[key].view = view
         self._whole: list[tuple | None] = [None] * len(state.groups)
         self._touched: list[list[tuple]] = [[] for _ in state.groups]
+        #: a group's entries in its class's kth lists, and in its view's (filed apart: either may lack a g)
         self._kth: list[dict[int, tuple]] = [{} for _ in state.groups]
+        self._kth_view: list[dict[int, tuple]] = [{} for _ in state.groups]
         self.dropped: set[int] = set()
         self._eligible: dict[tuple, list[_ClassLists]] = {}
+        self._searched: dict[tuple, list[_ClassLists]] = {}
         for gs in state.groups:
             self.refresh(gs)
 
@@ -69,14 +92,19 @@ class CandidateIndex:
         """The host's GPUs, CPUs or memory changed: its classes log it (FleetState.on_change, installed by
         engine._Walks, the reader of the logs)."""
         for gs in self.state.groups_of[host]:
-            self.classes[self.class_of[gs.gid]].log.append(host)
+            lists = self.classes[self.class_of[gs.gid]]
+            lists.log.append(host)
+            if lists.view is not None:
+                lists.view.log.append(host)
 
     def entries(self, lst: list, lists: _ClassLists, host: str) -> list[tuple]:
         """The entries ``host``'s groups have in ``lst``, one of the lists of class ``lists``."""
         out = []
+        kth = self._kth_view if lists.is_view else self._kth
         for gs in self.state.groups_of[host]:
             gid = gs.gid
-            if self.classes[self.class_of[gid]] is not lists:
+            mine = self.classes[self.class_of[gid]]
+            if mine is not lists and mine.view is not lists:
                 continue
             if lst is lists.whole:
                 if self._whole[gid] is not None:
@@ -84,56 +112,60 @@ class CandidateIndex:
             elif lst is lists.touched:
                 out.extend(self._touched[gid])
             else:
-                out.extend(e for g, e in self._kth[gid].items() if lists.kth.get(g) is lst)
+                out.extend(e for g, e in kth[gid].items() if lists.kth.get(g) is lst)
         return out
 
     # ------------------------------------------------------------------ maintenance
     def refresh(self, gs: GroupState) -> None:
-        """Re-file one group after its usage changed."""
-        lists = self.classes[self.class_of[gs.gid]]
-        lists.log.append(gs.host.name)
+        """Re-file one group after its usage changed: in its class, and in its class's view if it has one."""
         gid, name, gidx = gs.gid, gs.host.name, gs.gidx
-        old = self._whole[gid]
-        if old is not None:
-            del lists.whole[bisect_left(lists.whole, old)]
-            self._whole[gid] = None
-        for entry in self._touched[gid]:
-            del lists.touched[bisect_left(lists.touched, entry)]
-        self._touched[gid] = []
-        for g, entry in self._kth[gid].items():
-            lst = lists.kth[g]
-            del lst[bisect_left(lst, entry)]
-        self._kth[gid] = {}
-        if gid in self.dropped:
-            return
-        u = gs.untouched
-        if u:
-            entry = (u, name, gidx, gid)
-            insort(lists.whole, entry)
-            self._whole[gid] = entry
-        for pos, (free, excl, claims) in enumerate(zip(gs.free, gs.exclusive, gs.claims)):
-            if claims and not excl and free > 0:
-                entry = (free, name, gidx, pos, gid)
+        old_whole, old_touched = self._whole[gid], self._touched[gid]
+        whole, touched = None, []
+        if gid not in self.dropped:
+            u = gs.untouched
+            whole = (u, name, gidx, gid) if u else None
+            touched = [(free, name, gidx, pos, gid)
+                       for pos, (free, excl, claims) in enumerate(zip(gs.free, gs.exclusive, gs.claims))
+                       if claims and not excl and free > 0]
+        self._whole[gid], self._touched[gid] = whole, touched
+        lists = self.classes[self.class_of[gid]]
+        for lists, kth in ((lists, self._kth), (lists.view, self._kth_view)):
+            if lists is None:
+                break
+            lists.log.append(name)
+            if old_whole is not None:
+                del lists.whole[bisect_left(lists.whole, old_whole)]
+            if whole is not None:
+                insort(lists.whole, whole)
+            for entry in old_touched:
+                del lists.touched[bisect_left(lists.touched, entry)]
+            for entry in touched:
                 insort(lists.touched, entry)
-                self._touched[gid].append(entry)
-        for g, lst in lists.kth.items():
-            self._file_kth(gs, g, lst, name, gidx)
+            for g, entry in kth[gid].items():
+                lst = lists.kth[g]
+                del lst[bisect_left(lst, entry)]
+            kth[gid] = {}
+            if gid not in self.dropped:
+                for g, lst in lists.kth.items():
+                    self._file_kth(gs, g, lst, name, gidx, kth)
 
-    def _file_kth(self, gs: GroupState, g: int, lst: list, name: str, gidx: int) -> None:
+    def _file_kth(self, gs: GroupState, g: int, lst: list, name: str, gidx: int,
+                  kth: list[dict[int, tuple]]) -> None:
         k = gs.kth_free(g)
         if k > 0:
             entry = (k, name, gidx, gs.gid)
             insort(lst, entry)
-            self._kth[gs.gid][g] = entry
+            kth[gs.gid][g] = entry
 
     def kth_list(self, lists: _ClassLists, g: int) -> list:
         lst = lists.kth.get(g)
         if lst is None:
             lst = lists.kth[g] = []
+            kth = self._kth_view if lists.is_view else self._kth
             for gid in lists.members:
                 if gid not in self.dropped:
                     gs = self.state.groups[gid]
-                    self._file_kth(gs, g, lst, gs.host.name, gs.gidx)
+                    self._file_kth(gs, g, lst, gs.host.name, gs.gidx, kth)
         return lst
 
     def drop_host(self, host: str) -> None:
@@ -159,10 +191,24 @@ class CandidateIndex:
             self._eligible[key] = got
         return got
 
+    def searched(self, demand: Demand) -> list[_ClassLists]:
+        """The classes a search for this demand walks: ``eligible``, where a replica that selects no label
+        walks the views instead (classes split only by the label values other replicas select, merged back:
+        all or none of a view's classes are eligible for it). On the 2,000-host bench fleet, where a tenth of
+        the deployments select a zone, a search bounded 15 classes instead of 5 and picked in more of them."""
+        eligible = self.eligible(demand)
+        if demand.labels or not self.views:
+            return eligible
+        key = demand.static_key()
+        got = self._searched.get(key)
+        if got is None:
+            got = self._searched[key] = list({id(c.view): c.view for c in eligible}.values())
+        return got
+
     def best(self, demand: Demand, ranker: Ranker, avoid: set[str] | frozenset = frozenset()) -> GroupState | None:
         """The group the ranker prefers for this demand, skipping hosts in ``avoid``; None if nothing fits."""
         best_key, best_gid = None, None
-        eligible = self.eligible(demand)
+        eligible = self.searched(demand)
         bound = ranker.bound
         if avoid and len(eligible) > 1 and ranker.bounded:
             # a pick walks past avoided hosts (short of CPUs, memory or a preference): the most promising class
