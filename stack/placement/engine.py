@@ -1292,6 +1292,7 @@ class _Run:
         walks: dict[tuple, list] = {}  # shape -> each host's reach with CPUs and memory left out
         static: dict[tuple, dict] = {}
         too_big: dict[tuple, bool] = {}  # static shape -> no host could ever hold it (the fleet does not change)
+        kinds = [(c.rep.host, c.rep.group) for c in self.index.classes.values()]
         for demand, previous in self._failed:
             key = (demand.static_key(), demand.vram_mib, demand.manual, demand.spread_hosts and demand.deployment)
             got = self._explained(cache.get(key, ()), demand)
@@ -1300,7 +1301,7 @@ class _Run:
                     walks[key] = walk(self.fleet, self.state, demand, self.index, static)
                 shape = demand.static_key()
                 if shape not in too_big:
-                    too_big[shape] = bool(demand.gpus) and _too_big_for_any_host(self.fleet, demand)
+                    too_big[shape] = bool(demand.gpus) and _too_big_for_any_host(kinds, demand)
                 got = explain(self.fleet, self.state, demand, walks[key], never=too_big[shape])
                 cache.setdefault(key, []).append((demand.cpus, demand.ram_mib, got))
             rejected, never, text, fits = got
@@ -1461,7 +1462,7 @@ def explain(fleet: Fleet, state: FleetState, demand: Demand, walked: "Walk | Non
     if not fleet.hosts:
         parts = ["the inventory has no hosts"]
     if never is None:
-        never = bool(demand.gpus) and _too_big_for_any_host(fleet, demand)
+        never = bool(demand.gpus) and _too_big_for_any_host(((h, g) for h in fleet.hosts for g in h.groups), demand)
     if never:
         kind = [g for h in fleet.hosts for g in h.groups
                 if FRAMEWORK(h, g, demand) and VENDOR(h, g, demand) and GPU_MODEL(h, g, demand)]
@@ -1480,10 +1481,11 @@ def explain(fleet: Fleet, state: FleetState, demand: Demand, walked: "Walk | Non
     return rejected, never, text, fits
 
 
-def _too_big_for_any_host(fleet: Fleet, demand: Demand) -> bool:
-    """Hosts of the right kind exist, but none has enough (or big enough) devices, even empty and uncordoned."""
-    kind = [(h, g) for h in fleet.hosts for g in h.groups
-            if FRAMEWORK(h, g, demand) and VENDOR(h, g, demand) and GPU_MODEL(h, g, demand)]
+def _too_big_for_any_host(groups: Iterable[tuple], demand: Demand) -> bool:
+    """Hosts of the right kind exist, but none has enough (or big enough) devices, even empty and uncordoned.
+    ``groups``: (host, group) pairs, every group of the fleet or one of each kind (the index's classes: these
+    filters read only the group's vendor, model, size and device count)."""
+    kind = [(h, g) for h, g in groups if FRAMEWORK(h, g, demand) and VENDOR(h, g, demand) and GPU_MODEL(h, g, demand)]
     return bool(kind) and not any(DEVICE_COUNT(h, g, demand) and VRAM_SIZE(h, g, demand) for h, g in kind)
 
 
