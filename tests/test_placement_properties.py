@@ -174,3 +174,31 @@ def test_a_still_valid_locked_replica_never_moves(f, demands, extra, seed, strat
                 assert (a.status, a.reason) == ("moved", "host_cordoned")
             else:
                 assert (a.status, a.host, a.gpus, a.port) == ("kept", b.host, b.gpus, b.port)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 5), st.lists(st.tuples(st.sampled_from(["lowest", "take", "give_back"]), st.integers(0, 12)),
+                                   max_size=60))
+def test_ports_hand_out_the_lowest_free_port(width, ops):
+    """Kept replicas take their ports, new ones get the lowest free port, trades and repairs give ports back:
+    whatever the order, ``lowest`` is the lowest port of the range not in use (None when all are)."""
+    from stack.placement.state import Ports
+
+    start = 40000
+    ports, used = Ports(start, start + width, set()), set()
+    for op, k in ops:
+        port = start + k
+        if op == "lowest":
+            free = [p for p in range(start, start + width + 1) if p not in used]
+            got = ports.lowest()
+            assert got == (free[0] if free else None)
+            if got is not None:
+                used.add(got)
+        elif op == "take":
+            assert ports.take(port) == (start <= port <= start + width and port not in used)
+            if start <= port <= start + width:
+                used.add(port)
+        elif port in used:
+            ports.give_back(port)
+            used.discard(port)
+        assert ports.free_count() == width + 1 - len(used)

@@ -6,7 +6,7 @@ of a group a replica gets; the fast index only decides which group to ask.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from inventory.fleet import DeviceGroup, Fleet, Host
@@ -65,10 +65,17 @@ def choose_devices(gs: GroupState, demand: Demand, allowed: set[int] | None = No
 
 @dataclass
 class Ports:
+    """A host's port range while a plan is built: ``lowest`` hands out the lowest free port.
+
+    Ports below ``cursor`` were handed out or found taken; those of them given back wait in ``freed`` (a heap).
+    The lowest free port is the lowest of ``freed`` or the first from ``cursor`` not in ``used``: no list of the
+    whole range is built (a plan touches most hosts, and real ranges run to thousands of ports)."""
+
     start: int
     end: int
     used: set
-    heap: list | None = None  # free ports, built on first allocation
+    cursor: int | None = None
+    freed: list = field(default_factory=list)
 
     def free_count(self) -> int:
         return (self.end - self.start + 1) - len(self.used)
@@ -79,15 +86,28 @@ class Ports:
         self.used.add(port)
         return True
 
+    def give_back(self, port: int) -> None:
+        self.used.discard(port)
+        heapq.heappush(self.freed, port)
+
     def lowest(self) -> int | None:
-        if self.heap is None:
-            self.heap = [p for p in range(self.start, self.end + 1) if p not in self.used]
-        while self.heap:
-            p = heapq.heappop(self.heap)
-            if p not in self.used:
-                self.used.add(p)
-                return p
-        return None
+        used, freed = self.used, self.freed
+        while freed and freed[0] in used:  # given back, then taken again
+            heapq.heappop(freed)
+        c = self.start if self.cursor is None else self.cursor
+        while c <= self.end and c in used:
+            c += 1
+        if freed and (c > self.end or freed[0] < c):
+            p = heapq.heappop(freed)
+            self.cursor = c
+        elif c <= self.end:
+            p = c
+            self.cursor = c + 1
+        else:
+            self.cursor = c
+            return None
+        used.add(p)
+        return p
 
 
 class FleetState:
@@ -209,10 +229,7 @@ class FleetState:
             del deps[demand.deployment]
             self._hosts_of[demand.deployment].discard(host)
         self.replicas_on[host] -= 1
-        ports = self.ports[host]
-        ports.used.discard(port)
-        if ports.heap is not None:
-            heapq.heappush(ports.heap, port)
+        self.ports[host].give_back(port)
 
     def claim(self, gs: GroupState | None, positions: list[int], demand: Demand, host: str) -> int:
         """Record a replica's devices, CPUs and memory; returns the VRAM claimed per device."""
