@@ -800,12 +800,12 @@ class _Run:
         replicas of 6, 6, 5, 4, 3, 2, 2, 2, 1 fit exactly, but not in that order)."""
         failed = [(d, prev) for d, prev in self._failed if d.gpus and d.whole and d.manual is None
                   and not d.spread_hosts]
-        if not failed:
+        if not failed or len(failed) > self.REPACK_ITEMS:
             return
         frameworks = {d.framework for d, _ in failed}
-        placed = [(a, by_key[a.key]) for a in self.placed.values() if a.status != "kept" and a.whole and
-                  a.vendor is not None and by_key[a.key].framework in frameworks and by_key[a.key].manual is None
-                  and not by_key[a.key].spread_hosts]
+        placed = [(a, d) for a, d in ((a, by_key[a.key]) for a in self.placed.values()
+                                      if a.status != "kept" and a.whole and a.vendor is not None)
+                  if d.framework in frameworks and d.manual is None and not d.spread_hosts]
         items = placed + [(None, d) for d, _ in failed]
         if len(items) > self.REPACK_ITEMS:
             return
@@ -1001,9 +1001,12 @@ class _Run:
         by_shape: dict[tuple, list[tuple]] = {}
         on_host: dict[str, list[tuple]] = {}
         for a in self.placed.values():
-            if a.status != "kept" and a.vendor is not None and by_key[a.key].manual is None:
-                d = by_key[a.key]
-                by_shape.setdefault(_trade_shape(d), []).append((d.cpus, d.ram_mib, a.key, a, d))
+            if a.status == "kept" or a.vendor is None:
+                continue
+            key = a.key
+            d = by_key[key]
+            if d.manual is None:
+                by_shape.setdefault(_trade_shape(d), []).append((d.cpus, d.ram_mib, key, a, d))
                 on_host.setdefault(a.host, []).append((a, d))
         return {shape: _Partners(entries) for shape, entries in by_shape.items()}, on_host
 
