@@ -27,6 +27,9 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 SECRET_REF = re.compile(r"^secret:[A-Za-z][A-Za-z0-9_.-]*\Z")
 _HEALTH_PATH = re.compile(r"^/[A-Za-z0-9._~/?=&%+-]*\Z")
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+#: an IPv4 address as ipaddress writes it (no leading zeros): kept as written, without parsing
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"^{_OCTET}(\.{_OCTET}){{3}}\Z")
 _IMAGE = re.compile(r"^[a-z0-9]([a-z0-9._/:@-]*[A-Za-z0-9_])?\Z", re.IGNORECASE)
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\$?\Z", re.IGNORECASE)
 
@@ -179,6 +182,8 @@ def _image(value: str) -> str:
 
 def _address(value: str) -> str:
     """An IP address or an RFC 1123 host name: it goes into ssh:// URLs, health checks and endpoints."""
+    if _CANONICAL_IPV4.match(value):  # most inventories: str(ip_address(value)) is value itself
+        return value
     _refuse_controls(value)
     text = value.strip("[]") if value.startswith("[") else value
     try:

@@ -225,11 +225,22 @@ def test_control_characters_refused_in_the_inventory(tmp_path, cli, where, value
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1;touch${IFS}pwned", "$(reboot)", "a b", "host_1.example", "-oProxyCommand=x",
-                                     "999.1.1.1.1", "[::1];x"])
+                                     "999.1.1.1.1", "[::1];x", "010.0.0.1", "256.0.0.1"])
 def test_addresses_must_be_ip_or_dns_names(tmp_path, cli, address):
     path = tmp_path / "inv.yaml"
     path.write_text(INVENTORY.replace("127.0.20.1", f"'{address}'"))
     _assert_clean(cli("--root", ROOT, "validate", path), "hosts[0].address")
+
+
+def test_an_address_is_kept_as_ipaddress_writes_it():
+    """Canonical IPv4 addresses skip parsing (a fleet has thousands): they must be exactly what parsing gives."""
+    import ipaddress
+
+    from documents.fields import _address
+
+    for text in ("0.0.0.0", "9.10.99.100", "127.0.20.1", "199.200.249.250", "255.255.255.255", "::1", "FD00::5"):
+        assert _address(text) == str(ipaddress.ip_address(text))
+    assert _address("[fd00::5]") == "fd00::5"
 
 
 @pytest.mark.parametrize("address", ["127.0.20.9", "gpu-01.example.com", "::1", "fd00::5"])
