@@ -124,6 +124,10 @@ class FleetState:
                 self.groups.append(gs)
                 mine.append(gs)
             self.groups_of[host.name] = mine
+        #: (host, id of a DeviceGroup of it) -> its state: the filters ask for it on every check of free VRAM
+        self._by_group: dict[tuple[str, int], GroupState] = {}
+        for gs in self.groups:
+            self._by_group.setdefault((gs.host.name, id(gs.group)), gs)
         self.ports = {h.name: Ports(h.port_start, h.port_end, set()) for h in fleet.hosts}
         self.deployments_on: dict[str, dict[str, int]] = {h.name: {} for h in fleet.hosts}
         self.replicas_on: dict[str, int] = {h.name: 0 for h in fleet.hosts}
@@ -179,7 +183,7 @@ class FleetState:
         return self._hosts_of.get(deployment, set())
 
     def group_state(self, host: str, group: DeviceGroup) -> GroupState:
-        return next(gs for gs in self.groups_of[host] if gs.group is group)
+        return self._by_group[host, id(group)]
 
     def fits(self, host: str, group: DeviceGroup | None, demand: Demand) -> bool:
         if group is None:
