@@ -128,8 +128,8 @@ class CandidateIndex:
                        for pos, (free, excl, claims) in enumerate(zip(gs.free, gs.exclusive, gs.claims))
                        if claims and not excl and free > 0]
         self._whole[gid], self._touched[gid] = whole, touched
-        lists = self.classes[self.class_of[gid]]
-        for lists, kth in ((lists, self._kth), (lists.view, self._kth_view)):
+        own = self.classes[self.class_of[gid]]
+        for lists, kth in ((own, self._kth), (own.view, self._kth_view)):
             if lists is None:
                 break
             lists.log.append(name)
