@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bounds import device_packing_bound  # noqa: E402
 from bench.synthetic import (  # noqa: E402
+    mixed_vendors,
     random_demand,
     selector_demands,
     resource_demands,
@@ -121,14 +122,24 @@ def selectors(seed: int) -> list[dict]:
 
 # ---------------------------------------------------------------------------- the whole process
 
+#: the backend and version the bench project runs each framework with
+BENCH_BACKENDS = {"cuda": ("llama.cpp", "cuda"), "rocm": ("llama.cpp", "rocm"), "cann": ("MindIE", "2.3.0-910b"),
+                  "cpu": ("Text-Embeddings-Inference", "CPU-1.9")}
+
+
+def bench_workload(n_hosts: int, seed: int) -> tuple[Fleet, list[Demand]]:
+    """The process bench's fleet and replicas: the CPU-and-memory workload over three vendors (mixed_vendors)."""
+    fleet = resource_fleet(n_hosts, seed)
+    return mixed_vendors(fleet, resource_demands(fleet, seed + 1), seed)
+
+
 def write_bench_project(n_hosts: int, seed: int, root: Path) -> None:
-    """The CPU-and-memory fleet (several card sizes, CPU-only hosts, capacity declared) as project files under
-    ``root``, as a user writes them: an inventory, and a stack with label selectors, CPU-only replicas and
-    more asked than fits (``gpufleet --root ROOT plan --stack bench``)."""
+    """``bench_workload`` (four card sizes of three vendors, CPU-only hosts, capacity declared) as project files
+    under ``root``, as a user writes them: an inventory, and a stack with label selectors, CPU-only replicas
+    and more asked than fits (``gpufleet --root ROOT plan --stack bench``)."""
     import shutil
 
-    fleet = resource_fleet(n_hosts, seed)
-    demands = resource_demands(fleet, seed + 1)
+    fleet, demands = bench_workload(n_hosts, seed)
     shutil.copy(ROOT / "Pulumi.yaml", root)
     shutil.copytree(ROOT / "backends", root / "backends")
     (root / "inventory").mkdir()
@@ -137,7 +148,7 @@ def write_bench_project(n_hosts: int, seed: int, root: Path) -> None:
     for h in fleet.hosts:
         lines.append(f"  - {{name: {h.name}, address: {h.address}, labels: {{zone: {h.label_map['zone']}}}, "
                      f"cpus: {h.cpus}, ram: {h.ram_mib}MiB"
-                     + (f", accelerators: [{{vendor: nvidia, model: {h.groups[0].model}, "
+                     + (f", accelerators: [{{vendor: {h.groups[0].vendor}, model: {h.groups[0].model}, "
                         f"vram: {h.groups[0].vram_mib}MiB, count: {len(h.groups[0].devices)}}}]"
                         if h.groups else "") + "}")
     (root / "inventory" / "bench.yaml").write_text("\n".join(lines) + "\n")
@@ -148,8 +159,7 @@ def write_bench_project(n_hosts: int, seed: int, root: Path) -> None:
     lines = ["inventory: ../inventory/bench.yaml", "deployments:"]
     for i, (name, (d, n)) in enumerate(sorted(shapes.items())):
         vram = "whole" if d.whole else f"{d.vram_mib}MiB"
-        backend = "llama.cpp" if d.gpus else "Text-Embeddings-Inference"
-        version = "cuda" if d.gpus else "CPU-1.9"
+        backend, version = BENCH_BACKENDS[d.framework]
         sel = f", selectors: {{labels: {{zone: {'abc'[i % 3]}}}}}" if i % 5 == 0 else ""
         share = ", share: advisory" if d.gpus and not d.whole else ""
         lines.append(f"  {name}: {{backend: {backend}, version: {version}, model: {{local_path: /var/lib/gpufleet/"

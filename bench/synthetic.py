@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from inventory.fleet import Device, DeviceGroup, Fleet, Host, SshTarget
 from stack.placement import Demand
@@ -99,6 +100,35 @@ def resource_demands(fleet: Fleet, seed: int, load: float = 1.0) -> list[Demand]
             asked += eq
         i += 1
     return out
+
+
+#: the process bench's vendors: (vendor, its framework, share of GPU hosts and of GPU deployments)
+MIXED_VENDORS = (("nvidia", "cuda", 0.7), ("amd", "rocm", 0.2), ("ascend", "cann", 0.1))
+
+
+def mixed_vendors(fleet: Fleet, demands: list[Demand], seed: int) -> tuple[Fleet, list[Demand]]:
+    """``resource_fleet`` and ``resource_demands`` over three vendors, as a mixed fleet is: each GPU host's cards
+    and each GPU deployment's framework drawn from MIXED_VENDORS (Ascend NPUs taken whole: shared claims stay
+    on NVIDIA and AMD). The same hosts, sizes and asks otherwise."""
+    weights = [w for _, _, w in MIXED_VENDORS]
+    hosts = []
+    for h in fleet.hosts:
+        if not h.groups:
+            hosts.append(h)
+            continue
+        vendor = random.Random(f"{seed}:{h.name}").choices([v for v, _, _ in MIXED_VENDORS], weights)[0]
+        g = h.groups[0]
+        group = DeviceGroup(vendor, f"{vendor}-{g.vram_mib // 1024}g", g.vram_mib, g.devices)
+        hosts.append(replace(h, groups=(group,)))
+    frameworks: dict[str, str] = {}
+    out = []
+    for d in demands:
+        if d.gpus and d.deployment not in frameworks:
+            r = random.Random(f"{seed}:{d.deployment}")
+            choices = MIXED_VENDORS if d.whole else MIXED_VENDORS[:2]
+            frameworks[d.deployment] = r.choices([f for _, f, _ in choices], [w for _, _, w in choices])[0]
+        out.append(replace(d, framework=frameworks[d.deployment]) if d.gpus else d)
+    return Fleet(tuple(hosts), fleet.file), out
 
 
 def selector_demands(n_replicas: int, seed: int) -> list[Demand]:

@@ -1,14 +1,14 @@
 """The files the process and instruction benches write (bench/placement.py's write_bench_project) are a
 project gpufleet accepts as a user's, describing the generator's fleet and workload: the same hosts with the
 same devices, CPUs and memory, the same replicas with the same asks (every fifth deployment also selects a
-zone, so the files exercise label selectors), and `gpufleet plan` plans or explains every replica."""
+zone, so the files exercise label selectors), cards and frameworks of three vendors, and `gpufleet plan`
+plans or explains every replica."""
 from __future__ import annotations
 
 import json
 from collections import Counter
 
-from bench.placement import write_bench_project
-from bench.synthetic import resource_demands, resource_fleet
+from bench.placement import bench_workload, write_bench_project
 from stack.demands import demands_for
 from stack.project import load_project
 
@@ -26,13 +26,14 @@ def _ask(d) -> tuple:
 
 def test_the_bench_project_is_the_generated_fleet_and_workload(tmp_path):
     write_bench_project(40, 7, tmp_path)
-    fleet = resource_fleet(40, 7)
-    demands = resource_demands(fleet, 8)
+    fleet, demands = bench_workload(40, 7)
     project = load_project("bench", tmp_path)
     assert [_host(h) for h in project.fleet.hosts] == [_host(h) for h in fleet.hosts]
     loaded = demands_for(project.workloads)
     assert Counter(map(_ask, loaded)) == Counter(map(_ask, demands))
     assert sum(1 for d in loaded if d.labels) > 0
+    assert {g.vendor for h in project.fleet.hosts for g in h.groups} == {"nvidia", "amd", "ascend"}
+    assert {d.framework for d in loaded} == {"cuda", "rocm", "cann", "cpu"}
 
     result = run_cli("--root", tmp_path, "plan", "--stack", "bench", "--json", "--no-lock")
     assert result.code in (0, 3), result.err
