@@ -29,6 +29,7 @@ from .filters import (
     DYNAMIC,
     FRAMEWORK,
     GPU_MODEL,
+    LABELS,
     MANUAL,
     PIPELINE,
     SPREAD,
@@ -321,7 +322,7 @@ class _Constrainedness:
             if d.gpus:
                 got = sum(len(lists.members) for lists in self.index.eligible(d))
             else:
-                got = sum(1 for h in self.fleet.hosts if h.active and _labels_match(h, d))
+                got = sum(1 for h in self.fleet.hosts if h.active and LABELS(h, None, d))
             self.cache[key] = got
         return got
 
@@ -360,11 +361,6 @@ def _split_vram(state: FleetState, demand: Demand, hosts) -> frozenset[str]:
                 out.add(host.name)
                 break
     return frozenset(out)
-
-
-def _labels_match(host, d: Demand) -> bool:
-    have = host.label_map
-    return all(have.get(k) == v for k, v in d.labels)
 
 
 class _GiveUp(Exception):
@@ -1428,10 +1424,12 @@ class Walk:
     those filters, whatever CPUs or memory a replica asks; only the ``open`` ones, (host, reach, group) in
     fleet order, are looked at again for each replica's asks."""
 
-    __slots__ = ("settled", "open", "split")
+    __slots__ = ("settled", "open", "split", "texts")
 
     def __init__(self, settled: dict[int, list], open_: list[tuple]):
         self.settled, self.open = settled, open_
+        #: what the filters before the CPU and memory ones say of the settled hosts, by position (``explain``)
+        self.texts: dict[int, str] = {}
         #: names of the open hosts the free-VRAM filter turns away that have the VRAM, split over devices
         #: (``_split_vram``; set by the first ``explain``)
         self.split: frozenset[str] | None = None
@@ -1477,8 +1475,20 @@ def explain(fleet: Fleet, state: FleetState, demand: Demand, walked: "Walk | Non
         elif fits is None:
             fits = (host, group)
     rejected = {code: len(hosts) for code, hosts in rejected_hosts.items() if hosts}
-    parts = [f.explain(len(rejected_hosts[f.code]), demand, rejected_hosts[f.code])
-             for f in filters if rejected_hosts[f.code]]
+    # before the CPU and memory filters only settled hosts are counted: the same words for every ask of the
+    # shape (some read every host they count: the frameworks of a thousand hosts without the replica's)
+    settled_below = min((i for i in (cpu_i, ram_i) if i is not None), default=n)
+    parts = []
+    for i, f in enumerate(filters):
+        hosts = lists[i]
+        if not hosts:
+            continue
+        text = walked.texts.get(i) if i < settled_below else None
+        if text is None:
+            text = f.explain(len(hosts), demand, hosts)
+            if i < settled_below:
+                walked.texts[i] = text
+        parts.append(text)
     busy = [h.name for code in ("free_vram", "free_port") for h in rejected_hosts.get(code, ())
             if h.name in state.held_by]
     if busy:
