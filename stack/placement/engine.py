@@ -1384,9 +1384,12 @@ def walk(fleet: Fleet, state: FleetState, demand: Demand, index: CandidateIndex 
     trivial = {i for i, f in enumerate(filters) if (f is MANUAL and demand.manual is None)
                or (f is SPREAD and not demand.spread_hosts)}
     skip = host_level | trivial
+    # the filters each host is asked, by position: all of them, or the dynamic ones once its class passed
+    every = [(i, f) for i, f in enumerate(filters) if i not in skip]
+    dynamic = [(i, f) for i, f in every if i >= first_dynamic]
 
     def reached(host, group) -> int:
-        start = 0
+        asked = every
         if group is not None and class_of is not None:
             ckey = class_of[gs_of[id(group)].gid]
             got = static_reach.get(ckey)
@@ -1395,11 +1398,8 @@ def walk(fleet: Fleet, state: FleetState, demand: Demand, index: CandidateIndex 
                                                  if not f.check(host, group, demand, state)), first_dynamic)
             if got < first_dynamic:
                 return got
-            start = first_dynamic
-        for i in range(start, n):
-            if i in skip:
-                continue
-            f = filters[i]
+            asked = dynamic
+        for i, f in asked:
             if (group is None and f.gpu_only) or not f.check(host, group, demand, state):
                 return i
         return n
