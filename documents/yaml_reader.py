@@ -323,7 +323,8 @@ class _Composer:
         type: one dict lookup, not a chain of isinstance. Called straight, not through yaml.parse's generator:
         a 3,600-deployment stack has 100,000 events. The three cases that are most of a document are done
         here, without a call: a plain key, and a plain value already constructed once (``_CONSTRUCTED``)
-        under a key or in a list. Each does exactly what ``_scalar`` does for it; anything else goes there."""
+        under a key or in a list. Each does exactly what ``_scalar`` (and ``_key``, ``_attach``) does for it;
+        anything else goes there."""
         scalar_event, handlers, stack = yaml.ScalarEvent, self._handlers, self.stack
         values, keys, constructed = self.marks.values, self.marks.keys, _CONSTRUCTED
         max_values = self.limits.max_values
@@ -436,16 +437,6 @@ class _Composer:
         mark = event.start_mark
         if event.anchor:
             self.anchors[event.anchor] = (value, 1)
-        elif top is not None and top.is_map and top.key_mark is not None and type(top.key) is str \
-                and self.expanded < self.limits.max_values:
-            # the common case, a value under a key: _attach's work inlined (a third of the composer's time)
-            key = top.key
-            self.marks.values[top.key_path] = (mark.line + 1, mark.column + 1)
-            self.expanded += 1
-            top.size += 1
-            top.value[key] = value
-            top.key = top.key_mark = None
-            return
         self.marks.values[self._here()] = (mark.line + 1, mark.column + 1)
         self._attach(value, 1, event)
 
