@@ -589,10 +589,6 @@ class _Run:
         #: what the preferences read (stack.placement.preferences; set by _place with the ratios)
         self.context: Context | None = None
 
-    @property
-    def assignments(self) -> list[Assignment]:
-        return list(self.placed.values())
-
     # ------------------------------------------------------------------ 3. and 4.: the Placement
     def finish(self, demands: list[Demand], prior: dict[str, LockedReplica] | None) -> Placement:
         self.explain_unplaced()  # 3. explain, against the final state the user will see
