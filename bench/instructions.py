@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.placement import write_bench_project  # noqa: E402
+from bench.placement import bytecode_env, write_bench_project  # noqa: E402
 
 #: run in the checkout measured: load the project, place ``times`` times
 _RUN = """
@@ -43,9 +43,8 @@ for _ in range(int(sys.argv[3])):
 """
 
 
-#: as a user runs it: Python's bytecode of the checkout's modules cached (this sandbox sets
-#: PYTHONDONTWRITEBYTECODE, which would make every counted run compile whatever changed since the last write)
-_ENV = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}, "PYTHONHASHSEED": "0"}
+#: as a user runs it, bytecode cached (a counted run would otherwise compile whatever changed since the last write)
+_ENV = {**bytecode_env(), "PYTHONHASHSEED": "0"}
 
 
 def count(checkout: Path, project: Path, times: int) -> int:

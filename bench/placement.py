@@ -168,6 +168,13 @@ def write_bench_project(n_hosts: int, seed: int, root: Path) -> None:
     (root / "stack" / "bench.yaml").write_text("\n".join(lines) + "\n")
 
 
+def bytecode_env() -> dict[str, str]:
+    """This process's environment for a run timed or counted as a user's: Python's bytecode written and read
+    (this sandbox sets PYTHONDONTWRITEBYTECODE, which makes every run compile gpufleet's modules: a quarter of
+    the imports' instructions)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def plan_process(n_hosts: int, seed: int, runs: int = 3) -> dict:
     """`gpufleet plan --json` as a user runs it, on files written to disk (``write_bench_project``); the median
     wall time of ``runs`` runs, and the placement alone in-process."""
@@ -180,10 +187,8 @@ def plan_process(n_hosts: int, seed: int, runs: int = 3) -> dict:
         write_bench_project(n_hosts, seed, root)
         gpufleet = str(Path(sys.executable).with_name("gpufleet"))
         argv = [gpufleet, "--root", str(root), "plan", "--stack", "bench", "--json", "--no-lock"]
-        # as a user runs it: Python's bytecode of gpufleet's modules written by the first run and read by the
-        # next (this sandbox sets PYTHONDONTWRITEBYTECODE, which makes every run compile them: a quarter of
-        # the imports' instructions); the first run is not counted
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        # the first run writes the bytecode the counted ones read, and is not counted
+        env = bytecode_env()
         subprocess.run(argv, capture_output=True, env=env)
         times = []
         for _ in range(runs):
