@@ -1373,8 +1373,6 @@ def walk(fleet: Fleet, state: FleetState, demand: Demand, index: CandidateIndex 
     static_reach: dict[tuple, int] = {} if static_cache is None else \
         static_cache.setdefault(demand.static_key(), {})
     n = len(filters)
-    class_of = index.class_of if index is not None else None
-    gs_of = {id(gs.group): gs for gs in state.groups} if index is not None else None
     host_level = {i for i, f in enumerate(filters) if f.code in _HOST_LEVEL}
     # and the filters that pass on every host for this demand (no gpu_selection, no spread: hosts)
     trivial = {i for i, f in enumerate(filters) if (f is MANUAL and demand.manual is None)
@@ -1384,33 +1382,47 @@ def walk(fleet: Fleet, state: FleetState, demand: Demand, index: CandidateIndex 
     every = [(i, f) for i, f in enumerate(filters) if i not in skip]
     dynamic = [(i, f) for i, f in every if i >= first_dynamic]
 
-    def reached(host, group) -> int:
-        asked = every
-        if group is not None and class_of is not None:
-            ckey = class_of[gs_of[id(group)].gid]
-            got = static_reach.get(ckey)
-            if got is None:
-                got = static_reach[ckey] = next((i for i, f in enumerate(filters[:first_dynamic])
-                                                 if not f.check(host, group, demand, state)), first_dynamic)
-            if got < first_dynamic:
-                return got
-            asked = dynamic
+    def reached(host, group, asked) -> int:
         for i, f in asked:
             if (group is None and f.gpu_only) or not f.check(host, group, demand, state):
                 return i
         return n
 
+    # with an index, a group's static reach is its class's, asked of the class's first group met
+    by_gid: list[int] | None = None
+    if index is not None and demand.gpus:
+        class_reach: dict[tuple, int] = {}
+        for key, lists in index.classes.items():
+            got = static_reach.get(key)
+            if got is None:
+                host, group = lists.rep.host, lists.rep.group
+                got = static_reach[key] = next((i for i, f in enumerate(filters[:first_dynamic])
+                                                if not f.check(host, group, demand, state)), first_dynamic)
+            class_reach[key] = got
+        by_gid = [class_reach[key] for key in index.class_of]
+
     settled: dict[int, list] = {}
     open_: list[tuple] = []
     sized_from = min(host_level, default=n)
+    groups_of = state.groups_of
     for host in fleet.hosts:
-        groups = [None] if demand.gpus == 0 else (list(host.groups) or [None])
-        reach = [reached(host, group) for group in groups]
-        furthest = max(reach)
+        if by_gid is not None and host.groups:
+            furthest, best = -1, None
+            for gs in groups_of[host.name]:
+                got = by_gid[gs.gid]
+                if got >= first_dynamic:
+                    got = reached(host, gs.group, dynamic)
+                if got > furthest:
+                    furthest, best = got, gs.group
+        else:
+            groups = [None] if demand.gpus == 0 else (list(host.groups) or [None])
+            reach = [reached(host, group, every) for group in groups]
+            furthest = max(reach)
+            best = groups[reach.index(furthest)]
         if furthest < sized_from:
             settled.setdefault(furthest, []).append(host)
         else:
-            open_.append((host, furthest, groups[reach.index(furthest)]))
+            open_.append((host, furthest, best))
     return Walk(settled, open_)
 
 
