@@ -795,10 +795,10 @@ class _Run:
             self._failed = failed
             return
         budget = [self.REPAIR_BUDGET]
-        on_group: dict[int, list[Assignment]] = {}
+        on_group: dict[int, list[tuple]] = {}  # group id -> _repair_entry of the replicas a repair may move
         for a in self.placed.values():
             if a.status != "kept" and a.vendor is not None:
-                on_group.setdefault(self._group_of(a).gid, []).append(a)
+                on_group.setdefault(self._group_of(a).gid, []).append(self._repair_entry(a, by_key, constrained))
         hopeless: set[tuple] = set()  # shapes no swap helped since the last success
         for demand, previous in failed:
             shape = (demand.static_key(), demand.vram_mib, demand.cpus, demand.ram_mib)
@@ -1170,24 +1170,38 @@ class _Run:
         return next(g for g in self.state.groups_of[a.host] if g.group.vendor == a.vendor
                     and all(i in g.pos_of for i in a.gpus))
 
+    @staticmethod
+    def _repair_entry(a: Assignment, by_key: dict[str, Demand], constrained) -> tuple:
+        """What the repair asks of a replica it may move, worked out once: (assignment, demand, its shape as
+        ``_hopeless`` files it, how constrained it is). The repair looks at up to REPAIR_BUDGET of these, and
+        on the bench fleets spends the whole budget turning them away by these two answers."""
+        d = by_key[a.key]
+        return a, d, (d.static_key(), d.vram_mib), constrained(d)
+
     def _repair_one(self, demand, previous, by_key, constrained, budget: list[int], on_group) -> bool:
         mine = constrained(demand)
+        hopeless = self._hopeless
         for lists in self.index.eligible(demand):
             for gid in lists.members:
-                for a in list(on_group.get(gid, ())):
+                for entry in list(on_group.get(gid, ())):
                     budget[0] -= 1
                     if budget[0] < 0:
                         return False
-                    out = [(a, by_key[a.key])]
+                    a, other, shape, theirs = entry
+                    failed = hopeless.get(shape)  # as _hopeless_shape: the flexible one has nowhere to go
+                    if (failed and any(c <= other.cpus and r <= other.ram_mib for c, r in failed)) or \
+                            theirs < mine:
+                        continue
+                    out = [(a, other)]
                     gs = self.state.groups[gid]
-                    if self._hopeless_shape(out[0][1]) or constrained(out[0][1]) < mine or \
-                            not self._would_fit(demand, out, gs) or self._choose(out[0][1]) is None:
+                    if not self._would_fit(demand, out, gs) or self._choose(other) is None:
                         continue  # cheap checks first: the swap itself re-checks everything
                     moved = self._swap(demand, previous, gs, out)
                     if moved is not None:
-                        on_group[gid].remove(a)
+                        on_group[gid].remove(entry)
                         for m in moved:  # the flexible one, placed again
-                            on_group.setdefault(self._group_of(m).gid, []).append(m)
+                            on_group.setdefault(self._group_of(m).gid, []).append(
+                                self._repair_entry(m, by_key, constrained))
                         return True
         return False
 
