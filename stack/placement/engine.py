@@ -1001,19 +1001,24 @@ class _Run:
                                 return False
                             budget[0] -= len(run)
                             continue
-                        for _, _, _, y, dy in run:
-                            budget[0] -= 1
-                            if budget[0] < 0:
-                                return False
-                            h2 = y.host
-                            if h2 == h1:
-                                continue
-                            if (cpu[h2] is not None and cpu[h2] + y_cpus - dx.cpus < -1e-9) or \
-                                    (ram[h2] is not None and ram[h2] + y_ram - dx.ram_mib < 0):
-                                continue
-                            if self._trade(x, dx, y, dy, u, previous, gs):
-                                self._traded(x, dx, y, dy, partners, on_host)
-                                return True
+                        left, x_cpus, x_ram = budget[0], dx.cpus, dx.ram_mib  # as in rebalance: locals only
+                        try:
+                            for _, _, _, y, dy in run:
+                                left -= 1
+                                if left < 0:
+                                    return False
+                                h2 = y.host
+                                if h2 == h1:
+                                    continue
+                                c2, r2 = cpu[h2], ram[h2]
+                                if (c2 is not None and c2 + y_cpus - x_cpus < -1e-9) or \
+                                        (r2 is not None and r2 + y_ram - x_ram < 0):
+                                    continue
+                                if self._trade(x, dx, y, dy, u, previous, gs):
+                                    self._traded(x, dx, y, dy, partners, on_host)
+                                    return True
+                        finally:
+                            budget[0] = left
         return False
 
     def _tradeable(self, by_key: dict[str, Demand]) -> tuple[dict[tuple, _Partners], dict[str, list[tuple]]]:
@@ -1082,20 +1087,28 @@ class _Run:
                         return None
                     budget[0] -= len(run)
                     continue
-                for _, _, _, y, dy in run:
-                    budget[0] -= 1
-                    if budget[0] <= 0:
-                        return None
-                    h2 = y.host
-                    if h2 == h1:
-                        continue
-                    # the other host takes the difference and is not left short itself
-                    g2 = free[h2] if free[h2] >= 0.5 else 0.0
-                    if (cpu[h2] is not None and cpu[h2] + y_cpus - dx.cpus < cpus_pg * g2 - 1e-9) or \
-                            (ram[h2] is not None and ram[h2] + y_ram - dx.ram_mib < ram_pg * g2):
-                        continue
-                    if self._trade(x, dx, y, dy, None, None, None):
-                        return y, dy
+                # walked past by the tens of thousands (the whole budget on the bench fleets): locals only
+                left, x_cpus, x_ram = budget[0], dx.cpus, dx.ram_mib
+                try:
+                    for _, _, _, y, dy in run:
+                        left -= 1
+                        if left <= 0:
+                            return None
+                        h2 = y.host
+                        if h2 == h1:
+                            continue
+                        # the other host takes the difference and is not left short itself
+                        g2 = free[h2]
+                        if g2 < 0.5:
+                            g2 = 0.0
+                        c2, r2 = cpu[h2], ram[h2]
+                        if (c2 is not None and c2 + y_cpus - x_cpus < cpus_pg * g2 - 1e-9) or \
+                                (r2 is not None and r2 + y_ram - x_ram < ram_pg * g2):
+                            continue
+                        if self._trade(x, dx, y, dy, None, None, None):
+                            return y, dy
+                finally:
+                    budget[0] = left
             return None
 
         for h1 in sorted((h for h in on_host if short(h)), key=lambda h: (-free[h], h)):
