@@ -84,6 +84,10 @@ class CandidateIndex:
         self._kth_view: list[dict[int, tuple]] = [{} for _ in state.groups]
         self.dropped: set[int] = set()
         self._eligible: dict[tuple, list[_ClassLists]] = {}
+        #: the classes by their devices' framework, in class order (``eligible``)
+        self._of_framework: dict[str, list[_ClassLists]] = {}
+        for lists in self.classes.values():
+            self._of_framework.setdefault(lists.rep.group.framework, []).append(lists)
         self._searched: dict[tuple, list[_ClassLists]] = {}
         for gs in state.groups:
             self.refresh(gs)
@@ -186,7 +190,9 @@ class CandidateIndex:
         key = demand.static_key()
         got = self._eligible.get(key)
         if got is None:
-            got = [lists for lists in self.classes.values()
+            # only classes of the demand's framework can pass (FRAMEWORK is among STATIC): on the bench fleets
+            # a quarter of them, for each of a hundred shapes
+            got = [lists for lists in self._of_framework.get(demand.framework, ())
                    if all(f(lists.rep.host, lists.rep.group, demand) for f in STATIC)]
             self._eligible[key] = got
         return got
