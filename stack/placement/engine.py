@@ -588,6 +588,8 @@ class _Run:
         self.gpu_replicas = 0
         #: what the preferences read (stack.placement.preferences; set by _place with the ratios)
         self.context: Context | None = None
+        #: (class, demand's static shape) -> every static filter passes (``_static_ok``)
+        self._static: dict[tuple, bool] = {}
 
     # ------------------------------------------------------------------ 3. and 4.: the Placement
     def finish(self, demands: list[Demand], prior: dict[str, LockedReplica] | None) -> Placement:
@@ -1135,7 +1137,7 @@ class _Run:
         u: undone unless both fit)."""
         gx, gy = self._group_of(x), self._group_of(y)
         h1, h2 = x.host, y.host
-        if not all(f(gy.host, gy.group, dx) for f in STATIC) or not all(f(gx.host, gx.group, dy) for f in STATIC):
+        if not self._static_ok(gy, dx) or not self._static_ok(gx, dy):
             return False
         if (dx.spread_hosts and self.state.runs(h2, dx.deployment)) or \
                 (dy.spread_hosts and self.state.runs(h1, dy.deployment)):
@@ -1180,8 +1182,20 @@ class _Run:
         return False
 
     def _group_of(self, a: Assignment) -> GroupState:
-        return next(g for g in self.state.groups_of[a.host] if g.group.vendor == a.vendor
-                    and all(i in g.pos_of for i in a.gpus))
+        """The group a GPU replica's assignment took its devices from."""
+        groups = self.state.groups_of[a.host]
+        if len(groups) == 1:  # most hosts: the one group is the one a commit gave it
+            return groups[0]
+        return next(g for g in groups if g.group.vendor == a.vendor and all(i in g.pos_of for i in a.gpus))
+
+    def _static_ok(self, gs: GroupState, d: Demand) -> bool:
+        """Every static filter accepts ``d`` on ``gs``: asked once per class and shape (the trade steps ask
+        it of two replicas per candidate trade, and most candidates fail it: a zone, a device size)."""
+        key = (self.index.class_of[gs.gid], d.static_key())
+        got = self._static.get(key)
+        if got is None:
+            got = self._static[key] = all(f(gs.host, gs.group, d) for f in STATIC)
+        return got
 
     @staticmethod
     def _repair_entry(a: Assignment, by_key: dict[str, Demand], constrained) -> tuple:
