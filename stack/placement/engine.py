@@ -1473,15 +1473,26 @@ class Walk:
     those filters, whatever CPUs or memory a replica asks; only the ``open`` ones, (host, reach, group) in
     fleet order, are looked at again for each replica's asks."""
 
-    __slots__ = ("settled", "open", "split", "texts")
+    __slots__ = ("settled", "open", "split", "texts", "_rows")
 
     def __init__(self, settled: dict[int, list], open_: list[tuple]):
         self.settled, self.open = settled, open_
+        self._rows: list[tuple] | None = None
         #: what the filters before the CPU and memory ones say of the settled hosts, by position (``explain``)
         self.texts: dict[int, str] = {}
         #: names of the open hosts the free-VRAM filter turns away that have the VRAM, split over devices
         #: (``_split_vram``; set by the first ``explain``)
         self.split: frozenset[str] | None = None
+
+    def rows(self, state: FleetState) -> list[tuple]:
+        """The open hosts as (free CPUs, free MiB, reach, host, group), infinite where the host declares no
+        capacity: what ``explain`` reads for each ask of the shape, looked up once. A walk lives only while
+        the state does not change (the explanations drop their walks when they place a replica)."""
+        if self._rows is None:
+            inf, cpu, ram = float("inf"), state.cpu_free, state.ram_free
+            self._rows = [(inf if cpu[h.name] is None else cpu[h.name], inf if ram[h.name] is None else ram[h.name],
+                           furthest, h, group) for h, furthest, group in self.open]
+        return self._rows
 
 
 def explain(fleet: Fleet, state: FleetState, demand: Demand, walked: "Walk | None" = None,
@@ -1504,21 +1515,16 @@ def explain(fleet: Fleet, state: FleetState, demand: Demand, walked: "Walk | Non
         rejected_hosts[filters[furthest].code] = list(hosts)
     fits = None
     # state.cpu_fits and ram_fits, inlined: this loop runs over most of the fleet once per ask
-    cpu_free, ram_free = state.cpu_free, state.ram_free
     need_cpu = demand.cpus - 1e-9 if demand.cpus and cpu_i is not None else None
     need_ram = demand.ram_mib if ram_i is not None else 0
     lists = [rejected_hosts[f.code] for f in filters]
     n = len(filters)
-    for host, furthest, group in walked.open:
+    for cpu_free, ram_free, furthest, host, group in walked.rows(state):
         # a host-level rejection counts where its filter sits: before what the host's best group reached
-        if need_cpu is not None and cpu_i < furthest:
-            free = cpu_free[host.name]
-            if free is not None and free < need_cpu:
-                furthest = cpu_i
-        if need_ram and ram_i < furthest:
-            free = ram_free[host.name]
-            if free is not None and free < need_ram:
-                furthest = ram_i
+        if need_cpu is not None and cpu_i < furthest and cpu_free < need_cpu:
+            furthest = cpu_i
+        if need_ram and ram_i < furthest and ram_free < need_ram:
+            furthest = ram_i
         if furthest < n:
             lists[furthest].append(host)
         elif fits is None:
@@ -1539,14 +1545,14 @@ def explain(fleet: Fleet, state: FleetState, demand: Demand, walked: "Walk | Non
                 walked.texts[i] = text
         parts.append(text)
     busy = [h.name for code in ("free_vram", "free_port") for h in rejected_hosts.get(code, ())
-            if h.name in state.held_by]
+            if h.name in state.held_by] if state.held_by else []
     if busy:
         stacks = sorted({s for name in busy for s in state.held_by[name]})
         parts.append(f"taken by stack {', '.join(stacks)} on {len(busy)} of those host{'s' if len(busy) != 1 else ''}")
     if walked.split is None:  # the same for every replica of the shape: asked once
         vram_i = next((i for i, f in enumerate(filters) if f.code == "free_vram"), None)
         walked.split = _split_vram(state, demand, [h for h, furthest, _ in walked.open if furthest == vram_i])
-    split = sum(1 for h in rejected_hosts.get("free_vram", ()) if h.name in walked.split)
+    split = sum(1 for h in rejected_hosts.get("free_vram", ()) if h.name in walked.split) if walked.split else 0
     if split:
         parts.append(f"{split} of those hosts {'have' if split != 1 else 'has'} that much VRAM free, split over "
                      "devices")
