@@ -103,7 +103,7 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
     ordered = sorted(demands, key=lambda d: (d.deployment, d.replica))
     fresh: list[Demand] = []
     for demand in ordered:  # 1. sticky
-        locked = prior.get(demand.key)
+        locked = prior.get(demand.key) if prior else None  # no lock: no key formatted per replica
         if locked is None or not run.keep(demand, locked):
             fresh.append(demand)
     kept = {a.key for a in run.placed.values()}
@@ -127,7 +127,7 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
     else:  # bins are per replica
         fresh.sort(key=lambda d: (constrained(d), size(d)))
     for demand in fresh:  # 2. fresh
-        run.place_fresh(demand, prior.get(demand.key))
+        run.place_fresh(demand, prior.get(demand.key) if prior else None)
     by_key = {d.key: d for d in demands}
     run.repair(by_key, constrained)  # 2b. make room for what nothing fit
     run.repack(by_key)  # 2c. few whole-GPU replicas left over: an exact, bounded search
