@@ -1,0 +1,58 @@
+"""The placement's data classes keep what a frozen dataclass promises with their quicker __init__
+(stack.placement.model._quick_init): the same parameters and defaults, equality, hashing, frozenness."""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+
+from stack.placement import model
+
+CLASSES = [model.Demand, model.Claim, model.LockedReplica, model.Assignment, model.Unplaced, model.Removed]
+
+
+def _values(cls, salt: int) -> dict:
+    """A distinct value per field: positional and keyword calls must put each in its own slot."""
+    return {f.name: f"{f.name}-{salt}" for f in dataclasses.fields(cls)}
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_every_field_lands_in_its_own_slot_by_keyword_and_by_position(cls):
+    values = _values(cls, 1)
+    by_keyword = cls(**values)
+    by_position = cls(*values.values())
+    for name, value in values.items():
+        assert getattr(by_keyword, name) == value
+        assert getattr(by_position, name) == value
+    assert by_keyword == by_position and hash(by_keyword) == hash(by_position)
+    assert by_keyword != cls(**_values(cls, 2))
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_defaults_and_signature_are_the_dataclass_ones(cls):
+    fields = dataclasses.fields(cls)
+    params = list(inspect.signature(cls).parameters.values())
+    assert [p.name for p in params] == [f.name for f in fields]
+    for p, f in zip(params, fields):
+        assert p.default == (inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default)
+    required = {f.name: f"{f.name}-0" for f in fields if f.default is dataclasses.MISSING}
+    obj = cls(**required)
+    for f in fields:
+        if f.default is not dataclasses.MISSING:
+            assert getattr(obj, f.name) == f.default
+    with pytest.raises(TypeError):
+        cls(**{**required, "no_such_field": 1})
+    with pytest.raises(TypeError):
+        cls(**dict(list(required.items())[1:]))  # the first required field missing
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_instances_stay_frozen_and_replace_still_works(cls):
+    obj = cls(**_values(cls, 3))
+    first = dataclasses.fields(cls)[0].name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(obj, first, "changed")
+    changed = dataclasses.replace(obj, **{first: "changed"})
+    assert getattr(changed, first) == "changed" and getattr(obj, first) == f"{first}-3"
+    assert not hasattr(obj, "__dict__")  # still slotted
