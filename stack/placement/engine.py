@@ -757,7 +757,12 @@ class _Run:
         """A replica of this shape asking no more CPUs and memory found no place since capacity last grew."""
         if failed is None:
             failed = self._hopeless.get((demand.static_key(), demand.vram_mib))
-        return bool(failed) and any(c <= demand.cpus and r <= demand.ram_mib for c, r in failed)
+        if failed:
+            cpus, ram = demand.cpus, demand.ram_mib
+            for c, r in failed:  # a loop, not any(): asked for every replica of every pass
+                if c <= cpus and r <= ram:
+                    return True
+        return False
 
     def _choose_by_scan(self, demand: Demand, avoid: set[str]):
         """CPU-only replicas and manual GPU selection: few candidates, checked one by one."""
@@ -1215,10 +1220,9 @@ class _Run:
                     if budget[0] < 0:
                         return False
                     a, other, shape, theirs = entry
-                    failed = hopeless.get(shape)  # as _hopeless_shape: the flexible one has nowhere to go
-                    if (failed and any(c <= other.cpus and r <= other.ram_mib for c, r in failed)) or \
-                            theirs < mine:
-                        continue
+                    failed = hopeless.get(shape)
+                    if theirs < mine or (failed and self._hopeless_shape(other, failed)):
+                        continue  # more constrained, or nowhere to go
                     out = [(a, other)]
                     gs = self.state.groups[gid]
                     if not self._would_fit(demand, out, gs) or self._choose(other) is None:
@@ -1326,7 +1330,7 @@ class _Run:
         a = Assignment(
             deployment=demand.deployment, replica=demand.replica, host=host_name,
             vendor=gs.group.vendor if gs is not None else None,
-            gpus=tuple(d.index for d in devices), uuids=tuple(d.uuid for d in devices),
+            gpus=tuple([d.index for d in devices]), uuids=tuple([d.uuid for d in devices]),
             vram_mib=per, whole=demand.whole, port=port, status=status, reason=reason,
             previous_host=previous, claim=demand.claim)
         key = (demand.deployment, demand.replica)  # a tuple: no string formatted per commit

@@ -194,15 +194,18 @@ class FleetState:
     def hold(self, gs: GroupState, positions: list[int], vram_mib: int | None) -> None:
         """Devices a container outside this plan's replicas still uses (departing, or another stack's).
         Always called with ``hold_host`` (which announces the change), as ``claim`` does."""
-        before = sum(gs.free[i] for i in positions)
+        free, taken = gs.free, 0  # MiB are whole numbers: the sum of the differences is exact
         for i in positions:
             if vram_mib is None:
-                gs.free[i] = 0
+                taken += free[i]
+                free[i] = 0
                 gs.exclusive[i] = True
             else:  # never below 0: a hand-edited lock may hold more than a device has
-                gs.free[i] = max(0, gs.free[i] - vram_mib)
+                left = max(0, free[i] - vram_mib)
+                taken += free[i] - left
+                free[i] = left
             gs.claims[i] += 1
-        self.gpus_free[gs.host.name] -= (before - sum(gs.free[i] for i in positions)) / gs.group.vram_mib
+        self.gpus_free[gs.host.name] -= taken / gs.group.vram_mib
 
     def hold_host(self, host: str, cpus: float, ram_mib: int) -> None:
         """CPUs and memory a replica takes on its host (this plan's, departing, or another stack's);
@@ -217,15 +220,15 @@ class FleetState:
     def release(self, gs: GroupState | None, positions: list[int], demand: Demand, host: str, port: int) -> None:
         """Undo ``claim`` and the port: a replica of this run is taken back (the repair step moves it)."""
         if gs is not None:
-            before = sum(gs.free[i] for i in positions)
+            free, size, given = gs.free, gs.group.vram_mib, 0
             for i in positions:
+                now = size if demand.vram_mib is None else min(size, free[i] + demand.vram_mib)
+                given += now - free[i]
+                free[i] = now
                 if demand.vram_mib is None:
-                    gs.free[i] = gs.group.vram_mib
                     gs.exclusive[i] = False
-                else:
-                    gs.free[i] = min(gs.group.vram_mib, gs.free[i] + demand.vram_mib)
                 gs.claims[i] -= 1
-            self.gpus_free[host] += (sum(gs.free[i] for i in positions) - before) / gs.group.vram_mib
+            self.gpus_free[host] += given / size
         self.hold_host(host, -demand.cpus, -demand.ram_mib)
         deps = self.deployments_on[host]
         deps[demand.deployment] -= 1
