@@ -316,7 +316,7 @@ class _Constrainedness:
     def __call__(self, d: Demand) -> int:
         if d.manual is not None:
             return len({name for name, _ in d.manual})
-        key = d.static_key()
+        key = d.static_key() if d.gpus else ("no GPU", d.labels)  # needing no GPU: only its labels filter hosts
         got = self.cache.get(key)
         if got is None:
             if d.gpus:

@@ -220,7 +220,7 @@ class CandidateIndex:
             # a pick walks past avoided hosts (short of CPUs, memory or a preference): the most promising class
             # first, so the first pick is most often the best and every class bounded above it is never walked
             exhausted = getattr(avoid, "exhausted", None)
-            floors = sorted((bound(lists, demand, exhausted), i) for i, lists in enumerate(eligible))
+            floors = sorted([(bound(lists, demand, exhausted), i) for i, lists in enumerate(eligible)])
             for floor, i in floors:
                 if floor is NOTHING or (best_key is not None and floor > best_key):
                     break

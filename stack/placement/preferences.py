@@ -112,7 +112,7 @@ PREFERENCES: tuple[Preference, ...] = (SoftAntiAffinity(), SaveCpuRichHosts(), K
 
 def tiers(ctx: Context, demand: Demand) -> list[tuple[Preference, ...]]:
     """The preferences honoured in each search tier, most honoured first."""
-    wanted = tuple(p for p in PREFERENCES if p.applies(ctx, demand))
+    wanted = tuple([p for p in PREFERENCES if p.applies(ctx, demand)])
     out = _TIERS.get(wanted)
     if out is None:
         out = _TIERS[wanted] = [tuple(p for p, k in zip(wanted, keep) if k)
