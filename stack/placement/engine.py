@@ -594,7 +594,7 @@ class _Run:
     # ------------------------------------------------------------------ 3. and 4.: the Placement
     def finish(self, demands: list[Demand], prior: dict[str, LockedReplica] | None) -> Placement:
         self.explain_unplaced()  # 3. explain, against the final state the user will see
-        wanted = {d.key for d in demands}  # 4. removed
+        wanted = {d.key for d in demands} if prior else set()  # 4. removed
         removed = tuple(Removed(key, lr.host, lr.gpus, lr.port) for key, lr in sorted((prior or {}).items())
                         if key not in wanted)
         return Placement(self.strategy, tuple(sorted(self.placed.values(), key=lambda a: (a.deployment, a.replica))),
