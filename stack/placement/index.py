@@ -137,14 +137,16 @@ class CandidateIndex:
             if lists is None:
                 break
             lists.log.append(name)
-            if old_whole is not None:
-                del lists.whole[bisect_left(lists.whole, old_whole)]
-            if whole is not None:
-                insort(lists.whole, whole)
-            for entry in old_touched:
-                del lists.touched[bisect_left(lists.touched, entry)]
-            for entry in touched:
-                insort(lists.touched, entry)
+            if old_whole != whole:  # a shared claim on a device already shared leaves the whole entry as it was
+                if old_whole is not None:
+                    del lists.whole[bisect_left(lists.whole, old_whole)]
+                if whole is not None:
+                    insort(lists.whole, whole)
+            if old_touched != touched:
+                for entry in old_touched:
+                    del lists.touched[bisect_left(lists.touched, entry)]
+                for entry in touched:
+                    insort(lists.touched, entry)
             for g, entry in kth[gid].items():
                 lst = lists.kth[g]
                 del lst[bisect_left(lst, entry)]
