@@ -1361,6 +1361,7 @@ class _Run:
         walks: dict[tuple, list] = {}  # shape -> each host's reach with CPUs and memory left out
         static: dict[tuple, dict] = {}
         too_big: dict[tuple, bool] = {}  # static shape -> no host could ever hold it (the fleet does not change)
+        descriptions: dict[tuple, str] = {}
         kinds = [(c.rep.host, c.rep.group) for c in self.index.classes.values()]
         for demand, previous in self._failed:
             key = (demand.static_key(), demand.vram_mib, demand.manual, demand.spread_hosts and demand.deployment)
@@ -1378,7 +1379,10 @@ class _Run:
                 cache.clear()  # the state changed: every shape is walked again
                 walks.clear()
                 continue
-            self.unplaced.append(Unplaced(demand.deployment, demand.replica, demand.describe(), rejected,
+            described = descriptions.get(key)  # the shape says it all: written once per shape
+            if described is None:
+                described = descriptions[key] = demand.describe()
+            self.unplaced.append(Unplaced(demand.deployment, demand.replica, described, rejected,
                                           f"{demand.key}: {text}", never, previous))
 
     @staticmethod
