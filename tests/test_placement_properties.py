@@ -217,3 +217,33 @@ def test_the_fresh_order_asked_once_per_run_of_replicas_is_the_order_of_every_re
                       for dep, r, g, c, s in rows}.values(), key=lambda d: (d.deployment, d.replica))
     for key in (lambda d: _biggest_first(d)[:-1], lambda d: (d.gpus,) + _biggest_first(d)[-2:-1]):
         assert _sorted_by_runs(demands, key) == sorted(demands, key=lambda d: key(d) + (d.replica,))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(1, 8), st.sampled_from([24576, 81920]),
+       st.lists(st.tuples(st.sampled_from(["whole", "shared"]), st.integers(1, 3),
+                          st.sampled_from([1024, 8192, 20480, 40960, 81920])), max_size=12),
+       st.integers(1, 4), st.sampled_from([None, 1024, 8192, 20480, 40960, 81920]))
+def test_the_free_vram_filters_count_agrees_with_choosing_devices(n, size, claims, gpus, vram):
+    """The free-VRAM filter counts the devices a replica could take (``devices_fit``) where the engine
+    chooses them (``choose_devices``): after any claims, both say the same; and a one-GPU claim takes
+    the device the full best-fit order puts first (the shortcut skips the sort)."""
+    from inventory.fleet import Device, DeviceGroup
+    from stack.placement.state import GroupState, choose_devices, devices_fit
+
+    gs = GroupState(0, None, 0, DeviceGroup("nvidia", "X", size, tuple(Device(i) for i in range(n))))
+    for kind, g, v in claims:  # claims that fit, placed as the engine would place them
+        d = Demand("c", 0, "cuda", g, None if kind == "whole" else min(v, size))
+        at = choose_devices(gs, d)
+        if at is not None:
+            for i in at:
+                gs.free[i] = 0 if d.vram_mib is None else gs.free[i] - d.vram_mib
+                gs.exclusive[i] = gs.exclusive[i] or d.vram_mib is None
+                gs.claims[i] += 1
+    demand = Demand("d", 0, "cuda", gpus, None if vram is None else min(vram, size))
+    chosen = choose_devices(gs, demand)
+    assert devices_fit(gs, demand) == (chosen is not None)
+    if chosen is not None and demand.vram_mib is not None:
+        order = sorted((i for i in range(n) if not gs.exclusive[i] and gs.free[i] >= demand.vram_mib),
+                       key=lambda i: (gs.claims[i] == 0, gs.free[i], i))
+        assert chosen == sorted(order[:gpus])

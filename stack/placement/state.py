@@ -48,19 +48,35 @@ def choose_devices(gs: GroupState, demand: Demand, allowed: set[int] | None = No
     first (keeps untouched devices whole for whole claims), then the least free VRAM that fits.
     """
     g = demand.gpus
-    n = len(gs.free)
+    free, claims, devices = gs.free, gs.claims, gs.group.devices
+    n = len(free)
     if demand.vram_mib is None:
-        picked = [i for i in range(n) if gs.claims[i] == 0
-                  and (allowed is None or gs.group.devices[i].index in allowed)]
+        picked = [i for i in range(n) if claims[i] == 0 and (allowed is None or devices[i].index in allowed)]
         return picked[:g] if len(picked) >= g else None
-    v = demand.vram_mib
-    fits = [i for i in range(n) if not gs.exclusive[i] and gs.free[i] >= v
-            and (allowed is None or gs.group.devices[i].index in allowed)]
+    v, exclusive = demand.vram_mib, gs.exclusive
+    fits = [i for i in range(n) if not exclusive[i] and free[i] >= v
+            and (allowed is None or devices[i].index in allowed)]
     if len(fits) < g:
         return None
     if len(fits) > g:
-        fits.sort(key=lambda i: (gs.claims[i] == 0, gs.free[i], i))
+        best = lambda i: (claims[i] == 0, free[i], i)  # noqa: E731
+        if g == 1:  # the usual claim: the best one, without sorting them all
+            return [min(fits, key=best)]
+        fits.sort(key=best)
     return sorted(fits[:g])
+
+
+def devices_fit(gs: GroupState, demand: Demand) -> bool:
+    """``choose_devices(gs, demand) is not None`` without choosing (no manual selection): counted, not
+    listed and sorted. The free-VRAM filter asks it of every host a replica's shape could use when its
+    explanation is written (tests/test_placement_state.py checks the two agree)."""
+    if demand.vram_mib is None:
+        return gs.claims.count(0) >= demand.gpus
+    v, n = demand.vram_mib, 0
+    for free, exclusive in zip(gs.free, gs.exclusive):
+        if free >= v and not exclusive:
+            n += 1
+    return n >= demand.gpus
 
 
 @dataclass
@@ -188,6 +204,8 @@ class FleetState:
     def fits(self, host: str, group: DeviceGroup | None, demand: Demand) -> bool:
         if group is None:
             return demand.gpus == 0
+        if demand.manual is None:
+            return devices_fit(self.group_state(host, group), demand)
         return choose_devices(self.group_state(host, group), demand, demand.allowed_on(host)) is not None
 
     # -- changes
