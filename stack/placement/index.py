@@ -89,8 +89,18 @@ class CandidateIndex:
         for lists in self.classes.values():
             self._of_framework.setdefault(lists.rep.group.framework, []).append(lists)
         self._searched: dict[tuple, list[_ClassLists]] = {}
+        # every group filed at once, each list sorted once (``refresh`` files one group at a time)
         for gs in state.groups:
-            self.refresh(gs)
+            whole, touched = self._entries(gs)
+            self._whole[gs.gid], self._touched[gs.gid] = whole, touched
+            own = self.classes[self.class_of[gs.gid]]
+            for lists in (own, own.view) if own.view is not None else (own,):
+                if whole is not None:
+                    lists.whole.append(whole)
+                lists.touched.extend(touched)
+        for lists in (*self.classes.values(), *self.views.values()):
+            lists.whole.sort()
+            lists.touched.sort()
 
     def touch(self, host: str) -> None:
         """The host's GPUs, CPUs or memory changed: its classes log it (FleetState.on_change, installed by
@@ -124,13 +134,7 @@ class CandidateIndex:
         """Re-file one group after its usage changed: in its class, and in its class's view if it has one."""
         gid, name, gidx = gs.gid, gs.host.name, gs.gidx
         old_whole, old_touched = self._whole[gid], self._touched[gid]
-        whole, touched = None, []
-        if gid not in self.dropped:
-            u = gs.untouched
-            whole = (u, name, gidx, gid) if u else None
-            touched = [(free, name, gidx, pos, gid)
-                       for pos, (free, excl, claims) in enumerate(zip(gs.free, gs.exclusive, gs.claims))
-                       if claims and not excl and free > 0]
+        whole, touched = self._entries(gs)
         self._whole[gid], self._touched[gid] = whole, touched
         own = self.classes[self.class_of[gid]]
         for lists, kth in ((own, self._kth), (own.view, self._kth_view)):
@@ -154,6 +158,16 @@ class CandidateIndex:
             if gid not in self.dropped:
                 for g, lst in lists.kth.items():
                     self._file_kth(gs, g, lst, name, gidx, kth)
+
+    def _entries(self, gs: GroupState) -> tuple[tuple | None, list[tuple]]:
+        """The group's entry in ``whole`` (None without an unclaimed device) and its entries in ``touched``."""
+        if gs.gid in self.dropped:
+            return None, []
+        name, gidx, gid = gs.host.name, gs.gidx, gs.gid
+        u = gs.untouched
+        return (u, name, gidx, gid) if u else None, \
+            [(free, name, gidx, pos, gid) for pos, (free, excl, claims) in enumerate(zip(gs.free, gs.exclusive, gs.claims))
+             if claims and not excl and free > 0]
 
     def _file_kth(self, gs: GroupState, g: int, lst: list, name: str, gidx: int,
                   kth: list[dict[int, tuple]]) -> None:
