@@ -210,7 +210,7 @@ def _absolute_path(value: str) -> str:
     _refuse_controls(value)
     if not value.startswith("/"):
         raise ValueError(f"'{value}' must be an absolute path on the host, e.g. /srv/models/qwen3-8b")
-    if any(part == ".." for part in value.split("/")):
+    if ".." in value.split("/"):
         raise ValueError(f"'{value}' must not contain '..'; write the path it means")
     return posixpath.normpath(value)
 
