@@ -69,7 +69,7 @@ def choose_devices(gs: GroupState, demand: Demand, allowed: set[int] | None = No
 def devices_fit(gs: GroupState, demand: Demand) -> bool:
     """``choose_devices(gs, demand) is not None`` without choosing (no manual selection): counted, not
     listed and sorted. The free-VRAM filter asks it of every host a replica's shape could use when its
-    explanation is written (tests/test_placement_state.py checks the two agree)."""
+    explanation is written (tests/test_placement_properties.py checks the two agree)."""
     if demand.vram_mib is None:
         return gs.claims.count(0) >= demand.gpus
     v, n = demand.vram_mib, 0
