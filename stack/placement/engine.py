@@ -17,8 +17,8 @@ from __future__ import annotations
 import gc
 from bisect import bisect_left, insort
 from dataclasses import fields
-from itertools import islice
-from operator import attrgetter
+from itertools import groupby, islice
+from operator import attrgetter, itemgetter
 from typing import Callable, Iterable, Iterator
 
 from inventory.fleet import Fleet
@@ -169,6 +169,9 @@ def _trade_shape(d: Demand) -> tuple:
     return (d.framework, d.gpus, d.vram_mib)
 
 
+_WEIGHT, _WEIGHT_KEY = itemgetter(0, 1), itemgetter(0, 1, 2)  # a partner entry's (CPUs, memory), and its key
+
+
 class _Partners:
     """The replicas of one trade shape a trade may move, CPU-light first: runs of equal CPUs and memory, each in
     key order (sorted as (CPUs, memory, key) would be). A walk for a partner asks about CPUs and memory once
@@ -179,9 +182,8 @@ class _Partners:
     __slots__ = ("_runs",)
 
     def __init__(self, entries: Iterable[tuple]):
-        self._runs: dict[tuple, list[tuple]] = {}
-        for e in sorted(entries, key=lambda e: e[:3]):
-            self._runs.setdefault(e[:2], []).append(e)
+        self._runs: dict[tuple, list[tuple]] = {
+            weight: list(run) for weight, run in groupby(sorted(entries, key=_WEIGHT_KEY), key=_WEIGHT)}
 
     def runs(self) -> Iterator[tuple[float, int, list[tuple]]]:
         """(CPUs, memory, the run's entries), lightest first; no run is empty."""
