@@ -716,20 +716,22 @@ class _Run:
         self._commit_placed(demand, host_name, gs, positions, port, previous)
 
     def _choose(self, demand: Demand) -> tuple[str, GroupState | None] | None:
-        avoid = self.state.hosts_running(demand.deployment)
         if demand.gpus == 0 and demand.manual is None:
+            avoid = self.state.hosts_running(demand.deployment)
             host = self.hosts.best(demand, avoid) if avoid else None
             if host is None and not (avoid and demand.spread_hosts):
                 host = self.hosts.best(demand, frozenset())
             return None if host is None else (host, None)
         if demand.manual is not None:
-            return self._choose_by_scan(demand, avoid)
+            return self._choose_by_scan(demand, self.state.hosts_running(demand.deployment))
 
-        # capacity only shrinks during a run: a shape nothing fit will never fit later in it
+        # capacity only shrinks during a run: a shape nothing fit will never fit later in it (asked first:
+        # most of the calls of a plan that leaves many replicas over end here)
         shape = (demand.static_key(), demand.vram_mib)
         failed = self._hopeless.get(shape)
         if failed and self._hopeless_shape(demand, failed):
             return None
+        avoid = self.state.hosts_running(demand.deployment)
         ctx = self.context
         hard = frozenset(avoid) if demand.spread_hosts else frozenset()  # spread: hosts is a rule
         sized = bool(demand.cpus or demand.ram_mib)
