@@ -33,7 +33,6 @@ from .filters import (
     MANUAL,
     PIPELINE,
     SPREAD,
-    STATIC,
     VENDOR,
     VRAM_SIZE,
     applicable,
@@ -590,8 +589,6 @@ class _Run:
         self.gpu_replicas = 0
         #: what the preferences read (stack.placement.preferences; set by _place with the ratios)
         self.context: Context | None = None
-        #: (class, demand's static shape) -> every static filter passes (``_static_ok``)
-        self._static: dict[tuple, bool] = {}
 
     # ------------------------------------------------------------------ 3. and 4.: the Placement
     def finish(self, demands: list[Demand], prior: dict[str, LockedReplica] | None) -> Placement:
@@ -1198,13 +1195,9 @@ class _Run:
         return next(g for g in groups if g.group.vendor == a.vendor and all(i in g.pos_of for i in a.gpus))
 
     def _static_ok(self, gs: GroupState, d: Demand) -> bool:
-        """Every static filter accepts ``d`` on ``gs``: asked once per class and shape (the trade steps ask
-        it of two replicas per candidate trade, and most candidates fail it: a zone, a device size)."""
-        key = (self.index.class_of[gs.gid], d.static_key())
-        got = self._static.get(key)
-        if got is None:
-            got = self._static[key] = all(f(gs.host, gs.group, d) for f in STATIC)
-        return got
+        """Every static filter accepts ``d`` on ``gs``: its class is among the index's eligible ones (cached
+        per shape; the trade steps ask it of two replicas per candidate trade, and most candidates fail it)."""
+        return self.index.classes[self.index.class_of[gs.gid]] in self.index.eligible(d)
 
     @staticmethod
     def _repair_entry(a: Assignment, by_key: dict[str, Demand], constrained) -> tuple:
