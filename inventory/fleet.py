@@ -109,12 +109,18 @@ class Host:
 class Fleet:
     hosts: tuple[Host, ...]
     file: str = "<memory>"
-    #: where each host is written (line, column), for problems found later (known_hosts, probe)
-    positions: dict = field(default_factory=dict, compare=False)
+    #: where each host is written (the marks of its file, its path there), for problems found later
+    #: (known_hosts, probe): looked up only then, so a good inventory is never read for positions
+    where: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "hosts", tuple(sorted(self.hosts, key=lambda h: h.name)))
         object.__setattr__(self, "_by_name", {h.name: h for h in self.hosts})
+
+    def position(self, name: str) -> tuple[int, int]:
+        """(line, column) of the host's entry in the inventory; (0, 0) for a host not read from one."""
+        marks, path = self.where.get(name, (None, ()))
+        return marks.of_value(path) if marks is not None else (0, 0)
 
     def host(self, name: str) -> Host | None:
         return self._by_name.get(name)  # type: ignore[attr-defined]
@@ -206,7 +212,7 @@ def build_fleet(inv: InventoryFile, marks: Marks, base_dir: Path | None = None) 
     problems.extend(_port_overlaps(hosts, where))
     if problems:
         raise InputError(problems)
-    return Fleet(tuple(hosts), marks.file, {name: m.of_value(path) for name, (m, path) in where.items()})
+    return Fleet(tuple(hosts), marks.file, where)
 
 
 @cache

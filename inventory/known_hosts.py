@@ -21,7 +21,7 @@ def known_hosts_problems(fleet: Fleet, base: Path) -> list[Problem]:
 
     loaded: dict[str, paramiko.HostKeys | None] = {}
     for host in fleet.hosts:
-        where = fleet.positions.get(host.name, (0, 0))
+        where = fleet.position(host.name)
         if not host.ssh.known_hosts:
             problems.append(Problem(fleet.file, where[0], where[1], f"hosts.{host.name}.ssh.known_hosts",
                                     "no known_hosts file: SSH would accept no host key; record the hosts' keys "
