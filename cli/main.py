@@ -6,7 +6,6 @@ Exit status: 0 fine, 2 bad input (one ``file:line:col: field: message`` line per
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from documents.problems import InputError, Problem, ProblemList
 from documents.yaml_reader import path_kind, read_yaml
 from inventory.fleet import load_fleet
 from inventory.known_hosts import known_hosts_problems
+from stack.collector import collector_paused
 from stack.project import display, find_root, load_project, stack_files
 
 from .tables import render_table
@@ -26,13 +26,8 @@ EXIT_OK, EXIT_INPUT, EXIT_UNPLACED = 0, 2, 3
 def main(argv: list[str] | None = None) -> int:
     # a command builds many acyclic objects (files, plans) that reference counting frees; the cyclic
     # collector's scans only cost time (a 2,000-host plan: about 10 %). Restored for in-process callers.
-    was = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_paused():
         return _main(argv)
-    finally:
-        if was:
-            gc.enable()
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ from documents.problems import InputError, Problem, ProblemList
 from documents.yaml_reader import path_kind, read_yaml
 from inventory.fleet import Host
 
+from .collector import collector_paused
 from .containers import ContainerSpec, render_container
 from .demands import demands_for
 from .lock import Prior, lock_matches, lock_path, read_prior
@@ -43,6 +44,7 @@ class Plan:
         return out
 
 
+@collector_paused()
 def plan_placement(project: Project, lock_file: Path | None = None, strategy: str | None = None,
                    use_lock: bool = True) -> tuple[Prior, Placement]:
     """The placement of a project: its lock kept where it fits, other stacks' GPUs and ports left alone."""

@@ -16,6 +16,7 @@ from documents.validation import validate
 from documents.yaml_reader import Marks, path_kind, read_yaml
 from inventory.fleet import Fleet, load_fleet
 
+from .collector import collector_paused
 from .resource_fit import models_path, read_models
 
 from .schema import StackFile
@@ -118,6 +119,7 @@ def stack_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.yaml") if not p.name.endswith(COMPANIONS))
 
 
+@collector_paused()
 def load_project(stack: str, root: Path | None = None, inventory: Path | None = None,
                  catalog_paths: list[Path] | None = None) -> Project:
     root = root or find_root()

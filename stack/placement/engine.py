@@ -14,7 +14,6 @@ Pure: the same fleet, demands, prior and strategy give the same Placement.
 """
 from __future__ import annotations
 
-import gc
 from bisect import bisect_left, insort
 from dataclasses import fields
 from itertools import groupby, islice
@@ -23,6 +22,8 @@ from typing import Callable, Iterable, Iterator
 
 from inventory.fleet import Fleet
 from inventory.sizes import format_mib
+
+from ..collector import collector_paused
 
 from .filters import (
     DEVICE_COUNT,
@@ -45,14 +46,11 @@ from .rankers import RANKERS
 from .state import FleetState, GroupState, choose_devices
 
 
+@collector_paused()
 def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] | None = None,
           strategy: str = BINPACK, reserved: tuple[LockedReplica, ...] = (),
           held: dict[str, tuple[LockedReplica, ...]] | None = None) -> Placement:
     """Place ``demands``; ``prior`` is the lock's placement (see ``_place``).
-
-    Python's cyclic garbage collector is paused for the run: placement makes hundreds of thousands
-    of small acyclic objects, reference counting frees them, and the collector's repeated scans of a
-    growing heap made time grow faster than size (100,000 replicas: 3.2 s with it, 2.5 s without).
 
     A second order is tried when a plan that nearly fits leaves shared claims over while their VRAM is there
     in slivers (``_Run.wants_device_order``): shared claims placed device by device as a best-fit-decreasing
@@ -61,18 +59,12 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
     96.6 %: bench/bounds.py) and 206 -> 150 replicas left over. Where it loses either (more multi-GPU or
     CPU-heavy replicas: it places more replicas but fewer GPUs) the first order stands.
     """
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        run = _place(fleet, demands, prior, strategy, reserved, held)
-        if run.wants_device_order():
-            other = _place(fleet, demands, prior, strategy, reserved, held, by_device=True)
-            if other.better_than(run):
-                run = other
-        return run.finish(demands, prior)
-    finally:
-        if was:
-            gc.enable()
+    run = _place(fleet, demands, prior, strategy, reserved, held)
+    if run.wants_device_order():
+        other = _place(fleet, demands, prior, strategy, reserved, held, by_device=True)
+        if other.better_than(run):
+            run = other
+    return run.finish(demands, prior)
 
 
 def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] | None = None,
