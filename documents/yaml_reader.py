@@ -313,9 +313,9 @@ _MAP_TAGS = (None, "!", _CORE + "map")
 _SEQ_TAGS = (None, "!", _CORE + "seq")
 _MAX_INT = 2 ** 63 - 1
 _RESOLVER = yaml.resolver.Resolver()
-#: (untagged text, implicit flags) -> its value (text, number, true/false or null: nothing a caller can change):
-#: values repeat (sizes, names, true), and each is resolved and constructed once
-_CONSTRUCTED: dict[tuple, Any] = {}
+#: untagged plain text -> its value (text, number, true/false or null: nothing a caller can change): values
+#: repeat (sizes, names, true), and each is resolved and constructed once. (Untagged quoted text is text.)
+_CONSTRUCTED: dict[str, Any] = {}
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 
 
@@ -345,8 +345,9 @@ def _plain_document(text: str, limits: Limits) -> Any:
     get_event, constructed = loader.get_event, _CONSTRUCTED
     scalar_event, map_start, seq_start = yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent
     collection_end = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
-    parents: list = []  # (container, key in it) of each open collection, outermost first
+    parents: list = []  # (container, key in it, is it a mapping) of each open collection, outermost first
     top: Any = None  # the innermost open collection
+    in_map = False  # is ``top`` a mapping
     key: str | None = None  # the key read in ``top`` whose value comes next
     result: Any = None
     values = documents = 0
@@ -358,16 +359,19 @@ def _plain_document(text: str, limits: Limits) -> Any:
             if kind is scalar_event:
                 if event.tag is not None or event.anchor is not None:
                     return _UNUSUAL
-                if top.__class__ is dict and key is None:
+                if in_map and key is None:
                     key = event.value
                     if key == "<<" or key in top:
                         return _UNUSUAL
                 else:
-                    value = constructed.get((event.value, event.implicit), constructed)
-                    if value is constructed:
-                        value = _construct(event, _unusual)
+                    if event.implicit[0]:
+                        value = constructed.get(event.value, constructed)
+                        if value is constructed:
+                            value = _construct(event, _unusual)
+                    else:
+                        value = event.value  # quoted: text
                     values += 1
-                    if top.__class__ is dict:
+                    if in_map:
                         top[key] = value
                         key = None
                     elif top is None:
@@ -379,7 +383,7 @@ def _plain_document(text: str, limits: Limits) -> Any:
                     return _UNUSUAL
                 value = {} if kind is map_start else []
                 values += 1
-                if top.__class__ is dict:
+                if in_map:
                     if key is None:
                         return _UNUSUAL  # a collection as a key
                     top[key] = value
@@ -387,10 +391,10 @@ def _plain_document(text: str, limits: Limits) -> Any:
                     result = value
                 else:
                     top.append(value)
-                parents.append((top, key))
-                top, key = value, None
+                parents.append((top, key, in_map))
+                top, key, in_map = value, None, kind is map_start
             elif kind in collection_end:
-                top, key = parents.pop()
+                top, key, in_map = parents.pop()
                 key = None
             elif kind is yaml.AliasEvent:
                 return _UNUSUAL
@@ -474,7 +478,7 @@ class _Composer:
                             event = get_event()
                             continue
                     elif self.expanded < max_values:
-                        got = constructed.get((event.value, event.implicit), constructed)
+                        got = constructed.get(event.value, constructed) if event.implicit[0] else event.value
                         if got is not constructed:
                             if not top.is_map:  # a list item (``_attach``)
                                 mark = event.start_mark
@@ -617,15 +621,16 @@ def _construct(event, fail) -> Any:
     """The value of a scalar event; ``fail(mark, message)`` makes the exception for one that cannot be read."""
     tag, value = event.tag, event.value
     if tag is None:
-        key = (value, event.implicit)
-        got = _CONSTRUCTED.get(key, _CONSTRUCTED)
+        if not event.implicit[0]:  # quoted (or a block scalar): the resolver says text, always
+            return value
+        got = _CONSTRUCTED.get(value, _CONSTRUCTED)
         if got is not _CONSTRUCTED:
             return got
         tag = _RESOLVER.resolve(yaml.ScalarNode, value, event.implicit)
         got = _construct_tagged(event, tag, value, fail)  # raises for what cannot be read: not kept
         if len(_CONSTRUCTED) > 8192:
             _CONSTRUCTED.clear()
-        _CONSTRUCTED[key] = got
+        _CONSTRUCTED[value] = got
         return got
     return _construct_tagged(event, tag, value, fail)
 
