@@ -97,9 +97,10 @@ def resolve(stack: StackFile, marks: Marks, catalog: Catalog, fleet: Fleet,
     problems: list[Problem] = []
     out: list[Workload] = []
     fleet_frameworks = sorted({fw for h in fleet.hosts for fw in h.frameworks})
+    shared = _Shared()
     for name in sorted(stack.deployments):
         try:
-            w = _resolve_one(name, stack.deployments[name], marks, catalog, fleet, fleet_frameworks)
+            w = _resolve_one(name, stack.deployments[name], marks, catalog, fleet, fleet_frameworks, shared)
             if w.spec.resources.auto:
                 w = replace(w, fit=fit(name, w.spec, w.framework, fleet, models or {}, models_file, marks,
                                        w.backend.name, w.backend.spec.backend_source == "built-in", w.parameters))
@@ -111,8 +112,50 @@ def resolve(stack: StackFile, marks: Marks, catalog: Catalog, fleet: Fleet,
     return out
 
 
+class _BackendVersion:
+    """What every deployment of one backend version starts from: worked out once per ``resolve``."""
+
+    __slots__ = ("default_flags", "defaults", "entrypoint", "env", "parameters", "problems", "run_command")
+
+    def __init__(self, entry: BackendEntry, version: str, config: VersionConfig):
+        self.env = {**entry.spec.default_env, **config.env}
+        self.entrypoint = _backend_template(entry, config.entrypoint, version, "entrypoint") \
+            or _backend_template(entry, entry.spec.default_entrypoint, None, "default_entrypoint")
+        self.run_command = _backend_template(entry, config.run_command, version, "run_command") \
+            or _backend_template(entry, entry.spec.default_run_command, None, "default_run_command")
+        self.problems: list[Problem] = []  # of the backend's own parameters: reported with each deployment
+        self.defaults = _flatten(entry.spec.default_backend_param, entry.marks,
+                                 entry.base + ("default_backend_param",), self.problems)
+        self.default_flags = flags(self.defaults)
+        #: the parameters of a deployment that adds and drops none
+        self.parameters = normalize_param_format(self.defaults, entry.spec.parameter_format)
+
+
+class _Shared:
+    """What ``resolve`` works out once and reuses across deployments: a stack has thousands, most on a few
+    backend versions."""
+
+    def __init__(self) -> None:
+        self.versions: dict[tuple[str, str], _BackendVersion] = {}
+        #: (template text, variables, secret names) that passed check_variables: its verdict depends on nothing
+        #: else (a problem, which names where the template is written, is never kept)
+        self.checked: set[tuple] = set()
+
+    def version(self, entry: BackendEntry, version: str, config: VersionConfig) -> _BackendVersion:
+        got = self.versions.get((entry.name, version))
+        if got is None:
+            got = self.versions[entry.name, version] = _BackendVersion(entry, version, config)
+        return got
+
+    def check(self, template: Template, variables: list[str], secret_names: list[str]) -> None:
+        key = (template.text, tuple(variables), tuple(secret_names))
+        if key not in self.checked:
+            check_variables(template, variables, secret_names)
+            self.checked.add(key)
+
+
 def _resolve_one(name: str, dep: Deployment, marks: Marks, catalog: Catalog, fleet: Fleet,
-                 fleet_frameworks: list[str]) -> Workload:
+                 fleet_frameworks: list[str], shared: _Shared) -> Workload:
     at = ("deployments", name)
     if not _DEPLOYMENT_NAME.match(name):
         raise InputError([marks.problem(at, f"deployment name '{name}' must be lowercase letters, digits and '-', "
@@ -163,42 +206,42 @@ def _resolve_one(name: str, dep: Deployment, marks: Marks, catalog: Catalog, fle
     if dep.gpu_selection is not None:
         manual = _manual(dep, marks, at, fleet, framework, problems)
 
-    if custom:
+    base = None if custom else shared.version(entry, version, config)
+    if base is None:
         # GPUStack's "Custom" mode: the image's own entrypoint (or the deployment's) and the deployment's
         # command, environment and parameters; nothing of any backend's defaults
         env = dict(dep.env)
         entrypoint = _template(dep.entrypoint, marks, at + ("entrypoint",))
         run_command = _template(dep.run_command, marks, at + ("run_command",))
     else:
-        env = {**entry.spec.default_env, **config.env, **dep.env}
-        entrypoint = _template(dep.entrypoint, marks, at + ("entrypoint",)) \
-            or _backend_template(entry, config.entrypoint, version, "entrypoint") \
-            or _backend_template(entry, entry.spec.default_entrypoint, None, "default_entrypoint")
-        run_command = _template(dep.run_command, marks, at + ("run_command",)) \
-            or _backend_template(entry, config.run_command, version, "run_command") \
-            or _backend_template(entry, entry.spec.default_run_command, None, "default_run_command")
+        env = {**base.env, **dep.env}
+        entrypoint = _template(dep.entrypoint, marks, at + ("entrypoint",)) or base.entrypoint
+        run_command = _template(dep.run_command, marks, at + ("run_command",)) or base.run_command
     secret_names = [k for k, v in env.items() if v.startswith(SECRET_PREFIX)]
     variables = list(BUILTIN_VARIABLES) + list(env)
     for template in (entrypoint, run_command):
         if template is not None:
             try:
-                check_variables(template, variables, secret_names)
+                shared.check(template, variables, secret_names)
             except InputError as err:
                 problems.extend(_also_for(err.problems, marks, at))
-    parameters: list[str] = []
-    defaults = [] if custom else _flatten(entry.spec.default_backend_param, entry.marks,
-                                          entry.base + ("default_backend_param",), problems)
+    defaults, default_flags = ([], set()) if base is None else (base.defaults, base.default_flags)
+    if base is not None:
+        problems += base.problems
     mine = _flatten(dep.backend_parameters, marks, at + ("backend_parameters",), problems)
-    unknown_drop = sorted(set(dep.drop_default_parameters) - flags(defaults))
+    unknown_drop = sorted(set(dep.drop_default_parameters) - default_flags)
     if unknown_drop:
         problems.append(marks.problem(at + ("drop_default_parameters",),
                                       f"{', '.join(unknown_drop)} is not among {entry.name}'s default parameters "
-                                      f"({', '.join(sorted(flags(defaults))) or 'none'})"))
+                                      f"({', '.join(sorted(default_flags)) or 'none'})"))
     # GPUStack prefills a model's parameters with the backend's defaults and formats the whole list
     # per parameter_format (InferenceServer._flatten_backend_param); a deployment's flag replaces
     # the default of the same flag
-    parameters = normalize_param_format(merge(defaults, mine, dep.drop_default_parameters),
-                                        None if custom else entry.spec.parameter_format)
+    if base is not None and not mine and not dep.drop_default_parameters:
+        parameters = list(base.parameters)
+    else:
+        parameters = normalize_param_format(merge(defaults, mine, dep.drop_default_parameters),
+                                            None if base is None else entry.spec.parameter_format)
     builtin = (not custom and entry.spec.backend_source == "built-in" and dep.run_command is None
                and config.run_command is None)
     if builtin and entry.name == "MindIE" and parameters:
