@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from documents.problems import InputError, Problem
@@ -155,12 +155,9 @@ def build_fleet(inv: InventoryFile, marks: Marks, base_dir: Path | None = None) 
                                                             f"{first}); host names must be unique"))
             continue
         seen_names[entry.name] = i
-        ssh = SshTarget(
-            user=entry.ssh.user or d.ssh.user or "root",
-            port=entry.ssh.port or d.ssh.port or 22,
-            identity_file=_rel(entry.ssh.identity_file or d.ssh.identity_file, base_dir),
-            known_hosts=_rel(entry.ssh.known_hosts or d.ssh.known_hosts, base_dir),
-        )
+        ssh = _ssh_target(entry.ssh.user or d.ssh.user or "root", entry.ssh.port or d.ssh.port or 22,
+                          _rel(entry.ssh.identity_file or d.ssh.identity_file, base_dir),
+                          _rel(entry.ssh.known_hosts or d.ssh.known_hosts, base_dir))
         endpoint = (entry.address, ssh.port)
         if endpoint in seen_endpoint:
             problems.append(marks.problem(path + ("address",),
@@ -172,11 +169,16 @@ def build_fleet(inv: InventoryFile, marks: Marks, base_dir: Path | None = None) 
         for g_i, g in enumerate(entry.accelerators):
             taken = used.setdefault(g.vendor, {})
             first = max(taken, default=-1) + 1
-            if g.count is not None and first + g.count - 1 > MAX_DEVICE_INDEX:
-                problems.append(marks.problem(path + ("accelerators", g_i, "count"),
-                                              f"count {g.count} numbers these {g.vendor} devices from {first} (after "
-                                              f"index {first - 1} of an earlier group), past the highest device "
-                                              f"index {MAX_DEVICE_INDEX}; list them with indices instead"))
+            if g.count is not None:
+                if first + g.count - 1 > MAX_DEVICE_INDEX:
+                    problems.append(marks.problem(path + ("accelerators", g_i, "count"),
+                                                  f"count {g.count} numbers these {g.vendor} devices from {first} "
+                                                  f"(after index {first - 1} of an earlier group), past the highest "
+                                                  f"device index {MAX_DEVICE_INDEX}; list them with indices instead"))
+                    continue
+                # numbered after every index taken, so none repeats: most groups of a fleet
+                taken.update(dict.fromkeys(range(first, first + g.count), g_i))
+                groups.append(_counted_group(g.vendor, g.model, g.vram, first, g.count))
                 continue
             devices = []
             for index, uuid, pci_bus_id, render_node in g.entries(first_index=first):
@@ -213,6 +215,19 @@ def build_fleet(inv: InventoryFile, marks: Marks, base_dir: Path | None = None) 
     if problems:
         raise InputError(problems)
     return Fleet(tuple(hosts), marks.file, where)
+
+
+@lru_cache(maxsize=4096)
+def _counted_group(vendor: str, model: str, vram: int, first: int, count: int) -> DeviceGroup:
+    """A group of ``count`` devices numbered from ``first``, known by index alone: immutable, so hosts with the
+    same cards share one (placement keys a group's state by its host's name with it: stack.placement.state)."""
+    return DeviceGroup(vendor, model, vram, tuple(_plain_device(i) for i in range(first, first + count)))
+
+
+@lru_cache(maxsize=4096)
+def _ssh_target(user: str, port: int, identity_file: str | None, known_hosts: str | None) -> SshTarget:
+    """Immutable, and the same for most hosts (the inventory's defaults): one per distinct value."""
+    return SshTarget(user, port, identity_file, known_hosts)
 
 
 @cache

@@ -133,6 +133,24 @@ def test_the_inventory_declares_capacity_and_what_the_system_keeps(tmp_path):
                     "nothing for replicas; lower reserved or correct the host's capacity"), text
 
 
+def test_hosts_with_the_same_cards_share_their_groups_and_fill_independently(tmp_path):
+    from inventory.fleet import load_fleet
+
+    f = tmp_path / "fleet.yaml"
+    f.write_text("hosts:\n" + "".join(
+        f"  - {{name: h{i}, address: 127.0.0.{i + 1}, accelerators: [{{vendor: nvidia, model: A100, vram: 80GiB, "
+        "count: 2}, {vendor: amd, model: MI300X, vram: 192GiB, count: 1}]}\n" for i in range(3)))
+    fl = load_fleet(f, "fleet.yaml")
+    assert fl.host("h0").groups[0] is fl.host("h2").groups[0]  # one immutable group for every such host
+    assert [d.index for d in fl.host("h1").groups[0].devices] == [0, 1]
+    assert [d.index for d in fl.host("h1").groups[1].devices] == [0]  # each vendor numbers from 0
+    p = place(fl, [whole("a", r) for r in range(6)] + [whole("b", r, "rocm") for r in range(3)])
+    assert not p.unplaced
+    by_host = sorted((a.host, a.vendor, a.gpus) for a in p.assignments)
+    assert by_host == sorted([(f"h{i}", "nvidia", (g,)) for i in range(3) for g in (0, 1)]
+                             + [(f"h{i}", "amd", (0,)) for i in range(3)])
+
+
 def test_the_first_reason_given_is_the_real_one():
     from .fleets import nvidia_a100x4, nvidia_h100x8
 
