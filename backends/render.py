@@ -6,17 +6,18 @@ POSIX-style.  We split first and render each argument on its own (jinja2 sandbox
 undefined), so a substituted value is always exactly one argument: a model named
 ``x; rm -rf /`` stays one argv element and no value can smuggle in extra flags.  For every
 value without spaces or quotes this gives the same argv as substitute-then-split.
+
+The jinja2 sandbox lives in ``backends.sandbox``, loaded the first time a token needs it: checking a token
+that only substitutes ``{{ name }}`` reads the names off it, so ``plan``, ``validate`` and ``lock`` on
+specs written that way never load jinja2 (a quarter of gpufleet's start-up).
 """
 from __future__ import annotations
 
 import functools
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Mapping, Sequence
-
-import jinja2
-from jinja2 import meta, nodes
-from jinja2.sandbox import SandboxedEnvironment
 
 from documents.problems import InputError, Problem, did_you_mean
 from documents.yaml_reader import Marks
@@ -24,56 +25,13 @@ from documents.yaml_reader import Marks
 BUILTIN_VARIABLES = ("model_path", "model_name", "port", "worker_ip", "gpu_count", "gpu_ids")
 SECRET_PREFIX = "secret:"
 
-#: the longest argument a template may render to
-MAX_ARGUMENT = 64 * 1024
-#: what a template may contain: substitutions, literals, conditions and a few text filters.
-#: No loops, calls, assignments, macros or includes, so rendering takes time linear in the
-#: template; sizes are checked on every operator that can grow a value.
-_ALLOWED_NODES = (nodes.Template, nodes.Output, nodes.TemplateData, nodes.Name, nodes.Const, nodes.Filter,
-                  nodes.Test, nodes.CondExpr, nodes.If, nodes.Compare, nodes.Operand, nodes.And, nodes.Or,
-                  nodes.Not, nodes.Concat, nodes.Add, nodes.Sub, nodes.Mul, nodes.Neg, nodes.Pos, nodes.Getitem,
-                  nodes.Slice, nodes.List, nodes.Tuple, nodes.Keyword)
-_ALLOWED_FILTERS = frozenset({"default", "d", "lower", "upper", "trim", "string", "int", "first", "last", "length"})
-
-
-class _BoundedEnvironment(SandboxedEnvironment):
-    """jinja2's sandbox with every operator that can grow a value checked, and no constant folding."""
-
-    intercepted_binops = frozenset({"*", "+", "%", "**", "//", "/"})
-
-    def call_binop(self, context, operator, left, right):
-        if operator in ("**", "%", "//", "/"):
-            raise jinja2.exceptions.SecurityError(f"the operator '{operator}' is not allowed in command templates")
-        if operator == "*":
-            if isinstance(left, int) and isinstance(right, int):
-                if left.bit_length() + right.bit_length() > 128:
-                    raise jinja2.exceptions.SecurityError("a number in the template is too large")
-            else:
-                count = right if isinstance(right, int) else left if isinstance(left, int) else 1
-                size = len(left) if hasattr(left, "__len__") else len(right) if hasattr(right, "__len__") else 0
-                if count * size > MAX_ARGUMENT:
-                    raise jinja2.exceptions.SecurityError(f"the template builds a value longer than "
-                                                          f"{MAX_ARGUMENT:,} characters")
-        if operator == "+" and hasattr(left, "__len__") and hasattr(right, "__len__"):
-            if len(left) + len(right) > MAX_ARGUMENT:
-                raise jinja2.exceptions.SecurityError(f"the template builds a value longer than {MAX_ARGUMENT:,} "
-                                                      "characters")
-        return super().call_binop(context, operator, left, right)
-
-
-_ENV = _BoundedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, optimized=False)
-
-
-def _refused_construct(tree: nodes.Node) -> str | None:
-    """The first construct a command template may not use, in words; None when all is allowed."""
-    for node in tree.find_all(nodes.Node):
-        if not isinstance(node, _ALLOWED_NODES):
-            return {"For": "loops ({% for %})", "Call": "function and method calls", "Assign": "assignments "
-                    "({% set %})", "Macro": "macros", "Pow": "the operator '**'"}.get(
-                type(node).__name__, f"'{type(node).__name__}' constructs")
-        if isinstance(node, nodes.Filter) and node.name not in _ALLOWED_FILTERS:
-            return f"the filter '{node.name}' (allowed: {', '.join(sorted(_ALLOWED_FILTERS))})"
-    return None
+#: a token whose only template syntax is ``{{ name }}``: the names it uses are read off it, without jinja2
+#: (``backends.sandbox``, which reads the same names: tests/test_render.py). Anything else in braces, a line
+#: break (jinja2 normalises them and drops a last one) or a name jinja2 reads as a word or constant is not.
+_PLAIN_TOKEN = re.compile(r"(?:[^{}\r\n]|\{\{ *[A-Za-z_][A-Za-z0-9_]* *\}\})*\Z")
+_NAME = re.compile(r"\{\{ *([A-Za-z_][A-Za-z0-9_]*) *\}\}")
+_JINJA_WORDS = frozenset({"and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True", "False",
+                          "None"})
 
 
 @dataclass(frozen=True)
@@ -107,32 +65,6 @@ class Variables:
         return values
 
 
-class _Refused(Exception):
-    """A template uses something command templates may not (said in the message)."""
-
-
-def _nesting(token: str) -> int:
-    depth = deepest = 0
-    for ch in token:
-        if ch in "([{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in ")]}":
-            depth -= 1
-    return deepest
-
-
-@functools.lru_cache(maxsize=4096)
-def _compile(token: str) -> tuple[jinja2.Template, frozenset[str]]:
-    if _nesting(token) > 24:  # jinja2's parser recurses on brackets
-        raise _Refused("brackets nested more than 24 deep")
-    tree = _ENV.parse(token)
-    refused = _refused_construct(tree)
-    if refused:
-        raise _Refused(refused)
-    return _ENV.from_string(tree), frozenset(meta.find_undeclared_variables(tree))
-
-
 @functools.lru_cache(maxsize=4096)
 def _split_text(text: str) -> tuple[str, ...] | str:
     """Tokens, or the error text; cached because every replica of a deployment splits the same text."""
@@ -155,8 +87,7 @@ def check_variables(template: Template, names: Sequence[str], secret_names: Sequ
     for token in split(template):
         if "{" not in token:
             continue
-        _, used = _compiled(template, token)
-        for name in sorted(used):
+        for name in sorted(_used(template, token)):
             if name in secret_names:
                 raise InputError([template.problem(
                     f"'{{{{{name}}}}}' holds a secret: rendering it into the command line would show it "
@@ -169,15 +100,32 @@ def check_variables(template: Template, names: Sequence[str], secret_names: Sequ
                     "default_env, the version's env or the deployment's env")])
 
 
+@functools.lru_cache(maxsize=4096)
+def _plain_names(token: str) -> frozenset[str] | None:
+    """The names a token of only ``{{ name }}`` substitutions uses; None for any other token."""
+    if not _PLAIN_TOKEN.match(token):
+        return None
+    names = frozenset(_NAME.findall(token))
+    return None if names & _JINJA_WORDS else names
+
+
+def _used(template: Template, token: str) -> frozenset[str]:
+    names = _plain_names(token)
+    return names if names is not None else _compiled(template, token)[1]
+
+
 def _compiled(template: Template, token: str):
+    # jinja2 is loaded only for a token that needs it (see the module docstring)
+    from . import sandbox
+
     try:
-        return _compile(token)
-    except _Refused as err:
+        return sandbox.compile_token(token)
+    except sandbox.Refused as err:
         raise InputError([template.problem(
             f"template in argument '{token[:60]}': {err} cannot be used; command templates substitute "
             "{{variables}} (with if/else and the filters default, lower, upper, trim, string, int, first, last, "
             "length)")]) from None
-    except jinja2.TemplateSyntaxError as err:
+    except sandbox.TemplateSyntaxError as err:
         raise InputError([template.problem(
             f"template error in argument '{token}': {err.message}; each argument is rendered on its own, "
             "so a {% ... %} block must sit inside one argument")]) from None
@@ -195,16 +143,18 @@ def render(template: Template | None, variables: Variables, secret_names: Sequen
             out.append(token)
             continue
         compiled, _ = _compiled(template, token)
+        from . import sandbox
+
         try:
             text = compiled.render(values)
-        except jinja2.exceptions.SecurityError as err:
+        except sandbox.SecurityError as err:
             raise InputError([template.problem(f"template not allowed: {err}")]) from None
-        except jinja2.TemplateError as err:
+        except sandbox.TemplateError as err:
             raise InputError([template.problem(f"template error in argument '{token}': {err}")]) from None
         except (ArithmeticError, ValueError, TypeError, LookupError, MemoryError) as err:
             raise InputError([template.problem(f"template error in argument '{token}': {err}")]) from None
-        if len(text) > MAX_ARGUMENT:
+        if len(text) > sandbox.MAX_ARGUMENT:
             raise InputError([template.problem(f"argument '{token[:40]}' renders to {len(text):,} characters; the "
-                                               f"limit is {MAX_ARGUMENT:,}")])
+                                               f"limit is {sandbox.MAX_ARGUMENT:,}")])
         out.append(text)
     return out

@@ -270,3 +270,56 @@ def test_a_community_backend_without_a_path_has_no_health_check(tmp_path):
     backend = BACKEND.replace("p-custom", "q").replace("default_version: v1", "default_version: v1\nbackend_source: community")
     (a,) = _project(tmp_path, backend, "  a: {backend: q, model: {huggingface: o/m}}\n").workloads
     assert a.health_check_path is None
+
+
+def _shipped_tokens() -> set[str]:
+    """Every argument with a brace in the command templates of the shipped specs and GPUStack's community ones."""
+    import shlex
+
+    import yaml
+
+    keys = ("run_command", "entrypoint", "default_run_command", "default_entrypoint")
+    found: set[str] = set()
+    stack = [yaml.safe_load(p.read_text()) for p in [*(ROOT / "backends").glob("*/spec.yaml"),
+                                                     *(ROOT / "tests/data/gpustack").rglob("*.yaml")]]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            found |= {t for k in keys if isinstance(item.get(k), str) for t in shlex.split(item[k]) if "{" in t}
+            stack += item.values()
+        elif isinstance(item, list):
+            stack += item
+    return found
+
+
+PLAIN = ["{{model_path}}", "--port={{ port }}", "{{a}}{{b}}", "x{{ gpu_ids }}y", "{{_x1}}", "a=b,{{c}}"]
+NOT_PLAIN = ["{{ x|lower }}", "{{- x }}", "{{ x -}}", "{{ true }}", "{{ None }}", "{{ x if y else z }}",
+             "{% if x %}a{% endif %}", "{{ x }}\n", "a\r\n{{ x }}", "{ {{x}} }", '{"a": {{ x }}}', "{{ x.y }}",
+             "{{ x[0] }}", "{# c #}{{ x }}", "{{\tx }}", "{{ 1x }}", "{{x}", "a}b{{c}}"]
+
+
+def test_plain_tokens_are_read_as_jinja2_reads_them():
+    from backends import sandbox
+    from backends.render import _plain_names
+
+    shipped = _shipped_tokens()
+    assert len(shipped) >= 5
+    for token in sorted(shipped) + PLAIN:
+        names = _plain_names(token)
+        assert names is not None, token  # what specs are written with takes the fast path
+        assert names == sandbox.compile_token(token)[1], token
+    for token in NOT_PLAIN:
+        assert _plain_names(token) is None, token
+
+
+def test_plain_tokens_render_and_check_without_jinja2():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from stack.project import load_project\n"
+            "from pathlib import Path\n"
+            "load_project('demo', Path('.'))\n"
+            "assert 'jinja2' not in sys.modules, 'jinja2 was loaded to check plain templates'\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
