@@ -410,7 +410,6 @@ def _plain_document(text: str, limits: Limits) -> Any:
     return result if values <= limits.max_values else _UNUSUAL
 
 
-
 class _Frame:
     __slots__ = ("path", "value", "key", "key_mark", "key_path", "size", "anchor", "merges", "is_map", "event")
 
