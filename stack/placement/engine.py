@@ -5,7 +5,9 @@
    passes, capacity and port still free.  Otherwise the reason it must move is recorded.
 2. **fresh**: the rest, biggest first (GPUs, then whole before shared, then VRAM), each
    through the filters and rankers (``index.best``): soft anti-affinity first tries hosts
-   not yet running the deployment; ``spread: hosts`` makes that a hard rule.
+   not yet running the deployment; ``spread: hosts`` makes that a hard rule. Where replicas
+   ask CPUs or memory, in two rounds: a replica that would strand a host's GPUs next to its
+   last CPUs waits for the second (preferences.KeepCpusPerGpu).
 3. **explain**: a replica nothing fits is run through every filter on every host, and the
    hosts each filter rejected are counted under its reason code.
 4. **removed**: lock entries whose replica no longer exists.
@@ -117,8 +119,15 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
         fresh = _sorted_by_runs(fresh, lambda d: (constrained(d), size(d)[:-1]))
     else:  # bins are per replica
         fresh.sort(key=lambda d: (constrained(d), size(d)))
-    for demand in fresh:  # 2. fresh
+    # 2. fresh; with CPUs or memory asked, in two rounds: in the first, firm preferences are never given up
+    # (preferences.KeepCpusPerGpu: no replica strands a host's GPUs while another could use them), and the
+    # second places, in the same order, what waited
+    run.firm = run.ratios is not None
+    for demand in fresh:
         run.place_fresh(demand, prior.get(demand.key) if prior else None)
+    if run.firm:
+        run.firm = False
+        run.retry()
     by_key = {d.key: d for d in demands}
     run.repair(by_key, constrained)  # 2b. make room for what nothing fit
     run.repack(by_key)  # 2c. few whole-GPU replicas left over: an exact, bounded search
@@ -581,6 +590,8 @@ class _Run:
         self.gpu_replicas = 0
         #: what the preferences read (stack.placement.preferences; set by _place with the ratios)
         self.context: Context | None = None
+        #: the fresh pass's first round: firm preferences are not given up (set by _place)
+        self.firm = False
 
     # ------------------------------------------------------------------ 3. and 4.: the Placement
     def finish(self, demands: list[Demand], prior: dict[str, LockedReplica] | None) -> Placement:
@@ -724,7 +735,7 @@ class _Run:
         ctx = self.context
         hard = frozenset(avoid) if demand.spread_hosts else frozenset()  # spread: hosts is a rule
         sized = bool(demand.cpus or demand.ram_mib)
-        for honoured in tiers(ctx, demand):
+        for honoured in tiers(ctx, demand, self.firm):
             skip = set(hard)
             checks, key = [], []
             for pref in honoured:
@@ -936,7 +947,8 @@ class _Run:
         self._failed = [(d, prev) for d, prev in self._failed if d.key not in now_placed]
 
     def retry(self) -> None:
-        """Replicas nothing fit, tried again in order: the repair and the re-pack move capacity around."""
+        """Replicas nothing fit, tried again in order: the fresh pass's second round, and after the repair and the
+        re-pack, which move capacity around."""
         failed, self._failed = self._failed, []
         self._hopeless.clear()
         for demand, previous in failed:

@@ -3,7 +3,8 @@
 A replica's host is searched in tiers. The base ranker (``binpack`` or ``spread``, kept as sorted
 lists in ``index.CandidateIndex``) orders candidates inside a tier; each preference that applies
 removes some hosts from the first tiers and is given up, last one first, when nothing fits with
-it. Hard rules (CPU and memory capacity, ``spread: hosts``) are never given up. Adding a
+it; a firm one only in the fresh pass's second round. Hard rules (CPU and memory capacity,
+``spread: hosts``) are never given up. Adding a
 preference (topology, say) is adding a class here and to ``PREFERENCES``, in order of weight.
 
 Tiers for preferences (A, B): A+B, A, B, none — the order the engine searches in. Today: soft
@@ -31,6 +32,9 @@ class Context:
 
 class Preference:
     name = ""
+    #: given up only in the fresh pass's second round (see ``tiers``): a replica that can only be placed against
+    #: it waits until every replica that can be placed with it has been
+    firm = False
 
     def applies(self, ctx: Context, demand: Demand) -> bool:
         raise NotImplementedError
@@ -62,9 +66,17 @@ class SoftAntiAffinity(Preference):
 
 class KeepCpusPerGpu(Preference):
     """Skip hosts this replica would leave with too few CPUs or too little memory per free GPU
-    (stranding its GPUs next to exhausted CPUs): multi-resource alignment (Tetris, SIGCOMM 2014)."""
+    (stranding its GPUs next to exhausted CPUs): multi-resource alignment (Tetris, SIGCOMM 2014).
+
+    Firm: a CPU-heavy replica that finds no host it would not strand waits for the fresh pass's second
+    round, so the CPU-light replicas after it in the order fill the lean hosts' GPUs first. Given up at
+    once (as it was until 2026-12), the heavy replicas took the last CPUs of lean hosts and the light ones
+    found those GPUs stranded: on bench/placement.py's CPU-and-memory workload, 60 fleets, GPUs allocated
+    in one plan went from 97.1 % to 98.8 % on average at load 1.0 (lowest fleet 91.2 % -> 95.7 %), and
+    from 97.6 % to 99.3 % at load 1.3; with state.strands' slack (see there)."""
 
     name = "cpu_per_gpu"
+    firm = True
 
     def applies(self, ctx, demand):
         return ctx.ratios is not None and bool(demand.cpus or demand.ram_mib)
@@ -110,15 +122,18 @@ def gpu_share(demand: Demand) -> float:
 PREFERENCES: tuple[Preference, ...] = (SoftAntiAffinity(), SaveCpuRichHosts(), KeepCpusPerGpu())
 
 
-def tiers(ctx: Context, demand: Demand) -> list[tuple[Preference, ...]]:
-    """The preferences honoured in each search tier, most honoured first."""
+def tiers(ctx: Context, demand: Demand, firm: bool = False) -> list[tuple[Preference, ...]]:
+    """The preferences honoured in each search tier, most honoured first. ``firm``: the fresh pass's first
+    round, where the tiers that give up a firm preference are left out."""
     wanted = tuple([p for p in PREFERENCES if p.applies(ctx, demand)])
-    out = _TIERS.get(wanted)
+    out = _TIERS.get((wanted, firm))
     if out is None:
-        out = _TIERS[wanted] = [tuple(p for p, k in zip(wanted, keep) if k)
-                                for keep in product((True, False), repeat=len(wanted))]
+        out = [tuple(p for p, k in zip(wanted, keep) if k) for keep in product((True, False), repeat=len(wanted))]
+        if firm:
+            out = [t for t in out if all(p in t for p in wanted if p.firm)]
+        _TIERS[wanted, firm] = out
     return out
 
 
-#: the tiers of each set of applying preferences (at most 2^len(PREFERENCES) sets)
+#: the tiers of each set of applying preferences, in either round (at most 2^(len(PREFERENCES)+1) lists)
 _TIERS: dict[tuple, list[tuple[Preference, ...]]] = {}
