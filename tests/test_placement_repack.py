@@ -243,6 +243,20 @@ def test_cpu_heavy_replicas_wait_for_the_second_round_so_lean_hosts_gpus_are_use
     assert (len(two_rounds.assignments), gpus_allocated(two_rounds)) == (10, 8.5)
 
 
+def test_a_constrained_replica_that_waits_still_goes_before_flexible_ones():
+    """The two rounds run over equally constrained replicas at a time: a replica that only one host's GPU model
+    suits, and that would strand that host, waits for its own second round, not for the end of the pass (where
+    flexible replicas would have taken the CPUs it needs)."""
+    f = fleet(host("a", gpus("nvidia", "H100", 80, 2), cpus=16, ram_gib=256),
+              host("b", gpus("nvidia", "A100", 80, 2), cpus=64, ram_gib=256))
+    demands = [Demand("only-h100", 0, "cuda", 1, None, cpus=14, gpu_model="*H100*")]
+    demands += [Demand(f"any-{i}", 0, "cuda", 1, None, cpus=4) for i in range(3)]
+    p = place(f, demands)
+    assert [(a.deployment, a.host) for a in p.assignments if a.deployment == "only-h100"] == [("only-h100", "a")]
+    assert len(p.assignments) == 3  # and one flexible replica is left over: the H100 host has 2 CPUs left
+    _within_capacity(f, demands, p)
+
+
 # ---------------------------------------------------------------------------- rebalance
 
 def _rebalance_case():
