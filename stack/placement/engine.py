@@ -106,11 +106,7 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
         _hold(state, index, entries)
         for locked in entries:
             state.held_by.setdefault(locked.host, set()).add(other)
-    # over every replica of the plan, kept ones included: with a lock, the few replicas a change adds give a
-    # noisy average, and the stack's replicas are what later ones will look like (bench/placement.py
-    # --resources, ten fleets fed in 20 batches: GPUs allocated 96.9 % -> 97.1 %, the lowest fleet 94.6 % ->
-    # 95.2 %, against the average of the new replicas alone)
-    run.ratios = run.hosts.per_gpu = _ratios(demands)
+    run.ratios = run.hosts.per_gpu = _ratios(fresh)
     run.context = Context(state, run.ratios)
     for host in fleet.hosts:  # what departing and other stacks' replicas hold is taken now
         if run._exhausted(host.name):
@@ -331,7 +327,7 @@ class _Constrainedness:
 
 
 def _ratios(demands: list[Demand]) -> tuple[float, float] | None:
-    """CPUs and MiB of memory per GPU over the GPU replicas of ``demands`` (a shared claim counts its share of an
+    """CPUs and MiB of memory per GPU over the GPU replicas to place (a shared claim counts its share of an
     80 GiB device); None when none asks for CPUs or memory."""
     gpus = cpus = ram = 0.0
     for d in demands:
