@@ -4,8 +4,8 @@ A replica's host is searched in tiers. The base ranker (``binpack`` or ``spread`
 lists in ``index.CandidateIndex``) orders candidates inside a tier; each preference that applies
 removes some hosts from the first tiers and is given up, last one first, when nothing fits with
 it; a firm one only in the fresh pass's second round. Hard rules (CPU and memory capacity,
-``spread: hosts``) are never given up. Adding a
-preference (topology, say) is adding a class here and to ``PREFERENCES``, in order of weight.
+``spread: hosts``) are never given up. Adding a preference (topology, say) is adding a class
+here and to ``PREFERENCES``, in order of weight.
 
 Tiers for preferences (A, B): A+B, A, B, none — the order the engine searches in. Today: soft
 anti-affinity, keeping CPU-rich hosts for CPU-heavy replicas, and not stranding GPUs next to
