@@ -708,13 +708,16 @@ class _Run:
         over the whole pass at once, openb's gpuspec33 list (a third of the tasks name GPU models) lost 1.2
         points of GPUs allocated."""
         start = len(self._failed)
+        # what earlier second rounds found no place for still has none (capacity only shrinks); what the first
+        # round finds is only so while firm preferences hold, and is dropped after it
+        settled = dict(self._hopeless)
         self.firm = True
         for demand in demands:
             self.place_fresh(demand, prior.get(demand.key) if prior else None)
         self.firm = False
         waited = self._failed[start:]
         del self._failed[start:]
-        self._hopeless.clear()  # what the first round found no place for may have one now
+        self._hopeless = settled
         for demand, previous in waited:
             self._place_one(demand, previous)
 
