@@ -7,7 +7,10 @@
    through the filters and rankers (``index.best``): soft anti-affinity first tries hosts
    not yet running the deployment; ``spread: hosts`` makes that a hard rule. Where replicas
    ask CPUs or memory, equally constrained replicas go in two rounds: one that would strand a
-   host's GPUs next to its last CPUs waits for the second (preferences.KeepCpusPerGpu).
+   host's GPUs next to its last CPUs waits for the second (preferences.KeepCpusPerGpu). Then bounded
+   repair, re-pack, exchange and rebalance steps (``_place``), and, once the order is chosen, the
+   give-way step (stack.placement.giveway): in a full pool a bigger new replica leaves its room to
+   two or more smaller ones left over.
 3. **explain**: a replica nothing fits is run through every filter on every host, and the
    hosts each filter rejected are counted under its reason code.
 4. **removed**: lock entries whose replica no longer exists.
@@ -40,6 +43,7 @@ from .filters import (
     VRAM_SIZE,
     applicable,
 )
+from .giveway import GiveWay
 from .index import BINPACK, CandidateIndex, HostIndex
 from .model import Assignment, Demand, LockedReplica, Placement, Removed, Unplaced
 from .packing import device_bins
@@ -60,13 +64,25 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
     fewer GPUs, and more of one: on Alibaba's openb trace 95.6 % -> 96.0 % of GPUs (no placement can pass
     96.6 %: bench/bounds.py) and 206 -> 150 replicas left over. Where it loses either (more multi-GPU or
     CPU-heavy replicas: it places more replicas but fewer GPUs) the first order stands.
+
+    Then, in a full pool, a bigger replica this plan places new may give its room to two or more smaller ones
+    left over (stack.placement.giveway): more replicas placed, GPUs within one small slice of the same.
     """
+    run = _best_order(fleet, demands, prior, strategy, reserved, held)
+    run.give_way()  # 2f. a full pool: one replica's room for two or more left over
+    return run.finish(demands, prior)
+
+
+def _best_order(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] | None = None,
+                strategy: str = BINPACK, reserved: tuple[LockedReplica, ...] = (),
+                held: dict[str, tuple[LockedReplica, ...]] | None = None) -> _Run:
+    """The first order's run, or the second's where it is tried and better (see ``place``)."""
     run = _place(fleet, demands, prior, strategy, reserved, held)
     if run.wants_device_order():
         other = _place(fleet, demands, prior, strategy, reserved, held, by_device=True)
         if other.better_than(run):
             run = other
-    return run.finish(demands, prior)
+    return run
 
 
 def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] | None = None,
@@ -125,7 +141,7 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
     else:  # 2. fresh, equally constrained replicas at a time, each run in two rounds
         for _, alike in groupby(fresh, key=constrained):
             run.place_in_two_rounds(alike, prior)
-    by_key = {d.key: d for d in demands}
+    by_key = run.by_key = {d.key: d for d in demands}
     run.repair(by_key, constrained)  # 2b. make room for what nothing fit
     run.repack(by_key)  # 2c. few whole-GPU replicas left over: an exact, bounded search
     run.retry()  # the re-pack may have freed room: what fits now goes first
@@ -589,6 +605,10 @@ class _Run:
         self.context: Context | None = None
         #: the fresh pass's first round: firm preferences are not given up (set by place_in_two_rounds)
         self.firm = False
+        #: replicas that gave their room to smaller ones left over (give_way): key -> (host, how many took it)
+        self.gave_way: dict[str, tuple[str, int]] = {}
+        #: the plan's replicas by key (set by _place)
+        self.by_key: dict[str, Demand] = {}
 
     # ------------------------------------------------------------------ 3. and 4.: the Placement
     def finish(self, demands: list[Demand], prior: dict[str, LockedReplica] | None) -> Placement:
@@ -1208,6 +1228,13 @@ class _Run:
             self.hosts.refresh(host)
         return False
 
+    # ------------------------------------------------------------------ 2f. give way
+    def give_way(self) -> None:
+        """A full pool: one replica this plan places new gives its room to two or more smaller ones left over
+        (stack.placement.giveway)."""
+        if sum(1 for d, _ in self._failed if d.gpus and d.manual is None) >= 2:
+            GiveWay(self, self.by_key).run()
+
     def _group_of(self, a: Assignment) -> GroupState:
         """The group a GPU replica's assignment took its devices from."""
         groups = self.state.groups_of[a.host]
@@ -1400,6 +1427,10 @@ class _Run:
             described = descriptions.get(key)  # the shape says it all: written once per shape
             if described is None:
                 described = descriptions[key] = demand.describe()
+            gave = self.gave_way.get(demand.key)
+            if gave is not None:  # it had a place, and gave it up for smaller ones
+                text += (f"; it had a place on {gave[0]} and gave it to {gave[1]} smaller replicas that were left "
+                         f"over (more replicas placed; more capacity of this kind places it again)")
             self.unplaced.append(Unplaced(demand.deployment, demand.replica, described, rejected,
                                           f"{demand.key}: {text}", never, previous))
 

@@ -1,0 +1,119 @@
+"""The give-way step (stack.placement.giveway): in a full pool, one replica this plan places new gives its
+room to two or more smaller replicas left over, when they leave less of it idle than the smallest of them asks."""
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stack.lock import read_lock, render_lock
+from stack.placement import Demand, place
+from stack.placement.engine import _best_order
+
+from .fleets import fleet, gpus, host
+from .test_placement_properties import check_invariants, demand_sets, fleets
+
+GIB = 1024
+
+
+def share(dep: str, gib: int, replica: int = 0, **kw) -> Demand:
+    return Demand(dep, replica, "cuda", 1, gib * GIB, gib * GIB, **kw)
+
+
+def test_a_bigger_replica_gives_its_room_to_two_smaller_ones_left_over():
+    """One 80 GiB card asked 40 + 30 + 2 × 20 GiB: biggest first places 40 and 30 and leaves both 20s over; the
+    30 gives way and the two 20s fill the card. The explanation of the 30 says what happened."""
+    f = fleet(host("big", gpus("nvidia", "H100", 80, 1)))
+    demands = [share("large", 40), share("mid", 30), share("small", 20, 0), share("small", 20, 1)]
+    before = _best_order(f, demands)
+    assert sorted(before.placed) == [("large", 0), ("mid", 0)]  # what the step starts from
+    p = place(f, demands)
+    check_invariants(f, demands, p)
+    assert sorted(a.key for a in p.assignments) == ["large/0", "small/0", "small/1"]
+    assert sum(a.vram_mib for a in p.assignments) == 80 * GIB
+    (u,) = p.unplaced
+    assert u.key == "mid/0"
+    assert "it had a place on big and gave it to 2 smaller replicas" in u.message
+
+
+def test_no_give_way_that_leaves_a_claim_s_worth_idle():
+    """40 + 40 GiB fill the card; two 8 GiB replicas would take only 16 of the 40 one of them held, and 24 GiB
+    idle would fit another 8: more replicas, but GPUs thrown away. Nothing moves."""
+    f = fleet(host("big", gpus("nvidia", "H100", 80, 1)))
+    demands = [share("a", 40), share("b", 40), share("small", 8, 0), share("small", 8, 1)]
+    p = place(f, demands)
+    assert sorted(a.key for a in p.assignments) == ["a/0", "b/0"]
+    assert all("gave it" not in u.message for u in p.unplaced)
+
+
+def test_cpus_and_memory_bound_a_give_way():
+    """The host has CPUs for the 2-GPU replica but not for two 1-GPU replicas of 12 CPUs each: nothing moves."""
+    f = fleet(host("h", gpus("nvidia", "L40S", 48, 2), cpus=20, ram_gib=256))
+    demands = [Demand("pair", 0, "cuda", 2, None, 0, cpus=16), Demand("one", 0, "cuda", 1, None, 0, cpus=12),
+               Demand("one", 1, "cuda", 1, None, 0, cpus=12)]
+    p = place(f, demands)
+    check_invariants(f, demands, p)
+    assert [a.key for a in p.assignments] == ["pair/0"]
+
+
+def test_kept_replicas_never_give_way(tmp_path):
+    """The 30 GiB replica runs (the lock keeps it); two 20 GiB replicas arriving later stay left over rather
+    than stop it."""
+    f = fleet(host("big", gpus("nvidia", "H100", 80, 1)))
+    first = [share("large", 40), share("mid", 30)]
+    lock = tmp_path / "s.lock.yaml"
+    lock.write_text(render_lock("s", place(f, first)))
+    p = place(f, first + [share("small", 20, 0), share("small", 20, 1)], read_lock(lock))
+    assert sorted((a.key, a.status) for a in p.assignments) == [("large/0", "kept"), ("mid/0", "kept")]
+    assert sorted(u.key for u in p.unplaced) == ["small/0", "small/1"]
+
+
+def test_hard_anti_affinity_holds_in_a_give_way():
+    """Two replicas of a deployment that may not share a host cannot both take the room one gave up."""
+    f = fleet(host("big", gpus("nvidia", "H100", 80, 1)))
+    demands = [share("large", 40), share("mid", 30), share("small", 20, 0, spread_hosts=True),
+               share("small", 20, 1, spread_hosts=True)]
+    p = place(f, demands)
+    check_invariants(f, demands, p)
+    assert sorted(a.key for a in p.assignments) == ["large/0", "mid/0"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(f=fleets(), demands=demand_sets(), strategy=st.sampled_from(["binpack", "spread"]))
+def test_a_give_way_never_costs_a_replica(f, demands, strategy):
+    """Whatever the fleet and replicas: every constraint holds, no fewer replicas are placed than before the
+    step, and every replica that gave way is left over and says so."""
+    before = _best_order(f, demands, strategy=strategy)
+    n = len(before.placed)
+    p = place(f, demands, strategy=strategy)
+    check_invariants(f, demands, p)
+    assert len(p.assignments) >= n
+    gave = [u for u in p.unplaced if "smaller replicas that were left over" in u.message]
+    assert len(p.assignments) >= n + len(gave)
+
+
+def test_an_overloaded_pool_leaves_fewer_replicas_over():
+    """Random shared and whole claims asking 1.3 times what eight hosts of four cards hold: the step places
+    more replicas in every case, and the VRAM taken never falls by as much as the smallest claim per give-way."""
+    rnd = random.Random(20261203)
+    for _ in range(20):
+        f = fleet(*(host(f"h{i}", gpus("nvidia", "A100", 80, 4)) for i in range(8)))
+        demands, asked, i = [], 0.0, 0
+        while asked < 32 * 1.3:
+            if rnd.random() < 0.3:
+                demands.append(Demand(f"w{i:03d}", 0, "cuda", rnd.choice([1, 2]), None, 0))
+                asked += demands[-1].gpus
+            else:
+                gib = rnd.choice([8, 10, 16, 20, 40])
+                demands.append(share(f"s{i:03d}", gib))
+                asked += gib / 80
+            i += 1
+        before = _best_order(f, demands)
+        taken = sum(len(a.gpus) * (80 * GIB if a.whole else a.vram_mib) for a in before.placed.values())
+        p = place(f, demands)
+        check_invariants(f, demands, p)
+        gave = sum(1 for u in p.unplaced if "smaller replicas that were left over" in u.message)
+        assert gave and len(p.assignments) >= len(before.placed) + gave
+        now = sum(len(a.gpus) * (80 * GIB if a.whole else a.vram_mib) for a in p.assignments)
+        assert taken - now < gave * 8 * GIB
