@@ -102,7 +102,7 @@ def test_the_repack_never_double_books_never_evicts_and_never_does_worse(sizes, 
         if a.key in was:
             assert (a.host, a.gpus) == was[a.key]  # a replica the lock placed stays where it runs
     assert {u.key for u in p.unplaced} | {a.key for a in p.assignments} == {d.key for d in demands}
-    with _without("give_way"):  # the re-pack's own figures, before the give-way step may trade for replicas
+    with _without("give_way"):  # the re-pack's own figures (the give-way step after it works on either plan)
         mine = place(f, demands, prior)
         with _without("repack"):
             plain = place(f, demands, prior)

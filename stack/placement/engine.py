@@ -66,7 +66,7 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
     CPU-heavy replicas: it places more replicas but fewer GPUs) the first order stands.
 
     Then, in a full pool, a bigger replica this plan places new may give its room to two or more smaller ones
-    left over (stack.placement.giveway): more replicas placed, GPUs within one small slice of the same.
+    left over (stack.placement.giveway): more replicas placed, never less VRAM taken.
     """
     run = _best_order(fleet, demands, prior, strategy, reserved, held)
     run.give_way()  # 2f. a full pool: one replica's room for two or more left over

@@ -7,10 +7,10 @@ zone) than it holds, what is left over is its smallest claims: on the issue's se
 
 So the step takes the replicas left over, smallest first, and for each looks for a replica this plan places
 new, on a group that one may use and bigger than it (smallest first: the cheapest room), whose room, once
-taken back, holds it and at least one more replica left over, and leaves idle less VRAM than the smallest
-slice any of them asks (a whole device for a whole claim: whole GPUs never go idle for it). That replica is
-then left over itself (its explanation says it gave its place) and the others take its room. Every give-way
-places one replica more at least, and GPUs allocated fall by less than one small slice, if at all.
+taken back, holds it and at least one more replica left over, which together take at least the VRAM it held
+(a whole device counted whole). That replica is then left over itself (its explanation says it gave its
+place) and the others take its room. Every give-way places one replica more at least and never allocates
+less VRAM: a plan only gains, in replicas and, where the others also fill what the group had free, in GPUs.
 
 Kept and moved replicas never give way: their containers run now. A dry run on copies of the group and the
 host decides before anything changes, under the same rules as the filters (devices, CPUs, memory, ports,
@@ -129,8 +129,9 @@ class GiveWay:
 
     def run(self) -> None:
         tried: set[tuple] = set()  # shapes no give-way helped
-        # smallest first (the fresh pass's order reversed): small replicas find rooms among many donors, cheaply;
-        # biggest first, the 2,000-host process bench left 1,139 replicas over in the same budget instead of 475
+        # smallest first (the fresh pass's order reversed). On 30 fleets of bench/placement.py --resources, GPUs
+        # allocated at load 1.0 and 1.3: 98.90 % and 99.55 %, against 98.75 % and 99.45 % biggest first (which
+        # leaves fewer replicas over on the selector fleets: 149-189 against 197-264 on the four worst seeds)
         for u, previous in reversed(self.failed):
             if self.budget <= 0:
                 break
@@ -184,8 +185,8 @@ class GiveWay:
                     ram += d.ram_mib - u.ram_mib
                 if (cpu is not None and cpu + 1e-9 < least_cpu) or (ram is not None and ram < least_ram):
                     continue  # no CPUs or memory for a second
-                if mine.most(cpu, ram, held) <= max(0, held - smallest - own):
-                    continue  # not for enough of them to leave less than the smallest slice idle
+                if mine.most(cpu, ram, held) < max(1, held - own):
+                    continue  # not for enough of them to take all the room a held
                 gs = run._group_of(a)
                 if not run._would_fit(u, [(a, d)], gs):
                     continue
@@ -208,8 +209,8 @@ class GiveWay:
                takers: Takers) -> list | None:
         """A dry run: once ``a`` (``d``) is taken back off ``gs``, does ``u`` fit there, and which of ``takers``
         after it, kind by kind, on copies of the group's devices and the host's CPUs, memory and ports? Returns
-        them if two or more fit and what stays idle of the VRAM ``a`` held is less than ``smallest`` (the
-        smallest slice of a device any of them asks), else None."""
+        them if two or more fit and together take at least the VRAM ``a`` held (a whole device counted whole),
+        else None. ``smallest``: the smallest slice of a device any of them asks (below it, nothing more fits)."""
         state, host, size = self.owner.state, a.host, gs.group.vram_mib
         room = Room(gs)
         free = room.free
@@ -246,7 +247,7 @@ class GiveWay:
             if left[2] < 1 or biggest < smallest or (c is not None and c + 1e-9 < least_cpu) or \
                     (r is not None and r < least_ram):
                 break  # nothing more fits
-        if len(chosen) >= 2 and held - left[3] < smallest:  # what stays idle fits none of them
+        if len(chosen) >= 2 and left[3] >= held:  # more replicas, and no VRAM given up
             return chosen
         return None
 
