@@ -92,7 +92,7 @@ class Takers:
 
 class GiveWay:
     #: candidate replicas to give way the step looks at, over the whole run
-    BUDGET = 10_000
+    BUDGET = 5_000
 
     def __init__(self, run: _Run, by_key: dict[str, Demand]):
         self.owner, self.by_key = run, by_key
@@ -188,12 +188,10 @@ class GiveWay:
                 if mine.most(cpu, ram, held) < max(1, held - own):
                     continue  # not for enough of them to take all the room a held
                 gs = run._group_of(a)
-                if not run._would_fit(u, [(a, d)], gs):
-                    continue
                 # a room like one a dry run found no way in (more left-over replicas placed never opens one)
                 room = (at, held, d.cpus, d.ram_mib, d.whole, tuple(sorted(gs.free)), tuple(sorted(gs.claims)),
                         cpu, ram, state.ports[host].free_count())
-                if room in self.futile:
+                if room in self.futile or not run._would_fit(u, [(a, d)], gs):
                     continue
                 chosen = self.refill(gs, a, d, held, smallest, u, previous, mine)
                 if chosen is not None:
