@@ -1232,8 +1232,9 @@ class _Run:
     def give_way(self) -> None:
         """A full pool: one replica this plan places new gives its room to two or more smaller ones left over
         (stack.placement.giveway)."""
-        if sum(1 for d, _ in self._failed if d.gpus and d.manual is None) >= 2:
-            GiveWay(self, self.by_key).run()
+        failed = [(d, p) for d, p in self._failed if d.gpus and d.manual is None]
+        if len(failed) >= 2:
+            GiveWay(self, failed).run()
 
     def _group_of(self, a: Assignment) -> GroupState:
         """The group a GPU replica's assignment took its devices from."""

@@ -25,7 +25,7 @@ from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING
 
 from .model import Assignment, Demand
-from .state import GroupState, choose_devices
+from .state import GroupState, choose_devices, occupy, vacate
 
 if TYPE_CHECKING:
     from .engine import _Run
@@ -94,9 +94,10 @@ class GiveWay:
     #: candidate replicas to give way the step looks at, over the whole run
     BUDGET = 5_000
 
-    def __init__(self, run: _Run, by_key: dict[str, Demand]):
-        self.owner, self.by_key = run, by_key
-        self.failed = [(d, p) for d, p in run._failed if d.gpus and d.manual is None]
+    def __init__(self, run: _Run, failed: list[tuple[Demand, str | None]]):
+        """``failed``: the GPU replicas left over (manual selection aside) and the hosts the lock had them on."""
+        self.owner, self.failed = run, failed
+        by_key = run.by_key
         held_by: dict[tuple, list[tuple]] = {}  # class key -> (VRAM held, key, assignment, demand)
         for a in run.placed.values():
             if a.status == "new" and a.vendor is not None:
@@ -162,7 +163,7 @@ class GiveWay:
                 mine = self.takers[key] = Takers([k for shape, kinds in self.kinds.items()
                                                   if run._static_ok(lists.rep, kinds[0].replicas[0][0]) for k in kinds],
                                                  size)
-            smallest = min(mine.smallest, size if u.whole else u.vram_mib)
+            smallest = mine.smallest  # (u is among them)
             least_cpu, least_ram = mine.least
             at = (shape, key)
             i = self.resume.get(at)
@@ -209,14 +210,10 @@ class GiveWay:
         after it, kind by kind, on copies of the group's devices and the host's CPUs, memory and ports? Returns
         them if two or more fit and together take at least the VRAM ``a`` held (a whole device counted whole),
         else None. ``smallest``: the smallest slice of a device any of them asks (below it, nothing more fits)."""
-        state, host, size = self.owner.state, a.host, gs.group.vram_mib
+        state, host = self.owner.state, a.host
         room = Room(gs)
         free = room.free
-        for p in (gs.pos_of[i] for i in a.gpus):
-            free[p] = size if d.whole else min(size, free[p] + d.vram_mib)
-            room.claims[p] -= 1
-            if d.whole:
-                room.exclusive[p] = False
+        vacate(room, [gs.pos_of[i] for i in a.gpus], d.vram_mib)
         cpu, ram = state.cpu_free[host], state.ram_free[host]
         left = [None if cpu is None else cpu + d.cpus, None if ram is None else ram + d.ram_mib,
                 state.ports[host].free_count() + 1, 0]  # CPUs, memory, ports; VRAM taken
@@ -275,16 +272,10 @@ def _dry_place(room: Room, left: list, running: dict, w: Demand, host: str) -> b
     at = choose_devices(room, w, w.allowed_on(host))
     if at is None:
         return False
-    size = room.group.vram_mib
-    for p in at:
-        if w.whole:
-            room.free[p], room.exclusive[p] = 0, True
-        else:
-            room.free[p] -= w.vram_mib
-        room.claims[p] += 1
+    occupy(room, at, w.vram_mib)
     left[0] = None if cpu is None else cpu - w.cpus
     left[1] = None if ram is None else ram - w.ram_mib
     left[2] -= 1
-    left[3] += w.gpus * (size if w.whole else w.vram_mib)
+    left[3] += w.gpus * (room.group.vram_mib if w.whole else w.vram_mib)
     running[w.deployment] = running.get(w.deployment, 0) + 1
     return True

@@ -66,6 +66,36 @@ def choose_devices(gs: GroupState, demand: Demand, allowed: set[int] | None = No
     return sorted(fits[:g])
 
 
+def occupy(gs: GroupState, positions: list[int], vram_mib: int | None) -> int:
+    """Take ``vram_mib`` (None: the whole device, exclusively) on each of ``positions`` of ``gs`` (a group's
+    state, or a copy with the same lists: giveway.Room); returns the MiB taken."""
+    free, taken = gs.free, 0  # MiB are whole numbers: the sum of the differences is exact
+    for i in positions:
+        if vram_mib is None:
+            taken += free[i]
+            free[i] = 0
+            gs.exclusive[i] = True
+        else:  # never below 0: a hand-edited lock may hold more than a device has
+            left = max(0, free[i] - vram_mib)
+            taken += free[i] - left
+            free[i] = left
+        gs.claims[i] += 1
+    return taken
+
+
+def vacate(gs: GroupState, positions: list[int], vram_mib: int | None) -> int:
+    """Undo ``occupy``; returns the MiB given back."""
+    free, size, given = gs.free, gs.group.vram_mib, 0
+    for i in positions:
+        now = size if vram_mib is None else min(size, free[i] + vram_mib)
+        given += now - free[i]
+        free[i] = now
+        if vram_mib is None:
+            gs.exclusive[i] = False
+        gs.claims[i] -= 1
+    return given
+
+
 def devices_fit(gs: GroupState, demand: Demand) -> bool:
     """``choose_devices(gs, demand) is not None`` without choosing (no manual selection): counted, not
     listed and sorted. The free-VRAM filter asks it of every host a replica's shape could use when its
@@ -227,18 +257,7 @@ class FleetState:
     def hold(self, gs: GroupState, positions: list[int], vram_mib: int | None) -> None:
         """Devices a container outside this plan's replicas still uses (departing, or another stack's).
         Always called with ``hold_host`` (which announces the change), as ``claim`` does."""
-        free, taken = gs.free, 0  # MiB are whole numbers: the sum of the differences is exact
-        for i in positions:
-            if vram_mib is None:
-                taken += free[i]
-                free[i] = 0
-                gs.exclusive[i] = True
-            else:  # never below 0: a hand-edited lock may hold more than a device has
-                left = max(0, free[i] - vram_mib)
-                taken += free[i] - left
-                free[i] = left
-            gs.claims[i] += 1
-        self.gpus_free[gs.host.name] -= taken / gs.group.vram_mib
+        self.gpus_free[gs.host.name] -= occupy(gs, positions, vram_mib) / gs.group.vram_mib
 
     def hold_host(self, host: str, cpus: float, ram_mib: int) -> None:
         """CPUs and memory a replica takes on its host (this plan's, departing, or another stack's);
@@ -253,15 +272,7 @@ class FleetState:
     def release(self, gs: GroupState | None, positions: list[int], demand: Demand, host: str, port: int) -> None:
         """Undo ``claim`` and the port: a replica of this run is taken back (the repair step moves it)."""
         if gs is not None:
-            free, size, given = gs.free, gs.group.vram_mib, 0
-            for i in positions:
-                now = size if demand.vram_mib is None else min(size, free[i] + demand.vram_mib)
-                given += now - free[i]
-                free[i] = now
-                if demand.vram_mib is None:
-                    gs.exclusive[i] = False
-                gs.claims[i] -= 1
-            self.gpus_free[host] += given / size
+            self.gpus_free[host] += vacate(gs, positions, demand.vram_mib) / gs.group.vram_mib
         self.hold_host(host, -demand.cpus, -demand.ram_mib)
         deps = self.deployments_on[host]
         deps[demand.deployment] -= 1
