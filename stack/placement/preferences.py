@@ -83,7 +83,7 @@ class KeepCpusPerGpu(Preference):
 
     def skips(self, ctx, demand):
         cpus, ram = ctx.ratios
-        return lambda host: ctx.state.strands(host, demand, cpus, ram)
+        return ctx.state.strands(demand, cpus, ram)
 
     def skips_key(self, demand):
         return (self.name, demand.gpus, demand.whole, demand.vram_mib, demand.cpus, demand.ram_mib)
