@@ -1466,7 +1466,10 @@ def walk(fleet: Fleet, state: FleetState, demand: Demand, index: CandidateIndex 
     shared by replicas of one shape that ask different CPUs or memory.
 
     Static filters are answered once per class of identical groups when an index is given (once per
-    run when the caller passes ``static_cache``: they depend only on the demand's static shape)."""
+    run when the caller passes ``static_cache``: they depend only on the demand's static shape), and the
+    one-group hosts of a class they turn away are settled together, not host by host: only hosts of the
+    classes that pass are asked the dynamic filters (a third of the fleet for a shape on the 2,000-host bench,
+    where the walks had been an eighth of the plan)."""
     filters = applicable(demand)
     first_dynamic = next(i for i, f in enumerate(filters) if f in DYNAMIC)
     static_reach: dict[tuple, int] = {} if static_cache is None else \
@@ -1487,42 +1490,71 @@ def walk(fleet: Fleet, state: FleetState, demand: Demand, index: CandidateIndex 
                 return i
         return n
 
-    # with an index, a group's static reach is its class's, asked of the class's first group met
-    by_gid: list[int] | None = None
-    if index is not None and demand.gpus:
-        class_reach: dict[tuple, int] = {}
-        for key, lists in index.classes.items():
-            got = static_reach.get(key)
-            if got is None:
-                host, group = lists.rep.host, lists.rep.group
-                got = static_reach[key] = next((i for i, f in enumerate(filters[:first_dynamic])
-                                                if not f.check(host, group, demand, state)), first_dynamic)
-            class_reach[key] = got
-        by_gid = [class_reach[key] for key in index.class_of]
-
     settled: dict[int, list] = {}
-    open_: list[tuple] = []
     sized_from = min(host_level, default=n)
-    groups_of = state.groups_of
-    for host in fleet.hosts:
-        if by_gid is not None and host.groups:
-            furthest, best = -1, None
-            for gs in groups_of[host.name]:
-                got = by_gid[gs.gid]
-                if got >= first_dynamic:
-                    got = reached(host, gs.group, dynamic)
-                if got > furthest:
-                    furthest, best = got, gs.group
-        else:
+    if index is None or not demand.gpus:
+        open_: list[tuple] = []
+        for host in fleet.hosts:
             groups = [None] if demand.gpus == 0 else (list(host.groups) or [None])
             reach = [reached(host, group, every) for group in groups]
             furthest = max(reach)
             best = groups[reach.index(furthest)]
+            if furthest < sized_from:
+                settled.setdefault(furthest, []).append(host)
+            else:
+                open_.append((host, furthest, best))
+        return Walk(settled, open_)
+
+    # with an index, a group's static reach is its class's, asked of the class's first group met
+    class_reach: dict[tuple, int] = {}
+    for key, lists in index.classes.items():
+        got = static_reach.get(key)
+        if got is None:
+            host, group = lists.rep.host, lists.rep.group
+            got = static_reach[key] = next((i for i, f in enumerate(filters[:first_dynamic])
+                                            if not f.check(host, group, demand, state)), first_dynamic)
+        class_reach[key] = got
+    # class by class: a class a static filter turns away settles its one-group hosts at once; the others' hosts
+    # are asked the dynamic filters one by one. Settled hosts are only counted and described (in any order);
+    # the open ones are put back in fleet order, the order the search meets them in.
+    single, several, bare = index.hosts_by_class()
+    found: list[tuple] = []  # (position in the fleet, host, reach, group) of the open hosts
+    for key, (hosts, entries) in single.items():
+        got = class_reach[key]
+        if got < first_dynamic:
+            if got < sized_from:
+                if hosts:
+                    settled.setdefault(got, []).extend(hosts)
+            else:
+                found.extend((pos, host, got, group) for pos, host, group in entries)
+            continue
+        for pos, host, group in entries:
+            furthest = reached(host, group, dynamic)
+            if furthest < sized_from:
+                settled.setdefault(furthest, []).append(host)
+            else:
+                found.append((pos, host, furthest, group))
+    groups_of, class_of = state.groups_of, index.class_of
+    for pos, host in several:
+        furthest, best = -1, None
+        for gs in groups_of[host.name]:
+            got = class_reach[class_of[gs.gid]]
+            if got >= first_dynamic:
+                got = reached(host, gs.group, dynamic)
+            if got > furthest:
+                furthest, best = got, gs.group
         if furthest < sized_from:
             settled.setdefault(furthest, []).append(host)
         else:
-            open_.append((host, furthest, best))
-    return Walk(settled, open_)
+            found.append((pos, host, furthest, best))
+    for pos, host in bare:
+        furthest = reached(host, None, every)
+        if furthest < sized_from:
+            settled.setdefault(furthest, []).append(host)
+        else:
+            found.append((pos, host, furthest, None))
+    found.sort(key=itemgetter(0))
+    return Walk(settled, [(host, furthest, group) for _, host, furthest, group in found])
 
 
 class Walk:

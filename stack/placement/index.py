@@ -89,6 +89,7 @@ class CandidateIndex:
         for lists in self.classes.values():
             self._of_framework.setdefault(lists.rep.group.framework, []).append(lists)
         self._searched: dict[tuple, list[_ClassLists]] = {}
+        self._by_class: tuple | None = None
         # every group filed at once, each list sorted once (``refresh`` files one group at a time)
         for gs in state.groups:
             whole, touched = self._entries(gs)
@@ -199,6 +200,26 @@ class CandidateIndex:
         for gs in self.state.groups_of[host]:
             self.dropped.discard(gs.gid)
             self.refresh(gs)
+
+    def hosts_by_class(self) -> tuple[dict[tuple, tuple[list, list[tuple]]], list[tuple], list[tuple]]:
+        """The fleet's hosts as a walk over every host visits them (engine.walk): those with one device group by
+        its class, as (hosts, [(position in the fleet, host, group)]); then (position, host) of those with several
+        groups and of those with none. A class that fails a static filter settles all its one-group hosts at once
+        (most hosts of a fleet have one group, and most classes fail a shape's static filters). Made once: the
+        fleet does not change during a run."""
+        if self._by_class is None:
+            single: dict[tuple, tuple[list, list[tuple]]] = {key: ([], []) for key in self.classes}
+            several, bare = [], []
+            for pos, host in enumerate(self.state.fleet.hosts):
+                groups = self.state.groups_of[host.name]
+                if len(groups) == 1:
+                    hosts, entries = single[self.class_of[groups[0].gid]]
+                    hosts.append(host)
+                    entries.append((pos, host, groups[0].group))
+                else:
+                    (several if groups else bare).append((pos, host))
+            self._by_class = (single, several, bare)
+        return self._by_class
 
     # ------------------------------------------------------------------ queries
     def eligible(self, demand: Demand) -> list[_ClassLists]:
