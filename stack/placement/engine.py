@@ -327,6 +327,8 @@ class _Constrainedness:
     def __init__(self, fleet: Fleet, index: CandidateIndex):
         self.fleet, self.index = fleet, index
         self.cache: dict[tuple, int] = {}
+        #: active hosts by their labels: [how many, one of them] (the label filter reads nothing else)
+        self._by_labels: dict[tuple, list] | None = None
 
     def __call__(self, d: Demand) -> int:
         if d.manual is not None:
@@ -337,7 +339,12 @@ class _Constrainedness:
             if d.gpus:
                 got = sum(len(lists.members) for lists in self.index.eligible(d))
             else:
-                got = sum(1 for h in self.fleet.hosts if h.active and LABELS(h, None, d))
+                if self._by_labels is None:
+                    self._by_labels = {}
+                    for h in self.fleet.hosts:
+                        if h.active:
+                            self._by_labels.setdefault(h.labels, [0, h])[0] += 1
+                got = sum(n for n, h in self._by_labels.values() if LABELS(h, None, d))
             self.cache[key] = got
         return got
 
