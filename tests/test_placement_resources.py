@@ -1,6 +1,7 @@
 """CPUs and memory are placement resources; constrained replicas are never starved by flexible ones."""
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import replace
 
@@ -319,3 +320,22 @@ def test_a_gpu_model_list_in_a_stack_file(tmp_path):
         r = run_cli("--root", project, "validate")
         assert r.code == 2 and r.err.count("selectors.gpu_model") == 1, r.err
         assert f"deployments.gguf-rocm.selectors.gpu_model: {said}" in r.err, r.err
+
+
+def test_a_plan_leaves_nothing_for_the_cyclic_collector():
+    """What a run builds (the state, the index, their sorted lists) is freed by reference counting when the
+    plan is returned: no cycle keeps it for a later collection, which had walked 30,000 objects for 17-22 ms
+    after each 2,000-host plan. Replicas that ask CPUs are what make a run log host changes (engine._Walks),
+    the link that had closed the cycle."""
+    f = fleet(*(host(f"h{i}", gpus("nvidia", "H100", 80, 4), cpus=32, ram_gib=256) for i in range(6)))
+    demands = [Demand(f"s{i}", r, "cuda", 1, 30 * 1024, 30 * 1024, cpus=2, ram_mib=8 * 1024)
+               for i in range(30) for r in range(3)]
+    gc.collect()
+    gc.disable()
+    try:
+        plan = place(f, demands)
+        left = gc.collect()
+    finally:
+        gc.enable()
+    assert plan.assignments and plan.unplaced  # a full fleet: every step of the run had work
+    assert left == 0

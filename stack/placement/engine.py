@@ -70,7 +70,10 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
     """
     run = _best_order(fleet, demands, prior, strategy, reserved, held)
     run.give_way()  # 2f. a full pool: one replica's room for two or more left over
-    return run.finish(demands, prior)
+    try:
+        return run.finish(demands, prior)
+    finally:
+        run.close()
 
 
 def _best_order(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] | None = None,
@@ -81,7 +84,8 @@ def _best_order(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedRepl
     if run.wants_device_order():
         other = _place(fleet, demands, prior, strategy, reserved, held, by_device=True)
         if other.better_than(run):
-            run = other
+            run, other = other, run
+        other.close()
     return run
 
 
@@ -626,6 +630,13 @@ class _Run:
         return Placement(self.strategy, tuple(sorted(self.placed.values(), key=lambda a: (a.deployment, a.replica))),
                          tuple(sorted(self.unplaced, key=lambda u: (u.deployment, u.replica))), removed,
                          dict(sorted(self.move_reasons.items())), self.departing)
+
+    def close(self) -> None:
+        """The run is over: the state forgets the index it told of changes (see _Walks), the one cycle a run
+        makes. Then reference counting frees the run's state and index as soon as the run is dropped; through
+        that cycle, they waited for the next cyclic collection, which walked 30,000 objects for 17-22 ms after
+        each 2,000-host plan."""
+        self.state.on_change = None
 
     # ------------------------------------------------------------------ the second order
     #: left-over shapes the fragmentation check looks at (each a walk over the groups it may use)
