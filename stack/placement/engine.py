@@ -180,6 +180,25 @@ def _hold(state: FleetState, index: CandidateIndex, entries: tuple[LockedReplica
             index.drop_host(locked.host)
 
 
+class _IdleMembers:
+    """A class's groups on hosts that had a free GPU, or part of one, when the exchange step began, in class order:
+    what its search for a host with idle GPUs walks. A trade swaps two replicas of the same GPUs and VRAM and then
+    places one more, so no host gains free GPUs during the step, and no other host can offer any. Made once per
+    class asked: the step had walked every group of every class it may use for each replica (54,000 groups, 95 %
+    of them full, on the 2,000-host bench)."""
+
+    def __init__(self, state: FleetState):
+        self.state = state
+        self.of: dict[int, list[int]] = {}
+
+    def __call__(self, lists) -> list[int]:
+        got = self.of.get(id(lists))
+        if got is None:
+            free, groups = self.state.gpus_free, self.state.groups
+            got = self.of[id(lists)] = [gid for gid in lists.members if free[groups[gid].host.name] > 0]
+        return got
+
+
 def _trade_shape(d: Demand) -> tuple:
     """Replicas that can trade places where the devices allow (a trade checks the static filters both ways):
     the same GPUs and VRAM, any smallest device size."""
@@ -1023,6 +1042,7 @@ class _Run:
             return
         by_shape, on_host = self._tradeable(by_key)
         budget = [self.EXCHANGE_BUDGET]
+        idle = _IdleMembers(self.state)
         placed: set[str] = set()
         hopeless: dict[tuple, list[tuple[float, int]]] = {}  # asks no trade helped, as in _choose
         for u, previous in failed:
@@ -1031,17 +1051,17 @@ class _Run:
             shape = (u.static_key(), u.vram_mib)
             if any(c <= u.cpus and r <= u.ram_mib for c, r in hopeless.get(shape, ())):
                 continue
-            if self._exchange_for(u, previous, by_shape, on_host, budget):
+            if self._exchange_for(u, previous, by_shape, on_host, budget, idle):
                 placed.add(u.key)
                 hopeless.clear()
             else:
                 hopeless.setdefault(shape, []).append((u.cpus, u.ram_mib))
         self._failed = [(d, p) for d, p in self._failed if d.key not in placed]
 
-    def _exchange_for(self, u: Demand, previous, by_shape, on_host, budget: list[int]) -> bool:
+    def _exchange_for(self, u: Demand, previous, by_shape, on_host, budget: list[int], idle: "_IdleMembers") -> bool:
         cpu, ram, gpus_free = self.state.cpu_free, self.state.ram_free, self.state.gpus_free
         for lists in self.index.eligible(u):
-            for gid in lists.members:
+            for gid in idle(lists):
                 gs = self.state.groups[gid]
                 h1 = gs.host.name
                 # the host's free GPUs, counted in whole devices, bound what any of its groups can give: most
