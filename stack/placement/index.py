@@ -165,10 +165,13 @@ class CandidateIndex:
         if gs.gid in self.dropped:
             return None, []
         name, gidx, gid = gs.host.name, gs.gidx, gs.gid
-        u = gs.untouched
-        return (u, name, gidx, gid) if u else None, \
-            [(free, name, gidx, pos, gid) for pos, (free, excl, claims) in enumerate(zip(gs.free, gs.exclusive, gs.claims))
-             if claims and not excl and free > 0]
+        claims = gs.claims
+        u = claims.count(0)
+        whole = (u, name, gidx, gid) if u else None
+        if gs.exclusive.count(True) == len(claims) - u:  # every claimed device is taken whole: none is shared
+            return whole, []
+        return whole, [(free, name, gidx, pos, gid) for pos, (free, excl, n)
+                       in enumerate(zip(gs.free, gs.exclusive, claims)) if n and not excl and free > 0]
 
     def _file_kth(self, gs: GroupState, g: int, lst: list, name: str, gidx: int,
                   kth: list[dict[int, tuple]]) -> None:
