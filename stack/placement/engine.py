@@ -126,6 +126,10 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
         _hold(state, index, entries)
         for locked in entries:
             state.held_by.setdefault(locked.host, set()).add(other)
+    # what the replicas to place ask, not the kept ones too: over every replica of the plan, replicas arriving in
+    # 20 batches with the lock (bench/placement.py) saw the whole workload's ratios, which gained 0.14-0.24 points
+    # of GPUs on 40 synthetic fleets and cost 0.2-0.6 on Alibaba's openb trace (default 95.6 -> 95.4 %, cpu250
+    # 93.4 -> 92.8 %; 2026-12-03)
     run.ratios = run.hosts.per_gpu = _ratios(fresh)
     run.context = Context(state, run.ratios)
     for host in fleet.hosts:  # what departing and other stacks' replicas hold is taken now

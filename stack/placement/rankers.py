@@ -49,7 +49,12 @@ class Ranker:
 
 class Binpack(Ranker):
     """The tightest group (fewest unclaimed devices left), already-shared devices before breaking
-    whole ones, the smallest device that fits: big empty hosts stay free for big replicas."""
+    whole ones, the smallest device that fits: big empty hosts stay free for big replicas.
+
+    Whole claims opening an empty group on the smallest device first, before tighter groups of bigger ones (so
+    flexible replicas arriving early leave big devices to later ones that need them), was tried on 2026-12-03:
+    on ten synthetic fleets in 20 batches the lowest fleet rose 0.2 points (94.6 -> 94.8 %) and the mean not at
+    all, and one plan at load 1.3 fell 99.51 -> 99.36 %."""
 
     name = "binpack"
     bounded = True
