@@ -330,12 +330,14 @@ def test_a_plan_leaves_nothing_for_the_cyclic_collector():
     f = fleet(*(host(f"h{i}", gpus("nvidia", "H100", 80, 4), cpus=32, ram_gib=256) for i in range(6)))
     demands = [Demand(f"s{i}", r, "cuda", 1, 30 * 1024, 30 * 1024, cpus=2, ram_mib=8 * 1024)
                for i in range(30) for r in range(3)]
+    was = gc.isenabled()
     gc.collect()
     gc.disable()
     try:
         plan = place(f, demands)
         left = gc.collect()
     finally:
-        gc.enable()
+        if was:
+            gc.enable()
     assert plan.assignments and plan.unplaced  # a full fleet: every step of the run had work
     assert left == 0
