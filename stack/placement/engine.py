@@ -43,13 +43,13 @@ from .filters import (
     VRAM_SIZE,
     applicable,
 )
-from .giveway import GiveWay
+from .giveway import GiveWay, Room
 from .index import BINPACK, CandidateIndex, HostIndex
 from .model import Assignment, Demand, LockedReplica, Placement, Removed, Unplaced
 from .packing import device_bins
 from .preferences import Context, gpu_share, tiers
 from .rankers import RANKERS
-from .state import FleetState, GroupState, choose_devices
+from .state import FleetState, GroupState, choose_devices, devices_fit, vacate
 
 
 @collector_paused()
@@ -1334,20 +1334,10 @@ class _Run:
             return False
         if gs.group.vram_mib < demand.min_vram_mib or len(gs.group.devices) < demand.gpus:
             return False
-        claims, free, whole_freed = list(gs.claims), list(gs.free), set()
+        room = Room(gs)  # the devices as the state's own release would leave them
         for a, other in out:
-            for i in a.gpus:
-                p = gs.pos_of[i]
-                claims[p] -= 1
-                if other.whole:
-                    whole_freed.add(p)
-                else:
-                    free[p] += other.vram_mib
-        if demand.whole:
-            return sum(1 for c in claims if c == 0) >= demand.gpus
-        room = sum(1 for p, f in enumerate(free) if not gs.exclusive[p] or p in whole_freed
-                   if (gs.group.vram_mib if p in whole_freed else f) >= demand.vram_mib)
-        return room >= demand.gpus
+            vacate(room, [gs.pos_of[i] for i in a.gpus], other.vram_mib)
+        return devices_fit(room, demand)
 
     def _swap(self, demand: Demand, previous, gs: GroupState, out: list) -> list[Assignment] | None:
         """Take the replicas ``out`` back, put ``demand`` on their group, place them again elsewhere (biggest

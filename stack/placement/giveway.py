@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 
 class Room:
-    """Copies of a group's devices for a dry run: what ``choose_devices`` reads."""
+    """Copies of a group's devices for a dry run: what ``choose_devices``, ``devices_fit`` and ``vacate`` read."""
     __slots__ = ("claims", "exclusive", "free", "group")
 
     def __init__(self, gs: GroupState):
