@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +29,21 @@ def main(argv: list[str] | None = None) -> int:
     # collector's scans only cost time (a 2,000-host plan: about 10 %). Restored for in-process callers.
     with collector_paused():
         return _main(argv)
+
+
+def run() -> None:
+    """The ``gpufleet`` command: ``main``, its output flushed, then the process ends without tearing its heap
+    down one object at a time. A 2,000-host plan leaves about a million objects that nothing reads again;
+    freeing them took 0.04 s of a 1.0 s ``gpufleet plan`` (mypy ends the same way). Nothing of gpufleet's runs
+    at exit: files it writes are closed when written. An exception is not caught here: Python reports it and
+    exits as usual."""
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # `gpufleet plan | head`: the reader is gone, and so is what it did not read
+        code = code or EXIT_OK
+    os._exit(code)
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -217,4 +233,4 @@ def format_table(rows: list[tuple]) -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -123,3 +125,25 @@ def test_planning_imports_no_ssh_http_or_round_trip_yaml():
               "f._described)\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip().splitlines()[-1] in ("0 [] False", "3 [] False"), out.stdout[-500:] + out.stderr[-2000:]
+
+
+def test_the_command_flushes_all_it_printed_and_keeps_its_exit_status():
+    """``gpufleet`` ends with os._exit (cli.main.run): whatever was printed must still reach the reader, in full,
+    and the exit status must be main's; a reader that stops early gets no error from gpufleet."""
+    run = [sys.executable, "-c", "from cli.main import run; run()", "--root", str(ROOT)]
+    # buffered, as a user's terminal or pipe is (this sandbox sets PYTHONUNBUFFERED, under which nothing waits)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    out = subprocess.run(run + ["plan", "--stack", "demo", "--no-lock", "--json"], capture_output=True, text=True,
+                         cwd=ROOT, env=env)
+    inside = subprocess.run([sys.executable, "-c", "import sys; from cli.main import main; sys.exit(main())",
+                             "--root", str(ROOT), "plan", "--stack", "demo", "--no-lock", "--json"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == inside.returncode and out.returncode in (0, 3), out.stderr[-2000:]
+    assert json.loads(out.stdout) == json.loads(inside.stdout)
+    bad = subprocess.run(run + ["plan", "--stack", "no-such-stack"], capture_output=True, text=True, cwd=ROOT,
+                         env=env)
+    assert bad.returncode == 2 and "nothing was changed" in bad.stderr
+    # a reader that takes one byte and goes: the rest is dropped without a word
+    early = subprocess.run(f"{shlex.join(run)} plan --stack demo --no-lock --json | head -c 1", shell=True,
+                           capture_output=True, text=True, cwd=ROOT, env=env)
+    assert early.stdout == "{" and "Error" not in early.stderr and "Exception" not in early.stderr, early.stderr
