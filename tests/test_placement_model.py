@@ -14,7 +14,7 @@ CLASSES = [model.Demand, model.Claim, model.LockedReplica, model.Assignment, mod
 
 def _values(cls, salt: int) -> dict:
     """A distinct value per field: positional and keyword calls must put each in its own slot."""
-    return {f.name: f"{f.name}-{salt}" for f in dataclasses.fields(cls)}
+    return {f.name: f"{f.name}-{salt}" for f in dataclasses.fields(cls) if f.init}
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
@@ -31,7 +31,7 @@ def test_every_field_lands_in_its_own_slot_by_keyword_and_by_position(cls):
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
 def test_defaults_and_signature_are_the_dataclass_ones(cls):
-    fields = dataclasses.fields(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.init]
     params = list(inspect.signature(cls).parameters.values())
     assert [p.name for p in params] == [f.name for f in fields]
     for p, f in zip(params, fields):
@@ -56,3 +56,16 @@ def test_instances_stay_frozen_and_replace_still_works(cls):
     changed = dataclasses.replace(obj, **{first: "changed"})
     assert getattr(changed, first) == "changed" and getattr(obj, first) == f"{first}-3"
     assert not hasattr(obj, "__dict__")  # still slotted
+
+
+def test_a_demands_static_shape_is_made_from_its_fields_and_follows_replace():
+    """``Demand.static`` is derived once, in __init__: a copy made by replace() must derive its own."""
+    d = model.Demand("a", 0, "cuda", 2, None, 40960, (("zone", "a"),), "nvidia", "*H100*")
+    assert d.static == ("cuda", (("zone", "a"),), "nvidia", "*H100*", 2, 40960, True)
+    shared = dataclasses.replace(d, vram_mib=8192, gpus=1, labels=())
+    assert shared.static == ("cuda", (), "nvidia", "*H100*", 1, 40960, False)
+    assert dataclasses.replace(d, replica=5).static == d.static
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        d.static = ()
+    with pytest.raises(TypeError):
+        model.Demand("a", 0, "cuda", 1, static=())

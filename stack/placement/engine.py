@@ -254,7 +254,7 @@ class _Partners:
 
 
 #: every field of a demand but its replica number
-_BUT_REPLICA = attrgetter(*(f.name for f in fields(Demand) if f.name != "replica"))
+_BUT_REPLICA = attrgetter(*(f.name for f in fields(Demand) if f.name != "replica" and f.init))
 
 
 def _sorted_by_runs(demands: list[Demand], key: Callable[[Demand], tuple]) -> list[Demand]:
@@ -336,7 +336,7 @@ class _DeviceSize:
         self.cache: dict[tuple, int | None] = {}
 
     def __call__(self, d: Demand) -> int | None:
-        key = d.static_key()
+        key = d.static
         if key not in self.cache:
             count: dict[int, int] = {}
             for lists in self.index.eligible(d):
@@ -360,7 +360,7 @@ class _Constrainedness:
     def __call__(self, d: Demand) -> int:
         if d.manual is not None:
             return len({name for name, _ in d.manual})
-        key = d.static_key() if d.gpus else ("no GPU", d.labels)  # needing no GPU: only its labels filter hosts
+        key = d.static if d.gpus else ("no GPU", d.labels)  # needing no GPU: only its labels filter hosts
         got = self.cache.get(key)
         if got is None:
             if d.gpus:
@@ -683,7 +683,7 @@ class _Run:
         for d, _ in self._failed:
             if d.gpus != 1 or d.whole or d.manual is not None:
                 continue
-            shape = (d.static_key(), d.vram_mib, d.cpus, d.ram_mib)
+            shape = (d.static, d.vram_mib, d.cpus, d.ram_mib)
             if shape in seen:
                 continue
             if len(seen) >= self.FRAGMENTATION_SHAPES:
@@ -806,7 +806,7 @@ class _Run:
 
         # capacity only shrinks during a run: a shape nothing fit will never fit later in it (asked first:
         # most of the calls of a plan that leaves many replicas over end here)
-        shape = (demand.static_key(), demand.vram_mib)
+        shape = (demand.static, demand.vram_mib)
         failed = self._hopeless.get(shape)
         if failed and self._hopeless_shape(demand, failed):
             return None
@@ -839,7 +839,7 @@ class _Run:
     def _hopeless_shape(self, demand: Demand, failed: list | None = None) -> bool:
         """A replica of this shape asking no more CPUs and memory found no place since capacity last grew."""
         if failed is None:
-            failed = self._hopeless.get((demand.static_key(), demand.vram_mib))
+            failed = self._hopeless.get((demand.static, demand.vram_mib))
         if failed:
             cpus, ram = demand.cpus, demand.ram_mib
             for c, r in failed:  # a loop, not any(): asked for every replica of every pass
@@ -891,7 +891,7 @@ class _Run:
                 on_group.setdefault(self._group_of(a).gid, []).append(self._repair_entry(a, by_key, constrained))
         hopeless: set[tuple] = set()  # shapes no swap helped since the last success
         for demand, previous in failed:
-            shape = (demand.static_key(), demand.vram_mib, demand.cpus, demand.ram_mib)
+            shape = (demand.static, demand.vram_mib, demand.cpus, demand.ram_mib)
             if demand.gpus and demand.manual is None and budget[0] > 0 and shape not in hopeless and \
                     self._repair_one(demand, previous, by_key, constrained, budget, on_group):
                 hopeless.clear()
@@ -922,7 +922,7 @@ class _Run:
             return
         static: dict[tuple, list[int]] = {}  # the groups each shape may use, from the index's classes
         for _, d in items:
-            key = d.static_key()
+            key = d.static
             if key not in static:
                 static[key] = [gid for lists in self.index.eligible(d) for gid in lists.members]
                 if len(static[key]) > self.REPACK_GROUPS:
@@ -972,7 +972,7 @@ class _Run:
             i = order[k]
             d = items[i][1]
             home = where[i]
-            for g in sorted(static[d.static_key()], key=lambda g: g != home):
+            for g in sorted(static[d.static], key=lambda g: g != home):
                 h = self.state.groups[g].host.name
                 if free[g] < d.gpus or ports[h] < 1 or (cpu[h] is not None and cpu[h] + 1e-9 < d.cpus) or \
                         (ram[h] is not None and ram[h] < d.ram_mib):
@@ -1052,7 +1052,7 @@ class _Run:
         for u, previous in failed:
             if budget[0] <= 0:
                 break
-            shape = (u.static_key(), u.vram_mib)
+            shape = (u.static, u.vram_mib)
             if any(c <= u.cpus and r <= u.ram_mib for c, r in hopeless.get(shape, ())):
                 continue
             if self._exchange_for(u, previous, by_shape, on_host, budget, idle):
@@ -1296,7 +1296,7 @@ class _Run:
         ``_hopeless`` files it, how constrained it is). The repair looks at up to REPAIR_BUDGET of these, and
         on the bench fleets spends the whole budget turning them away by these two answers."""
         d = by_key[a.key]
-        return a, d, (d.static_key(), d.vram_mib), constrained(d)
+        return a, d, (d.static, d.vram_mib), constrained(d)
 
     def _repair_one(self, demand, previous, by_key, constrained, budget: list[int], on_group) -> bool:
         mine = constrained(demand)
@@ -1442,12 +1442,12 @@ class _Run:
         descriptions: dict[tuple, str] = {}
         kinds = [(c.rep.host, c.rep.group) for c in self.index.classes.values()]
         for demand, previous in self._failed:
-            key = (demand.static_key(), demand.vram_mib, demand.manual, demand.spread_hosts and demand.deployment)
+            key = (demand.static, demand.vram_mib, demand.manual, demand.spread_hosts and demand.deployment)
             got = self._explained(cache.get(key, ()), demand)
             if got is None:
                 if key not in walks:
                     walks[key] = walk(self.fleet, self.state, demand, self.index, static)
-                shape = demand.static_key()
+                shape = demand.static
                 if shape not in too_big:
                     too_big[shape] = bool(demand.gpus) and _too_big_for_any_host(kinds, demand)
                 got = explain(self.fleet, self.state, demand, walks[key], never=too_big[shape])
@@ -1504,7 +1504,7 @@ def walk(fleet: Fleet, state: FleetState, demand: Demand, index: CandidateIndex 
     filters = applicable(demand)
     first_dynamic = next(i for i, f in enumerate(filters) if f in DYNAMIC)
     static_reach: dict[tuple, int] = {} if static_cache is None else \
-        static_cache.setdefault(demand.static_key(), {})
+        static_cache.setdefault(demand.static, {})
     n = len(filters)
     host_level = {i for i, f in enumerate(filters) if f.code in _HOST_LEVEL}
     # and the filters that pass on every host for this demand (no gpu_selection, no spread: hosts)

@@ -114,7 +114,7 @@ class GiveWay:
         self.kind_of: dict[tuple, Kind] = {}
         alike: dict[tuple, Kind] = {}
         for i, (w, prev) in enumerate(self.failed):
-            shape = (w.static_key(), w.vram_mib, w.gpus, w.cpus, w.ram_mib, w.spread_hosts)
+            shape = (w.static, w.vram_mib, w.gpus, w.cpus, w.ram_mib, w.spread_hosts)
             kind = alike.get(shape)
             if kind is None:
                 kind = alike[shape] = Kind(i, w)
@@ -138,7 +138,7 @@ class GiveWay:
                 break
             if (u.deployment, u.replica) in self.done:
                 continue
-            shape = (u.static_key(), u.vram_mib, u.cpus, u.ram_mib)
+            shape = (u.static, u.vram_mib, u.cpus, u.ram_mib)
             if shape not in tried and not self.make_room(u, previous, shape):
                 tried.add(shape)
         done = self.done

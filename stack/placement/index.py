@@ -227,7 +227,7 @@ class CandidateIndex:
     # ------------------------------------------------------------------ queries
     def eligible(self, demand: Demand) -> list[_ClassLists]:
         """Classes whose groups pass every static filter for this demand shape (cached)."""
-        key = demand.static_key()
+        key = demand.static
         got = self._eligible.get(key)
         if got is None:
             # only classes of the demand's framework can pass (FRAMEWORK is among STATIC): on the bench fleets
@@ -245,7 +245,7 @@ class CandidateIndex:
         eligible = self.eligible(demand)
         if demand.labels or not self.views:
             return eligible
-        key = demand.static_key()
+        key = demand.static
         got = self._searched.get(key)
         if got is None:
             got = self._searched[key] = list({id(c.view): c.view for c in eligible}.values())

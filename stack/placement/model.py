@@ -20,7 +20,9 @@ def _quick_init(cls):
     frozenness: assigning afterwards still raises FrozenInstanceError (tests/test_placement_model.py)."""
     params, body, names = [], [], {}
     for f in fields(cls):
-        if f.default_factory is not MISSING or not f.init:
+        if not f.init:  # derived from the others: set by the class's __post_init__
+            continue
+        if f.default_factory is not MISSING:
             raise TypeError(f"{cls.__name__}.{f.name}: _quick_init handles plain fields only")
         names[f"_set_{f.name}"] = getattr(cls, f.name).__set__  # the slot's member descriptor
         if f.default is MISSING:
@@ -29,6 +31,8 @@ def _quick_init(cls):
             names[f"_default_{f.name}"] = f.default
             params.append(f"{f.name}=_default_{f.name}")
         body.append(f"    _set_{f.name}(self, {f.name})")
+    if hasattr(cls, "__post_init__"):
+        body.append("    self.__post_init__()")
     exec(f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body), names)  # noqa: S102 - our own fields
     names["__init__"].__qualname__ = f"{cls.__qualname__}.__init__"
     cls.__init__ = names["__init__"]
@@ -70,6 +74,13 @@ class Demand:
     #: host CPUs and memory the replica claims (on hosts whose inventory declares them)
     cpus: float = 0
     ram_mib: int = 0
+    #: everything static feasibility depends on (the cache key of eligible classes, and of every memo by shape);
+    #: made once per replica: a plan asked for it 64,000 times on the 2,000-host bench
+    static: tuple = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _SET_STATIC(self, (self.framework, self.labels, self.vendor, self.gpu_model, self.gpus, self.min_vram_mib,
+                           self.vram_mib is None))
 
     @property
     def key(self) -> str:
@@ -90,11 +101,6 @@ class Demand:
         return Claim(self.framework, self.gpus, self.vram_mib, self.min_vram_mib if self.vram_mib is None else 0,
                      self.cpus, self.ram_mib)
 
-    def static_key(self) -> tuple:
-        """Everything static feasibility depends on (the cache key of eligible classes)."""
-        return (self.framework, self.labels, self.vendor, self.gpu_model, self.gpus, self.min_vram_mib,
-                self.vram_mib is None)
-
     def describe(self) -> str:
         if self.gpus == 0:
             return f"{self.framework} (no GPU)"
@@ -102,6 +108,9 @@ class Demand:
         if self.vram_mib is None and self.min_vram_mib:
             per = f"whole ≥ {format_mib(self.min_vram_mib)}"
         return f"{self.gpus} × {per} {self.framework}"
+
+
+_SET_STATIC = Demand.static.__set__  # type: ignore[attr-defined]  # the slot's member descriptor (frozen)
 
 
 @_quick_init
