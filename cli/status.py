@@ -1,7 +1,6 @@
 """``gpufleet status --stack S``: what runs on the hosts against the plan; the health gate after `pulumi up`."""
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import sys
 
@@ -41,6 +40,8 @@ def _host(host, stack: str, specs, timeout: float):
 
 
 def cmd_status(args) -> int:
+    import concurrent.futures  # and logging with it: imported by the command that uses threads
+
     from inventory.ssh import HostUnreachable  # paramiko: imported by the commands that use SSH
 
     root = args.root or find_root()
