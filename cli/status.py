@@ -6,7 +6,6 @@ import sys
 
 from stack.plan import build_plan
 from stack.project import find_root, load_project
-from stack.status import compare, health_url
 
 EXIT_STATUS = 6
 
@@ -27,6 +26,7 @@ def register(sub) -> None:
 def _host(host, stack: str, specs, timeout: float):
     from inventory.host_state import containers, endpoint_answers, gpu_memory_used
     from inventory.ssh import Endpoint, connect
+    from stack.status import health_url
 
     client = connect(Endpoint.of(host), timeout=timeout)
     try:
@@ -43,6 +43,7 @@ def cmd_status(args) -> int:
     import concurrent.futures  # and logging with it: imported by the command that uses threads
 
     from inventory.ssh import HostUnreachable  # paramiko: imported by the commands that use SSH
+    from stack.status import compare  # and the containers' rendering with it: not imported by every command
 
     root = args.root or find_root()
     project = load_project(args.stack, root)

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from documents.problems import InputError, Problem, ProblemList
 from documents.yaml_reader import path_kind, read_yaml
 from inventory.fleet import Host
 
 from .collector import collector_paused
-from .containers import ContainerSpec, render_container
 from .demands import demands_for
 from .lock import Prior, lock_matches, lock_path, read_prior
 from .placement import LockedReplica, Placement, place
 from .project import Project, display, inventory_path, stack_files
+
+if TYPE_CHECKING:
+    from .containers import ContainerSpec
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ def _moved_from(a, departed: dict[str, str]) -> str | None:
 
 
 def build_plan(project: Project, lock_file: Path | None = None, strategy: str | None = None) -> Plan:
+    from .containers import render_container  # rendering: `gpufleet plan` does not import it (5 ms)
+
     path = lock_file or lock_path(project.stack_file)
     shown = display(path, project.root)
     prior, placement = plan_placement(project, lock_file, strategy)

@@ -116,13 +116,14 @@ def test_tables_are_plain_in_a_pipe_and_coloured_on_a_terminal():
 
 def test_planning_imports_no_ssh_http_or_round_trip_yaml():
     """Every command pays for what the CLI imports at start-up: SSH (paramiko, 0.1 s), HTTP, ruamel and threads
-    (concurrent.futures, with logging: 3 ms) are imported by the commands that use them, and the models' field
+    (concurrent.futures, with logging: 3 ms) and rendering containers (5 ms) are imported by the commands that use
+    them, and the models' field
     descriptions are read from their source only when a schema is asked for."""
     script = ("import sys\nfrom cli.main import main\n"
               f"code = main(['--root', {str(ROOT)!r}, 'plan', '--stack', 'demo', '--no-lock', '--json'])\n"
               "import documents.fields as f\n"
-              "print(code, sorted(m for m in ('paramiko', 'urllib.request', 'ruamel.yaml', 'concurrent.futures') "
-              "if m in sys.modules), "
+              "print(code, sorted(m for m in ('paramiko', 'urllib.request', 'ruamel.yaml', 'concurrent.futures', "
+              "'stack.containers') if m in sys.modules), "
               "f._described)\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip().splitlines()[-1] in ("0 [] False", "3 [] False"), out.stdout[-500:] + out.stderr[-2000:]
