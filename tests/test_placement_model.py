@@ -65,6 +65,7 @@ def test_a_demands_static_shape_is_made_from_its_fields_and_follows_replace():
     shared = dataclasses.replace(d, vram_mib=8192, gpus=1, labels=())
     assert shared.static == ("cuda", (), "nvidia", "*H100*", 1, 40960, False)
     assert dataclasses.replace(d, replica=5).static == d.static
+    assert d.whole and not shared.whole and dataclasses.replace(shared, vram_mib=None).whole
     with pytest.raises(dataclasses.FrozenInstanceError):
         d.static = ()
     with pytest.raises(TypeError):

@@ -199,7 +199,8 @@ class FleetState:
 
     # -- questions the filters ask
     def has_free_port(self, host: str) -> bool:
-        return self.ports[host].free_count() > 0
+        ports = self.ports[host]  # free_count() > 0, inlined: asked 29,000 times by a 2,000-host plan
+        return len(ports.used) <= ports.end - ports.start
 
     def cpu_fits(self, host: str, demand: Demand) -> bool:
         free = self.cpu_free[host]
