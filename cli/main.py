@@ -42,7 +42,7 @@ def run() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
     except BrokenPipeError:  # `gpufleet plan | head`: the reader is gone, and so is what it did not read
-        code = code or EXIT_OK
+        pass  # the command's own status, not Python's 120 and a message about the pipe
     os._exit(code)
 
 

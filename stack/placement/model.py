@@ -12,7 +12,8 @@ REPLICA_KEY = re.compile(r"^([a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?)/(0|[1-9][0-9]{0
 
 
 def _quick_init(cls):
-    """Give a frozen, slotted dataclass an ``__init__`` that fills each slot through its descriptor.
+    """Give a frozen, slotted dataclass an ``__init__`` that fills each slot through its descriptor (fields with
+    ``init=False`` are derived: the class's ``__post_init__``, called last, sets them the same way).
 
     The one dataclasses writes for a frozen class calls ``object.__setattr__`` once per field (plain
     assignment is refused), which makes construction about twice as slow; a plan makes a Demand per replica
