@@ -175,7 +175,7 @@ def bytecode_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def plan_process(n_hosts: int, seed: int, runs: int = 3) -> dict:
+def plan_process(n_hosts: int, seed: int, runs: int = 5) -> dict:
     """`gpufleet plan --json` as a user runs it, on files written to disk (``write_bench_project``); the median
     wall time of ``runs`` runs, and the placement alone in-process."""
     import shutil
@@ -209,7 +209,8 @@ def plan_process(n_hosts: int, seed: int, runs: int = 3) -> dict:
             alone.append(time.perf_counter() - t0)
         return {"calibration_seconds": calibration(),
                 "hosts": n_hosts, "replicas": summary["replicas"], "placed": summary["placed"],
-                "unplaced": summary["unplaced"], "plan_process_seconds_median": round(statistics.median(times), 3),
+                "unplaced": summary["unplaced"], "runs": runs,
+                "plan_process_seconds_median": round(statistics.median(times), 3),
                 "placement_seconds_median": round(statistics.median(alone), 3)}
     finally:
         if not os.environ.get("GPUFLEET_BENCH_KEEP"):
