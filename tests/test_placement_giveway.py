@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from stack.lock import read_lock, render_lock
 from stack.placement import Demand, place
 from stack.placement.engine import _best_order
+from stack.placement.giveway import GiveWay
 
 from .fleets import fleet, gpus, host
 from .test_placement_properties import check_invariants, demand_sets, fleets
@@ -55,6 +56,39 @@ def test_cpus_and_memory_bound_a_give_way():
     p = place(f, demands)
     check_invariants(f, demands, p)
     assert [a.key for a in p.assignments] == ["pair/0"]
+
+
+def test_a_room_goes_first_to_the_replicas_that_make_most_of_its_cpus():
+    """One 80 GiB card and 16 CPUs: biggest first places `wide` (50 GiB, 8 CPUs) and `mid` (25 GiB, 6 CPUs); left
+    over are two `lean` replicas (25 GiB, 1 CPU each) and `small` (15 GiB, 6 CPUs). Filled in the order they
+    were left over, the room `wide` held takes `small` first, runs short of VRAM and nothing gives way; filled
+    with the most VRAM per CPU first, the two `lean` ones take all 50 GiB of it with 2 CPUs."""
+    f = fleet(host("h", gpus("nvidia", "H100", 80, 1), cpus=16, ram_gib=512))
+    demands = [share("mid", 25, cpus=6), share("lean", 25, 0, cpus=1), share("lean", 25, 1, cpus=1),
+               share("wide", 50, cpus=8), share("small", 15, cpus=6)]
+    before = _best_order(f, demands)
+    assert sorted(before.placed) == [("mid", 0), ("wide", 0)]  # what the step starts from
+    assert [d.deployment for d, _ in before._failed] == ["small", "lean", "lean"]  # the order left over
+    p = place(f, demands)
+    check_invariants(f, demands, p)
+    assert sorted(a.key for a in p.assignments) == ["lean/0", "lean/1", "mid/0"]
+    assert sum(a.vram_mib for a in p.assignments) == 75 * GIB
+    assert sorted(u.key for u in p.unplaced) == ["small/0", "wide/0"]
+    assert "it had a place on h and gave it to 2 smaller replicas" in p.unplaced[1].message
+
+
+def test_the_search_grows_with_what_is_left_over(monkeypatch):
+    """The step's budget of candidates is BUDGET plus PER_LEFT_OVER for each replica left over: with no fixed
+    part, a pool of 30 small replicas left over still finds every give-way the full search finds, and with no
+    budget at all, none."""
+    f = fleet(*(host(f"h{i}", gpus("nvidia", "A100", 80, 1)) for i in range(10)))
+    demands = [share(f"big{i}", 60) for i in range(10)] + [share("small", 30, i) for i in range(30)]
+    full = place(f, demands)
+    assert len(full.assignments) == 20  # each card: two 30 GiB replicas where a 60 GiB one was
+    monkeypatch.setattr(GiveWay, "BUDGET", 0)
+    assert len(place(f, demands).assignments) == 20
+    monkeypatch.setattr(GiveWay, "PER_LEFT_OVER", 0)
+    assert len(place(f, demands).assignments) == 10
 
 
 def test_kept_replicas_never_give_way(tmp_path):
