@@ -269,12 +269,12 @@ class GiveWay:
                         state.ports[host].free_count() + 1, 0]  # CPUs, memory, ports; VRAM taken
                 running = dict(state.deployments_on[host])
                 running[d.deployment] -= 1
-                if not _dry_place(room, left, running, u, host) or \
+                if not _dry_place(room, left, running, u) or \
                         mine.most(left[0], left[1], held, mine.room_for(room)) < max(1, held - own):
                     if not mine.spread:  # u does not fit, or the devices it leaves are not enough for the others
                         self.futile.add(memo)
                     continue
-                chosen = self.refill(room, left, running, a, d, held, smallest, u, previous, mine)
+                chosen = self.refill(room, left, running, held, smallest, u, previous, mine)
                 if chosen is not None:
                     self.apply(gs, a, d, chosen)
                     self.resume[at] = i
@@ -284,17 +284,16 @@ class GiveWay:
             self.resume[at] = i
         return False
 
-    def refill(self, with_u: Room, left: list, running: dict, a: Assignment, d: Demand, held: int, smallest: int,
-               u: Demand, previous, takers: Takers) -> list | None:
-        """A dry run: ``a`` (``d``) taken back and ``u`` put in its room (``with_u``: a copy of the group then;
-        ``left``: the host's CPUs, memory and ports then, and the VRAM u took; ``running``: replicas per
-        deployment on the host then), which of ``takers`` fit after u, kind by kind, on copies? Returns u and
-        them if one or more fit and together take at least the VRAM ``a`` held (a whole device counted whole),
-        else None. The kinds go in each of ``takers.orders`` until one fills enough: the most VRAM per CPU
-        first, then per MiB of memory, then the order they were left over in (alone, that order spent CPUs on
-        small slices and fell short of the VRAM held: tests/test_placement_giveway.py). ``smallest``: the
+    def refill(self, with_u: Room, left: list, running: dict, held: int, smallest: int, u: Demand, previous,
+               takers: Takers) -> list | None:
+        """A dry run: a replica that held ``held`` MiB taken back and ``u`` put in its room (``with_u``: a copy
+        of the group then; ``left``: the host's CPUs, memory and ports then, and the VRAM u took; ``running``:
+        replicas per deployment on the host then), which of ``takers`` fit after u, kind by kind, on copies?
+        Returns u and them if one or more fit and together take at least ``held`` (a whole device counted
+        whole), else None. The kinds go in each of ``takers.orders`` until one fills enough: the most VRAM per
+        CPU first, then per MiB of memory, then the order they were left over in (alone, that order spent CPUs
+        on small slices and fell short of the VRAM held: tests/test_placement_giveway.py). ``smallest``: the
         smallest slice of a device any of them asks (below it, nothing more fits)."""
-        host = a.host
         least_cpu, least_ram = takers.least
         for order in takers.orders:
             room = Room(with_u)
@@ -309,7 +308,7 @@ class GiveWay:
                 for w, prev in kind.replicas:
                     if w is u or (w.spread_hosts and here.get(w.deployment)):
                         continue
-                    if not _dry_place(room, now, here, w, host):
+                    if not _dry_place(room, now, here, w):
                         break  # the kind's others ask the same
                     chosen.append((w, prev))
                 if len(chosen) == before:
@@ -348,13 +347,13 @@ class GiveWay:
         self.looks.pop(gs.gid, None)
 
 
-def _dry_place(room: Room, left: list, running: dict, w: Demand, host: str) -> bool:
+def _dry_place(room: Room, left: list, running: dict, w: Demand) -> bool:
     """Put ``w`` on a dry run's copies (``GiveWay.refill``) if it fits them."""
     cpu, ram = left[0], left[1]
     if left[2] < 1 or (cpu is not None and cpu + 1e-9 < w.cpus) or (ram is not None and ram < w.ram_mib) or \
             (w.spread_hosts and running.get(w.deployment)):
         return False
-    at = choose_devices(room, w, w.allowed_on(host))
+    at = choose_devices(room, w)  # (no manual selection: those are never left over to the step)
     if at is None:
         return False
     occupy(room, at, w.vram_mib)
