@@ -256,7 +256,7 @@ class GiveWay:
                     look = self.looks[gs.gid] = (tuple(sorted(gs.free)), tuple(sorted(gs.claims)))
                 # a room like one found with no way in (more left-over replicas placed never opens one): the
                 # group's devices alike, and a's own alike among them
-                mine_free = tuple(sorted([gs.free[gs.pos_of[i]] for i in a.gpus]))
+                mine_free = tuple(sorted([gs.free[gs.pos_of[x]] for x in a.gpus]))
                 memo = (at, held, d.cpus, d.ram_mib, d.whole, look, mine_free, cpu, ram, state.ports[host].free_count())
                 if memo in self.futile:
                     continue
@@ -264,7 +264,7 @@ class GiveWay:
                     self.futile.add(memo)  # not for enough of them to take all the room a held
                     continue
                 room = Room(gs)  # the group once a is out and u in: u where the dry run would put it
-                vacate(room, [gs.pos_of[i] for i in a.gpus], d.vram_mib)
+                vacate(room, [gs.pos_of[x] for x in a.gpus], d.vram_mib)
                 left = [None if cpu is None else cpu + u.cpus, None if ram is None else ram + u.ram_mib,
                         state.ports[host].free_count() + 1, 0]  # CPUs, memory, ports; VRAM taken
                 running = dict(state.deployments_on[host])
