@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from stack.lock import read_lock, render_lock
 from stack.placement import Demand, place
 from stack.placement.engine import _best_order
-from stack.placement.giveway import GiveWay
+from stack.placement.giveway import GiveWay, Takers
 
 from .fleets import fleet, gpus, host
 from .test_placement_properties import check_invariants, demand_sets, fleets
@@ -164,3 +164,49 @@ def test_an_overloaded_pool_leaves_fewer_replicas_over():
         assert gave and len(p.assignments) >= len(before.placed) + gave
         now = sum(len(a.gpus) * (80 * GIB if a.whole else a.vram_mib) for a in p.assignments)
         assert now >= taken
+
+
+def _overloaded_with_cpus(rnd: random.Random):
+    """Eight hosts of four 80 GiB cards with 24-64 CPUs and 128-512 GiB, asked 1.3 times their GPUs by shared and
+    whole claims of 1-12 CPUs and 8-64 GiB of memory each."""
+    f = fleet(*(host(f"h{i}", gpus("nvidia", "A100", 80, 4), cpus=rnd.choice([24, 32, 64]),
+                     ram_gib=rnd.choice([128, 256, 512])) for i in range(8)))
+    demands, asked, i = [], 0.0, 0
+    while asked < 32 * 1.3:
+        cpus, ram = rnd.choice([1, 2, 4, 6, 12]), rnd.choice([8, 16, 32, 64]) * 1024
+        if rnd.random() < 0.3:
+            demands.append(Demand(f"w{i:03d}", 0, "cuda", rnd.choice([1, 2]), None, 0, cpus=cpus, ram_mib=ram))
+            asked += demands[-1].gpus
+        else:
+            gib = rnd.choice([8, 10, 16, 20, 40])
+            demands.append(share(f"s{i:03d}", gib, cpus=cpus, ram_mib=ram))
+            asked += gib / 80
+        i += 1
+    return f, demands
+
+
+def test_the_bounds_only_skip_rooms_the_dry_run_would_refuse(monkeypatch):
+    """The bounds before each dry run (``Takers.most``: what the room's CPUs, memory and devices could hold at
+    best of those left over) are bounds, not heuristics: with them switched off every candidate they skipped
+    goes to the dry run, and each plan comes out the same, to the device and port. They do skip dry runs: the
+    same plans take fewer of them."""
+    runs = {"with": 0, "without": 0}
+    refill = GiveWay.refill
+
+    def counted(label):
+        def wrapper(self, *args):
+            runs[label] += 1
+            return refill(self, *args)
+        return wrapper
+
+    rnd = random.Random(20261204)
+    cases = [_overloaded_with_cpus(rnd) for _ in range(12)]
+    monkeypatch.setattr(GiveWay, "refill", counted("with"))
+    bounded = [place(f, demands) for f, demands in cases]
+    monkeypatch.setattr(GiveWay, "refill", counted("without"))
+    monkeypatch.setattr(Takers, "most", lambda self, *args: float("inf"))
+    for (f, demands), p in zip(cases, bounded):
+        check_invariants(f, demands, p)
+        assert place(f, demands) == p
+    assert sum(1 for p in bounded for u in p.unplaced if "gave it to" in u.message) > 12  # the step worked
+    assert runs["without"] > runs["with"]
