@@ -188,8 +188,12 @@ class GiveWay:
         self.takers: dict[tuple, Takers] = {}  # class key -> the left-over replicas its groups may take
         self.resume: dict[tuple, int] = {}  # (shape, class key) -> where the search for that shape goes on
         self.futile: set[tuple] = set()  # rooms a dry run found no way in, per shape
-        #: group -> its devices' free VRAM and claims, sorted (what ``futile`` compares), until a give-way there
-        self.looks: dict[int, tuple] = {}
+        #: group -> its devices' free VRAM and claims, sorted (what ``futile`` compares), until a give-way there:
+        #: as a number, one per distinct look (``futile``'s keys are hashed for every candidate, and a tuple
+        #: hashes all it holds each time)
+        self.looks: dict[int, int] = {}
+        self.look_ids: dict[tuple, int] = {}
+        self.at_ids: dict[tuple, int] = {}  # (shape, class key) as a number, likewise
 
     def run(self) -> None:
         tried: set[tuple] = set()  # shapes no give-way helped
@@ -230,6 +234,7 @@ class GiveWay:
             smallest = mine.smallest  # (u is among them)
             least_cpu, least_ram = mine.least
             at = (shape, key)
+            at_id = self.at_ids.setdefault(at, len(self.at_ids))
             i = self.resume.get(at)
             if i is None:
                 i = bisect_right(helds, own)  # bigger than u only
@@ -253,11 +258,12 @@ class GiveWay:
                     continue  # no CPUs or memory for a second
                 look = self.looks.get(gs.gid)
                 if look is None:
-                    look = self.looks[gs.gid] = (tuple(sorted(gs.free)), tuple(sorted(gs.claims)))
+                    look = self.looks[gs.gid] = self.look_ids.setdefault(
+                        (tuple(sorted(gs.free)), tuple(sorted(gs.claims))), len(self.look_ids))
                 # a room like one found with no way in (more left-over replicas placed never opens one): the
                 # group's devices alike, and a's own alike among them
                 mine_free = tuple(sorted([gs.free[gs.pos_of[x]] for x in a.gpus]))
-                memo = (at, held, d.cpus, d.ram_mib, d.whole, look, mine_free, cpu, ram, state.ports[host].free_count())
+                memo = (at_id, held, d.cpus, d.ram_mib, d.whole, look, mine_free, cpu, ram, state.ports[host].free_count())
                 if memo in self.futile:
                     continue
                 if mine.most(cpu, ram, held) < max(1, held - own):
