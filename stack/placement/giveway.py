@@ -85,7 +85,7 @@ class Takers:
         self.spread = any(t[4].spread for t in self.kinds)
         self.size = size
         #: shared slices they ask of one device, and whether any takes a device whole (``fill``)
-        slices = sorted({t[0] for t in self.kinds if not t[4].whole})
+        slices = sorted({t[0] for t in self.kinds if not t[4].whole and t[0] > 0})  # (a 0 MiB slice fills nothing)
         self._any_whole = any(t[4].whole for t in self.kinds)
         self._unit, self._fills = _fill_table(slices, size)
 
@@ -121,7 +121,7 @@ class Takers:
         for t in order:
             kind = t[4]
             n, vram, ask = kind.left, t[1], t[at]
-            if not n or vram > cap:
+            if not n or vram > cap or vram <= 0:
                 continue
             whole = kind.whole
             if kind.gpus > devices[whole]:
