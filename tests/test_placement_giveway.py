@@ -77,6 +77,23 @@ def test_a_room_goes_first_to_the_replicas_that_make_most_of_its_cpus():
     assert "it had a place on h and gave it to 2 smaller replicas" in p.unplaced[1].message
 
 
+def test_a_room_takes_a_replica_bigger_than_the_one_that_gave_it():
+    """One 80 GiB card, 10 CPUs. `pinned` (10 GiB, 8 CPUs, an H100 selector: placed first) leaves 70 GiB free but
+    2 CPUs, so `wide` (20 GiB, 4 CPUs) and `tiny` (2 GiB, 3 CPUs) are left over. Once `pinned` gives way, its CPUs
+    and the card's free VRAM take both: 22 GiB for the 10 it held. The bound before the dry run counts `wide`
+    although it asks more than `pinned` held (it had left such replicas out, and turned this room away)."""
+    f = fleet(host("h", gpus("nvidia", "H100", 80, 1), cpus=10, ram_gib=256))
+    demands = [Demand("pinned", 0, "cuda", 1, 10 * GIB, 10 * GIB, gpu_model="H100", cpus=8),
+               Demand("wide", 0, "cuda", 1, 20 * GIB, 20 * GIB, cpus=4),
+               Demand("tiny", 0, "cuda", 1, 2 * GIB, 2 * GIB, cpus=3)]
+    before = _best_order(f, demands)
+    assert sorted(before.placed) == [("pinned", 0)]
+    p = place(f, demands)
+    check_invariants(f, demands, p)
+    assert sorted(a.key for a in p.assignments) == ["tiny/0", "wide/0"]
+    assert [u.key for u in p.unplaced] == ["pinned/0"]
+
+
 def test_the_search_grows_with_what_is_left_over(monkeypatch):
     """The step's budget of candidates is BUDGET plus PER_LEFT_OVER for each replica left over: with no fixed
     part, a pool of 30 small replicas left over still finds every give-way the full search finds, and with no

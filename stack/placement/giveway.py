@@ -84,7 +84,7 @@ class Takers:
         #: some of them may not share a host with their deployment's other replicas
         self.spread = any(t[4].spread for t in self.kinds)
         self.size = size
-        #: shared slices they ask of one device, and whether any takes a device whole (``fill``)
+        #: shared slices they ask of one device, and whether any takes a device whole (``room_for``)
         slices = sorted({t[0] for t in self.kinds if not t[4].whole and t[0] > 0})  # (a 0 MiB slice fills nothing)
         self._any_whole = any(t[4].whole for t in self.kinds)
         self._unit, self._fills = _fill_table(slices, size)
@@ -105,23 +105,25 @@ class Takers:
                 slices += f if fills is None else fills[f // unit]  # (too fine-grained to tabulate: f itself)
         return wholes, slices, untouched, shared
 
-    def most(self, cpus: float | None, ram_mib: int | None, cap: int, room: tuple = (inf, inf, inf, inf)) -> float:
+    def most(self, cpus: float | None, ram_mib: int | None, room: tuple = (inf, inf, inf, inf)) -> float:
         """A bound on the VRAM those still left over could take with ``cpus`` and ``ram_mib`` (None: not
-        counted), none asking more than ``cap``, and (``room``, from ``room_for``) no more VRAM taken whole, or
-        in slices, than the devices offer: the smaller of two fractional knapsacks, one per resource. Each is
-        the linear relaxation's optimum: with the two caps, the best per unit of the resource first, each
-        kind as far as its cap allows."""
-        return min(self._greedy(self._by_cpu, 2, cpus, cap, room), self._greedy(self._by_ram, 3, ram_mib, cap, room))
+        counted) and (``room``, from ``room_for``) no more VRAM taken whole, or in slices, than the devices
+        offer: the smaller of two fractional knapsacks, one per resource. Each is the linear relaxation's
+        optimum: with the two caps, the best per unit of the resource first, each kind as far as its cap
+        allows. (Until 2026-12-03 kinds asking more than the VRAM the donor held were left out, which turned
+        away rooms whose devices had more free: tests/test_placement_giveway.py. No plan of the benches'
+        fleets changed.)"""
+        return min(self._greedy(self._by_cpu, 2, cpus, room), self._greedy(self._by_ram, 3, ram_mib, room))
 
     @staticmethod
-    def _greedy(order: list, at: int, budget, cap: int, room: tuple) -> float:
+    def _greedy(order: list, at: int, budget, room: tuple) -> float:
         total = 0.0
         offer = [room[1], room[0]]  # by kind.whole: VRAM in slices, VRAM whole
         devices = (room[3], room[2])  # and the devices with some free, and untouched
         for t in order:
             kind = t[4]
             n, vram, ask = kind.left, t[1], t[at]
-            if not n or vram > cap or vram <= 0:
+            if not n or vram <= 0:
                 continue
             whole = kind.whole
             if kind.gpus > devices[whole]:
@@ -266,7 +268,7 @@ class GiveWay:
                 memo = (at_id, held, d.cpus, d.ram_mib, d.whole, look, mine_free, cpu, ram, state.ports[host].free_count())
                 if memo in self.futile:
                     continue
-                if mine.most(cpu, ram, held) < max(1, held - own):
+                if mine.most(cpu, ram) < max(1, held - own):
                     self.futile.add(memo)  # not for enough of them to take all the room a held
                     continue
                 room = Room(gs)  # the group once a is out and u in: u where the dry run would put it
@@ -276,7 +278,7 @@ class GiveWay:
                 running = dict(state.deployments_on[host])
                 running[d.deployment] -= 1
                 if not _dry_place(room, left, running, u) or \
-                        mine.most(left[0], left[1], held, mine.room_for(room)) < max(1, held - own):
+                        mine.most(left[0], left[1], mine.room_for(room)) < max(1, held - own):
                     if not mine.spread:  # u does not fit, or the devices it leaves are not enough for the others
                         self.futile.add(memo)
                     continue
