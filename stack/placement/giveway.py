@@ -263,16 +263,17 @@ class GiveWay:
                     look = self.looks[gs.gid] = self.look_ids.setdefault(
                         (tuple(sorted(gs.free)), tuple(sorted(gs.claims))), len(self.look_ids))
                 # a room like one found with no way in (more left-over replicas placed never opens one): the
-                # group's devices alike, and a's own alike among them
-                mine_free = tuple(sorted([gs.free[gs.pos_of[x]] for x in a.gpus]))
-                memo = (at_id, held, d.cpus, d.ram_mib, d.whole, look, mine_free, cpu, ram, state.ports[host].free_count())
+                # group's devices alike, and a's own alike among them (free VRAM and claims)
+                positions = [gs.pos_of[x] for x in a.gpus]
+                mine_now = tuple(sorted([(gs.free[p], gs.claims[p]) for p in positions]))
+                memo = (at_id, held, d.cpus, d.ram_mib, d.whole, look, mine_now, cpu, ram, state.ports[host].free_count())
                 if memo in self.futile:
                     continue
                 if mine.most(cpu, ram) < max(1, held - own):
                     self.futile.add(memo)  # not for enough of them to take all the room a held
                     continue
                 room = Room(gs)  # the group once a is out and u in: u where the dry run would put it
-                vacate(room, [gs.pos_of[x] for x in a.gpus], d.vram_mib)
+                vacate(room, positions, d.vram_mib)
                 left = [None if cpu is None else cpu + u.cpus, None if ram is None else ram + u.ram_mib,
                         state.ports[host].free_count() + 1, 0]  # CPUs, memory, ports; VRAM taken
                 running = dict(state.deployments_on[host])
