@@ -48,16 +48,15 @@ class Room:
 
 
 class Kind:
-    """Left-over replicas alike in all a dry run asks of them, in the order left over, and how many of them are
-    still left over (a give-way that places one takes it out for every class that may take it)."""
-    __slots__ = ("cpus", "first", "gpus", "left", "ram_mib", "rep", "replicas", "spread", "vram_mib", "whole")
+    """Left-over replicas alike in all a dry run asks of them: those still left over, in the order they were left
+    over (a give-way that places one takes it out for every class that may take it)."""
+    __slots__ = ("cpus", "first", "gpus", "ram_mib", "rep", "replicas", "spread", "vram_mib", "whole")
 
     def __init__(self, first: int, w: Demand):
         self.first, self.vram_mib, self.gpus, self.cpus, self.ram_mib, self.whole, self.spread, self.rep = \
             first, w.vram_mib, w.gpus, w.cpus, w.ram_mib, w.whole, w.spread_hosts, w
-        #: those still left over, and the hosts the lock had them on; and how many (the bounds read it)
+        #: those still left over, and the hosts the lock had them on
         self.replicas: list[tuple[Demand, str | None]] = []
-        self.left = 0
 
 
 class Takers:
@@ -122,7 +121,7 @@ class Takers:
         devices = (room[3], room[2])  # and the devices with some free, and untouched
         for t in order:
             kind = t[4]
-            n, vram, ask = kind.left, t[1], t[at]
+            n, vram, ask = len(kind.replicas), t[1], t[at]
             if not n or vram <= 0:
                 continue
             whole = kind.whole
@@ -183,7 +182,6 @@ class GiveWay:
                 kind = alike[shape] = Kind(i, w)
                 self.kinds.setdefault(shape[0], []).append(kind)
             kind.replicas.append((w, prev))
-            kind.left += 1
             self.kind_of[w.deployment, w.replica] = kind
         self.budget = self.BUDGET + self.PER_LEFT_OVER * len(failed)
         self.done: set[tuple] = set()  # left-over replicas a give-way placed
@@ -310,7 +308,7 @@ class GiveWay:
             chosen = [(u, previous)]
             biggest, c, r = max(free), now[0], now[1]
             for per, _, cpus, ram_mib, kind in order:
-                if not kind.left or per > biggest or (c is not None and c + 1e-9 < cpus) or \
+                if not kind.replicas or per > biggest or (c is not None and c + 1e-9 < cpus) or \
                         (r is not None and r < ram_mib):
                     continue
                 before = len(chosen)
@@ -344,9 +342,7 @@ class GiveWay:
             run._commit_placed(w, host, gs, at, run.state.ports[host].lowest(), prev)
             key = (w.deployment, w.replica)
             self.done.add(key)
-            kind = self.kind_of[key]
-            kind.left -= 1
-            reps = kind.replicas
+            reps = self.kind_of[key].replicas
             for j, (x, _) in enumerate(reps):  # what is still left over, all a dry run walks
                 if x is w:
                     del reps[j]
