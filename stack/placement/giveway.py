@@ -87,6 +87,13 @@ class Takers:
         slices = sorted({t[0] for t in self.kinds if not t[4].whole and t[0] > 0})  # (a 0 MiB slice fills nothing)
         self._any_whole = any(t[4].whole for t in self.kinds)
         self._unit, self._fills = _fill_table(slices, size)
+        self.prune()
+
+    def prune(self) -> None:
+        """Drop the kinds none of which is left over any more from every order (in place: ``orders`` holds
+        the same lists)."""
+        for order in (self.kinds, self._by_cpu, self._by_ram):
+            order[:] = [t for t in order if t[4].replicas]
 
     def room_for(self, room: Room) -> tuple[float, float, int, int]:
         """What ``room``'s devices offer them: VRAM on devices a whole claim could take, whole; VRAM their slices
@@ -194,6 +201,11 @@ class GiveWay:
         self.looks: dict[int, int] = {}
         self.look_ids: dict[tuple, int] = {}
         self.at_ids: dict[tuple, int] = {}  # (shape, class key) as a number, likewise
+        #: a donor's room as a number (``_room_id``) and the version of its host it was taken at: a host's
+        #: version moves with each give-way there, the only change to hosts while the step runs
+        self.room_ids: dict[int, tuple[int, int]] = {}  # id(assignment) -> (version, room id)
+        self.room_numbers: dict[tuple, int] = {}
+        self.version: dict[str, int] = {}
 
     def run(self) -> None:
         tried: set[tuple] = set()  # shapes no give-way helped
@@ -256,17 +268,16 @@ class GiveWay:
                     ram += d.ram_mib - u.ram_mib
                 if (cpu is not None and cpu + 1e-9 < least_cpu) or (ram is not None and ram < least_ram):
                     continue  # no CPUs or memory for a second
-                look = self.looks.get(gs.gid)
-                if look is None:
-                    look = self.looks[gs.gid] = self.look_ids.setdefault(
-                        (tuple(sorted(gs.free)), tuple(sorted(gs.claims))), len(self.look_ids))
                 # a room like one found with no way in (more left-over replicas placed never opens one): the
-                # group's devices alike, and a's own alike among them (free VRAM and claims)
-                positions = [gs.pos_of[x] for x in a.gpus]
-                mine_now = tuple(sorted([(gs.free[p], gs.claims[p]) for p in positions]))
-                memo = (at_id, held, d.cpus, d.ram_mib, d.whole, look, mine_now, cpu, ram, state.ports[host].free_count())
+                # group's devices alike, a's own alike among them, and the host's CPUs, memory and ports
+                version = self.version.get(host, 0)
+                seen = self.room_ids.get(id(a))
+                if seen is None or seen[0] != version:
+                    seen = self.room_ids[id(a)] = (version, self._room_id(a, d, gs, held, host))
+                memo = (at_id, seen[1])
                 if memo in self.futile:
                     continue
+                positions = [gs.pos_of[x] for x in a.gpus]
                 if mine.most(cpu, ram) < max(1, held - own):
                     self.futile.add(memo)  # not for enough of them to take all the room a held
                     continue
@@ -290,6 +301,20 @@ class GiveWay:
                     self.futile.add(memo)
             self.resume[at] = i
         return False
+
+    def _room_id(self, a: Assignment, d: Demand, gs: GroupState, held: int, host: str) -> int:
+        """What a dry run on ``a``'s room reads, as a number (one per distinct room): the VRAM ``a`` holds and
+        the CPUs and memory it asks, its group's devices (free VRAM and claims, sorted), ``a``'s own among them,
+        and the host's free CPUs, memory and ports."""
+        look = self.looks.get(gs.gid)
+        if look is None:
+            look = self.looks[gs.gid] = self.look_ids.setdefault(
+                (tuple(sorted(gs.free)), tuple(sorted(gs.claims))), len(self.look_ids))
+        state = self.owner.state
+        mine_now = tuple(sorted([(gs.free[p], gs.claims[p]) for p in [gs.pos_of[x] for x in a.gpus]]))
+        room = (held, d.cpus, d.ram_mib, d.whole, look, mine_now, state.cpu_free[host], state.ram_free[host],
+                state.ports[host].free_count())
+        return self.room_numbers.setdefault(room, len(self.room_numbers))
 
     def refill(self, with_u: Room, left: list, running: dict, held: int, smallest: int, u: Demand, previous,
                takers: Takers) -> list | None:
@@ -333,6 +358,7 @@ class GiveWay:
     def apply(self, gs: GroupState, a: Assignment, d: Demand, chosen: list) -> None:
         """What ``refill`` found: ``a`` is left over, ``chosen`` take its room (on the same devices)."""
         run, host = self.owner, a.host
+        emptied = False
         run._drop(a)
         run.state.release(gs, [gs.pos_of[i] for i in a.gpus], d, host, a.port)
         run._room_again(host, gs)
@@ -347,9 +373,15 @@ class GiveWay:
                 if x is w:
                     del reps[j]
                     break
+            if not reps:
+                emptied = True
         run._failed.append((d, None))
         run.gave_way[a.key] = (host, len(chosen))
         self.looks.pop(gs.gid, None)
+        self.version[host] = self.version.get(host, 0) + 1
+        if emptied:  # a kind with none left over: no bound or dry run walks past it again
+            for takers in self.takers.values():
+                takers.prune()
 
 
 def _dry_place(room: Room, left: list, running: dict, w: Demand) -> bool:
