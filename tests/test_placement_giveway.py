@@ -94,6 +94,37 @@ def test_a_room_takes_a_replica_bigger_than_the_one_that_gave_it():
     assert [u.key for u in p.unplaced] == ["pinned/0"]
 
 
+def test_a_replica_never_gives_way_to_replicas_whose_selectors_reach_more():
+    """An H100 and an L4 card. `pinned` (a whole card, `gpu_model: "*H100*"`) can use one of them; two 40 GiB
+    replicas with no selector can use both (were the L4 big enough): they are left over rather than take
+    `pinned`'s card, although together they would fill it. A replica asking the same card with no selector
+    (`min_vram` keeps it off the L4: size is not a selector) gives way to them."""
+    f = fleet(host("a", gpus("nvidia", "H100", 80, 1)), host("b", gpus("nvidia", "L4", 24, 1)))
+    two = [share("half", 40, 0), share("half", 40, 1)]
+    pinned = [Demand("pinned", 0, "cuda", 1, None, 0, gpu_model="*H100*")] + two
+    p = place(f, pinned)
+    check_invariants(f, pinned, p)
+    assert [a.key for a in p.assignments] == ["pinned/0"]
+    assert all("gave it" not in u.message for u in p.unplaced)
+    wide = [Demand("wide", 0, "cuda", 1, None, 80 * GIB)] + two
+    p = place(f, wide)
+    check_invariants(f, wide, p)
+    assert sorted(a.key for a in p.assignments) == ["half/0", "half/1"]
+    assert [u.key for u in p.unplaced] == ["wide/0"]
+
+
+def test_a_room_given_up_holds_no_replica_whose_selectors_reach_more_than_the_one_that_gave_it():
+    """On the H100, `p60` (60 GiB, `*H100*`) is placed first and leaves `p30` (30 GiB, `*H100*`) and `f30`
+    (30 GiB, no selector) over. `p30` and `f30` together would take the 60 GiB `p60` held, but `p60` does not
+    give its room to `f30`; `p30` alone is one replica for one."""
+    f = fleet(host("a", gpus("nvidia", "H100", 80, 1)), host("b", gpus("nvidia", "L4", 24, 1)))
+    demands = [share("p60", 60, gpu_model="*H100*"), share("p30", 30, gpu_model="*H100*"), share("f30", 30)]
+    p = place(f, demands)
+    check_invariants(f, demands, p)
+    assert [a.key for a in p.assignments] == ["p60/0"]
+    assert sorted(u.key for u in p.unplaced) == ["f30/0", "p30/0"]
+
+
 def test_the_search_grows_with_what_is_left_over(monkeypatch):
     """The step's budget of candidates is BUDGET plus PER_LEFT_OVER for each replica left over: with no fixed
     part, a pool of 30 small replicas left over still finds every give-way the full search finds, and with no

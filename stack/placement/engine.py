@@ -136,7 +136,7 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
         if run._exhausted(host.name):
             index.drop_host(host.name)
         run.hosts.refresh(host.name)
-    constrained = _Constrainedness(fleet, index)
+    constrained = run.constrained = _Constrainedness(fleet, index)
     bins = device_bins(fresh, _DeviceSize(index)) if by_device else None
     size = _by_size(_capacity_per_gpu(fleet), bins) if run.ratios is not None else _biggest_first
     if bins is None:  # the order is the same for replicas alike but for their number: asked once per run of them
@@ -643,6 +643,8 @@ class _Run:
         self.gave_way: dict[str, tuple[str, int]] = {}
         #: the plan's replicas by key (set by _place)
         self.by_key: dict[str, Demand] = {}
+        #: how many device groups a replica could ever use (set by _place: _Constrainedness)
+        self.constrained = None
 
     # ------------------------------------------------------------------ 3. and 4.: the Placement
     def finish(self, demands: list[Demand], prior: dict[str, LockedReplica] | None) -> Placement:
