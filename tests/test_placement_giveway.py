@@ -125,6 +125,20 @@ def test_a_room_given_up_holds_no_replica_whose_selectors_reach_more_than_the_on
     assert sorted(u.key for u in p.unplaced) == ["f30/0", "p30/0"]
 
 
+def test_a_replica_that_gave_way_takes_another_room_with_one_left_over():
+    """Three 80 GiB cards. Biggest first: `pair` (2 cards) and `one` (1 card) run; `solo` (1 card) and two 40 GiB
+    slices are left over. `one` gives its card to the slices; then, in the second pass, `one` and `solo` take
+    `pair`'s two cards: four replicas placed for the same three cards, where the first pass alone places three."""
+    f = fleet(host("a", gpus("nvidia", "H100", 80, 3)))
+    demands = [Demand("pair", 0, "cuda", 2, None, 0), Demand("one", 0, "cuda", 1, None, 0),
+               Demand("solo", 0, "cuda", 1, None, 0), share("s40", 40, 0), share("s40", 40, 1)]
+    p = place(f, demands)
+    check_invariants(f, demands, p)
+    assert sorted(a.key for a in p.assignments) == ["one/0", "s40/0", "s40/1", "solo/0"]
+    (u,) = p.unplaced
+    assert u.key == "pair/0" and "gave it to 2 smaller replicas" in u.message
+
+
 def test_the_search_grows_with_what_is_left_over(monkeypatch):
     """The step's budget of candidates is BUDGET plus PER_LEFT_OVER for each replica left over: with no fixed
     part, a pool of 30 small replicas left over still finds every give-way the full search finds, and with no
