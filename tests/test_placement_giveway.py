@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from stack.lock import read_lock, render_lock
 from stack.placement import Demand, place
-from stack.placement.engine import _best_order
+from stack.placement.engine import _best_order, _Run
 from stack.placement.giveway import GiveWay, Takers
 
 from .fleets import fleet, gpus, host
@@ -137,6 +137,23 @@ def test_a_replica_that_gave_way_takes_another_room_with_one_left_over():
     assert sorted(a.key for a in p.assignments) == ["one/0", "s40/0", "s40/1", "solo/0"]
     (u,) = p.unplaced
     assert u.key == "pair/0" and "gave it to 2 smaller replicas" in u.message
+
+
+def test_a_room_with_no_cpus_asked_takes_whole_devices_before_slices_break_them(monkeypatch):
+    """`pair` (2 cards of host a) gives way to `w1`'s two 1-card replicas. The 10 GiB slice `s10` (zone a) was
+    left over before them: filled in that order, it would break the second card and leave 90 GiB for the 160
+    `pair` held. Where no replica asks CPUs, a room takes the most VRAM first. (The re-pack, an exact search
+    over few whole-GPU replicas, would find the same plan: it is switched off to see the give-way's.)"""
+    monkeypatch.setattr(_Run, "REPACK_ITEMS", 0)
+    f = fleet(host("a", gpus("nvidia", "H100", 80, 2), labels={"zone": "a"}),
+              host("c", gpus("nvidia", "H100", 80, 1), labels={"zone": "b"}))
+    demands = [Demand("pair", 0, "cuda", 2, None, 0), Demand("cb", 0, "cuda", 1, None, 0, (("zone", "b"),)),
+               share("s10", 10, labels=(("zone", "a"),)), Demand("w1", 0, "cuda", 1, None, 0),
+               Demand("w1", 1, "cuda", 1, None, 0)]
+    p = place(f, demands)
+    check_invariants(f, demands, p)
+    assert sorted(a.key for a in p.assignments) == ["cb/0", "w1/0", "w1/1"]
+    assert sorted(u.key for u in p.unplaced) == ["pair/0", "s10/0"]
 
 
 def test_the_search_grows_with_what_is_left_over(monkeypatch):
