@@ -170,6 +170,24 @@ def test_the_search_grows_with_what_is_left_over(monkeypatch):
     assert len(place(f, demands).assignments) == 10
 
 
+def test_a_shape_given_up_for_patience_goes_on_with_the_budget_left(monkeypatch):
+    """Four 80 GiB cards: three hold 50 + 30 GiB, one 40 + 40; two 20 GiB replicas are left over. The smallest
+    donors, the 30s, cannot make room for two (30 GiB free each); the first 40 can. With a patience of 2 the
+    search gives the 20 GiB shape up at the third 30, then goes on from there once the other replicas had their
+    turn: both 20s take a 40's place."""
+    monkeypatch.setattr(GiveWay, "PATIENCE", 2)
+    f = fleet(*(host(f"h{i}", gpus("nvidia", "A100", 80, 1)) for i in range(4)))
+    demands = [share("keep50", 50, i) for i in range(3)] + [share("mid30", 30, i) for i in range(3)] + \
+              [share("d40", 40, i) for i in range(2)] + [share("small", 20, i) for i in range(2)]
+    before = _best_order(f, demands)
+    assert sorted(k for k in before.placed if k[0] == "small") == []
+    p = place(f, demands)
+    check_invariants(f, demands, p)
+    assert {"small/0", "small/1"} <= {a.key for a in p.assignments}
+    (u,) = p.unplaced
+    assert u.key.startswith("d40/") and "gave it to 2 smaller replicas" in u.message
+
+
 def test_kept_replicas_never_give_way(tmp_path):
     """The 30 GiB replica runs (the lock keeps it); two 20 GiB replicas arriving later stay left over rather
     than stop it."""
