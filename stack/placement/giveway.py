@@ -16,12 +16,13 @@ Kept and moved replicas never give way: their containers run now. Nor does a rep
 (framework, vendor, labels, GPU model) reach fewer device groups give way to replicas whose selectors reach more
 (``reach``): most-constrained-first placed it before them, and a give-way must not undo that. (Without this
 rule, 89 of the 506 give-ways on the process bench and 588 of 787 on the selector fleet at 124 % of its GPUs
-asked left such a replica over for more flexible ones; there binpack then left 1,133 replicas over, and with
-it 454, spread 402.) A dry run on copies of the group and the host decides before anything changes, under the same rules as the filters (devices, CPUs, memory, ports,
-``spread: hosts``); it fills the room with the replicas that take the most VRAM per CPU first (those asking no
-CPUs first, the most VRAM first among them), then per MiB of memory, then in the order left over (``refill``). Before it, bounds that cannot turn a give-way away: CPUs and
-memory for a second replica, and what the room's devices, CPUs and memory could hold of those left over at
-best (``Takers.most``, a fractional knapsack per resource with the devices' VRAM as caps).
+asked left such a replica over for more flexible ones; there binpack then left 1,133 replicas over, with the
+rule alone 454, spread 402.) A dry run on copies of the group and the host decides before anything changes,
+under the same rules as the filters (devices, CPUs, memory, ports, ``spread: hosts``); it fills the room with
+the replicas that take the most VRAM per CPU first (those asking no CPUs first, the most VRAM first among
+them), then per MiB of memory, then in the order left over (``refill``). Before it, bounds that cannot turn a
+give-way away: CPUs and memory for a second replica, and what the room's devices, CPUs and memory could hold of
+those left over at best (``Takers.most``, a fractional knapsack per resource with the devices' VRAM as caps).
 
 A second pass does the same for the replicas that gave way, smallest first, and they join those a room may
 take: a 1-GPU replica that gave its device to two slices takes, with another 1-GPU replica, the devices of a
@@ -30,9 +31,9 @@ take: a 1-GPU replica that gave its device to two slices takes, with another 1-G
 Bounded: BUDGET candidates, plus PER_LEFT_OVER per replica left over, in all; PATIENCE per replica left over
 before its shape is given up, until the others have had their turn: then it goes on where it stopped, with the
 budget left; each candidate looked at once per shape and pass (``resume``), and rooms alike to one found with no
-way in are not tried again in a pass (``futile``). On the 2,000-host process bench (9,145
-replicas, 121 % of the GPUs asked) the step leaves 206 replicas over where the fresh pass left 2,027 (with a
-fixed budget of 5,000, the order left over alone and no second pass: 1,735), in about 0.25 s.
+way in are not tried again in a pass (``futile``). On the 2,000-host process bench (9,145 replicas, 121 % of
+the GPUs asked) the step leaves 206 replicas over where the fresh pass left 2,027 (with a fixed budget of 5,000,
+the order left over alone and no second pass: 1,735), in about 0.3 s.
 """
 from __future__ import annotations
 
@@ -350,8 +351,8 @@ class GiveWay:
                     ram += d.ram_mib - u.ram_mib
                 if (cpu is not None and cpu + 1e-9 < least_cpu) or (ram is not None and ram < least_ram):
                     continue  # no CPUs or memory for a second
-                # a room like one found with no way in (more left-over replicas placed never opens one): the
-                # group's devices alike, a's own alike among them, and the host's CPUs, memory and ports
+                # a room like one found with no way in this pass (more left-over replicas placed never opens one):
+                # the group's devices alike, a's own alike among them, and the host's CPUs, memory and ports
                 version = self.version.get(host, 0)
                 seen = self.room_ids.get(id(a))
                 if seen is None or seen[0] != version:
@@ -386,8 +387,8 @@ class GiveWay:
 
     def _room_id(self, a: Assignment, d: Demand, gs: GroupState, held: int, host: str, reach: int) -> int:
         """What a dry run on ``a``'s room reads, as a number (one per distinct room): the VRAM ``a`` holds, the
-        CPUs and memory it asks and the groups its selectors reach, its group's devices (free VRAM and claims, sorted), ``a``'s own among them,
-        and the host's free CPUs, memory and ports."""
+        CPUs and memory it asks and the groups its selectors reach, its group's devices (free VRAM and claims,
+        sorted), ``a``'s own among them, and the host's free CPUs, memory and ports."""
         look = self.looks.get(gs.gid)
         if look is None:
             look = self.looks[gs.gid] = self.look_ids.setdefault(
