@@ -110,6 +110,46 @@ def test_the_repack_never_double_books_never_evicts_and_never_does_worse(sizes, 
         (sum(len(a.gpus) for a in plain.assignments), len(plain.assignments))
 
 
+def _most(sizes: list[int], asks: list[int], at_least: int) -> tuple[int, int]:
+    """Exhaustively: the most GPUs, then replicas, any assignment of whole-GPU ``asks`` to hosts of ``sizes``
+    GPUs reaches while placing at least ``at_least`` replicas. ``table(k, free)``: for each number of the replicas
+    from the k-th on that are placed, the most GPUs they take (-1: impossible); hosts differ only in their free
+    GPUs, so ``free`` is kept sorted."""
+    from functools import lru_cache
+
+    @lru_cache(maxsize=None)
+    def table(k: int, free: tuple) -> tuple:
+        if k == len(asks):
+            return (0,)
+        out = list(table(k + 1, free)) + [-1]
+        for j, n in enumerate(free):
+            if n >= asks[k] and (j == 0 or free[j - 1] != n):
+                rest = table(k + 1, tuple(sorted(free[:j] + (n - asks[k],) + free[j + 1:])))
+                for c, g in enumerate(rest):
+                    if g >= 0:
+                        out[c + 1] = max(out[c + 1], g + asks[k])
+        return tuple(out)
+
+    return max((g, c) for c, g in enumerate(table(0, tuple(sorted(sizes)))) if g >= 0 and c >= at_least)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(1, 8), min_size=1, max_size=4), st.lists(st.integers(1, 6), min_size=2, max_size=9))
+def test_the_repack_finds_the_most_gpus_then_replicas_of_any_arrangement(sizes, asks):
+    """The re-pack's exact search, with its cuts (bounds, groups alike tried once, replicas alike in order), finds
+    what an exhaustive search finds: the most GPUs, then the most replicas, of any arrangement that places no
+    fewer replicas than the plan without it."""
+    f = fleet(*(host(f"h{i}", gpus("nvidia", "H100", 80, n)) for i, n in enumerate(sizes)))
+    demands = [whole(f"d{i}", n) for i, n in enumerate(asks)]
+    with _without("give_way"):
+        mine = place(f, demands)
+        with _without("repack"):
+            plain = place(f, demands)
+    got = (sum(len(a.gpus) for a in mine.assignments), len(mine.assignments))
+    before = (sum(len(a.gpus) for a in plain.assignments), len(plain.assignments))
+    assert got == max(before, _most(sizes, asks, len(plain.assignments)))
+
+
 def test_the_filters_decide_what_is_unplaced_not_the_index(monkeypatch):
     """Should the index-driven search miss a host (a bug, a memo too eager), the filters that explain
     the failure find it and the replica is placed there: an explanation never disagrees with a decision."""
