@@ -243,6 +243,41 @@ def test_cpu_light_replicas_skip_cpu_rich_hosts_while_another_fits():
     assert rich("rich") and not rich("lean")  # 130/4 CPUs per free GPU is above 16; 26/4 is not
 
 
+def test_a_memory_heavy_replica_spares_hosts_built_lean_in_memory(monkeypatch):
+    """`heavy` asks 140 GiB for one GPU: more than three GPUs' worth of `lean` (176 GiB allocatable over 4 GPUs),
+    a small share of `rich`'s. It goes to `rich`, although binpack prefers the tighter `lean`, so the next plan
+    (with the lock) fits `wide` on `rich` and four 40 GiB replicas on `lean`. Without the preference `heavy`
+    takes `lean`'s memory and three of the 40 GiB replicas are left over beside its idle GPUs. (`bare` fills
+    `plain`, which declares no memory, and keeps the plan's average memory per GPU low: the stranding check
+    alone would have let `heavy` on `lean`.)"""
+    from stack.placement.preferences import SpareLeanHostsHeavyMemory
+
+    f = fleet(host("lean", gpus("nvidia", "L40S", 48, 4), cpus=64, ram_gib=192, reserved=(0, 16)),
+              host("rich", gpus("nvidia", "L40S", 48, 8), cpus=64, ram_gib=2048, reserved=(0, 16)),
+              host("plain", gpus("nvidia", "L40S", 48, 20), labels={"pool": "bare"}))
+    first = [whole("heavy", 0, ram_mib=140 * 1024)] + [whole("bare", r, labels=(("pool", "bare"),)) for r in range(20)]
+    then = first + [whole("wide", 0, n=7)] + [whole("light", r, ram_mib=40 * 1024) for r in range(4)]
+
+    def two_plans():
+        p1 = place(f, first)
+        return p1, place(f, then, read_lock_from_text(render_lock("t", p1)))
+
+    p1, p2 = two_plans()
+    assert [a.host for a in p1.assignments if a.deployment == "heavy"] == ["rich"]
+    assert not p2.unplaced, [u.message for u in p2.unplaced]
+    assert [a.host for a in p2.assignments if a.deployment == "light"] == ["lean"] * 4
+    monkeypatch.setattr(SpareLeanHostsHeavyMemory, "FACTOR", float("inf"))
+    p1, p2 = two_plans()
+    assert [a.host for a in p1.assignments if a.deployment == "heavy"] == ["lean"]
+    assert sorted(u.key for u in p2.unplaced) == ["light/1", "light/2", "light/3"]
+
+
+def test_a_memory_heavy_replica_still_takes_a_lean_host_when_nothing_else_fits():
+    f = fleet(host("lean", gpus("nvidia", "L40S", 48, 4), cpus=64, ram_gib=192, reserved=(0, 16)))
+    p = place(f, [whole("heavy", 0, ram_mib=140 * 1024)])
+    assert [a.host for a in p.assignments] == ["lean"]
+
+
 def test_cpu_only_replicas_take_cpus_no_gpu_will_need():
     """An 8-GPU host and a CPU-rich 2-GPU host; GPU replicas ask 12 CPUs per GPU. The CPU-only replica
     goes where no free GPU needs the CPUs it takes (the 2-GPU host, its GPUs taken), not to the busiest

@@ -190,12 +190,12 @@ class FleetState:
                                             for h in fleet.hosts}
         #: allocatable CPUs and MiB of memory per GPU of each GPU host (None where not declared): what ``strands``
         #: asks a host to keep per free GPU is never more than the host was built with
-        self._built_per_gpu: dict[str, tuple[float | None, float | None]] = {
+        self.built_per_gpu: dict[str, tuple[float | None, float | None]] = {
             h.name: (None if h.allocatable_cpus is None else h.allocatable_cpus / n,
                      None if h.allocatable_ram_mib is None else h.allocatable_ram_mib / n)
             for h in fleet.hosts if (n := sum(len(g.devices) for g in h.groups))}
         #: the VRAM of a device of each GPU host's first group: what a shared claim's share is counted against
-        self._device_mib: dict[str, int] = {h.name: h.groups[0].vram_mib for h in fleet.hosts if h.groups}
+        self.device_mib: dict[str, int] = {h.name: h.groups[0].vram_mib for h in fleet.hosts if h.groups}
 
     # -- questions the filters ask
     def has_free_port(self, host: str) -> bool:
@@ -229,11 +229,11 @@ class FleetState:
         to the second round), and on small CPU-bound fleets (3-6 hosts, 2 to 28 CPUs per GPU) 0.5 allocated
         53.8 % of the GPUs against 54.1 % before the change; with the cap 55.5 % (0.6: 98.7 % and 99.2 % on the
         workload). Given up at once instead of firm, 0.25 had done best among 0, 0.25, 0.5, 1 and 1.25."""
-        gpus_free, cpu_free, ram_free, built = self.gpus_free, self.cpu_free, self.ram_free, self._built_per_gpu
+        gpus_free, cpu_free, ram_free, built = self.gpus_free, self.cpu_free, self.ram_free, self.built_per_gpu
         want_cpus, want_ram = slack * cpus_per_gpu, slack * ram_per_gpu
         asks_cpus, asks_ram = demand.cpus, demand.ram_mib
         whole, take, shared = demand.whole, demand.gpus, demand.gpus * (demand.vram_mib or 0)
-        device_mib = self._device_mib
+        device_mib = self.device_mib
 
         def strands(host: str) -> bool:
             per_gpu = built.get(host)
