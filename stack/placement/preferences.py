@@ -138,7 +138,15 @@ class SpareLeanHostsHeavyMemory(Preference):
     FACTOR = 3.0
 
     def applies(self, ctx, demand):
-        return ctx.ratios is not None and bool(demand.gpus) and bool(demand.ram_mib)
+        if ctx.ratios is None or not demand.gpus or not demand.ram_mib:
+            return False
+        lean = ctx.state.leanest_memory  # is some host lean for it? (most replicas: none is)
+        if lean is None:
+            return False
+        per_gpu, per_device_mib = lean
+        if demand.whole:
+            return demand.ram_mib > self.FACTOR * per_gpu * demand.gpus
+        return demand.ram_mib > self.FACTOR * per_device_mib * demand.gpus * demand.vram_mib
 
     def skips(self, ctx, demand):
         built, device_mib, factor = ctx.state.built_per_gpu, ctx.state.device_mib, self.FACTOR

@@ -196,6 +196,10 @@ class FleetState:
             for h in fleet.hosts if (n := sum(len(g.devices) for g in h.groups))}
         #: the VRAM of a device of each GPU host's first group: what a shared claim's share is counted against
         self.device_mib: dict[str, int] = {h.name: h.groups[0].vram_mib for h in fleet.hosts if h.groups}
+        #: the least memory a GPU host was built with per GPU, and per MiB of its devices (None: none declares it)
+        lean = [(ram, ram / self.device_mib[name]) for name, (_, ram) in self.built_per_gpu.items() if ram is not None]
+        self.leanest_memory: tuple[float, float] | None = \
+            (min(x[0] for x in lean), min(x[1] for x in lean)) if lean else None
 
     # -- questions the filters ask
     def has_free_port(self, host: str) -> bool:
