@@ -154,7 +154,7 @@ class SpareLeanHostsHeavyMemory(Preference):
 
         def lean(host: str) -> bool:
             per_gpu = built.get(host)
-            if per_gpu is None or per_gpu[1] is None:
+            if per_gpu is None or per_gpu[1] is None or not device_mib[host]:
                 return False  # no GPUs, or no memory declared
             take = gpus if whole else shared / device_mib[host]
             return ram > factor * per_gpu[1] * take

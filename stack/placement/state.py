@@ -197,7 +197,8 @@ class FleetState:
         #: the VRAM of a device of each GPU host's first group: what a shared claim's share is counted against
         self.device_mib: dict[str, int] = {h.name: h.groups[0].vram_mib for h in fleet.hosts if h.groups}
         #: the least memory a GPU host was built with per GPU, and per MiB of its devices (None: none declares it)
-        lean = [(ram, ram / self.device_mib[name]) for name, (_, ram) in self.built_per_gpu.items() if ram is not None]
+        lean = [(ram, ram / self.device_mib[name]) for name, (_, ram) in self.built_per_gpu.items()
+                if ram is not None and self.device_mib[name] > 0]  # (sizes are positive but in code-built fleets)
         self.leanest_memory: tuple[float, float] | None = \
             (min(x[0] for x in lean), min(x[1] for x in lean)) if lean else None
 
