@@ -117,8 +117,7 @@ def test_tables_are_plain_in_a_pipe_and_coloured_on_a_terminal():
 def test_planning_imports_no_ssh_http_or_round_trip_yaml():
     """Every command pays for what the CLI imports at start-up: SSH (paramiko, 0.1 s), HTTP, ruamel and threads
     (concurrent.futures, with logging: 3 ms) and rendering containers (5 ms) are imported by the commands that use
-    them, and the models' field
-    descriptions are read from their source only when a schema is asked for."""
+    them, and the models' field descriptions are read from their source only when a schema is asked for."""
     script = ("import sys\nfrom cli.main import main\n"
               f"code = main(['--root', {str(ROOT)!r}, 'plan', '--stack', 'demo', '--no-lock', '--json'])\n"
               "import documents.fields as f\n"

@@ -136,7 +136,7 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
         if run._exhausted(host.name):
             index.drop_host(host.name)
         run.hosts.refresh(host.name)
-    constrained = run.constrained = _Constrainedness(fleet, index)
+    constrained = run.constrained
     bins = device_bins(fresh, _DeviceSize(index)) if by_device else None
     size = _by_size(_capacity_per_gpu(fleet), bins) if run.ratios is not None else _biggest_first
     if bins is None:  # the order is the same for replicas alike but for their number: asked once per run of them
@@ -643,8 +643,9 @@ class _Run:
         self.gave_way: dict[str, tuple[str, int]] = {}
         #: the plan's replicas by key (set by _place)
         self.by_key: dict[str, Demand] = {}
-        #: how many device groups a replica could ever use (set by _place: _Constrainedness)
-        self.constrained = None
+        #: how many device groups (hosts, for CPU-only replicas) a replica could ever use: the fresh pass's order,
+        #: the repair's and the give-way's rule that the more constrained keep their place
+        self.constrained = _Constrainedness(fleet, index)
 
     # ------------------------------------------------------------------ 3. and 4.: the Placement
     def finish(self, demands: list[Demand], prior: dict[str, LockedReplica] | None) -> Placement:
@@ -979,7 +980,7 @@ class _Run:
 
         def asks(i: int) -> tuple:
             d = items[i][1]
-            return d.static, d.gpus, d.cpus, d.ram_mib, optional[i]
+            return d.static, d.cpus, d.ram_mib, optional[i]  # (static holds the GPU count)
 
         same = [k > 0 and asks(order[k]) == asks(order[k - 1]) for k in range(len(order))]
 

@@ -197,16 +197,9 @@ class GiveWay:
         #: static shape -> the kinds of left-over replicas of that shape; replica -> its kind
         self.kinds: dict[tuple, list[Kind]] = {}
         self.kind_of: dict[tuple, Kind] = {}
-        alike: dict[tuple, Kind] = {}
+        self.alike: dict[tuple, Kind] = {}  # all a dry run asks of a replica -> its kind
         for i, (w, prev) in enumerate(self.failed):
-            shape = (w.static, w.vram_mib, w.gpus, w.cpus, w.ram_mib, w.spread_hosts)
-            kind = alike.get(shape)
-            if kind is None:
-                kind = alike[shape] = Kind(i, w, self.reach(w))
-                self.kinds.setdefault(shape[0], []).append(kind)
-            kind.replicas.append((w, prev))
-            self.kind_of[w.deployment, w.replica] = kind
-        self.alike = alike  # static shape and the rest -> its kind
+            self._join(w, prev, i)
         #: replicas that gave way in the first pass (``run``); None in the second, where they rejoin at once
         self.gave: list[Demand] | None = []
         #: the second pass's replicas to make room for: those that gave way, and rejoined the kinds left over
@@ -230,17 +223,21 @@ class GiveWay:
         self.room_numbers: dict[tuple, int] = {}
         self.version: dict[str, int] = {}
 
-    def _rejoin(self, w: Demand) -> None:
-        """``w`` gave way: it is left over like the others, a replica to make room for and one a room may take."""
-        shape = (w.static, w.vram_mib, w.gpus, w.cpus, w.ram_mib, w.spread_hosts)
+    def _join(self, w: Demand, previous: str | None, first: int) -> Kind:
+        """``w`` joins the replicas left over of its kind (a new kind is ``first`` in the order left over)."""
+        shape = (w.static, w.vram_mib, w.cpus, w.ram_mib, w.spread_hosts)
         kind = self.alike.get(shape)
         if kind is None:
-            kind = self.alike[shape] = Kind(len(self.failed) + len(self.rejoined), w, self.reach(w))
-            self.kinds.setdefault(shape[0], []).append(kind)
-        if len(kind.replicas) == 0:  # new, or pruned from every order: the classes' takers are made again
-            self.takers.clear()
-        kind.replicas.append((w, None))
+            kind = self.alike[shape] = Kind(first, w, self.reach(w))
+            self.kinds.setdefault(w.static, []).append(kind)
+        kind.replicas.append((w, previous))
         self.kind_of[w.deployment, w.replica] = kind
+        return kind
+
+    def _rejoin(self, w: Demand) -> None:
+        """``w`` gave way: it is left over like the others, a replica to make room for and one a room may take."""
+        if len(self._join(w, None, len(self.failed) + len(self.rejoined)).replicas) == 1:
+            self.takers.clear()  # a kind new, or pruned from every order: the classes' takers are made again
         self.rejoined.append((w, None))
 
     def reach(self, d: Demand) -> int:
