@@ -139,6 +139,40 @@ def test_a_replica_that_gave_way_takes_another_room_with_one_left_over():
     assert u.key == "pair/0" and "gave it to 2 smaller replicas" in u.message
 
 
+def test_a_replica_a_give_way_placed_gives_way_in_turn():
+    """One 80 GiB card. Biggest first: `card` takes it whole; slices of 32, 32, 12, 12, 8, 8 and 8 GiB are left
+    over. `card` gives way to 8 + 32 + 32 + 8; then one of those 32s, placed by that give-way, gives its place to
+    8 + 12 + 12 (the card as full): six replicas on it, where until 2026-12-03 the step stopped at four."""
+    f = fleet(host("a", gpus("nvidia", "H100", 80, 1)))
+    demands = [Demand("card", 0, "cuda", 1, None, 0), share("s32", 32, 0), share("s32", 32, 1),
+               share("s12", 12, 0), share("s12", 12, 1), share("s8", 8, 0), share("s8", 8, 1), share("s8", 8, 2)]
+    before = _best_order(f, demands)
+    assert sorted(before.placed) == [("card", 0)]  # what the step starts from
+    p = place(f, demands)
+    check_invariants(f, demands, p)
+    assert sorted(a.key.split("/")[0] for a in p.assignments) == ["s12", "s12", "s32", "s8", "s8", "s8"]
+    assert sum(a.vram_mib for a in p.assignments) == 80 * GIB
+    assert sorted(u.key.split("/")[0] for u in p.unplaced) == ["card", "s32"]
+    (s32,) = [u for u in p.unplaced if u.key.startswith("s32/")]
+    assert "it had a place on a and gave it to 3 smaller replicas" in s32.message
+
+
+def test_a_room_tries_the_replicas_alike_to_the_one_it_is_made_for_first():
+    """Two 48 GiB cards, each taken whole by `card`; slices of 24, 16, 16, 16 and 12 GiB are left over. A card
+    filled the most VRAM first, or in the order left over, takes 24 after a 16 and then nothing fits: 40 GiB of
+    48. Filled with the 16s first (the step's third pass tries that order too) it takes 16 + 16 + 16, all of it:
+    one `card` gives way to three replicas."""
+    f = fleet(host("a", gpus("nvidia", "L40S", 48, 2)))
+    demands = [Demand("card", 0, "cuda", 1, None, 0), Demand("card", 1, "cuda", 1, None, 0), share("s24", 24),
+               share("s16", 16, 0), share("s16", 16, 1), share("s16", 16, 2), share("s12", 12)]
+    before = _best_order(f, demands)
+    assert sorted(before.placed) == [("card", 0), ("card", 1)]  # what the step starts from
+    p = place(f, demands)
+    check_invariants(f, demands, p)
+    assert sorted(a.key.split("/")[0] for a in p.assignments) == ["card", "s16", "s16", "s16"]
+    assert sum(a.vram_mib for a in p.assignments) == 96 * GIB
+
+
 def test_a_room_with_no_cpus_asked_takes_whole_devices_before_slices_break_them(monkeypatch):
     """`pair` (2 cards of host a) gives way to `w1`'s two 1-card replicas. The 10 GiB slice `s10` (zone a) was
     left over before them: filled in that order, it would break the second card and leave 90 GiB for the 160
