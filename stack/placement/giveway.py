@@ -36,7 +36,7 @@ instead of 98.89 %.
 
 Bounded: BUDGET candidates, plus PER_LEFT_OVER per replica left over, in all; PATIENCE per replica left over
 before its shape is given up, until the others have had their turn: then it goes on where it stopped, with the
-budget left; each candidate looked at once per shape and pass (``resume``), and rooms alike to one found with no
+budget left; ROUNDS rounds of the third pass; each candidate looked at once per shape and pass (``resume``), and rooms alike to one found with no
 way in are not tried again in a pass (``futile``). On the 2,000-host process bench (9,145 replicas, 121 % of
 the GPUs asked) the step leaves 147 replicas over where the fresh pass left 1,972 (with a fixed budget of 5,000,
 the order left over alone and no second pass: 1,735), in about 0.3 s.
@@ -182,6 +182,9 @@ class GiveWay:
     #: every placed replica of its pool (5,000-15,000 each on that bench), where the give-ways found take a
     #: median of 2 and rarely more than a few hundred
     PATIENCE = 1_000
+    #: rounds of the third pass at most (each takes the donors again, a walk over all placed: on the bench fleets
+    #: one or two rounds use up the budget)
+    ROUNDS = 4
 
     def __init__(self, run: _Run, failed: list[tuple[Demand, str | None]]):
         """``failed``: the GPU replicas left over (manual selection aside) and the hosts the lock had them on."""
@@ -295,31 +298,36 @@ class GiveWay:
             if len(self.done) == before:
                 break
         # Third: replicas a give-way placed may give way in turn (a 32 GiB slice it put on a device makes room for
-        # 12, 12 and 8 GiB ones left over, the device as full): donors are taken again, and all still left over look
-        # once more, smallest first, while that gives way somewhere and the budget lasts; rooms also try the replicas
-        # alike to the one they are made for first (``_orders``). Twenty CPU-and-memory fleets of the bench's
-        # generator, load 1.0 and 1.3: 81 -> 77 and 149 -> 117 replicas left over per fleet, GPUs unchanged;
-        # `bench/placement.py --exact`: 18 -> 20 of 20 mixed instances place the most replicas a placement of the
-        # optimum's VRAM can. (The process bench spends its budget before.)
+        # 12, 12 and 8 GiB ones left over, the device as full), and rooms also try the replicas alike to the one they
+        # are made for first (``_orders``): rounds while one gives way somewhere, up to ROUNDS, and the budget
+        # lasts. Twenty CPU-and-memory fleets of the bench's generator, load 1.0 and 1.3: 81 -> 77 and 149 -> 117
+        # replicas left over per fleet, GPUs unchanged; `bench/placement.py --exact`: 18 -> 20 of 20 mixed
+        # instances place the most replicas a placement of the optimum's VRAM can. (The process bench spends its
+        # budget before.)
         self.late = True
-        while self.budget > 0:
-            applied = self.applied
-            self._take_donors()
-            self.futile.clear()
-            self.resume.clear()
-            self.impatient.clear()
-            seen, todo = set(), []
-            for x in chain(reversed(self.failed), self.rejoined):
-                key = (x[0].deployment, x[0].replica)
-                if key not in self.done and key not in seen:
-                    seen.add(key)
-                    todo.append(x)
-            todo.sort(key=lambda x: (x[0].gpus, x[0].whole, x[0].vram_mib or 0))
-            self._pass(todo)
-            if self.applied == applied:
+        for _ in range(self.ROUNDS):
+            if self.budget <= 0 or not self._once_more():
                 break
         done = self.done
         self.owner._failed = [(d, p) for d, p in self.owner._failed if (d.deployment, d.replica) not in done]
+
+    def _once_more(self) -> bool:
+        """A round of the third pass: the donors taken again (those a give-way placed among them), the memos
+        cleared, and all still left over, smallest first, look for a room. Whether one gave way."""
+        applied = self.applied
+        self._take_donors()
+        self.futile.clear()
+        self.resume.clear()
+        self.impatient.clear()
+        seen, todo = set(), []
+        for x in chain(reversed(self.failed), self.rejoined):  # (one may be in both: left over, placed, gave way)
+            key = (x[0].deployment, x[0].replica)
+            if key not in self.done and key not in seen:
+                seen.add(key)
+                todo.append(x)
+        todo.sort(key=lambda x: (x[0].gpus, x[0].whole, x[0].vram_mib or 0))
+        self._pass(todo)
+        return self.applied > applied
 
     def _pass(self, todo: list[tuple[Demand, str | None]], k: int = 0) -> int:
         """Make room for each of ``todo`` from the ``k``-th that is still left over, in order (the list may grow
