@@ -36,10 +36,10 @@ instead of 98.89 %.
 
 Bounded: BUDGET candidates, plus PER_LEFT_OVER per replica left over, in all; PATIENCE per replica left over
 before its shape is given up, until the others have had their turn: then it goes on where it stopped, with the
-budget left; ROUNDS rounds of the third pass; each candidate looked at once per shape and pass (``resume``), and rooms alike to one found with no
-way in are not tried again in a pass (``futile``). On the 2,000-host process bench (9,145 replicas, 121 % of
-the GPUs asked) the step leaves 147 replicas over where the fresh pass left 1,972 (with a fixed budget of 5,000,
-the order left over alone and no second pass: 1,735), in about 0.3 s.
+budget left; ROUNDS rounds of the third pass; each candidate looked at once per shape and pass (``resume``),
+and rooms alike to one found with no way in are not tried again in a pass (``futile``). On the 2,000-host
+process bench (9,145 replicas, 121 % of the GPUs asked) the step leaves 147 replicas over where the fresh pass
+left 1,972 (with a fixed budget of 5,000, the order left over alone and no second pass: 1,735), in about 0.3 s.
 """
 from __future__ import annotations
 
@@ -226,7 +226,8 @@ class GiveWay:
         self.version: dict[str, int] = {}
 
     def _take_donors(self) -> None:
-        """The replicas this plan places new, as ``donors``."""
+        """The replicas this plan places new, as ``donors`` (taken again in the third pass: those a give-way placed
+        among them)."""
         run = self.owner
         by_key = run.by_key
         held_by: dict[tuple, list[tuple]] = {}  # class key -> (VRAM held, key, assignment, demand, group)
@@ -451,8 +452,8 @@ class GiveWay:
         whole), else None. The kinds go in each of the orders ``_orders`` gives until one fills enough: the most VRAM
         per CPU first, then per MiB of memory, then the order they were left over in (alone, that order spent CPUs
         on small slices and fell short of the VRAM held: tests/test_placement_giveway.py), then in the third pass
-        ``u``'s own kind first. ``smallest``: the
-        smallest slice of a device any of them asks (below it, nothing more fits)."""
+        ``u``'s own kind first. ``smallest``: the smallest slice of a device any of them asks (below it, nothing
+        more fits)."""
         least_cpu, least_ram = takers.least
         for order in self._orders(takers, u):
             room = Room(with_u)
