@@ -243,6 +243,25 @@ def test_cpu_light_replicas_skip_cpu_rich_hosts_while_another_fits():
     assert rich("rich") and not rich("lean")  # 130/4 CPUs per free GPU is above 16; 26/4 is not
 
 
+def test_a_deployment_arriving_alone_is_weighed_by_the_plan_not_by_itself():
+    """`heavy` (24 CPUs a GPU, pinned to host c by a label) runs and is in the lock; `light` (2 CPUs, 1 GPU)
+    arrives alone. Weighed by itself, its 2 CPUs a GPU were the average, so it skipped no CPU-rich host and took
+    `a-rich`, first by name; weighed by the plan (heavy's 24 with it), it leaves `a-rich`'s 64 CPUs to the heavy
+    replicas to come and takes `b-lean`. 32 GPU replicas or more to place are weighed by themselves (the
+    batches' figures on Alibaba's trace), and a plan without a lock is weighed by all it places either way."""
+    f = fleet(host("a-rich", gpus("nvidia", "H100", 80, 2), cpus=64, ram_gib=512),
+              host("b-lean", gpus("nvidia", "H100", 80, 2), cpus=8, ram_gib=512),
+              host("c", gpus("nvidia", "H100", 80, 2), cpus=64, ram_gib=512, labels={"role": "heavy"}))
+    heavy = [whole("heavy", r, cpus=24, labels=(("role", "heavy"),)) for r in range(2)]
+    first = place(f, heavy)
+    assert {a.host for a in first.assignments} == {"c"}
+    p = place(f, heavy + [whole("light", 0, cpus=2)], read_lock_from_text(render_lock("s", first)))
+    assert [(a.key, a.status) for a in p.assignments if a.deployment == "heavy"] == [("heavy/0", "kept"),
+                                                                                    ("heavy/1", "kept")]
+    (light,) = [a for a in p.assignments if a.deployment == "light"]
+    assert light.host == "b-lean"
+
+
 def test_a_memory_heavy_replica_spares_hosts_built_lean_in_memory(monkeypatch):
     """`heavy` asks 140 GiB for one GPU: more than three GPUs' worth of `lean` (176 GiB allocatable over 4 GPUs),
     a small share of `rich`'s. It goes to `rich`, although binpack prefers the tighter `lean`, so the next plan
