@@ -5,6 +5,7 @@
     .venv/bin/python bench/placement.py --resources 300  # the CPU-and-memory workload only
     .venv/bin/python bench/placement.py --resources 300 --milp-seconds 120  # and what a MILP solver finds
     .venv/bin/python bench/placement.py --resources 300 --seeds 10  # ten fleets of that generator: mean, min, max
+    .venv/bin/python bench/placement.py --resources 300 --seeds 10 --online  # and one deployment at a time
     .venv/bin/python bench/placement.py --process 2000   # `gpufleet plan --json` as a process only
     .venv/bin/python bench/placement.py --exact 20       # small instances against the MILP optimum only
 
@@ -547,28 +548,36 @@ def relaxation(fleet: Fleet, demands: list[Demand], seconds: float = 0) -> dict:
     return out
 
 
-def resources(n_hosts: int, seed: int, batches: int = 20, load: float = 1.0, milp_seconds: float = 0) -> dict:
+def resources(n_hosts: int, seed: int, batches: int = 20, load: float = 1.0, milp_seconds: float = 0,
+              online: bool = False) -> dict:
     """Heterogeneous hosts with CPUs and memory, fractional claims, CPU-only replicas: one plan, the same
-    replicas arriving in batches with the lock, and what placing without CPUs and memory would cost."""
+    replicas arriving in batches with the lock (and with ``online`` one deployment at a time), and what placing
+    without CPUs and memory would cost."""
     fleet = resource_fleet(n_hosts, seed)
     return {"hosts": n_hosts, "load": load,
-            **allocation(fleet, resource_demands(fleet, seed + 1, load), batches, milp_seconds)}
+            **allocation(fleet, resource_demands(fleet, seed + 1, load), batches, milp_seconds, online=online)}
 
 
-def over_seeds(n_hosts: int, seed: int, seeds: int, load: float) -> dict:
+def over_seeds(n_hosts: int, seed: int, seeds: int, load: float, online: bool = False) -> dict:
     """The CPU-and-memory workload on several fleets: one seed's figure can mislead (at load 1.0 the default
     seed's one plan allocates 94.5 % where other fleets of the same generator reach 98 %)."""
-    runs = [resources(n_hosts, seed + 101 * k, load=load) for k in range(seeds)]
+    runs = [resources(n_hosts, seed + 101 * k, load=load, online=online) for k in range(seeds)]
     out: dict = {"hosts": n_hosts, "load": load, "seeds": [seed + 101 * k for k in range(seeds)]}
-    for name, get in (("one_plan", lambda r: r["one_plan"]["gpu_allocation"]),
-                      ("batches_with_lock", lambda r: r["batches_with_lock"]["gpu_allocation"]),
-                      ("bound", lambda r: r["bound"]),
-                      ("one_plan_unplaced", lambda r: r["one_plan"]["unplaced"])):
+    figures = [("one_plan", lambda r: r["one_plan"]["gpu_allocation"]),
+               ("batches_with_lock", lambda r: r["batches_with_lock"]["gpu_allocation"]),
+               ("bound", lambda r: r["bound"]),
+               ("one_plan_unplaced", lambda r: r["one_plan"]["unplaced"])]
+    if online:
+        figures += [("online_with_lock", lambda r: r["online_with_lock"]["gpu_allocation"]),
+                    ("online_unplaced", lambda r: r["online_with_lock"]["unplaced"])]
+    for name, get in figures:
         values = [get(r) for r in runs]
         out[name] = {"mean": round(sum(values) / len(values), 4), "min": min(values), "max": max(values),
                      "each": values}
     out["hosts_over_cpu_or_memory"] = max(max(r["one_plan"]["hosts_over_cpu_or_memory"],
-                                              r["batches_with_lock"]["hosts_over_cpu_or_memory"]) for r in runs)
+                                              r["batches_with_lock"]["hosts_over_cpu_or_memory"],
+                                              r.get("online_with_lock", {}).get("hosts_over_cpu_or_memory", 0))
+                                          for r in runs)
     return out
 
 
@@ -598,29 +607,42 @@ def openb(folder: Path, milp_seconds: float = 0) -> dict:
             "other_task_lists_one_plan": others}
 
 
+def arrivals(fleet: Fleet, demands: list[Demand], per: int):
+    """``demands`` (in arrival order) arriving ``per`` deployments at a time, each plan made with the lock the last
+    one wrote (rendered and read back, as a user's run reads the committed file): the last plan, and the share of
+    the locked replicas each plan kept where they were."""
+    deployments = list(dict.fromkeys(d.deployment for d in demands))
+    of: dict[str, list[Demand]] = {}
+    for d in demands:
+        of.setdefault(d.deployment, []).append(d)
+    prior, arrived, kept_total, seen, p = None, [], 0, 0, None
+    for b in range(0, len(deployments), per):
+        for name in deployments[b:b + per]:
+            arrived += of[name]
+        p = place(fleet, arrived, prior)
+        if prior is not None:
+            kept_total += sum(a.status == "kept" for a in p.assignments if a.key in prior)
+            seen += sum(1 for k in prior if k in p.by_key())
+        prior = read_lock_text(render_lock("bench", p))
+    return p, round(kept_total / seen, 4) if seen else 1.0
+
+
 def allocation(fleet: Fleet, demands: list[Demand], batches: int = 20, milp_seconds: float = 0,
-               device_mib: int = 80 * 1024) -> dict:
+               device_mib: int = 80 * 1024, online: bool = False) -> dict:
     """GPUs allocated with CPUs and memory enforced: in one plan, when ``demands`` (in arrival order) come in
-    ``batches`` with the lock, and when placed without CPUs and memory; with the LP (and MILP) bound.
-    ``device_mib``: the device size shared claims are counted against in the asked GPU-equivalents."""
+    ``batches`` with the lock, with ``online`` also one deployment at a time, and when placed without CPUs and
+    memory; with the LP (and MILP) bound. ``device_mib``: the device size shared claims are counted against in the
+    asked GPU-equivalents."""
     gpus = sum(len(g.devices) for h in fleet.hosts for g in h.groups)
     t0 = time.perf_counter()
     one = place(fleet, demands)
     seconds = time.perf_counter() - t0
     blind_fleet = Fleet(tuple(replace(h, cpus=None, ram_mib=None) for h in fleet.hosts), "blind")
     blind = place(blind_fleet, demands)
-    # arrival: deployments in batches, each plan with the lock of the last
     deployments = list(dict.fromkeys(d.deployment for d in demands))
-    per = -(-len(deployments) // batches)
-    prior, arrived, kept_total, seen = None, [], 0, 0
-    for b in range(batches):
-        names = set(deployments[b * per:(b + 1) * per])
-        arrived += [d for d in demands if d.deployment in names]
-        p = place(fleet, arrived, prior)
-        if prior is not None:
-            kept_total += sum(a.status == "kept" for a in p.assignments if a.key in prior)
-            seen += sum(1 for k in prior if k in p.by_key())
-        prior = read_lock_text(render_lock("bench", p))
+    p, kept_share = arrivals(fleet, demands, -(-len(deployments) // batches))
+    if online:
+        alone, alone_kept = arrivals(fleet, demands, 1)
     bounds = relaxation(fleet, demands, milp_seconds)
     packing = device_packing_bound(fleet, demands)
     share = lambda x: None if x is None else round(min(x, gpus) / gpus, 4)  # noqa: E731
@@ -634,7 +656,11 @@ def allocation(fleet: Fleet, demands: list[Demand], batches: int = 20, milp_seco
                      "unplaced": len(one.unplaced), "seconds": round(seconds, 3)},
         "batches_with_lock": {"batches": batches, "gpu_allocation": round(gpu_equivalents(fleet, p) / gpus, 4),
                               "hosts_over_cpu_or_memory": len(over_capacity(fleet, demands, p)),
-                              "kept_share": round(kept_total / seen, 4) if seen else 1.0},
+                              "kept_share": kept_share},
+        **({"online_with_lock": {"arrivals": len(deployments),
+                                 "gpu_allocation": round(gpu_equivalents(fleet, alone) / gpus, 4),
+                                 "hosts_over_cpu_or_memory": len(over_capacity(fleet, demands, alone)),
+                                 "unplaced": len(alone.unplaced), "kept_share": alone_kept}} if online else {}),
         "ignoring_cpu_and_memory": {"gpu_allocation": round(gpu_equivalents(fleet, blind) / gpus, 4),
                                     "hosts_over_cpu_or_memory": len(over_capacity(fleet, demands, blind)),
                                     "gpu_allocation_once_enforced": round(enforce_after(fleet, demands, blind) / gpus, 4)},
@@ -659,6 +685,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=20261121)
     ap.add_argument("--seeds", type=int, default=1, metavar="N",
                     help="with --resources: N fleets (seeds SEED, SEED+101, ...), each figure's mean, min and max")
+    ap.add_argument("--online", action="store_true",
+                    help="with --resources: also one deployment at a time, each plan with the lock of the last "
+                         "(about a minute per fleet and load)")
     ap.add_argument("--milp-seconds", type=float, default=0, metavar="S",
                     help="with --resources or --openb: also run HiGHS's MILP on the relaxed model for S seconds per load")
     args = ap.parse_args()
@@ -679,11 +708,12 @@ def main() -> None:
         print(json.dumps(openb(args.openb, args.milp_seconds), indent=2))
         return
     if args.resources and args.seeds > 1:
-        print(json.dumps([over_seeds(args.resources, args.seed, args.seeds, load) for load in (1.0, 1.3)], indent=2))
+        print(json.dumps([over_seeds(args.resources, args.seed, args.seeds, load, args.online) for load in (1.0, 1.3)],
+                         indent=2))
         return
     if args.resources:
-        print(json.dumps([resources(args.resources, args.seed, load=load, milp_seconds=args.milp_seconds)
-                          for load in (1.0, 1.3)], indent=2))
+        print(json.dumps([resources(args.resources, args.seed, load=load, milp_seconds=args.milp_seconds,
+                                    online=args.online) for load in (1.0, 1.3)], indent=2))
         return
     scale = []
     for n in (100, 1000, 2000) if args.quick else (100, 1000, 2000, 20000):
