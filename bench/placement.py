@@ -621,8 +621,9 @@ def arrivals(fleet: Fleet, demands: list[Demand], per: int):
             arrived += of[name]
         p = place(fleet, arrived, prior)
         if prior is not None:
-            kept_total += sum(a.status == "kept" for a in p.assignments if a.key in prior)
-            seen += sum(1 for k in prior if k in p.by_key())
+            placed = p.by_key()  # (a new dict each call: once per plan, not per locked replica)
+            kept_total += sum(a.status == "kept" for key, a in placed.items() if key in prior)
+            seen += sum(1 for key in prior if key in placed)
         prior = read_lock_text(render_lock("bench", p))
     return p, round(kept_total / seen, 4) if seen else 1.0
 
@@ -687,7 +688,7 @@ def main() -> None:
                     help="with --resources: N fleets (seeds SEED, SEED+101, ...), each figure's mean, min and max")
     ap.add_argument("--online", action="store_true",
                     help="with --resources: also one deployment at a time, each plan with the lock of the last "
-                         "(about a minute per fleet and load)")
+                         "(15-30 s more per fleet and load)")
     ap.add_argument("--milp-seconds", type=float, default=0, metavar="S",
                     help="with --resources or --openb: also run HiGHS's MILP on the relaxed model for S seconds per load")
     args = ap.parse_args()
