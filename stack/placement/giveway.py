@@ -317,6 +317,9 @@ class GiveWay:
         cleared, and all still left over, smallest first, look for a room. Whether one gave way."""
         applied = self.applied
         self._take_donors()
+        # room ids are kept by id(assignment): the donors taken again no longer hold those that gave way, whose ids
+        # Python may give the assignments this round makes
+        self.room_ids.clear()
         self.futile.clear()
         self.resume.clear()
         self.impatient.clear()
