@@ -468,12 +468,7 @@ class GiveWay:
                         (r is not None and r < ram_mib) or kind.reach > reach:
                     continue
                 before = len(chosen)
-                for w, prev in kind.replicas:
-                    if w is u or (w.spread_hosts and here.get(w.deployment)):
-                        continue
-                    if not _dry_place(room, now, here, w):
-                        break  # the kind's others ask the same
-                    chosen.append((w, prev))
+                _dry_place_kind(room, now, here, kind, u, chosen)
                 if len(chosen) == before:
                     continue
                 biggest, c, r = max(free), now[0], now[1]
@@ -558,6 +553,63 @@ def _dry_place(room: Room, left: list, running: dict, w: Demand) -> bool:
     left[3] += w.gpus * (room.group.vram_mib if w.whole else w.vram_mib)
     running[w.deployment] = running.get(w.deployment, 0) + 1
     return True
+
+
+def _dry_place_kind(room: Room, left: list, running: dict, kind: Kind, u: Demand, chosen: list) -> None:
+    """Put ``kind``'s replicas left over (but ``u``) on a dry run's copies, in order, until one does not fit (the
+    others ask the same), each into ``chosen``: ``_dry_place`` one by one, without choosing devices anew for each
+    where that choice is known. A one-device slice goes where ``choose_devices`` would put it: the fits in its
+    order (shared before untouched, then the least free), each filled until the next slice no longer fits, since
+    the device a slice went to stays the best while another fits there; whole devices go g at a time, lowest
+    index first. Slices over several devices and replicas that may not share a host with their deployment take
+    ``_dry_place``. (The give-way's dry runs place about 36,000 replicas on the 2,000-host process bench.)"""
+    rep = kind.rep
+    g, v = rep.gpus, rep.vram_mib
+    if kind.spread or (v is not None and (g != 1 or v <= 0)):
+        for w, prev in kind.replicas:
+            if w is u or (w.spread_hosts and running.get(w.deployment)):
+                continue
+            if not _dry_place(room, left, running, w):
+                break
+            chosen.append((w, prev))
+        return
+    free, claims, exclusive = room.free, room.claims, room.exclusive
+    if v is None:
+        order = [i for i, c in enumerate(claims) if c == 0]
+        taken = g * room.group.vram_mib
+    else:
+        order = [i for i in range(len(free)) if not exclusive[i] and free[i] >= v]
+        order.sort(key=lambda i: (claims[i] == 0, free[i], i))
+        taken = v
+    cpus, ram_mib, p, end = rep.cpus, rep.ram_mib, 0, len(order)
+    for w, prev in kind.replicas:
+        if w is u:
+            continue
+        cpu, ram = left[0], left[1]
+        if left[2] < 1 or (cpu is not None and cpu + 1e-9 < cpus) or (ram is not None and ram < ram_mib):
+            return
+        if v is None:
+            if p + g > end:
+                return
+            for i in order[p:p + g]:
+                free[i] = 0
+                exclusive[i] = True
+                claims[i] += 1
+            p += g
+        else:
+            while p < end and free[order[p]] < v:
+                p += 1
+            if p == end:
+                return
+            i = order[p]
+            free[i] -= v
+            claims[i] += 1
+        left[0] = None if cpu is None else cpu - cpus
+        left[1] = None if ram is None else ram - ram_mib
+        left[2] -= 1
+        left[3] += taken
+        running[w.deployment] = running.get(w.deployment, 0) + 1
+        chosen.append((w, prev))
 
 
 #: the largest table ``_fill_table`` makes (entries): past it, slices of a few MiB apart are not tabulated
