@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from stack.lock import read_lock, render_lock
 from stack.placement import Demand, place
 from stack.placement.engine import _best_order, _Run
-from stack.placement.giveway import GiveWay, Takers
+from stack.placement.state import FleetState
+from stack.placement.giveway import GiveWay, Kind, Room, Takers, _dry_place, _dry_place_kind
 
 from .fleets import fleet, gpus, host
 from .test_placement_properties import check_invariants, demand_sets, fleets
@@ -341,3 +342,58 @@ def test_the_bounds_only_skip_rooms_the_dry_run_would_refuse(monkeypatch):
         assert place(f, demands) == p
     assert sum(1 for p in bounded for u in p.unplaced if "gave it to" in u.message) > 12  # the step worked
     assert runs["without"] > runs["with"]
+
+
+@st.composite
+def _dry_runs(draw):
+    """A dry run's copies of a group in any state (devices shared, whole, untouched), the host's CPUs, memory
+    and ports left, replicas per deployment there, and a kind of left-over replicas (``u`` among them or not)."""
+    gib, n = draw(st.sampled_from([8, 24, 80])), draw(st.integers(1, 8))
+    size = gib * GIB
+    state = draw(st.lists(st.tuples(st.sampled_from(["untouched", "shared", "whole"]), st.integers(0, size)),
+                          min_size=n, max_size=n))
+    room = Room(FleetState(fleet(host("h", gpus("nvidia", "A100", gib, n)))).groups[0])
+    room.free = [size if s == "untouched" else 0 if s == "whole" else f for s, f in state]
+    room.claims = [0 if s == "untouched" else draw(st.integers(1, 3)) for s, _ in state]
+    room.exclusive = [s == "whole" for s, _ in state]
+    gpus_ = draw(st.integers(1, 3))
+    vram = draw(st.one_of(st.none(), st.sampled_from([1, 4, 6, 8, 10, 16, 20]).map(lambda g: g * GIB)))
+    cpus = draw(st.sampled_from([0, 0.5, 1, 2, 4]))
+    ram = draw(st.sampled_from([0, 8, 16]).map(lambda g: g * GIB))
+    spread = draw(st.booleans())
+    deps = draw(st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=12))
+    replicas = [Demand(d, i, "cuda", gpus_, vram, vram or 0, spread_hosts=spread, cpus=cpus, ram_mib=ram)
+                for i, d in enumerate(deps)]
+    kind = Kind(0, replicas[0], 1)
+    kind.replicas = [(w, None) for w in replicas]
+    u = draw(st.sampled_from([None, *replicas]))
+    left = [draw(st.one_of(st.none(), st.sampled_from([0, 1, 3.5, 8, 64]))),
+            draw(st.one_of(st.none(), st.sampled_from([0, 16, 40, 512]).map(lambda g: g * GIB))),
+            draw(st.integers(0, 12)), 0]
+    running = {d: draw(st.integers(0, 1)) for d in "abc"}
+    return room, left, running, kind, u
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=_dry_runs())
+def test_a_kind_placed_in_one_walk_lands_as_one_at_a_time(case):
+    """``_dry_place_kind`` (a kind's replicas in one walk over the devices) leaves the copies, the host's CPUs,
+    memory, ports and VRAM taken, and the replicas per deployment exactly as ``_dry_place`` one replica at a time
+    does (through ``choose_devices``), and picks the same replicas."""
+    room, left, running, kind, u = case
+    twin = Room.__new__(Room)
+    twin.group, twin.free, twin.claims, twin.exclusive = room.group, list(room.free), list(room.claims), \
+        list(room.exclusive)
+    left2, running2 = list(left), dict(running)
+    chosen: list = []
+    _dry_place_kind(room, left, running, kind, u, chosen)
+    expected = []
+    for w, prev in kind.replicas:
+        if w is u or (w.spread_hosts and running2.get(w.deployment)):
+            continue
+        if not _dry_place(twin, left2, running2, w):
+            break
+        expected.append((w, prev))
+    assert [w for w, _ in chosen] == [w for w, _ in expected]
+    assert (room.free, room.claims, room.exclusive) == (twin.free, twin.claims, twin.exclusive)
+    assert left == left2 and running == running2
