@@ -11,7 +11,7 @@ from stack.lock import read_lock, render_lock
 from stack.placement import Demand, place
 from stack.placement.engine import _best_order, _Run
 from stack.placement.state import FleetState
-from stack.placement.giveway import GiveWay, Kind, Room, Takers, _dry_place, _dry_place_kind
+from stack.placement.giveway import GiveWay, Kind, Room, Takers, _dry_place_each, _dry_place_kind
 
 from .fleets import fleet, gpus, host
 from .test_placement_properties import check_invariants, demand_sets, fleets
@@ -378,8 +378,8 @@ def _dry_runs(draw):
 @given(case=_dry_runs())
 def test_a_kind_placed_in_one_walk_lands_as_one_at_a_time(case):
     """``_dry_place_kind`` (a kind's replicas in one walk over the devices) leaves the copies, the host's CPUs,
-    memory, ports and VRAM taken, and the replicas per deployment exactly as ``_dry_place`` one replica at a time
-    does (through ``choose_devices``), and picks the same replicas."""
+    memory, ports and VRAM taken, and the replicas per deployment exactly as ``_dry_place_each`` (one replica at a
+    time, through ``choose_devices``) does, and picks the same replicas."""
     room, left, running, kind, u = case
     twin = Room.__new__(Room)
     twin.group, twin.free, twin.claims, twin.exclusive = room.group, list(room.free), list(room.claims), \
@@ -387,13 +387,8 @@ def test_a_kind_placed_in_one_walk_lands_as_one_at_a_time(case):
     left2, running2 = list(left), dict(running)
     chosen: list = []
     _dry_place_kind(room, left, running, kind, u, chosen)
-    expected = []
-    for w, prev in kind.replicas:
-        if w is u or (w.spread_hosts and running2.get(w.deployment)):
-            continue
-        if not _dry_place(twin, left2, running2, w):
-            break
-        expected.append((w, prev))
+    expected: list = []
+    _dry_place_each(twin, left2, running2, kind, u, expected)
     assert [w for w, _ in chosen] == [w for w, _ in expected]
     assert (room.free, room.claims, room.exclusive) == (twin.free, twin.claims, twin.exclusive)
     assert left == left2 and running == running2

@@ -566,12 +566,7 @@ def _dry_place_kind(room: Room, left: list, running: dict, kind: Kind, u: Demand
     rep = kind.rep
     g, v = rep.gpus, rep.vram_mib
     if kind.spread or (v is not None and (g != 1 or v <= 0)):
-        for w, prev in kind.replicas:
-            if w is u or (w.spread_hosts and running.get(w.deployment)):
-                continue
-            if not _dry_place(room, left, running, w):
-                break
-            chosen.append((w, prev))
+        _dry_place_each(room, left, running, kind, u, chosen)
         return
     free, claims, exclusive = room.free, room.claims, room.exclusive
     if v is None:
@@ -609,6 +604,16 @@ def _dry_place_kind(room: Room, left: list, running: dict, kind: Kind, u: Demand
         left[2] -= 1
         left[3] += taken
         running[w.deployment] = running.get(w.deployment, 0) + 1
+        chosen.append((w, prev))
+
+
+def _dry_place_each(room: Room, left: list, running: dict, kind: Kind, u: Demand, chosen: list) -> None:
+    """``_dry_place_kind`` one replica at a time, each through ``_dry_place``."""
+    for w, prev in kind.replicas:
+        if w is u or (w.spread_hosts and running.get(w.deployment)):
+            continue
+        if not _dry_place(room, left, running, w):
+            break  # the kind's others ask the same
         chosen.append((w, prev))
 
 
