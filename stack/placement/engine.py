@@ -1332,7 +1332,13 @@ class _Run:
         (stack.placement.giveway)."""
         failed = [(d, p) for d, p in self._failed if d.gpus and d.manual is None]
         if len(failed) >= 2:
-            GiveWay(self, failed).run()
+            step = GiveWay(self, failed)
+            step.run()
+            if step.applied:
+                # the replicas that took a room need not take all of it, nor the same devices: what is still left
+                # over may fit now, and the search places it (before, the explanations' walk did, once per 7,000
+                # or so small fleets of tests/test_placement_repack.py's exchange test)
+                self.retry()
 
     def _group_of(self, a: Assignment) -> GroupState:
         """The group a GPU replica's assignment took its devices from."""
