@@ -103,3 +103,38 @@ def test_a_broken_lock_of_another_stack_stops_the_plan(project):
     (project / "stack" / "prod.lock.yaml").write_text("version: 1\nstack: prod\nreplicas: [\n")
     r = run_cli("--root", project, "plan", "--stack", "demo")
     assert r.code == 2 and "stack/prod.lock.yaml:" in r.err
+
+
+def _locked(project: Path, stack: str, hosts: list) -> dict:
+    """A stack's lock as ``_assert_no_overcommit`` reads a plan (replicas, and the hosts of a plan)."""
+    from stack.lock import read_lock
+
+    lock = read_lock(project / "stack" / f"{stack}.lock.yaml")
+    return {"hosts": hosts, "replicas": [
+        {"host": lr.host, "vendor": lr.vendor, "gpus": list(lr.gpus), "port": lr.port, "whole": lr.claim.vram_mib is None,
+         "vram_per_gpu_mib": lr.claim.vram_mib} for lr in lock.values()]}
+
+
+def test_two_locks_written_apart_never_keep_a_replica_on_what_the_other_holds(project):
+    """Two pull requests lock two stacks, each before the other's lock was merged: both locks claim the H100 host.
+    The next plan of either stack treats the other's lock as taken, its own replicas there included: they move (or
+    are left over, saying which stack holds their place), never kept on GPUs or ports the other lock holds."""
+    assert run_cli("--root", project, "lock", "--stack", "demo").code == 0
+    demo_lock = project / "stack" / "demo.lock.yaml"
+    aside = demo_lock.read_text()
+    demo_lock.unlink()
+    assert run_cli("--root", project, "lock", "--stack", "prod").code == 0
+    demo_lock.write_text(aside)  # both merged: each lock was written without the other
+    code, demo = _plan(project, "demo")
+    prod_locked = _locked(project, "prod", demo["hosts"])
+    demo_locked = _locked(project, "demo", demo["hosts"])
+    both = {(r["host"], r["vendor"], g) for r in demo_locked["replicas"] for g in r["gpus"]} & \
+        {(r["host"], r["vendor"], g) for r in prod_locked["replicas"] for g in r["gpus"]}
+    assert ("nv-h100-1", "nvidia", 0) in both  # the race: demo's llama-70b and prod's big on the same GPUs
+    _assert_no_overcommit(demo, prod_locked)
+    (llama,) = [u for u in demo["unplaced"] if u["deployment"] == "llama-70b"]
+    assert code == 3 and "taken by stack prod" in llama["message"]
+    assert {r["status"] for r in demo["replicas"]} <= {"kept", "moved", "new"}
+    # and the other way round: prod's plan keeps nothing on what demo's lock holds
+    _, prod = _plan(project, "prod")
+    _assert_no_overcommit(prod, demo_locked)

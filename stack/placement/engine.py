@@ -113,6 +113,13 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
     if any(d.cpus or d.ram_mib for d in gpu_demands):
         run.walks = _Walks(index)
 
+    # other stacks' locks first: what they hold is taken for this lock's replicas too. Two locks written apart
+    # (two pull requests, each before the other merged) may both claim a GPU or a port; this stack's replica
+    # there moves, where keeping it would run two containers on one GPU (tests/test_shared_inventory.py)
+    for other, entries in sorted((held or {}).items()):
+        _hold(state, index, entries)
+        for locked in entries:
+            state.held_by.setdefault(locked.host, set()).add(other)
     ordered = sorted(demands, key=lambda d: (d.deployment, d.replica))
     fresh: list[Demand] = []
     for demand in ordered:  # 1. sticky
@@ -122,10 +129,6 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
     kept = {a.key for a in run.placed.values()}
     departing = tuple(lr for key, lr in sorted(prior.items()) if key not in kept)
     _hold(state, index, departing + tuple(reserved))
-    for other, entries in sorted((held or {}).items()):
-        _hold(state, index, entries)
-        for locked in entries:
-            state.held_by.setdefault(locked.host, set()).add(other)
     run.ratios = run.hosts.per_gpu = _plan_ratios(fresh, demands)
     run.context = Context(state, run.ratios)
     for host in fleet.hosts:  # what departing and other stacks' replicas hold is taken now
