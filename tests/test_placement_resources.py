@@ -395,3 +395,26 @@ def test_a_plan_leaves_nothing_for_the_cyclic_collector():
             gc.enable()
     assert plan.assignments and plan.unplaced  # a full fleet: every step of the run had work
     assert left == 0
+
+
+def test_a_host_over_its_cpus_and_memory_still_takes_replicas_that_claim_none(monkeypatch):
+    """Another stack's lock holds more CPUs and memory than a host has now (its inventory entry shrank since).
+    A replica claiming no CPUs or memory is not limited by them (FleetState.cpu_fits): the search places it there,
+    not the explanations' walk after it (which placed it, while searches skipped every host over its CPUs); one
+    claiming some is left over, saying the host lacks them."""
+    from stack.placement.engine import _Run
+
+    before = fleet(host("h1", gpus("nvidia", "H100", 80, 4), cpus=32, ram_gib=256))
+    other = place(before, [whole("other", 0, cpus=24, ram_mib=200 * 1024)])
+    held = {"other": tuple(read_lock_from_text(render_lock("other", other)).values())}
+    now = fleet(host("h1", gpus("nvidia", "H100", 80, 4), cpus=16, ram_gib=128))
+    late: list = []
+    place_at = _Run._place_at
+    monkeypatch.setattr(_Run, "_place_at", lambda self, d, *a: late.append(d.key) or place_at(self, d, *a))
+    p = place(now, [whole("bare", 0), whole("bare", 1, ram_mib=0), whole("asks", 0, cpus=2),
+                    whole("asks-memory", 0, ram_mib=1024)], held=held)
+    assert sorted(a.key for a in p.assignments) == ["bare/0", "bare/1"] and not late
+    assert all(0 not in a.gpus for a in p.assignments)  # the other stack's GPU
+    by = {u.key: u.message for u in p.unplaced}
+    assert "cpu: 1 host lacks 2 free CPUs" in by["asks/0"]
+    assert "memory: 1 host lacks 1 GiB of free memory" in by["asks-memory/0"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from dataclasses import fields
 from itertools import groupby, islice
+from math import inf
 from operator import attrgetter, itemgetter
 from typing import Callable, Iterable, Iterator
 
@@ -453,7 +454,9 @@ class _HostsLacking:
         self.budget = self.CHECK_BUDGET
         # read on every candidate the index walks past: kept local
         self.cpu, self.ram = state.cpu_free, state.ram_free
-        self.need_cpu, self.need_ram = demand.cpus - 1e-9, demand.ram_mib
+        # (nothing where it claims none, even on a host over its CPUs or memory: FleetState.cpu_fits)
+        self.need_cpu = demand.cpus - 1e-9 if demand.cpus else -inf
+        self.need_ram = demand.ram_mib if demand.ram_mib else -inf
         #: what walks learnt for this ask, by list (looked up once here, not on every pick)
         self.seen = None if walks is None else walks.for_ask((self.need_cpu, self.need_ram, key))
 
@@ -1491,7 +1494,9 @@ class _Run:
         """No GPU replica of this plan fits the CPUs or memory the host has left: the index forgets it
         (capacity only shrinks during a run), so lookups never walk past it again."""
         cpu, ram = self.state.cpu_free[host], self.state.ram_free[host]
-        return (cpu is not None and cpu + 1e-9 < self.min_cpus) or (ram is not None and ram < self.min_ram)
+        least_cpus, least_ram = self.min_cpus, self.min_ram  # (none claimed: not limited, FleetState.cpu_fits)
+        return (cpu is not None and least_cpus and cpu + 1e-9 < least_cpus) or \
+            (ram is not None and least_ram and ram < least_ram)
 
     # ------------------------------------------------------------------ 3. explain
     def explain_unplaced(self) -> None:
@@ -1675,7 +1680,7 @@ class Walk:
         capacity: what ``explain`` reads for each ask of the shape, looked up once. A walk lives only while
         the state does not change (the explanations drop their walks when they place a replica)."""
         if self._rows is None:
-            inf, cpu, ram = float("inf"), state.cpu_free, state.ram_free
+            cpu, ram = state.cpu_free, state.ram_free
             self._rows = [(inf if cpu[h.name] is None else cpu[h.name], inf if ram[h.name] is None else ram[h.name],
                            furthest, h, group) for h, furthest, group in self.open]
         return self._rows

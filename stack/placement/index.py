@@ -22,6 +22,7 @@ groups are eligible, repair, trades, explanations) reads the classes.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from math import inf
 from typing import Iterable
 
 from .filters import STATIC
@@ -343,8 +344,8 @@ class HostIndex:
             del lst[bisect_left(lst, old)]
         s = self.state
         cpu, ram = s.cpu_free[host], s.ram_free[host]
-        if not s.has_free_port(host) or (cpu is not None and cpu + 1e-9 < self.min_cpus) or \
-                (ram is not None and ram < self.min_ram):
+        if not s.has_free_port(host) or (cpu is not None and self.min_cpus and cpu + 1e-9 < self.min_cpus) or \
+                (ram is not None and self.min_ram and ram < self.min_ram):
             return
         entry = (self._rank(host), host)
         insort(lst, entry)
@@ -358,7 +359,9 @@ class HostIndex:
             self.stale.clear()
         want = tuple(dict(demand.labels).get(k) for k in self.label_keys)
         cpu_free, ram_free = self.state.cpu_free, self.state.ram_free
-        need_cpu, need_ram = demand.cpus - 1e-9, demand.ram_mib
+        # (nothing where it claims none, even on a host over its CPUs or memory: FleetState.cpu_fits)
+        need_cpu = demand.cpus - 1e-9 if demand.cpus else -inf
+        need_ram = demand.ram_mib if demand.ram_mib else -inf
         spread = demand.spread_hosts
         for gpus in (False, True):  # keep GPU hosts for GPU work
             found = None
