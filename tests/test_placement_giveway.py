@@ -235,6 +235,21 @@ def test_kept_replicas_never_give_way(tmp_path):
     assert sorted(u.key for u in p.unplaced) == ["small/0", "small/1"]
 
 
+def test_a_replica_with_manual_gpu_selection_never_gives_way():
+    """``pin`` may only use device 0 of ``p`` (manual selection). Two 24 GiB slices left over would fill its room,
+    as much VRAM as it holds; it keeps it. (Given way, it was offered the room of a 2-GPU replica on ``q``, where
+    its selection allows nothing, and the step stopped on an assertion.)"""
+    f = fleet(host("p", gpus("nvidia", "H100", 80, 1)), host("q", gpus("nvidia", "L40S", 48, 2)))
+    pin = Demand("pin", 0, "cuda", 1, 48 * GIB, 48 * GIB, manual=(("p", 0),))
+    demands = [pin, *(share("small", 24, i, gpu_model="*H100*") for i in range(3)),
+               Demand("wide", 0, "cuda", 2, None, 0), Demand("one", 0, "cuda", 1, None, 0)]
+    p = place(f, demands)
+    check_invariants(f, demands, p)
+    by = {a.key: a for a in p.assignments}
+    assert (by["pin/0"].host, by["pin/0"].gpus) == ("p", (0,))
+    assert not any("gave it to" in u.message for u in p.unplaced if u.key == "pin/0")
+
+
 def test_hard_anti_affinity_holds_in_a_give_way():
     """Two replicas of a deployment that may not share a host cannot both take the room one gave up."""
     f = fleet(host("big", gpus("nvidia", "H100", 80, 1)))

@@ -12,17 +12,18 @@ taken back, holds it and at least one more replica left over, which together tak
 place) and the others take its room. Every give-way places one replica more at least and never allocates
 less VRAM: a plan only gains, in replicas and, where the others also fill what the group had free, in GPUs.
 
-Kept and moved replicas never give way: their containers run now. Nor does a replica whose selectors
-(framework, vendor, labels, GPU model) reach fewer device groups give way to replicas whose selectors reach more
-(``reach``): most-constrained-first placed it before them, and a give-way must not undo that. (Without this
-rule, 89 of the 506 give-ways on the process bench and 588 of 787 on the selector fleet at 124 % of its GPUs
-asked left such a replica over for more flexible ones; there binpack then left 1,133 replicas over, with the
-rule alone 454, spread 402.) A dry run on copies of the group and the host decides before anything changes,
-under the same rules as the filters (devices, CPUs, memory, ports, ``spread: hosts``); it fills the room with
-the replicas that take the most VRAM per CPU first (those asking no CPUs first, the most VRAM first among
-them), then per MiB of memory, then in the order left over (``refill``). Before it, bounds that cannot turn a
-give-way away: CPUs and memory for a second replica, and what the room's devices, CPUs and memory could hold of
-those left over at best (``Takers.most``, a fractional knapsack per resource with the devices' VRAM as caps).
+Kept and moved replicas never give way: their containers run now. Nor do replicas with manual GPU selection (the
+dry runs leave selection out). Nor does a replica whose selectors (framework, vendor, labels, GPU model) reach
+fewer device groups give way to replicas whose selectors reach more (``reach``): most-constrained-first placed it
+before them, and a give-way must not undo that. (Without this rule, 89 of the 506 give-ways on the process bench
+and 588 of 787 on the selector fleet at 124 % of its GPUs asked left such a replica over for more flexible ones;
+there binpack then left 1,133 replicas over, with the rule alone 454, spread 402.) A dry run on copies of the
+group and the host decides before anything changes, under the same rules as the filters (devices, CPUs, memory,
+ports, ``spread: hosts``); it fills the room with the replicas that take the most VRAM per CPU first (those asking
+no CPUs first, the most VRAM first among them), then per MiB of memory, then in the order left over (``refill``).
+Before it, bounds that cannot turn a give-way away: CPUs and memory for a second replica, and what the room's
+devices, CPUs and memory could hold of those left over at best (``Takers.most``, a fractional knapsack per resource
+with the devices' VRAM as caps).
 
 A second pass does the same for the replicas that gave way, smallest first, and they join those a room may
 take: a 1-GPU replica that gave its device to two slices takes, with another 1-GPU replica, the devices of a
@@ -227,15 +228,19 @@ class GiveWay:
 
     def _take_donors(self) -> None:
         """The replicas this plan places new, as ``donors`` (taken again in the third pass: those a give-way placed
-        among them)."""
+        among them). Never one with manual GPU selection: given way, it would be offered rooms its selection
+        does not allow (the dry runs leave selection out, since no such replica is left over to the step)."""
         run = self.owner
         by_key = run.by_key
         held_by: dict[tuple, list[tuple]] = {}  # class key -> (VRAM held, key, assignment, demand, group)
         for a in run.placed.values():
             if a.status == "new" and a.vendor is not None:
+                d = by_key[a.key]
+                if d.manual is not None:
+                    continue
                 gs = run._group_of(a)
                 held = len(a.gpus) * (gs.group.vram_mib if a.whole else a.vram_mib)
-                held_by.setdefault(run.index.class_of[gs.gid], []).append((held, a.key, a, by_key[a.key], gs))
+                held_by.setdefault(run.index.class_of[gs.gid], []).append((held, a.key, a, d, gs))
         self.donors.clear()
         for key, lst in held_by.items():
             lst.sort(key=itemgetter(0, 1))
