@@ -418,3 +418,20 @@ def test_a_host_over_its_cpus_and_memory_still_takes_replicas_that_claim_none(mo
     by = {u.key: u.message for u in p.unplaced}
     assert "cpu: 1 host lacks 2 free CPUs" in by["asks/0"]
     assert "memory: 1 host lacks 1 GiB of free memory" in by["asks-memory/0"]
+
+
+def test_a_replica_moved_off_what_another_stacks_lock_holds_names_that_stack():
+    """Both locks were written apart and claim device 0 and port 40000 of h1: this stack's replica moves, and its
+    reason says which stack holds its place; a CPU-only one on the other's port likewise."""
+    f = fleet(host("h1", gpus("nvidia", "H100", 80, 2)))
+    ours = [whole("a", 0), Demand("b", 0, "cpu", 0)]
+    other = place(f, [whole("o", 0), Demand("p", 0, "cpu", 0)])
+    mine = place(f, ours)
+    assert {(a.key, a.gpus, a.port) for a in mine.assignments} == \
+        {(a.key.replace("o/", "a/").replace("p/", "b/"), a.gpus, a.port) for a in other.assignments}  # the race
+    held = {"other": tuple(read_lock_from_text(render_lock("other", other)).values())}
+    p = place(f, ours, read_lock_from_text(render_lock("s", mine)), held=held)
+    by = {a.key: a for a in p.assignments}
+    assert (by["a/0"].status, by["a/0"].reason, by["a/0"].gpus) == ("moved", "devices_taken:other", (1,))
+    assert (by["b/0"].status, by["b/0"].reason) == ("moved", "port_taken:other")
+    assert {by["a/0"].port, by["b/0"].port}.isdisjoint({a.port for a in other.assignments})

@@ -121,6 +121,9 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
         _hold(state, index, entries)
         for locked in entries:
             state.held_by.setdefault(locked.host, set()).add(other)
+            state.held_at.setdefault((locked.host, locked.port), other)
+            for i in locked.gpus:
+                state.held_at.setdefault((locked.host, locked.vendor, i), other)
     ordered = sorted(demands, key=lambda d: (d.deployment, d.replica))
     fresh: list[Demand] = []
     for demand in ordered:  # 1. sticky
@@ -775,13 +778,20 @@ class _Run:
                     return "demand_changed", None, None
                 return f"no_longer_matches:{f.code}", None, None
         if gs is not None and not _positions_free(gs, positions, demand):
-            return ("demand_changed" if locked.claim != demand.claim else "devices_taken"), None, None
+            if locked.claim != demand.claim:
+                return "demand_changed", None, None
+            return self._taken("devices_taken", [(host.name, locked.vendor, i) for i in locked.gpus]), None, None
         ports = self.state.ports[host.name]
         if not ports.start <= locked.port <= ports.end:
             return "port_out_of_range", None, None
         if locked.port in ports.used:
-            return "port_taken", None, None
+            return self._taken("port_taken", [(host.name, locked.port)]), None, None
         return "", gs, positions
+
+    def _taken(self, code: str, places: list[tuple]) -> str:
+        """``code``, and ``:STACK`` where other stacks' locks hold some of ``places`` (two locks written apart)."""
+        stacks = sorted({self.state.held_at[p] for p in places if p in self.state.held_at})
+        return f"{code}:{','.join(stacks)}" if stacks else code
 
     # ------------------------------------------------------------------ 2. fresh
     def place_fresh(self, demand: Demand, locked: LockedReplica | None) -> None:

@@ -180,6 +180,8 @@ class FleetState:
         self._hosts_of: dict[str, set[str]] = {}
         #: hosts where other stacks on the same inventory hold GPUs or ports, and which stacks
         self.held_by: dict[str, set[str]] = {}
+        #: (host, vendor, device index) and (host, port) -> the other stack whose lock holds it
+        self.held_at: dict[tuple, str] = {}
         #: CPUs and MiB of memory still free per host; None where the inventory does not declare them
         self.cpu_free: dict[str, float | None] = {h.name: h.allocatable_cpus for h in fleet.hosts}
         self.ram_free: dict[str, int | None] = {h.name: h.allocatable_ram_mib for h in fleet.hosts}
