@@ -50,7 +50,7 @@ from .model import Assignment, Demand, LockedReplica, Placement, Removed, Unplac
 from .packing import device_bins
 from .preferences import Context, gpu_share, tiers
 from .rankers import RANKERS
-from .state import FleetState, GroupState, choose_devices, devices_fit, vacate
+from .state import FleetState, GroupState, choose_devices, devices_fit, needs, vacate
 
 
 @collector_paused()
@@ -109,8 +109,7 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
     run.hosts = HostIndex(state, demands, run.ranker)
     gpu_demands = [d for d in demands if d.gpus]
     run.gpu_replicas = len(gpu_demands)
-    run.min_cpus = min((d.cpus for d in gpu_demands), default=0)
-    run.min_ram = min((d.ram_mib for d in gpu_demands), default=0)
+    run.least = needs(min((d.cpus for d in gpu_demands), default=0), min((d.ram_mib for d in gpu_demands), default=0))
     if any(d.cpus or d.ram_mib for d in gpu_demands):
         run.walks = _Walks(index)
 
@@ -457,9 +456,7 @@ class _HostsLacking:
         self.budget = self.CHECK_BUDGET
         # read on every candidate the index walks past: kept local
         self.cpu, self.ram = state.cpu_free, state.ram_free
-        # (nothing where it claims none, even on a host over its CPUs or memory: FleetState.cpu_fits)
-        self.need_cpu = demand.cpus - 1e-9 if demand.cpus else -inf
-        self.need_ram = demand.ram_mib if demand.ram_mib else -inf
+        self.need_cpu, self.need_ram = needs(demand.cpus, demand.ram_mib)
         #: what walks learnt for this ask, by list (looked up once here, not on every pick)
         self.seen = None if walks is None else walks.for_ask((self.need_cpu, self.need_ram, key))
 
@@ -647,8 +644,8 @@ class _Run:
         self._failed: list[tuple[Demand, str | None]] = []
         #: CPUs and MiB per whole GPU the GPU replicas ask on average (set by place)
         self.ratios: tuple[float, float] | None = None
-        #: the least CPUs and memory any GPU replica of this plan asks (set by place)
-        self.min_cpus, self.min_ram = 0.0, 0
+        #: the least CPUs and memory any GPU replica of this plan asks, as ``needs`` thresholds (set by place)
+        self.least = needs(0, 0)
         #: (static shape, VRAM) -> the (CPUs, memory) asks no host could take (placing only ever shrinks
         #: capacity, so an ask at least as big in both fails too)
         self._hopeless: dict[tuple, list[tuple[float, int]]] = {}
@@ -1352,8 +1349,8 @@ class _Run:
             step.run()
             if step.applied:
                 # the replicas that took a room need not take all of it, nor the same devices: what is still left
-                # over may fit now, and the search places it (before, the explanations' walk did, once per 7,000
-                # or so small fleets of tests/test_placement_repack.py's exchange test)
+                # over may fit now, and the search places it (before, the explanations' walk did: seed 20728 of
+                # tests/test_placement_repack.py's exchange test)
                 self.retry()
 
     def _group_of(self, a: Assignment) -> GroupState:
@@ -1504,9 +1501,8 @@ class _Run:
         """No GPU replica of this plan fits the CPUs or memory the host has left: the index forgets it
         (capacity only shrinks during a run), so lookups never walk past it again."""
         cpu, ram = self.state.cpu_free[host], self.state.ram_free[host]
-        least_cpus, least_ram = self.min_cpus, self.min_ram  # (none claimed: not limited, FleetState.cpu_fits)
-        return (cpu is not None and least_cpus and cpu + 1e-9 < least_cpus) or \
-            (ram is not None and least_ram and ram < least_ram)
+        need_cpu, need_ram = self.least
+        return (cpu is not None and cpu < need_cpu) or (ram is not None and ram < need_ram)
 
     # ------------------------------------------------------------------ 3. explain
     def explain_unplaced(self) -> None:

@@ -40,7 +40,7 @@ before its shape is given up, until the others have had their turn: then it goes
 budget left; ROUNDS rounds of the third pass; each candidate looked at once per shape and pass (``resume``),
 and rooms alike to one found with no way in are not tried again in a pass (``futile``). On the 2,000-host
 process bench (9,145 replicas, 121 % of the GPUs asked) the step leaves 147 replicas over where the fresh pass
-left 1,972 (with a fixed budget of 5,000, the order left over alone and no second pass: 1,735), in about 0.3 s.
+left 1,972 (with a fixed budget of 5,000, the order left over alone and no second pass: 1,735), in about 0.26 s.
 """
 from __future__ import annotations
 

@@ -22,13 +22,12 @@ groups are eligible, repair, trades, explanations) reads the classes.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from math import inf
 from typing import Iterable
 
 from .filters import STATIC
 from .model import Demand
 from .rankers import NOTHING, Ranker
-from .state import FleetState, GroupState
+from .state import FleetState, GroupState, needs
 
 BINPACK, SPREAD = "binpack", "spread"
 
@@ -305,8 +304,8 @@ class HostIndex:
         #: without CPU-only replicas nobody asks: nothing is filed (re-filing costs every placement)
         self.active = bool(cpu_only)
         self.label_keys = sorted({k for d in cpu_only for k, _ in d.labels})
-        self.min_cpus = min((d.cpus for d in cpu_only), default=0)
-        self.min_ram = min((d.ram_mib for d in cpu_only), default=0)
+        #: the least CPUs and memory any of them asks, as ``needs`` thresholds
+        self.least = needs(min((d.cpus for d in cpu_only), default=0), min((d.ram_mib for d in cpu_only), default=0))
         self.classes: dict[tuple, list[tuple]] = {}
         self.entry: dict[str, tuple] = {}
         self.class_of: dict[str, tuple] = {}
@@ -344,8 +343,8 @@ class HostIndex:
             del lst[bisect_left(lst, old)]
         s = self.state
         cpu, ram = s.cpu_free[host], s.ram_free[host]
-        if not s.has_free_port(host) or (cpu is not None and self.min_cpus and cpu + 1e-9 < self.min_cpus) or \
-                (ram is not None and self.min_ram and ram < self.min_ram):
+        need_cpu, need_ram = self.least
+        if not s.has_free_port(host) or (cpu is not None and cpu < need_cpu) or (ram is not None and ram < need_ram):
             return
         entry = (self._rank(host), host)
         insort(lst, entry)
@@ -359,9 +358,7 @@ class HostIndex:
             self.stale.clear()
         want = tuple(dict(demand.labels).get(k) for k in self.label_keys)
         cpu_free, ram_free = self.state.cpu_free, self.state.ram_free
-        # (nothing where it claims none, even on a host over its CPUs or memory: FleetState.cpu_fits)
-        need_cpu = demand.cpus - 1e-9 if demand.cpus else -inf
-        need_ram = demand.ram_mib if demand.ram_mib else -inf
+        need_cpu, need_ram = needs(demand.cpus, demand.ram_mib)
         spread = demand.spread_hosts
         for gpus in (False, True):  # keep GPU hosts for GPU work
             found = None

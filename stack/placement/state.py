@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from math import inf
 from typing import Callable
 
 from inventory.fleet import DeviceGroup, Fleet, Host
@@ -39,6 +40,13 @@ class GroupState:
         """The k-th largest free VRAM among devices that can still be shared (0 if fewer than k)."""
         shareable = sorted((f for f, x in zip(self.free, self.exclusive) if not x), reverse=True)
         return shareable[k - 1] if len(shareable) >= k else 0
+
+
+def needs(cpus: float, ram_mib: int) -> tuple[float, float]:
+    """``FleetState.cpu_fits`` and ``ram_fits`` as two thresholds, for loops over many hosts: a host is short of a
+    replica claiming ``cpus`` and ``ram_mib`` where its free CPUs are below the first or its free MiB below the
+    second. Nothing where it claims none, even on a host over them."""
+    return (cpus - 1e-9 if cpus else -inf, ram_mib if ram_mib else -inf)
 
 
 def choose_devices(gs: GroupState, demand: Demand, allowed: set[int] | None = None) -> list[int] | None:
@@ -210,8 +218,8 @@ class FleetState:
         return len(ports.used) <= ports.end - ports.start
 
     # A replica that claims no CPUs (no memory) is not limited by them, even on a host over them: departing
-    # replicas and other stacks' locks may hold more than a host has. The index's searches, the explanations and
-    # the host drops (``_HostsLacking``, ``HostIndex``, ``explain``, ``_Run._exhausted``) ask the same.
+    # replicas and other stacks' locks may hold more than a host has. The searches and host drops ask the same
+    # through ``needs``; the explanations (``explain``) inline it.
     def cpu_fits(self, host: str, demand: Demand) -> bool:
         free = self.cpu_free[host]
         return free is None or not demand.cpus or free + 1e-9 >= demand.cpus
