@@ -197,6 +197,24 @@ def test_a_replica_nothing_fit_takes_the_place_of_a_flexible_one_that_can_move()
     assert sorted((a.key, a.host) for a in p.assignments) == [("any/0", "w"), ("any/1", "w"), ("mi3/0", "x")]
 
 
+def test_a_repair_that_is_undone_leaves_no_memo_behind():
+    """'a-roomy' has the VRAM but memory for one 'heavy' replica (32 GiB) beside two 'pair' ones; binpack fills
+    'b-snug' with two 'pair' replicas (24 GiB slices on 24 GiB devices) and heavy/1 is left over. The repair
+    first tries heavy/1 in pair/2's room on a-roomy: pair/2 then fits nowhere, and the swap is undone. That
+    search had noted pair's shape as placeable nowhere, and the memo outlived the undo: the repair then
+    skipped the pairs on b-snug as having nowhere to go, though a-roomy takes one once heavy/1 is on
+    b-snug. Found by a search of small instances against a MILP of the most replicas placeable."""
+    def share(dep, r, n, gib, cpus, ram):
+        return Demand(dep, r, "cuda", n, gib * 1024, gib * 1024, cpus=cpus, ram_mib=ram * 1024)
+
+    f = fleet(host("a-roomy", gpus("nvidia", "H100", 48, 8), cpus=32, ram_gib=64),
+              host("b-snug", gpus("nvidia", "H100", 24, 4), cpus=32, ram_gib=256))
+    demands = [share("pair", r, 2, 24, 8, 8) for r in range(3)] + [share("heavy", r, 1, 16, 4, 32) for r in range(2)]
+    p = place(f, demands)
+    assert not p.unplaced, [u.message for u in p.unplaced]
+    assert sorted(a.host for a in p.assignments if a.deployment == "heavy") == ["a-roomy", "b-snug"]
+
+
 def test_repair_never_moves_a_kept_replica():
     f = fleet(host("x", gpus("amd", "AMD Instinct MI300X", 192, 1), labels={"zone": "a"}, cpus=64, ram_gib=512),
               host("w", gpus("amd", "AMD Instinct MI250X", 128, 2), labels={"zone": "a"}, cpus=64, ram_gib=512),

@@ -1424,6 +1424,10 @@ class _Run:
             self.state.release(gs, positions, other, host, a.port)
         self._room_again(host, gs)
         done: list[tuple[Assignment, Demand]] = []
+        # what the searches below find no place for, they find with ``demand`` in the room: capacity an undo gives
+        # back, so their memos go with it (kept, the repair skipped every replica of their shapes as having
+        # nowhere to go: tests/test_placement_resources.py)
+        hopeless = dict(self._hopeless)
         mine = None
         if self.state.host_fits(host, demand) and not (demand.spread_hosts and self.state.runs(host, demand.deployment)) \
                 and self.state.has_free_port(host):
@@ -1451,6 +1455,8 @@ class _Run:
             self.state.ports[host].take(a.port)
             self.state.claim(gs, positions, other, host)
             self.placed[a.deployment, a.replica] = a
+        self._hopeless.clear()  # (in place: the repair holds it)
+        self._hopeless.update(hopeless)
         self.index.refresh(gs)
         if not self.state.has_free_port(host) or self._exhausted(host):
             self.index.drop_host(host)
