@@ -42,34 +42,39 @@ def test_the_dry_run_keeps_selectors_and_device_sizes_apart_and_leaves_pinned_cl
 
 
 def _small_case():
-    """Found by a seeded search: the order by all a replica asks gives the 32 GiB shares to best fit before
-    the 59 and 37 GiB ones, pairs them 47 + 32 and 37 + 32, and a third 32 is left with only 19-21 GiB gaps."""
-    f = fleet(host("h0", gpus("nvidia", "X", 100, 2), cpus=8, ram_gib=256),
-              host("h1", gpus("nvidia", "X", 100, 4), cpus=16, ram_gib=256))
-    demands = [share("s00", 37, 1), share("s01", 47, 4), share("s02", 81, 4), share("s03", 32, 1),
-               Demand("w04", 0, "cuda", 1, None, 0, cpus=2), share("s05", 37, 2), share("s06", 32, 4),
-               share("s07", 32, 1), share("s08", 81, 1), share("s09", 59, 1)]
+    """Found by a seeded search (seed 10982 of the generator in the test below): the order by all a replica asks,
+    repair and all, leaves a 37 GiB share over with the free VRAM in gaps too small for it; the device order
+    pairs 59 + 37 twice, 65 + 32 and three 32s, and fits every replica. (The first case found this way, with
+    ten replicas, the repair now places: its moved replica may make room for itself in turn.)"""
+    f = fleet(host("h0", gpus("nvidia", "X", 100, 4), cpus=32, ram_gib=256),
+              host("h1", gpus("nvidia", "X", 100, 2), cpus=8, ram_gib=256),
+              host("h2", gpus("nvidia", "X", 100, 2), cpus=16, ram_gib=256))
+    whole = [Demand(name, 0, "cuda", 1, None, 0, cpus=cpus) for name, cpus in (("w03", 4), ("w08", 4), ("w09", 2))]
+    demands = [share("s00", 81, 2), share("s01", 37, 1), share("s02", 32, 2), whole[0], share("s04", 32, 2),
+               share("s05", 65, 2), share("s06", 32, 2), share("s07", 59, 1), whole[1], whole[2],
+               share("s10", 59, 2), share("s11", 37, 1), share("s12", 32, 2)]
     return f, demands
 
 
 def test_a_plan_that_nearly_fits_is_tried_device_by_device_too():
     f, demands = _small_case()
     first = _place(f, demands)
-    assert [d.deployment for d, _ in first._failed] == ["s07"]  # the first order alone leaves one over
+    assert [d.deployment for d, _ in first._failed] == ["s11"]  # the first order alone leaves one over
     assert first.wants_device_order()
     p = place(f, demands)
     assert not p.unplaced, [u.message for u in p.unplaced]
     for dev in {(a.host, a.gpus) for a in p.assignments}:  # and nothing is over a device or a host
         assert sum(a.vram_mib for a in p.assignments if (a.host, a.gpus) == dev) <= 100 * GIB
-    for h, cpus in (("h0", 8), ("h1", 16)):
+    for h, cpus in (("h0", 32), ("h1", 8), ("h2", 16)):
         assert sum(d.cpus for d in demands for a in p.assignments if a.key == d.key and a.host == h) <= cpus
 
 
 def test_the_second_order_never_costs_replicas_or_gpus():
     """place() keeps the device order only when it is no worse in both: on random fleets asked about as much
-    as they hold, it never places fewer replicas or GPUs than the first order alone."""
+    as they hold, it never places fewer replicas or GPUs than the first order alone. (Where it wins is rare on
+    these fleets since the repair's chains: 3 of 20,000; ``_small_case`` is one.)"""
     rnd = random.Random(20261202)
-    tried = won = 0
+    tried = 0
     for _ in range(400):
         f = fleet(*(host(f"h{i}", gpus("nvidia", "X", 100, rnd.choice([1, 2, 4])), cpus=rnd.choice([8, 16, 32]),
                          ram_gib=256) for i in range(rnd.randint(1, 3))))
@@ -89,10 +94,8 @@ def test_the_second_order_never_costs_replicas_or_gpus():
         got = final.gpus_allocated()
         assert len(final.placed) >= len(first.placed)
         assert got >= first.gpus_allocated() - 1e-9
-        if first.wants_device_order():
-            tried += 1
-            won += len(final.placed) > len(first.placed) or got > first.gpus_allocated() + 1e-9
-    assert tried >= 5 and won >= 1, (tried, won)  # the property was exercised where it matters
+        tried += first.wants_device_order()
+    assert tried >= 5, tried  # the property was exercised where it matters
 
 
 @settings(max_examples=200, deadline=None)

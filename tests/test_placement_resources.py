@@ -215,6 +215,28 @@ def test_a_repair_that_is_undone_leaves_no_memo_behind():
     assert sorted(a.host for a in p.assignments if a.deployment == "heavy") == ["a-roomy", "b-snug"]
 
 
+def test_a_replica_the_repair_moves_may_make_room_for_itself_in_turn(monkeypatch):
+    """Two 40 GiB slices and two whole GPUs, 16 CPUs each, all fit: the slices on the 80 GiB L40S, the whole
+    GPUs on the H100 host, whose 32 CPUs hold two. Binpack puts a slice on an H100 (the tighter device) and a
+    whole GPU on the L40S, and slice/1 is left over. No single move helps: in the L40S's room, the whole GPU it
+    takes back fits nowhere (the H100 host's CPUs are spent); in the H100's, neither does what it takes back.
+    The chain does: slice/1 takes the L40S, the whole GPU takes the H100 slice's place, and that slice joins
+    slice/1 on the L40S. (Found by a search of small instances against a MILP of the most replicas placeable.)"""
+    from stack.placement.engine import _Run
+
+    f = fleet(host("h0", gpus("amd", "AMD Instinct MI300X", 24, 1), cpus=16, ram_gib=256),
+              host("h1", gpus("nvidia", "L40S", 80, 1), cpus=64, ram_gib=64),
+              host("h2", gpus("nvidia", "H100", 48, 4), cpus=32, ram_gib=64))
+    demands = [Demand("slice", r, "cuda", 1, 40 * 1024, 40 * 1024, cpus=16, ram_mib=32 * 1024) for r in range(2)] + \
+              [whole("whole", r, cpus=16) for r in range(2)]
+    p = place(f, demands)
+    assert not p.unplaced, [u.message for u in p.unplaced]
+    assert sorted((a.key, a.host) for a in p.assignments) == \
+        [("slice/0", "h1"), ("slice/1", "h1"), ("whole/0", "h2"), ("whole/1", "h2")]
+    monkeypatch.setattr(_Run, "REPAIR_CHAIN_BUDGET", 0)  # one move at a time: one left over
+    assert len(place(f, demands).unplaced) == 1
+
+
 def test_repair_never_moves_a_kept_replica():
     f = fleet(host("x", gpus("amd", "AMD Instinct MI300X", 192, 1), labels={"zone": "a"}, cpus=64, ram_gib=512),
               host("w", gpus("amd", "AMD Instinct MI250X", 128, 2), labels={"zone": "a"}, cpus=64, ram_gib=512),

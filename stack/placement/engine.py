@@ -907,17 +907,22 @@ class _Run:
     # ------------------------------------------------------------------ 2b. repair
     #: candidate (group, replica) pairs the repair step looks at, over the whole run
     REPAIR_BUDGET = 20_000
+    #: swaps whose moved replica fits nowhere, and the candidates that replica's own repair looks at, in all
+    REPAIR_CHAIN_BUDGET = 2_000
 
     def repair(self, by_key: dict[str, Demand], constrained) -> None:
         """A replica nothing fit takes the place of a replica at least as flexible that this plan placed
-        (new or moved, never a kept one), if that one fits somewhere else: one more replica placed,
-        none lost, so constrained replicas are never starved by flexible ones and
-        soft anti-affinity never costs a placement. Bounded: at most REPAIR_BUDGET candidates in all."""
+        (new or moved, never a kept one), if that one fits somewhere else, or takes the place of a third the
+        same way (a chain of two moves): one more replica placed, none lost, so constrained replicas are never
+        starved by flexible ones and soft anti-affinity never costs a placement. Bounded: at most REPAIR_BUDGET
+        candidates in all, and REPAIR_CHAIN_BUDGET for the chains. Small instances that all fit, against a
+        MILP of the most replicas placeable (622 with CPUs, memory, selectors and spread: hosts): 5 left one
+        over with single moves, 3 with chains."""
         failed, self._failed = self._failed, []
         if not any(d.gpus and d.manual is None for d, _ in failed):
             self._failed = failed
             return
-        budget = [self.REPAIR_BUDGET]
+        budget = [self.REPAIR_BUDGET, self.REPAIR_CHAIN_BUDGET]
         on_group: dict[int, list[tuple]] = {}  # group id -> _repair_entry of the replicas a repair may move
         for a in self.placed.values():
             if a.status != "kept" and a.vendor is not None:
@@ -926,7 +931,7 @@ class _Run:
         for demand, previous in failed:
             shape = (demand.static, demand.vram_mib, demand.cpus, demand.ram_mib)
             if demand.gpus and demand.manual is None and budget[0] > 0 and shape not in hopeless and \
-                    self._repair_one(demand, previous, by_key, constrained, budget, on_group):
+                    self._repair_one(demand, previous, by_key, constrained, budget, on_group) is not None:
                 hopeless.clear()
                 continue
             hopeless.add(shape)
@@ -1373,31 +1378,46 @@ class _Run:
         d = by_key[a.key]
         return a, d, (d.static, d.vram_mib), constrained(d)
 
-    def _repair_one(self, demand, previous, by_key, constrained, budget: list[int], on_group) -> bool:
+    def _repair_one(self, demand, previous, by_key, constrained, budget: list[int], on_group,
+                    link: bool = False) -> list[Assignment] | None:
+        """Room for ``demand`` where a replica at least as flexible moves elsewhere: the assignments made
+        (``demand``'s first), or None. A replica moved that fits nowhere may make room for itself the same way
+        (one link more, on the chain's budget): ``link`` says ``demand`` is such a one."""
         mine = constrained(demand)
         hopeless = self._hopeless
+        slot = 1 if link else 0
         for lists in self.index.eligible(demand):
             for gid in lists.members:
                 for entry in list(on_group.get(gid, ())):
-                    budget[0] -= 1
-                    if budget[0] < 0:
-                        return False
+                    budget[slot] -= 1
+                    if budget[slot] < 0:
+                        return None
                     a, other, shape, theirs = entry
+                    if theirs < mine or self.placed.get((a.deployment, a.replica)) is not a:
+                        continue  # more constrained, or the one the link before moves
                     failed = hopeless.get(shape)
-                    if theirs < mine or (failed and self._hopeless_shape(other, failed)):
-                        continue  # more constrained, or nowhere to go
+                    nowhere = bool(failed) and self._hopeless_shape(other, failed)
+                    if nowhere and (link or budget[1] <= 0):
+                        continue  # nowhere to go, and no link more
                     out = [(a, other)]
                     gs = self.state.groups[gid]
-                    if not self._would_fit(demand, out, gs) or self._choose(other) is None:
+                    if not self._would_fit(demand, out, gs):
                         continue  # cheap checks first: the swap itself re-checks everything
-                    moved = self._swap(demand, previous, gs, out)
-                    if moved is not None:
+                    if not nowhere and self._choose(other) is None:
+                        if link or budget[1] <= 0:
+                            continue
+                        nowhere = True
+                    if nowhere:
+                        budget[1] -= 1
+                    made = self._swap(demand, previous, gs, out, (by_key, constrained, budget, on_group)
+                                      if nowhere else None)
+                    if made is not None:
                         on_group[gid].remove(entry)
-                        for m in moved:  # the flexible one, placed again
+                        for m in made[1:]:  # the flexible ones, placed again
                             on_group.setdefault(self._group_of(m).gid, []).append(
                                 self._repair_entry(m, by_key, constrained))
-                        return True
-        return False
+                        return made
+        return None
 
     def _would_fit(self, demand: Demand, out: list, gs: GroupState) -> bool:
         """Would ``demand`` fit on ``gs`` once the replicas ``out`` ((assignment, demand) pairs) are taken
@@ -1414,9 +1434,12 @@ class _Run:
             vacate(room, [gs.pos_of[i] for i in a.gpus], other.vram_mib)
         return devices_fit(room, demand)
 
-    def _swap(self, demand: Demand, previous, gs: GroupState, out: list) -> list[Assignment] | None:
+    def _swap(self, demand: Demand, previous, gs: GroupState, out: list, chain: tuple | None = None) \
+            -> list[Assignment] | None:
         """Take the replicas ``out`` back, put ``demand`` on their group, place them again elsewhere (biggest
-        first); undo all if any fails. Returns the flexible ones' new assignments."""
+        first); undo all if any fails. ``chain``: the repair's (by_key, constrained, budget, on_group), for a
+        moved one the search finds no place for to make room for itself (``_repair_one``; its own swap undoes
+        itself when it fails). Returns the assignments made, ``demand``'s first."""
         host = out[0][0].host
         held = [(a, other, [gs.pos_of[i] for i in a.gpus]) for a, other in out]
         for a, other, positions in held:
@@ -1424,10 +1447,12 @@ class _Run:
             self.state.release(gs, positions, other, host, a.port)
         self._room_again(host, gs)
         done: list[tuple[Assignment, Demand]] = []
-        # what the searches below find no place for, they find with ``demand`` in the room: capacity an undo gives
-        # back, so their memos go with it (kept, the repair skipped every replica of their shapes as having
-        # nowhere to go: tests/test_placement_resources.py)
+        # taking ``out`` back gave capacity: what found no place may find one now, so the memos of shapes with
+        # nowhere to go start over; and what the searches below find no place for, they find with ``demand`` in
+        # the room, capacity an undo gives back, so the memos before return with it (kept, the repair skipped
+        # every replica of their shapes as having nowhere to go: tests/test_placement_resources.py)
         hopeless = dict(self._hopeless)
+        self._hopeless.clear()  # (in place: the repair holds it)
         mine = None
         if self.state.host_fits(host, demand) and not (demand.spread_hosts and self.state.runs(host, demand.deployment)) \
                 and self.state.has_free_port(host):
@@ -1435,17 +1460,23 @@ class _Run:
         if mine is not None:
             done.append((self._commit_placed(demand, host, gs, mine, self.state.ports[host].lowest(), previous),
                          demand))
+            linked: list[Assignment] = []
             for a, other, _ in sorted(held, key=lambda x: _biggest_first(x[1])):
                 choice = self._choose(other)
                 if choice is None:
-                    break
+                    if chain is None or len(held) > 1:
+                        break
+                    linked = self._repair_one(other, a.previous_host, *chain, link=True) or []
+                    if not linked:
+                        break
+                    continue
                 where, ogs = choice
                 at = choose_devices(ogs, other, other.allowed_on(where)) if ogs is not None else []
                 done.append((self._commit(other, where, ogs, at, self.state.ports[where].lowest(), a.status,
                                           a.reason, a.previous_host), other))
             else:
                 self._hopeless.clear()  # capacity moved around: shapes that failed may fit now
-                return [m for m, _ in done[1:]]
+                return [m for m, _ in done] + linked[:1]  # (the link's own are filed by its repair)
         for placed, d in reversed(done):  # undo: what this attempt placed, newest first
             self._drop(placed)
             g = self._group_of(placed)
@@ -1455,7 +1486,7 @@ class _Run:
             self.state.ports[host].take(a.port)
             self.state.claim(gs, positions, other, host)
             self.placed[a.deployment, a.replica] = a
-        self._hopeless.clear()  # (in place: the repair holds it)
+        self._hopeless.clear()
         self._hopeless.update(hopeless)
         self.index.refresh(gs)
         if not self.state.has_free_port(host) or self._exhausted(host):
