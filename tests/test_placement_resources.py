@@ -237,6 +237,27 @@ def test_a_replica_the_repair_moves_may_make_room_for_itself_in_turn(monkeypatch
     assert len(place(f, demands).unplaced) == 1
 
 
+def test_a_spread_replica_left_over_counts_only_the_hosts_it_may_still_use():
+    """d5 (spread: hosts) has a replica on h1 and on h0; the one left over can only go to h3, where the 2-GPU
+    d3 sits. d3 reaches fewer groups than d5 (two hosts have 2 GPUs, three have 1), and the repair never moves
+    a replica for one more flexible than it; but hosts running d5 are no places for d5/2, which has one group
+    left, so it may. d3 then makes room for itself on h1 by sending d0 to h3's other GPU (a chain of two)."""
+    from stack.placement.engine import _Run
+
+    f = fleet(host("h0", gpus("nvidia", "L40S", 80, 1)), host("h1", gpus("nvidia", "H100", 80, 4)),
+              host("h3", gpus("nvidia", "L40S", 80, 2)))
+    demands = [whole("d0", 0), whole("d2", 0, gpu_model="*H100*"), whole("d3", 0, n=2)] + \
+              [whole("d5", r, spread_hosts=True) for r in range(3)]
+    p = place(f, demands)
+    assert not p.unplaced, [u.message for u in p.unplaced]
+    assert sorted(a.host for a in p.assignments if a.deployment == "d5") == ["h0", "h1", "h3"]
+    _Run.REPAIR_CHAIN_BUDGET, saved = 0, _Run.REPAIR_CHAIN_BUDGET
+    try:
+        assert len(place(f, demands).unplaced) == 1
+    finally:
+        _Run.REPAIR_CHAIN_BUDGET = saved
+
+
 def test_repair_never_moves_a_kept_replica():
     f = fleet(host("x", gpus("amd", "AMD Instinct MI300X", 192, 1), labels={"zone": "a"}, cpus=64, ram_gib=512),
               host("w", gpus("amd", "AMD Instinct MI250X", 128, 2), labels={"zone": "a"}, cpus=64, ram_gib=512),

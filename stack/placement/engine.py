@@ -917,7 +917,8 @@ class _Run:
         starved by flexible ones and soft anti-affinity never costs a placement. Bounded: at most REPAIR_BUDGET
         candidates in all, and REPAIR_CHAIN_BUDGET for the chains. Small instances that all fit, against a
         MILP of the most replicas placeable (622 with CPUs, memory, selectors and spread: hosts): 5 left one
-        over with single moves, 3 with chains."""
+        over with single moves, 3 with chains, 2 once a spread replica's reach leaves out the hosts running its
+        deployment."""
         failed, self._failed = self._failed, []
         if not any(d.gpus and d.manual is None for d, _ in failed):
             self._failed = failed
@@ -929,7 +930,8 @@ class _Run:
                 on_group.setdefault(self._group_of(a).gid, []).append(self._repair_entry(a, by_key, constrained))
         hopeless: set[tuple] = set()  # shapes no swap helped since the last success
         for demand, previous in failed:
-            shape = (demand.static, demand.vram_mib, demand.cpus, demand.ram_mib)
+            shape = (demand.static, demand.vram_mib, demand.cpus, demand.ram_mib,
+                     demand.spread_hosts and demand.deployment)
             if demand.gpus and demand.manual is None and budget[0] > 0 and shape not in hopeless and \
                     self._repair_one(demand, previous, by_key, constrained, budget, on_group) is not None:
                 hopeless.clear()
@@ -1384,10 +1386,16 @@ class _Run:
         (``demand``'s first), or None. A replica moved that fits nowhere may make room for itself the same way
         (one link more, on the chain's budget): ``link`` says ``demand`` is such a one."""
         mine = constrained(demand)
+        state = self.state
+        away = state.hosts_running(demand.deployment) if demand.spread_hosts else ()
+        if away:  # spread: hosts running its deployment are no places for it, and its reach is what is left
+            mine -= sum(1 for h in away for gs in state.groups_of[h] if self._static_ok(gs, demand))
         hopeless = self._hopeless
         slot = 1 if link else 0
         for lists in self.index.eligible(demand):
             for gid in lists.members:
+                if away and state.groups[gid].host.name in away:
+                    continue
                 for entry in list(on_group.get(gid, ())):
                     budget[slot] -= 1
                     if budget[slot] < 0:
