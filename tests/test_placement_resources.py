@@ -258,6 +258,19 @@ def test_a_spread_replica_left_over_counts_only_the_hosts_it_may_still_use():
         _Run.REPAIR_CHAIN_BUDGET = saved
 
 
+def test_a_replica_needing_no_gpu_takes_the_place_of_a_more_flexible_one():
+    """'router' (spread: hosts, 4 CPUs) has a replica on h1, and h0's 16 CPUs are all taken by a 'batch'
+    replica, which could as well run on h1 (no CPU limit). The repair moves batch/0 to h1 and puts
+    router/1 on h0."""
+    f = fleet(host("h0", gpus("nvidia", "L40S", 80, 1), cpus=16), host("h1", gpus("nvidia", "L40S", 80, 4)))
+    demands = [Demand("router", r, "cpu", 0, cpus=4, spread_hosts=True) for r in range(2)] + \
+              [Demand("batch", r, "cpu", 0, cpus=16, ram_mib=32 * 1024) for r in range(2)]
+    p = place(f, demands)
+    assert not p.unplaced, [u.message for u in p.unplaced]
+    assert sorted((a.key, a.host) for a in p.assignments) == \
+        [("batch/0", "h1"), ("batch/1", "h1"), ("router/0", "h1"), ("router/1", "h0")]
+
+
 def test_repair_never_moves_a_kept_replica():
     f = fleet(host("x", gpus("amd", "AMD Instinct MI300X", 192, 1), labels={"zone": "a"}, cpus=64, ram_gib=512),
               host("w", gpus("amd", "AMD Instinct MI250X", 128, 2), labels={"zone": "a"}, cpus=64, ram_gib=512),

@@ -915,25 +915,30 @@ class _Run:
         (new or moved, never a kept one), if that one fits somewhere else, or takes the place of a third the
         same way (a chain of two moves): one more replica placed, none lost, so constrained replicas are never
         starved by flexible ones and soft anti-affinity never costs a placement. Bounded: at most REPAIR_BUDGET
-        candidates in all, and REPAIR_CHAIN_BUDGET for the chains. Small instances that all fit, against a
-        MILP of the most replicas placeable (622 with CPUs, memory, selectors and spread: hosts): 5 left one
-        over with single moves, 3 with chains, 2 once a spread replica's reach leaves out the hosts running its
-        deployment."""
+        candidates in all, and REPAIR_CHAIN_BUDGET for the chains. A replica needing no GPU takes the place of
+        another needing none (``_repair_no_gpu``). Small instances that all fit, against a MILP of the most
+        replicas placeable (622 with CPUs, memory, selectors and spread: hosts): 5 left one over with single
+        moves of GPU replicas, none now."""
         failed, self._failed = self._failed, []
-        if not any(d.gpus and d.manual is None for d, _ in failed):
+        if not any(d.manual is None for d, _ in failed):
             self._failed = failed
             return
         budget = [self.REPAIR_BUDGET, self.REPAIR_CHAIN_BUDGET]
         on_group: dict[int, list[tuple]] = {}  # group id -> _repair_entry of the replicas a repair may move
+        on_host: dict[str, list[tuple]] = {}  # host -> the same, of replicas needing no GPU
         for a in self.placed.values():
-            if a.status != "kept" and a.vendor is not None:
-                on_group.setdefault(self._group_of(a).gid, []).append(self._repair_entry(a, by_key, constrained))
+            if a.status != "kept":
+                if a.vendor is not None:
+                    on_group.setdefault(self._group_of(a).gid, []).append(self._repair_entry(a, by_key, constrained))
+                elif by_key[a.key].manual is None:
+                    on_host.setdefault(a.host, []).append(self._repair_entry(a, by_key, constrained))
         hopeless: set[tuple] = set()  # shapes no swap helped since the last success
         for demand, previous in failed:
             shape = (demand.static, demand.vram_mib, demand.cpus, demand.ram_mib,
                      demand.spread_hosts and demand.deployment)
-            if demand.gpus and demand.manual is None and budget[0] > 0 and shape not in hopeless and \
-                    self._repair_one(demand, previous, by_key, constrained, budget, on_group) is not None:
+            if demand.manual is None and budget[0] > 0 and shape not in hopeless and (
+                    self._repair_one(demand, previous, by_key, constrained, budget, on_group) is not None
+                    if demand.gpus else self._repair_no_gpu(demand, previous, constrained, budget, on_host)):
                 hopeless.clear()
                 continue
             hopeless.add(shape)
@@ -1426,6 +1431,73 @@ class _Run:
                                 self._repair_entry(m, by_key, constrained))
                         return made
         return None
+
+    def _repair_no_gpu(self, demand: Demand, previous, constrained, budget: list[int], on_host) -> bool:
+        """A replica needing no GPU takes the place of one at least as flexible that needs none either and fits
+        on another host: the CPUs, memory and port of a host its labels (and spread: hosts) allow."""
+        state = self.state
+        mine = constrained(demand)
+        away = state.hosts_running(demand.deployment) if demand.spread_hosts else ()
+        mine -= len(away)  # (a host running it passed its labels)
+        for name, entries in on_host.items():
+            host = self.fleet.host(name)
+            if name in away or not LABELS(host, None, demand):
+                continue
+            for entry in list(entries):
+                budget[0] -= 1
+                if budget[0] < 0:
+                    return False
+                a, other, _, theirs = entry
+                if theirs < mine or self.placed.get((a.deployment, a.replica)) is not a:
+                    continue
+                cpu, ram = state.cpu_free[name], state.ram_free[name]
+                if (cpu is not None and cpu + other.cpus + 1e-9 < demand.cpus) or \
+                        (ram is not None and ram + other.ram_mib < demand.ram_mib):
+                    continue
+                moved = self._swap_no_gpu(demand, previous, a, other)
+                if moved is not None:
+                    entries.remove(entry)
+                    on_host.setdefault(moved.host, []).append((moved, other, entry[2], theirs))
+                    return True
+        return False
+
+    def _swap_no_gpu(self, demand: Demand, previous, a: Assignment, other: Demand) -> Assignment | None:
+        """``_swap`` for replicas needing no GPU: ``a`` taken back, ``demand`` on its host, ``a`` placed again
+        elsewhere; undone if either fails. Returns ``a``'s new assignment."""
+        host, state = a.host, self.state
+        self._drop(a)
+        state.release(None, [], other, host, a.port)
+        self._host_again(host)
+        hopeless = dict(self._hopeless)  # (as in _swap: capacity given, then given back by an undo)
+        self._hopeless.clear()
+        mine = None
+        if state.host_fits(host, demand) and not (demand.spread_hosts and state.runs(host, demand.deployment)) \
+                and state.has_free_port(host):
+            mine = self._commit_placed(demand, host, None, [], state.ports[host].lowest(), previous)
+            choice = self._choose(other)
+            if choice is not None:
+                self._hopeless.clear()
+                return self._commit(other, choice[0], None, [], state.ports[choice[0]].lowest(), a.status,
+                                    a.reason, a.previous_host)
+            self._drop(mine)
+            state.release(None, [], demand, host, mine.port)
+        state.ports[host].take(a.port)
+        state.claim(None, [], other, host)
+        self.placed[a.deployment, a.replica] = a
+        self._hopeless.clear()
+        self._hopeless.update(hopeless)
+        if not state.has_free_port(host) or self._exhausted(host):
+            self.index.drop_host(host)
+        else:
+            self._host_again(host)
+        self.hosts.refresh(host)
+        return None
+
+    def _host_again(self, host: str) -> None:
+        """The host's CPUs, memory or a port were given back: its groups are candidates again, if it has room."""
+        for gs in self.state.groups_of[host]:
+            self._room_again(host, gs)
+        self.hosts.refresh(host)
 
     def _would_fit(self, demand: Demand, out: list, gs: GroupState) -> bool:
         """Would ``demand`` fit on ``gs`` once the replicas ``out`` ((assignment, demand) pairs) are taken
