@@ -271,6 +271,40 @@ def test_a_replica_needing_no_gpu_takes_the_place_of_a_more_flexible_one():
         [("batch/0", "h1"), ("batch/1", "h1"), ("router/0", "h1"), ("router/1", "h0")]
 
 
+def test_the_repair_moves_a_more_constrained_replica_when_that_is_what_it_takes():
+    """Each host has 64 GiB of memory. 'hmem' slices ask 64 GiB, 'pin' slices (`*H100*`) 8 GiB; binpack sends
+    one pin to each H100 host and hmem/1 is left over. Only moving pin/1 next to pin/0 helps, and pin, which
+    two hosts can hold, is more constrained than hmem, which three can: the repair tries such moves after the
+    others, since each is still one replica more."""
+    def share(dep, r, gib, ram, **kw):
+        return Demand(dep, r, "cuda", 1, gib * 1024, gib * 1024, ram_mib=ram * 1024, **kw)
+
+    f = fleet(host("h0", gpus("nvidia", "H100", 48, 4), ram_gib=64),
+              host("h1", gpus("nvidia", "H100", 24, 4), ram_gib=64),
+              host("h2", gpus("nvidia", "L40S", 80, 1), ram_gib=64))
+    demands = [share("pin", r, 8, 8, gpu_model="*H100*") for r in range(2)] + \
+              [share("hmem", r, 16, 64) for r in range(2)]
+    p = place(f, demands)
+    assert not p.unplaced, [u.message for u in p.unplaced]
+    assert len({a.host for a in p.assignments if a.deployment == "pin"}) == 1
+
+
+def test_a_gpu_replica_left_over_takes_the_place_of_one_needing_no_gpu():
+    """'emb' (no GPU, 32 GiB of memory) has a replica on each 80 GiB H100 host and 'slice' (spread: hosts,
+    64 GiB) is left over: the 48 GiB host's memory went to 'pin'. Both emb replicas fit on one host; the
+    repair moves one and puts the slice in its place."""
+    f = fleet(host("h0", gpus("nvidia", "H100", 80, 1), cpus=32, ram_gib=64),
+              host("h2", gpus("nvidia", "H100", 48, 1), ram_gib=64),
+              host("h4", gpus("nvidia", "H100", 80, 8), cpus=32, ram_gib=64))
+    demands = [Demand("emb", r, "cpu", 0, cpus=4, ram_mib=32 * 1024) for r in range(2)] + \
+              [whole("pin", 0, cpus=2, ram_mib=64 * 1024, gpu_model="*H100*"),
+               Demand("slice", 0, "cuda", 1, 24 * 1024, 24 * 1024, cpus=4, ram_mib=64 * 1024, spread_hosts=True)]
+    p = place(f, demands)
+    assert not p.unplaced, [u.message for u in p.unplaced]
+    on = {a.key: a.host for a in p.assignments}
+    assert on["emb/0"] == on["emb/1"] != on["slice/0"]
+
+
 def test_repair_never_moves_a_kept_replica():
     f = fleet(host("x", gpus("amd", "AMD Instinct MI300X", 192, 1), labels={"zone": "a"}, cpus=64, ram_gib=512),
               host("w", gpus("amd", "AMD Instinct MI250X", 128, 2), labels={"zone": "a"}, cpus=64, ram_gib=512),

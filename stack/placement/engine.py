@@ -909,21 +909,26 @@ class _Run:
     REPAIR_BUDGET = 20_000
     #: swaps whose moved replica fits nowhere, and the candidates that replica's own repair looks at, in all
     REPAIR_CHAIN_BUDGET = 2_000
+    #: candidates more constrained than the replica left over, tried once the others gave no room, in all
+    REPAIR_LATER_BUDGET = 2_000
 
     def repair(self, by_key: dict[str, Demand], constrained) -> None:
         """A replica nothing fit takes the place of a replica at least as flexible that this plan placed
         (new or moved, never a kept one), if that one fits somewhere else, or takes the place of a third the
         same way (a chain of two moves): one more replica placed, none lost, so constrained replicas are never
-        starved by flexible ones and soft anti-affinity never costs a placement. Bounded: at most REPAIR_BUDGET
-        candidates in all, and REPAIR_CHAIN_BUDGET for the chains. A replica needing no GPU takes the place of
-        another needing none (``_repair_no_gpu``). Small instances that all fit, against a MILP of the most
-        replicas placeable (622 with CPUs, memory, selectors and spread: hosts): 5 left one over with single
-        moves of GPU replicas, none now."""
+        starved by flexible ones and soft anti-affinity never costs a placement. A replica needing no GPU on the
+        group's host may make the room too, and a more constrained replica once nothing else does; a replica
+        needing no GPU takes the place of another needing none (``_repair_no_gpu``). Bounded: at most
+        REPAIR_BUDGET candidates in all, REPAIR_CHAIN_BUDGET for the chains, REPAIR_LATER_BUDGET for the more
+        constrained (on the main budget they crowded out the moves that pay: 9 more replicas left over per
+        CPU-and-memory fleet of the bench). Small instances that all fit, against a MILP of the most replicas
+        placeable (1,185 with CPUs, memory, selectors and spread: hosts): 2 leave one over (one needs two
+        replicas out of one host, one three 2-GPU slices interlaced over three devices)."""
         failed, self._failed = self._failed, []
         if not any(d.manual is None for d, _ in failed):
             self._failed = failed
             return
-        budget = [self.REPAIR_BUDGET, self.REPAIR_CHAIN_BUDGET]
+        budget = [self.REPAIR_BUDGET, self.REPAIR_CHAIN_BUDGET, self.REPAIR_LATER_BUDGET]
         on_group: dict[int, list[tuple]] = {}  # group id -> _repair_entry of the replicas a repair may move
         on_host: dict[str, list[tuple]] = {}  # host -> the same, of replicas needing no GPU
         for a in self.placed.values():
@@ -937,8 +942,9 @@ class _Run:
             shape = (demand.static, demand.vram_mib, demand.cpus, demand.ram_mib,
                      demand.spread_hosts and demand.deployment)
             if demand.manual is None and budget[0] > 0 and shape not in hopeless and (
-                    self._repair_one(demand, previous, by_key, constrained, budget, on_group) is not None
-                    if demand.gpus else self._repair_no_gpu(demand, previous, constrained, budget, on_host)):
+                    self._repair_one(demand, previous, by_key, constrained, budget, on_group, on_host=on_host)
+                    is not None if demand.gpus
+                    else self._repair_no_gpu(demand, previous, constrained, budget, on_host)):
                 hopeless.clear()
                 continue
             hopeless.add(shape)
@@ -1386,51 +1392,86 @@ class _Run:
         return a, d, (d.static, d.vram_mib), constrained(d)
 
     def _repair_one(self, demand, previous, by_key, constrained, budget: list[int], on_group,
-                    link: bool = False) -> list[Assignment] | None:
-        """Room for ``demand`` where a replica at least as flexible moves elsewhere: the assignments made
-        (``demand``'s first), or None. A replica moved that fits nowhere may make room for itself the same way
-        (one link more, on the chain's budget): ``link`` says ``demand`` is such a one."""
+                    link: bool = False, on_host: dict | None = None) -> list[Assignment] | None:
+        """Room for ``demand`` where a replica moves elsewhere: the assignments made (``demand``'s first), or
+        None. A replica at least as flexible first, or one needing no GPU on the group's host (``on_host``: its
+        CPUs, memory or port); then one more constrained (its move is still one replica more: small instances
+        against the MILP left one over in each of three ways). A replica moved that fits nowhere may make room
+        for itself the same way (one link more, on the chain's budget): ``link`` says ``demand`` is such a
+        one."""
         mine = constrained(demand)
-        state = self.state
+        state, placed = self.state, self.placed
         away = state.hosts_running(demand.deployment) if demand.spread_hosts else ()
         if away:  # spread: hosts running its deployment are no places for it, and its reach is what is left
             mine -= sum(1 for h in away for gs in state.groups_of[h] if self._static_ok(gs, demand))
-        hopeless = self._hopeless
         slot = 1 if link else 0
+        later: list[tuple[int, tuple]] = []  # (group id, entry) of replicas more constrained than ``demand``
         for lists in self.index.eligible(demand):
             for gid in lists.members:
-                if away and state.groups[gid].host.name in away:
+                host = state.groups[gid].host.name
+                if away and host in away:
                     continue
-                for entry in list(on_group.get(gid, ())):
+                entries = on_group.get(gid, ())
+                if on_host and host in on_host:
+                    entries = [*entries, *on_host[host]]
+                for entry in list(entries):
                     budget[slot] -= 1
                     if budget[slot] < 0:
                         return None
-                    a, other, shape, theirs = entry
-                    if theirs < mine or self.placed.get((a.deployment, a.replica)) is not a:
-                        continue  # more constrained, or the one the link before moves
-                    failed = hopeless.get(shape)
-                    nowhere = bool(failed) and self._hopeless_shape(other, failed)
-                    if nowhere and (link or budget[1] <= 0):
-                        continue  # nowhere to go, and no link more
-                    out = [(a, other)]
-                    gs = self.state.groups[gid]
-                    if not self._would_fit(demand, out, gs):
-                        continue  # cheap checks first: the swap itself re-checks everything
-                    if not nowhere and self._choose(other) is None:
-                        if link or budget[1] <= 0:
-                            continue
-                        nowhere = True
-                    if nowhere:
-                        budget[1] -= 1
-                    made = self._swap(demand, previous, gs, out, (by_key, constrained, budget, on_group)
-                                      if nowhere else None)
+                    a = entry[0]
+                    if placed.get((a.deployment, a.replica)) is not a:
+                        continue  # the one the link before moves
+                    if entry[3] < mine and a.vendor is not None:
+                        later.append((gid, entry))
+                        continue
+                    made = self._repair_with(demand, previous, gid, entry, by_key, constrained, budget, on_group,
+                                             on_host, link)
                     if made is not None:
-                        on_group[gid].remove(entry)
-                        for m in made[1:]:  # the flexible ones, placed again
-                            on_group.setdefault(self._group_of(m).gid, []).append(
-                                self._repair_entry(m, by_key, constrained))
                         return made
+        for gid, entry in later:
+            budget[2] -= 1
+            if budget[2] < 0:
+                return None
+            a = entry[0]
+            if placed.get((a.deployment, a.replica)) is a:
+                made = self._repair_with(demand, previous, gid, entry, by_key, constrained, budget, on_group,
+                                         on_host, link)
+                if made is not None:
+                    return made
         return None
+
+    def _repair_with(self, demand, previous, gid: int, entry: tuple, by_key, constrained, budget: list[int],
+                     on_group, on_host, link: bool) -> list[Assignment] | None:
+        """``demand`` on group ``gid`` in the place of ``entry``'s replica, which moves elsewhere (or, fitting
+        nowhere and not ``link``, makes room for itself): the assignments made, filed for later repairs."""
+        a, other, shape, _ = entry
+        failed = self._hopeless.get(shape)
+        nowhere = bool(failed) and self._hopeless_shape(other, failed)
+        chains = not link and budget[1] > 0 and a.vendor is not None  # (links are GPU replicas' repairs)
+        if nowhere and not chains:
+            return None  # nowhere to go, and no link more
+        out = [(a, other)]
+        gs = self.state.groups[gid]
+        if not self._would_fit(demand, out, gs):
+            return None  # cheap checks first: the swap itself re-checks everything
+        if not nowhere and self._choose(other) is None:
+            if not chains:
+                return None
+            nowhere = True
+        if nowhere:
+            budget[1] -= 1
+        made = self._swap(demand, previous, gs, out, (by_key, constrained, budget, on_group) if nowhere else None)
+        if made is not None:
+            if a.vendor is not None:
+                on_group[gid].remove(entry)
+            else:
+                on_host[a.host].remove(entry)
+            for m in made[1:]:  # the ones moved, placed again
+                if m.vendor is not None:
+                    on_group.setdefault(self._group_of(m).gid, []).append(self._repair_entry(m, by_key, constrained))
+                elif on_host is not None:
+                    on_host.setdefault(m.host, []).append(self._repair_entry(m, by_key, constrained))
+        return made
 
     def _repair_no_gpu(self, demand: Demand, previous, constrained, budget: list[int], on_host) -> bool:
         """A replica needing no GPU takes the place of one at least as flexible that needs none either and fits
