@@ -9,6 +9,8 @@
     .venv/bin/python bench/placement.py --process 2000   # `gpufleet plan --json` as a process only
     .venv/bin/python bench/placement.py --exact 20       # small instances against the MILP optimum only
     .venv/bin/python bench/placement.py --selectors      # binpack against spread with selectors only
+    .venv/bin/python bench/placement.py --fits 12000 --seed 0  # small instances with CPUs, memory and selectors:
+                                                         # none left over where a MILP places all (bench/fits.py)
 
 Figures, not pass/fail: targets are in the issue and the closing note, never in tests.
 """
@@ -694,6 +696,9 @@ def main() -> None:
                     help="only Alibaba's openb trace (bench/openb.py): DIR is cluster-trace-gpu-v2023 of a clone")
     ap.add_argument("--exact", type=int, metavar="N", help="only the small instances against the MILP, N of each")
     ap.add_argument("--selectors", action="store_true", help="only binpack against spread with selectors")
+    ap.add_argument("--fits", type=int, metavar="N",
+                    help="only N small instances with CPUs, memory and selectors from SEED on (bench/fits.py): where "
+                         "a MILP places every replica, how many gpufleet leaves one over (about 1 s each)")
     ap.add_argument("--seed", type=int, default=20261121)
     ap.add_argument("--seeds", type=int, default=1, metavar="N",
                     help="with --resources: N fleets (seeds SEED, SEED+101, ...), each figure's mean, min and max")
@@ -718,6 +723,11 @@ def main() -> None:
         return
     if args.selectors:
         print(json.dumps({"calibration_seconds": calibration(), "selectors": selectors(args.seed)}, indent=2))
+        return
+    if args.fits:
+        from bench.fits import fits
+
+        print(json.dumps(fits(args.fits, args.seed), indent=2))
         return
     if args.openb:
         print(json.dumps(openb(args.openb, args.milp_seconds), indent=2))

@@ -1,0 +1,138 @@
+"""Nothing left over that could be placed: small random instances with CPUs, memory, selectors and spread: hosts,
+against a MILP of the most replicas any placement places (HiGHS through scipy).
+
+``bench/placement.py --exact`` compares with the optimum on one device size and no CPUs or memory; here hosts mix
+vendors, card models, device sizes, CPUs, memory and port ranges, and replicas ask shared or whole GPUs or none,
+with labels, GPU models and spread: hosts. Where the MILP places every replica, gpufleet must too: an instance
+where it leaves one over names a way the search and its repairs miss (this module found six, now fixed in
+stack/placement/engine.py, and the two it still reports).
+"""
+from __future__ import annotations
+
+import random
+
+from inventory.fleet import Device, DeviceGroup, Fleet, Host
+from stack.placement import Demand, place
+from stack.placement.filters import STATIC
+
+_CARDS = (("nvidia", "H100"), ("nvidia", "L40S"), ("amd", "MI300X"))
+
+
+def small_instance(seed: int, deployments: int = 7) -> tuple[Fleet, list[Demand]]:
+    """2-5 hosts (a sixth without GPUs), 2 to ``deployments`` deployments of 1-3 replicas; about a tenth of
+    the instances ask no more than the fleet holds in every dimension a placement must respect."""
+    r = random.Random(seed)
+    hosts = []
+    for i in range(r.randint(2, 5)):
+        vendor, model = r.choice(_CARDS)
+        groups = (DeviceGroup(vendor, model, r.choice([24, 48, 80]) * 1024,
+                              tuple(Device(j) for j in range(r.choice([1, 2, 4, 8])))),) if r.random() < 0.85 else ()
+        zone = r.choice("ab")
+        cpus, ram = r.choice([16, 32, 64, None]), r.choice([64, 256, None])
+        hosts.append(Host(f"h{i}", f"127.4.0.{i + 1}", None, (("zone", zone),), "active", 40000,
+                          40000 + r.choice([5, 63]), "/m", groups, cpus=cpus,
+                          ram_mib=None if ram is None else ram * 1024))
+    demands = []
+    for k in range(r.randint(2, deployments)):
+        framework = r.choice(["cuda", "cuda", "rocm"])
+        gpus = r.choice([0, 1, 1, 1, 2, 4])
+        vram = None if r.random() < 0.5 else r.choice([8, 16, 24, 40]) * 1024
+        spread = r.random() < 0.2
+        labels = (("zone", r.choice("ab")),) if r.random() < 0.2 else ()
+        model = r.choice([None, None, None, "*H100*", "*L40S*"]) if gpus else None
+        cpus, ram = r.choice([0, 2, 4, 8, 16]), r.choice([0, 8, 32, 64]) * 1024
+        for replica in range(r.choice([1, 1, 2, 3])):
+            demands.append(Demand(f"d{k}", replica, framework if gpus else "cpu", gpus, vram if gpus else None,
+                                  (vram or 0) if gpus else 0, labels, None, model, None, spread_hosts=spread,
+                                  cpus=cpus, ram_mib=ram))
+    return Fleet(tuple(hosts), "fits"), demands
+
+
+def most_placeable(fleet: Fleet, demands: list[Demand], seconds: float = 20) -> int | None:
+    """The most of ``demands`` any placement places, by MILP: a replica on one device group (or host, needing no
+    GPU) its static filters accept, its GPUs on that group's devices; a device taken whole by one replica or
+    shared within its VRAM; each host's CPUs, memory (less what it keeps) and ports; spread: hosts one replica
+    of a deployment per host. Manual GPU selection is left out (these instances have none). None: no answer
+    in time."""
+    import numpy as np
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import lil_matrix
+
+    slots = [(h, g) for h in fleet.hosts for g in (None, *h.groups)]
+    cols: dict[tuple, int] = {}
+    where: dict[int, list[int]] = {}  # replica -> the slots it may use
+    for r, d in enumerate(demands):
+        for si, (h, g) in enumerate(slots):
+            if (g is None) != (d.gpus == 0):
+                continue
+            if all(f(h, g, d) for f in STATIC if g is not None or not f.gpu_only):
+                where.setdefault(r, []).append(si)
+                cols[("y", r, si)] = len(cols)
+                for dev in (g.devices if g is not None else ()):
+                    cols[("x", r, si, dev.index)] = len(cols)
+    for si, (h, g) in enumerate(slots):
+        for dev in (g.devices if g is not None else ()):
+            cols[("z", si, dev.index)] = len(cols)  # the device is taken whole
+    if not cols:
+        return 0
+    rows: list[tuple[dict, float, float]] = []
+    for r, d in enumerate(demands):
+        if r in where:
+            rows.append(({cols[("y", r, si)]: 1 for si in where[r]}, 0, 1))
+        for si in where.get(r, ()):
+            g = slots[si][1]
+            if g is not None:  # its GPUs on the group's devices, one each
+                row = {cols[("x", r, si, dev.index)]: 1 for dev in g.devices}
+                row[cols[("y", r, si)]] = -d.gpus
+                rows.append((row, 0, 0))
+    for si, (h, g) in enumerate(slots):
+        for dev in (g.devices if g is not None else ()):
+            on = [(r, d) for r, d in enumerate(demands) if ("x", r, si, dev.index) in cols]
+            whole = {cols[("x", r, si, dev.index)]: 1 for r, d in on if d.whole}
+            whole[cols[("z", si, dev.index)]] = -1
+            rows.append((whole, 0, 0))
+            shared = {cols[("x", r, si, dev.index)]: d.vram_mib for r, d in on if not d.whole}
+            shared[cols[("z", si, dev.index)]] = g.vram_mib
+            rows.append((shared, 0, g.vram_mib))
+    for h in fleet.hosts:
+        ys = [(r, cols[("y", r, si)]) for r in where for si in where[r] if slots[si][0] is h]
+        if h.cpus is not None:
+            rows.append(({c: demands[r].cpus for r, c in ys}, -np.inf, h.cpus - h.reserved_cpus))
+        if h.ram_mib is not None:
+            rows.append(({c: demands[r].ram_mib for r, c in ys}, -np.inf, h.ram_mib - h.reserved_ram_mib))
+        rows.append(({c: 1 for _, c in ys}, 0, h.port_end - h.port_start + 1))
+        spread: dict[str, dict] = {}
+        for r, c in ys:
+            if demands[r].spread_hosts:
+                spread.setdefault(demands[r].deployment, {})[c] = 1
+        rows.extend((row, 0, 1) for row in spread.values())
+    a = lil_matrix((len(rows), len(cols)))
+    for i, (row, _, _) in enumerate(rows):
+        for j, v in row.items():
+            a[i, j] = v
+    objective = np.zeros(len(cols))
+    for key, j in cols.items():
+        if key[0] == "y":
+            objective[j] = -1
+    res = milp(objective, constraints=LinearConstraint(a.tocsr(), [lo for _, lo, _ in rows], [hi for _, _, hi in rows]),
+               integrality=np.ones(len(cols)), bounds=Bounds(0, 1), options={"time_limit": seconds})
+    return None if res.x is None else round(-res.fun)
+
+
+def fits(count: int, seed: int = 0) -> dict:
+    """``count`` instances from ``seed`` on: how many the MILP places all of, and in how many of those gpufleet
+    leaves replicas over, with each strategy (with their seeds, to replay: ``small_instance(seed)``)."""
+    all_fit, short = 0, {"binpack": [], "spread": []}
+    for s in range(seed, seed + count):
+        fleet, demands = small_instance(s)
+        most = most_placeable(fleet, demands)
+        if most != len(demands):
+            continue
+        all_fit += 1
+        for strategy, missed in short.items():
+            placed = len(place(fleet, demands, strategy=strategy).assignments)
+            if placed < most:
+                missed.append({"seed": s, "placed": placed, "replicas": most})
+    return {"instances": count, "seed": seed, "all_fit": all_fit,
+            **{f"left_over_where_all_fit_{k}": len(v) for k, v in short.items()},
+            **{f"short_{k}": v for k, v in short.items()}}
