@@ -1600,6 +1600,10 @@ class _Run:
                 return [m for m, _ in done] + linked[:1]  # (the link's own are filed by its repair)
         for placed, d in reversed(done):  # undo: what this attempt placed, newest first
             self._drop(placed)
+            if placed.vendor is None:  # (one needing no GPU, moved off the group's host)
+                self.state.release(None, [], d, placed.host, placed.port)
+                self._host_again(placed.host)
+                continue
             g = self._group_of(placed)
             self.state.release(g, [g.pos_of[i] for i in placed.gpus], d, placed.host, placed.port)
             self._room_again(placed.host, g)
