@@ -305,6 +305,24 @@ def test_a_gpu_replica_left_over_takes_the_place_of_one_needing_no_gpu():
     assert on["emb/0"] == on["emb/1"] != on["slice/0"]
 
 
+def test_two_replicas_of_one_host_may_make_room_together(monkeypatch):
+    """'big' (whole H100s asking 64 GiB of memory each) fits only on h1: h2 keeps 8 of its 64 GiB. Binpack
+    puts both 'wide' replicas (4 x 16 GiB) on h1 first, sharing its four devices; taking one back frees no
+    device, taking both frees all four, and both fit on h2. Where few are left over, the repair tries such
+    pairs."""
+    from stack.placement.engine import _Run
+
+    f = fleet(host("h1", gpus("nvidia", "H100", 80, 4), cpus=64, ram_gib=256),
+              host("h2", gpus("nvidia", "H100", 80, 8), cpus=32, ram_gib=64, reserved=(2, 8)))
+    demands = [whole("big", r, cpus=2, ram_mib=64 * 1024) for r in range(3)] + \
+              [Demand("wide", r, "cuda", 4, 16 * 1024, 16 * 1024, ram_mib=8 * 1024) for r in range(2)]
+    p = place(f, demands)
+    assert not p.unplaced, [u.message for u in p.unplaced]
+    assert {a.host for a in p.assignments if a.deployment == "big"} == {"h1"}
+    monkeypatch.setattr(_Run, "REPAIR_PAIR_BUDGET", 0)
+    assert len(place(f, demands).unplaced) == 3
+
+
 def test_repair_never_moves_a_kept_replica():
     f = fleet(host("x", gpus("amd", "AMD Instinct MI300X", 192, 1), labels={"zone": "a"}, cpus=64, ram_gib=512),
               host("w", gpus("amd", "AMD Instinct MI250X", 128, 2), labels={"zone": "a"}, cpus=64, ram_gib=512),
