@@ -5,7 +5,7 @@ against a MILP of the most replicas any placement places (HiGHS through scipy).
 vendors, card models, device sizes, CPUs, memory and port ranges, and replicas ask shared or whole GPUs or none,
 with labels, GPU models and spread: hosts. Where the MILP places every replica, gpufleet must too: an instance
 where it leaves one over names a way the search and its repairs miss (this module found six, now fixed in
-stack/placement/engine.py, and the two it still reports).
+stack/placement/engine.py, and the few it still reports).
 """
 from __future__ import annotations
 
@@ -18,29 +18,38 @@ from stack.placement.filters import STATIC
 _CARDS = (("nvidia", "H100"), ("nvidia", "L40S"), ("amd", "MI300X"))
 
 
-def small_instance(seed: int, deployments: int = 7) -> tuple[Fleet, list[Demand]]:
-    """2-5 hosts (a sixth without GPUs), 2 to ``deployments`` deployments of 1-3 replicas; about a tenth of
-    the instances ask no more than the fleet holds in every dimension a placement must respect."""
+def small_instance(seed: int, large: bool = False) -> tuple[Fleet, list[Demand]]:
+    """2-5 hosts, 2-7 deployments of 1-3 replicas asking up to 4 GPUs; ``large``: 3-8 hosts (some keeping CPUs
+    and memory for the system, some with 4 ports), 3-8 deployments asking up to 8 GPUs, GPU-model lists. About
+    a tenth of the instances ask no more than the fleet holds in every dimension a placement must respect."""
     r = random.Random(seed)
     hosts = []
-    for i in range(r.randint(2, 5)):
+    for i in range(r.randint(3, 8) if large else r.randint(2, 5)):
         vendor, model = r.choice(_CARDS)
         groups = (DeviceGroup(vendor, model, r.choice([24, 48, 80]) * 1024,
                               tuple(Device(j) for j in range(r.choice([1, 2, 4, 8])))),) if r.random() < 0.85 else ()
         zone = r.choice("ab")
-        cpus, ram = r.choice([16, 32, 64, None]), r.choice([64, 256, None])
-        hosts.append(Host(f"h{i}", f"127.4.0.{i + 1}", None, (("zone", zone),), "active", 40000,
-                          40000 + r.choice([5, 63]), "/m", groups, cpus=cpus,
-                          ram_mib=None if ram is None else ram * 1024))
+        if large:
+            ports = r.choice([3, 5, 63])
+            cpus, ram = r.choice([16, 32, 64, None]), r.choice([64, 256, None])
+            reserved = (r.choice([0, 2]), r.choice([0, 8]) * 1024)
+        else:
+            cpus, ram = r.choice([16, 32, 64, None]), r.choice([64, 256, None])
+            ports, reserved = r.choice([5, 63]), (0, 0)
+        hosts.append(Host(f"h{i}", f"127.4.0.{i + 1}", None, (("zone", zone),), "active", 40000, 40000 + ports, "/m",
+                          groups, cpus=cpus, ram_mib=None if ram is None else ram * 1024,
+                          reserved_cpus=reserved[0], reserved_ram_mib=reserved[1]))
     demands = []
-    for k in range(r.randint(2, deployments)):
+    for k in range(r.randint(3, 8) if large else r.randint(2, 7)):
         framework = r.choice(["cuda", "cuda", "rocm"])
-        gpus = r.choice([0, 1, 1, 1, 2, 4])
-        vram = None if r.random() < 0.5 else r.choice([8, 16, 24, 40]) * 1024
-        spread = r.random() < 0.2
+        gpus = r.choice([0, 1, 1, 1, 2, 4, 8] if large else [0, 1, 1, 1, 2, 4])
+        vram = None if r.random() < 0.5 else r.choice([8, 12, 16, 20, 24, 40] if large else [8, 16, 24, 40]) * 1024
+        spread = r.random() < (0.25 if large else 0.2)
         labels = (("zone", r.choice("ab")),) if r.random() < 0.2 else ()
-        model = r.choice([None, None, None, "*H100*", "*L40S*"]) if gpus else None
-        cpus, ram = r.choice([0, 2, 4, 8, 16]), r.choice([0, 8, 32, 64]) * 1024
+        models = [None, None, None, "*H100*", "*L40S*"] + ([("*H100*", "*MI300X*")] if large else [])
+        model = r.choice(models) if gpus else None
+        cpus = r.choice([0, 1, 2, 4, 8, 16] if large else [0, 2, 4, 8, 16])
+        ram = r.choice([0, 8, 16, 32, 64] if large else [0, 8, 32, 64]) * 1024
         for replica in range(r.choice([1, 1, 2, 3])):
             demands.append(Demand(f"d{k}", replica, framework if gpus else "cpu", gpus, vram if gpus else None,
                                   (vram or 0) if gpus else 0, labels, None, model, None, spread_hosts=spread,
@@ -119,12 +128,12 @@ def most_placeable(fleet: Fleet, demands: list[Demand], seconds: float = 20) -> 
     return None if res.x is None else round(-res.fun)
 
 
-def fits(count: int, seed: int = 0) -> dict:
+def fits(count: int, seed: int = 0, large: bool = False) -> dict:
     """``count`` instances from ``seed`` on: how many the MILP places all of, and in how many of those gpufleet
     leaves replicas over, with each strategy (with their seeds, to replay: ``small_instance(seed)``)."""
     all_fit, short = 0, {"binpack": [], "spread": []}
     for s in range(seed, seed + count):
-        fleet, demands = small_instance(s)
+        fleet, demands = small_instance(s, large)
         most = most_placeable(fleet, demands)
         if most != len(demands):
             continue
@@ -133,6 +142,6 @@ def fits(count: int, seed: int = 0) -> dict:
             placed = len(place(fleet, demands, strategy=strategy).assignments)
             if placed < most:
                 missed.append({"seed": s, "placed": placed, "replicas": most})
-    return {"instances": count, "seed": seed, "all_fit": all_fit,
+    return {"instances": count, "seed": seed, "large": large, "all_fit": all_fit,
             **{f"left_over_where_all_fit_{k}": len(v) for k, v in short.items()},
             **{f"short_{k}": v for k, v in short.items()}}

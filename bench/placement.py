@@ -11,6 +11,7 @@
     .venv/bin/python bench/placement.py --selectors      # binpack against spread with selectors only
     .venv/bin/python bench/placement.py --fits 12000 --seed 0  # small instances with CPUs, memory and selectors:
                                                          # none left over where a MILP places all (bench/fits.py)
+    .venv/bin/python bench/placement.py --fits 20000 --seed 3000 --large  # and bigger ones
 
 Figures, not pass/fail: targets are in the issue and the closing note, never in tests.
 """
@@ -698,7 +699,8 @@ def main() -> None:
     ap.add_argument("--selectors", action="store_true", help="only binpack against spread with selectors")
     ap.add_argument("--fits", type=int, metavar="N",
                     help="only N small instances with CPUs, memory and selectors from SEED on (bench/fits.py): where "
-                         "a MILP places every replica, how many gpufleet leaves one over (about 1 s each)")
+                         "a MILP places every replica, how many gpufleet leaves one over (about 0.1 s each)")
+    ap.add_argument("--large", action="store_true", help="with --fits: 3-8 hosts, up to 8 GPUs a replica")
     ap.add_argument("--seed", type=int, default=20261121)
     ap.add_argument("--seeds", type=int, default=1, metavar="N",
                     help="with --resources: N fleets (seeds SEED, SEED+101, ...), each figure's mean, min and max")
@@ -727,7 +729,7 @@ def main() -> None:
     if args.fits:
         from bench.fits import fits
 
-        print(json.dumps(fits(args.fits, args.seed), indent=2))
+        print(json.dumps(fits(args.fits, args.seed, args.large), indent=2))
         return
     if args.openb:
         print(json.dumps(openb(args.openb, args.milp_seconds), indent=2))
