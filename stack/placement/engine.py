@@ -923,19 +923,21 @@ class _Run:
         needing no GPU takes the place of another needing none (``_repair_no_gpu``). Bounded: at most
         REPAIR_BUDGET candidates in all, REPAIR_CHAIN_BUDGET for the chains, REPAIR_LATER_BUDGET for the more
         constrained (on the main budget they crowded out the moves that pay: 9 more replicas left over per
-        CPU-and-memory fleet of the bench). Where few are left over, two replicas of one host may make the room
-        together (``_repair_two``). Instances that all fit, against a MILP of the most replicas placeable
+        CPU-and-memory fleet of the bench). Two replicas of one host may make the room together
+        (``_repair_two``). Chains, the more constrained and pairs only where few are left over. Instances that all fit, against a MILP of the most replicas placeable
         (``bench/placement.py --fits``: CPUs, memory, selectors, spread: hosts): 2 of 1,185 small ones leave one
         over (6 before the chains and these moves), 8 of 1,346 larger ones (11 before the pairs)."""
         failed, self._failed = self._failed, []
         if not any(d.manual is None for d, _ in failed):
             self._failed = failed
             return
-        # pairs only where few are left over (as for the re-pack): where hundreds are, each pair that makes room
-        # moves two replicas the give-way step would rather trade (CPU-and-memory fleets of the bench: 67 -> 75
-        # left over per fleet) and the search costs 0.07 s on the process bench
-        pairs = self.REPAIR_PAIR_BUDGET if len(failed) <= self.REPACK_ITEMS else 0
-        budget = [self.REPAIR_BUDGET, self.REPAIR_CHAIN_BUDGET, self.REPAIR_LATER_BUDGET, pairs]
+        # chains, the more constrained and pairs only where few are left over (as for the re-pack), a plan that
+        # nearly fits: where hundreds are, the give-way step trades for them. There the pairs moved replicas it
+        # would rather trade (CPU-and-memory fleets of the bench: 67 -> 75 left over per fleet; 0.07 s more on
+        # the process bench), and the chains and the more constrained cost 0.01 s for no replica more
+        few = len(failed) <= self.REPACK_ITEMS
+        budget = [self.REPAIR_BUDGET, *((self.REPAIR_CHAIN_BUDGET, self.REPAIR_LATER_BUDGET, self.REPAIR_PAIR_BUDGET)
+                                        if few else (0, 0, 0))]
         on_group: dict[int, list[tuple]] = {}  # group id -> _repair_entry of the replicas a repair may move
         on_host: dict[str, list[tuple]] = {}  # host -> the same, of replicas needing no GPU
         for a in self.placed.values():
@@ -1496,8 +1498,10 @@ class _Run:
         failed = self._hopeless.get(shape)
         nowhere = bool(failed) and self._hopeless_shape(other, failed)
         chains = not link and budget[1] > 0 and a.vendor is not None  # (links are GPU replicas' repairs)
-        if nowhere and not chains:
-            return None  # nowhere to go, and no link more
+        if nowhere:
+            if not chains:
+                return None  # nowhere to go, and no link more
+            budget[1] -= 1  # (each look at such a one counts: on full fleets most have nowhere to go)
         out = [(a, other)]
         gs = self.state.groups[gid]
         if not self._would_fit(demand, out, gs):
