@@ -907,7 +907,7 @@ class _Run:
     # ------------------------------------------------------------------ 2b. repair
     #: candidate (group, replica) pairs the repair step looks at, over the whole run
     REPAIR_BUDGET = 20_000
-    #: swaps whose moved replica fits nowhere, and the candidates that replica's own repair looks at, in all
+    #: replicas with nowhere to go looked at, swaps of them, and the candidates their own repairs look at, in all
     REPAIR_CHAIN_BUDGET = 2_000
     #: candidates more constrained than the replica left over, tried once the others gave no room, in all
     REPAIR_LATER_BUDGET = 2_000
@@ -924,9 +924,10 @@ class _Run:
         REPAIR_BUDGET candidates in all, REPAIR_CHAIN_BUDGET for the chains, REPAIR_LATER_BUDGET for the more
         constrained (on the main budget they crowded out the moves that pay: 9 more replicas left over per
         CPU-and-memory fleet of the bench). Two replicas of one host may make the room together
-        (``_repair_two``). Chains, the more constrained and pairs only where few are left over. Instances that all fit, against a MILP of the most replicas placeable
-        (``bench/placement.py --fits``: CPUs, memory, selectors, spread: hosts): 2 of 1,185 small ones leave one
-        over (6 before the chains and these moves), 8 of 1,346 larger ones (11 before the pairs)."""
+        (``_repair_two``). Chains, the more constrained and pairs only where few are left over. Instances that
+        all fit, against a MILP of the most replicas placeable (``bench/placement.py --fits``: CPUs, memory,
+        selectors, spread: hosts): 2 of 1,185 small ones leave one over (6 before the chains and these moves),
+        8 of 1,346 larger ones (11 before the pairs)."""
         failed, self._failed = self._failed, []
         if not any(d.manual is None for d, _ in failed):
             self._failed = failed
@@ -1431,7 +1432,8 @@ class _Run:
                     if placed.get((a.deployment, a.replica)) is not a:
                         continue  # the one the link before moves
                     if entry[3] < mine and a.vendor is not None:
-                        later.append((gid, entry))
+                        if budget[2] > 0:
+                            later.append((gid, entry))
                         continue
                     made = self._repair_with(demand, previous, gid, entry, by_key, constrained, budget, on_group,
                                              on_host, link)
@@ -1440,7 +1442,7 @@ class _Run:
         for gid, entry in later:
             budget[2] -= 1
             if budget[2] < 0:
-                return None
+                break  # (pairs have their own budget)
             a = entry[0]
             if placed.get((a.deployment, a.replica)) is a:
                 made = self._repair_with(demand, previous, gid, entry, by_key, constrained, budget, on_group,
@@ -1476,17 +1478,7 @@ class _Run:
                             continue
                         made = self._swap(demand, previous, gs, out)
                         if made is not None:
-                            for a, *_ in (first, second):
-                                if a.vendor is not None:
-                                    on_group[gid].remove(next(e for e in on_group[gid] if e[0] is a))
-                                else:
-                                    on_host[a.host].remove(next(e for e in on_host[a.host] if e[0] is a))
-                            for m in made[1:]:
-                                if m.vendor is not None:
-                                    on_group.setdefault(self._group_of(m).gid, []).append(
-                                        self._repair_entry(m, by_key, constrained))
-                                elif on_host is not None:
-                                    on_host.setdefault(m.host, []).append(self._repair_entry(m, by_key, constrained))
+                            self._refile(gid, (first, second), made[1:], by_key, constrained, on_group, on_host)
                             return made
         return None
 
@@ -1514,16 +1506,21 @@ class _Run:
             budget[1] -= 1
         made = self._swap(demand, previous, gs, out, (by_key, constrained, budget, on_group) if nowhere else None)
         if made is not None:
-            if a.vendor is not None:
-                on_group[gid].remove(entry)
-            else:
-                on_host[a.host].remove(entry)
-            for m in made[1:]:  # the ones moved, placed again
-                if m.vendor is not None:
-                    on_group.setdefault(self._group_of(m).gid, []).append(self._repair_entry(m, by_key, constrained))
-                elif on_host is not None:
-                    on_host.setdefault(m.host, []).append(self._repair_entry(m, by_key, constrained))
+            self._refile(gid, (entry,), made[1:], by_key, constrained, on_group, on_host)
         return made
+
+    def _refile(self, gid: int, taken: tuple, moved: list[Assignment], by_key, constrained, on_group,
+                on_host) -> None:
+        """After a swap on group ``gid``: the entries of the replicas ``taken`` back leave the repair's lists, and
+        the replicas ``moved`` (placed again) join them where they now are."""
+        for entry in taken:
+            a = entry[0]
+            (on_group[gid] if a.vendor is not None else on_host[a.host]).remove(entry)
+        for m in moved:
+            if m.vendor is not None:
+                on_group.setdefault(self._group_of(m).gid, []).append(self._repair_entry(m, by_key, constrained))
+            elif on_host is not None:
+                on_host.setdefault(m.host, []).append(self._repair_entry(m, by_key, constrained))
 
     def _repair_no_gpu(self, demand: Demand, previous, constrained, budget: list[int], on_host) -> bool:
         """A replica needing no GPU takes the place of one at least as flexible that needs none either and fits
