@@ -205,6 +205,29 @@ def test_the_search_grows_with_what_is_left_over(monkeypatch):
     assert len(place(f, demands).assignments) == 10
 
 
+def test_candidates_turned_away_by_a_memo_cost_a_tenth_of_the_budget(monkeypatch):
+    """Nine 48 GiB cards hold a 40 GiB replica each, a 64 GiB card a 60 GiB one; two 30 GiB replicas are left
+    over. The nine 40s come first (the smallest donors): the first is looked at and its room holds one 30, not two;
+    the other eight rooms are alike, and a memo turns each away. The budget is two looks (two replicas left over):
+    counted whole, the first two 40s spend it and the 60 that can make room is never looked at; at a tenth each for
+    the eight, it is, and both 30s take its card."""
+    monkeypatch.setattr(GiveWay, "BUDGET", 0)
+    monkeypatch.setattr(GiveWay, "PER_LEFT_OVER", 1)
+    f = fleet(*(host(f"h{i}", gpus("nvidia", "L40", 48, 1)) for i in range(9)),
+              host("wide", gpus("nvidia", "H100", 64, 1)))
+    demands = [share("mid", 40, i) for i in range(9)] + [share("big", 60)] + \
+              [share("small", 30, i) for i in range(2)]
+    before = _best_order(f, demands)
+    assert before.placed[("big", 0)].host == "wide" and not any(d == "small" for d, _ in before.placed)
+    p = place(f, demands)
+    check_invariants(f, demands, p)
+    assert sorted(a.key for a in p.assignments if a.host == "wide") == ["small/0", "small/1"]
+    (u,) = p.unplaced
+    assert u.key == "big/0" and "gave it to 2 smaller replicas" in u.message
+    monkeypatch.setattr(GiveWay, "CHEAP", GiveWay.LOOK)  # every candidate counted whole
+    assert sorted(u.key for u in place(f, demands).unplaced) == ["small/0", "small/1"]
+
+
 def test_a_shape_given_up_for_patience_goes_on_with_the_budget_left(monkeypatch):
     """Four 80 GiB cards: three hold 50 + 30 GiB, one 40 + 40; two 20 GiB replicas are left over. The smallest
     donors, the 30s, cannot make room for two (30 GiB free each); the first 40 can. With a patience of 2 the

@@ -38,9 +38,11 @@ instead of 98.89 %.
 Bounded: BUDGET candidates, plus PER_LEFT_OVER per replica left over, in all; PATIENCE per replica left over
 before its shape is given up, until the others have had their turn: then it goes on where it stopped, with the
 budget left; ROUNDS rounds of the third pass; each candidate looked at once per shape and pass (``resume``),
-and rooms alike to one found with no way in are not tried again in a pass (``futile``). On the 2,000-host
-process bench (9,145 replicas, 121 % of the GPUs asked) the step leaves 147 replicas over where the fresh pass
-left 1,972 (with a fixed budget of 5,000, the order left over alone and no second pass: 1,735), in about 0.26 s.
+and rooms alike to one found with no way in are not tried again in a pass (``futile``). A candidate turned
+away by such a memo, or by its host's CPUs and memory, costs a tenth of one looked at (``CHEAP``). On the
+2,000-host process bench (9,145 replicas, 121 % of the GPUs asked) the step leaves 126 replicas over where the
+fresh pass left 1,972 (with a fixed budget of 5,000, the order left over alone and no second pass: 1,735; every
+candidate counted whole: 147).
 """
 from __future__ import annotations
 
@@ -183,6 +185,15 @@ class GiveWay:
     #: every placed replica of its pool (5,000-15,000 each on that bench), where the give-ways found take a
     #: median of 2 and rarely more than a few hundred
     PATIENCE = 1_000
+    #: what a candidate costs of the budget and of PATIENCE, in tenths of a look: a whole look (LOOK) once it
+    #: reaches the bounds and dry runs, a tenth (CHEAP) where a check of a few lookups turns it away before them
+    #: (its host lacks the CPUs or memory for a second replica; its room is alike to one found with no way in).
+    #: Counted whole until 2026-12-04, those cheap turns spent 23,000 of the 26,000 candidates of the budget on
+    #: the process bench's workload built in Python (bench_workload(2000, 20261121)) and the step left 1,230
+    #: replicas over where, so counted, it leaves 129 (the process bench, from its files: 147 -> 126; ten
+    #: CPU-and-memory fleets of 300 hosts at load 1.0: 67 -> 23 per fleet, GPUs allocated the same), for about a
+    #: third more time in the step. A tenth, not nothing: the walk past them stays bounded.
+    LOOK, CHEAP = 10, 1
     #: rounds of the third pass at most (each takes the donors again, a walk over all placed: on the bench fleets
     #: one or two rounds use up the budget)
     ROUNDS = 4
@@ -207,7 +218,7 @@ class GiveWay:
         self.rejoined: list[tuple[Demand, str | None]] = []
         #: shapes a search gave up on for PATIENCE (not for the budget) since the last round
         self.impatient: set[tuple] = set()
-        self.budget = self.BUDGET + self.PER_LEFT_OVER * len(failed)
+        self.budget = (self.BUDGET + self.PER_LEFT_OVER * len(failed)) * self.LOOK  # (in tenths of a look)
         self.done: set[tuple] = set()  # left-over replicas a give-way placed
         self.applied = 0  # give-ways made
         self.late = False  # the third pass: rooms also try the replicas alike to the one they are made for first
@@ -359,7 +370,7 @@ class GiveWay:
         have changed a host of theirs: the search is a bounded heuristic)."""
         run = self.owner
         state, index = run.state, run.index
-        looked = 0
+        looked, patience, LOOK, CHEAP = 0, self.PATIENCE * self.LOOK, self.LOOK, self.CHEAP
         for lists in index.eligible(u):
             key = index.class_of[lists.members[0]]
             there = self.donors.get(key)
@@ -388,13 +399,13 @@ class GiveWay:
                     continue  # gave way already
                 if theirs < reach:
                     continue  # selectors that reach fewer groups never give way to ones that reach more
-                self.budget -= 1
-                looked += 1
-                if self.budget < 0 or looked > self.PATIENCE:
+                if self.budget <= 0 or looked >= patience:
                     self.resume[at] = i - 1
-                    if self.budget >= 0:
+                    if self.budget > 0:
                         self.impatient.add(shape)
                     return False
+                self.budget -= CHEAP
+                looked += CHEAP
                 host = a.host
                 cpu, ram = state.cpu_free[host], state.ram_free[host]  # once a is out and u in
                 if cpu is not None:
@@ -412,6 +423,8 @@ class GiveWay:
                 memo = (at_id, seen[1])
                 if memo in self.futile:
                     continue
+                self.budget -= LOOK - CHEAP  # past the cheap checks: a whole look
+                looked += LOOK - CHEAP
                 positions = [gs.pos_of[x] for x in a.gpus]
                 if mine.most(cpu, ram) < max(1, held - own):
                     self.futile.add(memo)  # not for enough of them to take all the room a held
