@@ -111,7 +111,14 @@ class Takers:
         slices = sorted({t[0] for t in self.kinds if not t[4].whole and t[0] > 0})  # (a 0 MiB slice fills nothing)
         self._any_whole = any(t[4].whole for t in self.kinds)
         self._unit, self._fills = _fill_table(slices, size)
+        #: ``most``'s answers while no kind's replicas change (``forget``): rooms repeat, each host's CPUs and
+        #: memory too, and a third of the bounds the process bench asks were asked before
+        self._most: dict[tuple, float] = {}
         self.prune()
+
+    def forget(self) -> None:
+        """Some kind's replicas left over changed: ``most``'s answers no longer hold."""
+        self._most.clear()
 
     def prune(self) -> None:
         """Drop the kinds none of which is left over any more from every order (in place: ``orders`` holds
@@ -143,7 +150,12 @@ class Takers:
         allows. (Until 2026-12-03 kinds asking more than the VRAM the donor held were left out, which turned
         away rooms whose devices had more free: tests/test_placement_giveway.py. No plan of the benches'
         fleets changed.)"""
-        return min(self._greedy(self._by_cpu, 2, cpus, room), self._greedy(self._by_ram, 3, ram_mib, room))
+        key = (cpus, ram_mib, room)
+        got = self._most.get(key)
+        if got is None:
+            got = self._most[key] = min(self._greedy(self._by_cpu, 2, cpus, room),
+                                        self._greedy(self._by_ram, 3, ram_mib, room))
+        return got
 
     @staticmethod
     def _greedy(order: list, at: int, budget, room: tuple) -> float:
@@ -272,6 +284,9 @@ class GiveWay:
         """``w`` gave way: it is left over like the others, a replica to make room for and one a room may take."""
         if len(self._join(w, None, len(self.failed) + len(self.rejoined)).replicas) == 1:
             self.takers.clear()  # a kind new, or pruned from every order: the classes' takers are made again
+        else:
+            for takers in self.takers.values():
+                takers.forget()
         self.rejoined.append((w, None))
 
     def reach(self, d: Demand) -> int:
@@ -545,8 +560,9 @@ class GiveWay:
             self._rejoin(d)
         self.looks.pop(gs.gid, None)
         self.version[host] = self.version.get(host, 0) + 1
-        if emptied:  # a kind with none left over: no bound or dry run walks past it again
-            for takers in self.takers.values():
+        for takers in self.takers.values():
+            takers.forget()
+            if emptied:  # a kind with none left over: no bound or dry run walks past it again
                 takers.prune()
 
 
@@ -588,6 +604,8 @@ def _dry_place_kind(room: Room, left: list, running: dict, kind: Kind, u: Demand
         return
     free, claims, exclusive = room.free, room.claims, room.exclusive
     if v is None:
+        if claims.count(0) < g:
+            return  # (most whole kinds a room is asked of: fewer untouched devices than one asks)
         order = [i for i, c in enumerate(claims) if c == 0]
         taken = g * room.group.vram_mib
     else:
@@ -620,8 +638,7 @@ def _dry_place_kind(room: Room, left: list, running: dict, kind: Kind, u: Demand
         left[0] = None if cpu is None else cpu - cpus
         left[1] = None if ram is None else ram - ram_mib
         left[2] -= 1
-        left[3] += taken
-        running[w.deployment] = running.get(w.deployment, 0) + 1
+        left[3] += taken  # (``running`` counts for kinds that spread alone, which take ``_dry_place_each``)
         chosen.append((w, prev))
 
 
