@@ -203,11 +203,11 @@ class GiveWay:
     #: Counted whole until 2026-12-04, those cheap turns spent 23,000 of the 26,000 candidates of the budget on
     #: the process bench's workload built in Python (bench_workload(2000, 20261121)) and the step left 1,230
     #: replicas over where, so counted, it leaves 129 (the process bench, from its files: 147 -> 126; ten
-    #: CPU-and-memory fleets of 300 hosts at load 1.0: 67 -> 23 per fleet, GPUs allocated the same), for about a
+    #: CPU-and-memory fleets of 300 hosts at load 1.0: 67 -> 28 per fleet, 98.76 % of GPUs), for about a
     #: third more time in the step. A tenth, not nothing: the walk past them stays bounded.
     LOOK, CHEAP = 10, 1
-    #: rounds of the third pass at most (each takes the donors again, a walk over all placed: on the bench fleets
-    #: one or two rounds use up the budget)
+    #: rounds of the third pass at most (each takes the donors again, a walk over all placed: the process bench's
+    #: third pass takes two, the second finding no give-way; before CHEAP, one or two used up the budget)
     ROUNDS = 4
 
     def __init__(self, run: _Run, failed: list[tuple[Demand, str | None]]):
