@@ -433,3 +433,29 @@ def test_a_kind_placed_in_one_walk_lands_as_one_at_a_time(case):
     assert left == left2
     if kind.spread:
         assert running == running2
+
+
+def test_the_trade_steps_run_again_after_a_give_way(monkeypatch):
+    """The rooms a give-way hands over move CPUs and memory between hosts: the exchange and rebalance run once more
+    after it, and place what then fits. Found by a seeded search over small fleets of bench/synthetic.py's
+    CPU-and-memory workload (20 hosts, seeds 1-195, loads 1.0 and 1.3: 52 of 390 instances leave fewer over,
+    none more)."""
+    from bench.synthetic import resource_demands, resource_fleet
+
+    f = resource_fleet(20, 117)
+    demands = resource_demands(f, 118, 1.0)
+    p = place(f, demands)
+    check_invariants(f, demands, p)
+    assert len(p.unplaced) == 1
+
+    trade, calls = _Run.trade, []
+
+    def first_only(run):  # the trade steps of the search, not the ones after the give-way
+        calls.append(run)
+        if calls.count(run) == 1:
+            trade(run)
+
+    monkeypatch.setattr(_Run, "trade", first_only)
+    once = place(f, demands)
+    check_invariants(f, demands, once)
+    assert len(once.unplaced) == 2 and len(calls) > len(set(map(id, calls)))

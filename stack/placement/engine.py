@@ -155,10 +155,7 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
     run.repair(by_key, constrained)  # 2b. make room for what nothing fit
     run.repack(by_key)  # 2c. few whole-GPU replicas left over: an exact, bounded search
     run.retry()  # the re-pack may have freed room: what fits now goes first
-    run.exchange(by_key)  # 2d. GPUs idle next to exhausted CPUs: trade CPU-heavy for CPU-light replicas
-    run.retry()  # trades moved CPUs and memory around too
-    run.rebalance(by_key)  # 2e. and hosts still short of CPUs for their idle GPUs trade until they are not
-    run.retry()
+    run.trade()  # 2d, 2e. GPUs idle next to exhausted CPUs or memory: trade heavy for light replicas
     run.departing = departing
     return run
 
@@ -1129,7 +1126,16 @@ class _Run:
         for demand, previous in failed:
             self._place_one(demand, previous)
 
-    #: candidate exchanges the CPU step looks at, over the whole run
+    def trade(self) -> None:
+        """2d. GPUs idle next to exhausted CPUs or memory: a CPU-heavy replica trades places with a CPU-light one
+        so one left over fits (``exchange``); 2e. hosts still short of CPUs or memory for their idle GPUs trade
+        until they are not (``rebalance``). Each followed by a retry: trades move CPUs and memory around."""
+        self.exchange(self.by_key)
+        self.retry()
+        self.rebalance(self.by_key)
+        self.retry()
+
+    #: candidate exchanges the CPU step looks at, each time it runs
     EXCHANGE_BUDGET = 200_000
 
     def exchange(self, by_key: dict[str, Demand]) -> None:
@@ -1233,7 +1239,7 @@ class _Run:
             on_host[old.host] = [e for e in on_host[old.host] if e[0] is not old]
             on_host.setdefault(moved.host, []).append((moved, d))
 
-    #: candidate trades the rebalance step looks at, over the whole run
+    #: candidate trades the rebalance step looks at, each time it runs
     REBALANCE_BUDGET = 200_000
 
     def rebalance(self, by_key: dict[str, Demand]) -> None:
@@ -1385,10 +1391,7 @@ class _Run:
                 # and the rooms given moved CPUs and memory: the trade steps run once more over what is still left
                 # over (on ten fleets of bench/placement.py --resources, load 1.0: 27.6 -> 24.8 replicas left over
                 # per fleet, never more on any; each step keeps its own budget, so the bound per step is twice it)
-                self.exchange(self.by_key)
-                self.retry()
-                self.rebalance(self.by_key)
-                self.retry()
+                self.trade()
 
     def _group_of(self, a: Assignment) -> GroupState:
         """The group a GPU replica's assignment took its devices from."""
