@@ -363,6 +363,60 @@ def test_trades_never_overfill_never_break_a_device_size_and_never_cost_a_replic
     assert run.gpus_allocated() >= plain.gpus_allocated() - 1e-9
 
 
+def test_the_rebalance_is_left_out_only_where_it_could_place_nothing():
+    """``trade`` runs the rebalance only where the exchange saw a host with the devices and a port for some
+    replica left over: trades swap replicas of the same GPUs and VRAM, so nowhere else can moving CPUs and memory
+    let one in. On the rebalance's own case (where it places one more) and on random fleets short of CPUs and
+    memory, the run that leaves the step out where the exchange saw no such host places exactly what the run that
+    forces the step places; and the step is left out on some of them (else this test would show nothing)."""
+    import random
+
+    from stack.placement.engine import _place
+
+    forced_trade = _Run.trade
+
+    def always(self):  # the sequence before the check: the rebalance and its retry run whatever the exchange saw
+        self.exchange(self.by_key)
+        self.retry()
+        self.rebalance(self.by_key)
+        self.retry()
+
+    roomy: list[bool] = []
+    exchange = _Run.exchange
+
+    def recorded(self, by_key):
+        got = exchange(self, by_key)
+        roomy.append(got)
+        return got
+
+    def random_case(seed: int):
+        r = random.Random(seed)
+        f = fleet(*(host(f"h{i}", gpus("nvidia", "G", r.choice([48, 80]), r.choice([2, 4])),
+                         cpus=r.choice([8, 16, 32]), ram_gib=r.choice([64, 256])) for i in range(r.randint(2, 5))))
+        return f, [Demand(f"d{k}", 0, "cuda", r.choice([1, 1, 2]), r.choice([None, 24 * 1024, 40 * 1024]),
+                          cpus=r.choice([2, 4, 8, 12]), ram_mib=r.choice([8, 16, 64]) * 1024)
+                   for k in range(r.randint(6, 24))]
+
+    skipped = 0
+    for seed, (f, demands) in [("rebalance case", _rebalance_case())] + [(s, random_case(s)) for s in range(60)]:
+        roomy.clear()
+        _Run.exchange = recorded
+        try:
+            run = _place(f, demands)
+        finally:
+            _Run.exchange = exchange
+        _Run.trade = always
+        try:
+            forced = _place(f, demands)
+        finally:
+            _Run.trade = forced_trade
+        assert len(run.placed) == len(forced.placed), seed
+        assert abs(run.gpus_allocated() - forced.gpus_allocated()) < 1e-9, seed
+        if roomy and not roomy[-1] and any(d.gpus for d, _ in run._failed):
+            skipped += 1
+    assert skipped >= 5, skipped
+
+
 def test_trade_partners_walk_in_cpu_memory_key_order_and_follow_a_trade():
     """The trade steps' partner lists, grouped in runs of equal CPUs and memory, must stay in the order a
     flat list sorted by (CPUs, memory, key) has, through narrowing and through replicas that move."""

@@ -1129,11 +1129,16 @@ class _Run:
     def trade(self) -> None:
         """2d. GPUs idle next to exhausted CPUs or memory: a CPU-heavy replica trades places with a CPU-light one
         so one left over fits (``exchange``); 2e. hosts still short of CPUs or memory for their idle GPUs trade
-        until they are not (``rebalance``). Each followed by a retry: trades move CPUs and memory around."""
-        self.exchange(self.by_key)
+        until they are not (``rebalance``). Each followed by a retry: trades move CPUs and memory around.
+        A trade swaps replicas of the same GPUs and VRAM, so no host's free devices or ports change: where the
+        exchange found no host with the devices and a port for any replica left over, the rebalance could place
+        none either, and does not run (the process bench's second run after the give-way: 126 left over, none
+        with such a host; the rebalance's walk took a twentieth of the plan for nothing)."""
+        roomy = self.exchange(self.by_key)
         self.retry()
-        self.rebalance(self.by_key)
-        self.retry()
+        if roomy:
+            self.rebalance(self.by_key)
+            self.retry()
 
     #: candidate exchanges the CPU step looks at, each time it runs
     EXCHANGE_BUDGET = 200_000
@@ -1143,30 +1148,45 @@ class _Run:
         GPUs once a CPU-heavy replica there trades places with a CPU-light replica of the same GPUs and VRAM
         on a host with CPUs to spare (both new or moved, never kept; the devices must suit both: a smallest
         device size differs). Each trade must place the replica that was left over, or it is undone.
-        Bounded: at most EXCHANGE_BUDGET candidates each time it runs (twice where a give-way applied)."""
+        Bounded: at most EXCHANGE_BUDGET candidates each time it runs (twice where a give-way applied).
+        Returns whether some replica left over that asks CPUs or memory had the devices and a port free on a
+        host (or the budget ran out before all were asked): only then can moving CPUs and memory place one."""
         failed = [(d, p) for d, p in self._failed if d.gpus and d.manual is None and (d.cpus or d.ram_mib)]
         if not failed:
-            return
-        by_shape, on_host = self._tradeable(by_key)
+            return False
+        made: list[tuple] = []
+
+        def tradeable() -> tuple[dict[tuple, _Partners], dict[str, list[tuple]]]:
+            if not made:  # made on the first host short of CPUs or memory only: a walk over all placed
+                made.append(self._tradeable(by_key))
+            return made[0]
+
         budget = [self.EXCHANGE_BUDGET]
         idle = _IdleMembers(self.state)
         placed: set[str] = set()
         hopeless: dict[tuple, list[tuple[float, int]]] = {}  # asks no trade helped, as in _choose
+        roomy = False
         for u, previous in failed:
             if budget[0] <= 0:
+                roomy = True
                 break
             shape = (u.static, u.vram_mib)
             if any(c <= u.cpus and r <= u.ram_mib for c, r in hopeless.get(shape, ())):
-                continue
-            if self._exchange_for(u, previous, by_shape, on_host, budget, idle):
+                continue  # (a replica alike found the same hosts: ``roomy`` already says whether any)
+            got = self._exchange_for(u, previous, tradeable, budget, idle)
+            roomy = roomy or got is not None
+            if got:
                 placed.add(u.key)
                 hopeless.clear()
             else:
                 hopeless.setdefault(shape, []).append((u.cpus, u.ram_mib))
         self._failed = [(d, p) for d, p in self._failed if d.key not in placed]
+        return roomy
 
-    def _exchange_for(self, u: Demand, previous, by_shape, on_host, budget: list[int], idle: "_IdleMembers") -> bool:
+    def _exchange_for(self, u: Demand, previous, tradeable, budget: list[int], idle: "_IdleMembers") -> bool | None:
+        """Whether a trade placed ``u``; None where no host had the devices and a port for it."""
         cpu, ram, gpus_free = self.state.cpu_free, self.state.ram_free, self.state.gpus_free
+        roomy = None
         for lists in self.index.eligible(u):
             for gid in idle(lists):
                 gs = self.state.groups[gid]
@@ -1177,10 +1197,12 @@ class _Run:
                     continue
                 if choose_devices(gs, u, u.allowed_on(h1)) is None or not self.state.has_free_port(h1):
                     continue  # no devices for it here: CPUs are not what is missing
+                roomy = False
                 short_cpu = 0.0 if cpu[h1] is None else u.cpus - cpu[h1]
                 short_ram = 0 if ram[h1] is None else u.ram_mib - ram[h1]
                 if short_cpu <= 1e-9 and short_ram <= 0:
                     continue  # it fits here already (a preference turned it away): not this step's case
+                by_shape, on_host = tradeable()
                 for x, dx in list(on_host.get(h1, ())):
                     partners = by_shape[_trade_shape(dx)]
                     for y_cpus, y_ram, run in partners.runs():
@@ -1213,7 +1235,7 @@ class _Run:
                                     return True
                         finally:
                             budget[0] = left
-        return False
+        return roomy
 
     def _tradeable(self, by_key: dict[str, Demand]) -> tuple[dict[tuple, _Partners], dict[str, list[tuple]]]:
         """The GPU replicas a trade may move (new or moved, not pinned; a kept one stays): as partners by GPUs and
