@@ -228,6 +228,46 @@ def test_candidates_turned_away_by_a_memo_cost_a_tenth_of_the_budget(monkeypatch
     assert sorted(u.key for u in place(f, demands).unplaced) == ["small/0", "small/1"]
 
 
+def test_a_round_of_the_third_pass_that_finds_few_is_its_last(monkeypatch):
+    """The third pass's rounds go on while a round gives way for at least LAST_ROUND_SHARE of the replicas still
+    left over, up to ROUNDS: rounds scripted on a pool of 2 cards and 40 replicas left over (the share: 2)."""
+    f = fleet(host("a", gpus("nvidia", "A100", 80, 2)))
+    demands = [Demand("card", i, "cuda", 1, None, 0) for i in range(42)]
+
+    def rounds(found: list[int]) -> list[int]:
+        calls: list[int] = []
+
+        def once_more(self, first):
+            assert first == (not calls)
+            calls.append(sum(len(kind.replicas) for kind in self.alike.values()))
+            self.applied += found[len(calls) - 1]
+            return found[len(calls) - 1] > 0
+
+        monkeypatch.setattr(GiveWay, "_once_more", once_more)
+        place(f, demands)
+        return calls
+
+    assert rounds([2, 1, 5, 5]) == [40, 40]  # 1 < 5 % of 40: the second round is the last
+    assert rounds([2, 2, 2, 2, 2]) == [40, 40, 40, 40]  # ROUNDS at most
+    assert rounds([0, 9]) == [40]  # none found: done
+    monkeypatch.setattr(GiveWay, "LAST_ROUND_SHARE", 0.1)
+    assert rounds([3, 9]) == [40]  # 3 < 10 % of 40
+
+
+def test_the_third_pass_keeps_its_memos_from_round_to_round():
+    """Rooms found with no way in stay so for the whole third pass: its first round forgets the memos of the
+    second pass (made with fewer fill orders), the rounds after it keep them."""
+    f = fleet(host("a", gpus("nvidia", "A100", 80, 2)))
+    run = _best_order(f, [Demand("card", i, "cuda", 1, None, 0) for i in range(4)])
+    step = GiveWay(run, [(d, p) for d, p in run._failed if d.gpus])
+    step.late = True
+    step.futile.add(("a room", "with no way in"))
+    step._once_more(first=False)
+    assert ("a room", "with no way in") in step.futile
+    step._once_more(first=True)
+    assert ("a room", "with no way in") not in step.futile
+
+
 def test_a_shape_given_up_for_patience_goes_on_with_the_budget_left(monkeypatch):
     """Four 80 GiB cards: three hold 50 + 30 GiB, one 40 + 40; two 20 GiB replicas are left over. The smallest
     donors, the 30s, cannot make room for two (30 GiB free each); the first 40 can. With a patience of 2 the
