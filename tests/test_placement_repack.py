@@ -381,7 +381,7 @@ def test_the_rebalance_is_left_out_only_where_it_could_place_nothing():
         self.rebalance(self.by_key)
         self.retry()
 
-    roomy: list[bool] = []
+    roomy: list[set | None] = []
     exchange = _Run.exchange
 
     def recorded(self, by_key):
@@ -412,9 +412,30 @@ def test_the_rebalance_is_left_out_only_where_it_could_place_nothing():
             _Run.trade = forced_trade
         assert len(run.placed) == len(forced.placed), seed
         assert abs(run.gpus_allocated() - forced.gpus_allocated()) < 1e-9, seed
-        if roomy and not roomy[-1] and any(d.gpus for d, _ in run._failed):
+        if roomy and roomy[-1] is not None and not roomy[-1] and any(d.gpus for d, _ in run._failed):
             skipped += 1
     assert skipped >= 5, skipped
+
+
+def test_the_rebalance_after_a_give_way_trades_only_for_hosts_a_replica_left_over_could_take():
+    """After the give-way only the explanations follow, so the rebalance trades only for the hosts where the
+    exchange saw a replica left over with its devices and a port (``trade(last=True)``): given none, it trades
+    nothing; given those, it trades as it would for every host short, and the retry places the one left over."""
+    from stack.placement.engine import _place
+
+    f, demands = _rebalance_case()
+    with _without("rebalance"):
+        run = _place(f, demands)
+    assert len(run._failed) == 1
+    where = {k: a.host for k, a in run.placed.items()}
+    roomy = run.exchange(run.by_key)
+    assert roomy and len(run._failed) == 1
+    run.rebalance(run.by_key, set())
+    assert {k: a.host for k, a in run.placed.items()} == where
+    run.rebalance(run.by_key, roomy)
+    assert {k: a.host for k, a in run.placed.items()} != where
+    run.retry()
+    assert not run._failed
 
 
 def test_trade_partners_walk_in_cpu_memory_key_order_and_follow_a_trade():
