@@ -341,11 +341,10 @@ class GiveWay:
                 break
         # Third: replicas a give-way placed may give way in turn (a 32 GiB slice it put on a device makes room for
         # 12, 12 and 8 GiB ones left over, the device as full), and rooms also try the replicas alike to the one they
-        # are made for first (``_orders``): rounds while one gives way somewhere, up to ROUNDS, and the budget
-        # lasts. Twenty CPU-and-memory fleets of the bench's generator, load 1.0 and 1.3: 81 -> 77 and 149 -> 117
-        # replicas left over per fleet, GPUs unchanged; `bench/placement.py --exact`: 18 -> 20 of 20 mixed
-        # instances place the most replicas a placement of the optimum's VRAM can. (The process bench spends its
-        # budget before.)
+        # are made for first (``_orders``): rounds while one finds enough (LAST_ROUND_SHARE), up to ROUNDS, and the
+        # budget lasts. Twenty CPU-and-memory fleets of the bench's generator, load 1.0 and 1.3: 81 -> 77 and
+        # 149 -> 117 replicas left over per fleet, GPUs unchanged; `bench/placement.py --exact`: 18 -> 20 of 20
+        # mixed instances place the most replicas a placement of the optimum's VRAM can.
         self.late = True
         for k in range(self.ROUNDS):
             applied = self.applied
