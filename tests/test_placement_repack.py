@@ -375,7 +375,7 @@ def test_the_rebalance_is_left_out_only_where_it_could_place_nothing():
 
     forced_trade = _Run.trade
 
-    def always(self):  # the sequence before the check: the rebalance and its retry run whatever the exchange saw
+    def always(self, last=False):  # the sequence before the check: the rebalance and its retry run whatever the exchange saw
         self.exchange(self.by_key)
         self.retry()
         self.rebalance(self.by_key)
