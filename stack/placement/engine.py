@@ -1147,7 +1147,7 @@ class _Run:
     #: candidate exchanges the CPU step looks at, each time it runs
     EXCHANGE_BUDGET = 200_000
 
-    def exchange(self, by_key: dict[str, Demand]) -> None:
+    def exchange(self, by_key: dict[str, Demand]) -> set[str] | None:
         """GPUs left idle on hosts whose CPUs or memory ran out: a replica nothing fit gets such a host's
         GPUs once a CPU-heavy replica there trades places with a CPU-light replica of the same GPUs and VRAM
         on a host with CPUs to spare (both new or moved, never kept; the devices must suit both: a smallest

@@ -347,17 +347,17 @@ class GiveWay:
         # mixed instances place the most replicas a placement of the optimum's VRAM can.
         self.late = True
         for k in range(self.ROUNDS):
-            applied = self.applied
-            if self.budget <= 0 or not self._once_more(first=k == 0):
+            if self.budget <= 0:
                 break
-            if self.applied - applied < self.LAST_ROUND_SHARE * sum(len(kind.replicas) for kind in self.alike.values()):
-                break  # few found: the next round would find fewer still (LAST_ROUND_SHARE)
+            found = self._once_more(first=k == 0)
+            if not found or found < self.LAST_ROUND_SHARE * sum(len(kind.replicas) for kind in self.alike.values()):
+                break  # none or few found: the next round would find fewer still (LAST_ROUND_SHARE)
         done = self.done
         self.owner._failed = [(d, p) for d, p in self.owner._failed if (d.deployment, d.replica) not in done]
 
-    def _once_more(self, first: bool) -> bool:
+    def _once_more(self, first: bool) -> int:
         """A round of the third pass: the donors taken again (those a give-way placed among them), and all still
-        left over, smallest first, look for a room. Whether one gave way. Rooms found with no way in (``futile``,
+        left over, smallest first, look for a room. How many gave way. Rooms found with no way in (``futile``,
         by what a dry run reads of them) stay so for the whole pass, as in the others: a round after the first
         looks again only at rooms that changed or that no search reached (the first round forgets the second
         pass's memos, made with fewer orders: ``_orders``)."""
@@ -378,7 +378,7 @@ class GiveWay:
                 todo.append(x)
         todo.sort(key=lambda x: (x[0].gpus, x[0].whole, x[0].vram_mib or 0))
         self._pass(todo)
-        return self.applied > applied
+        return self.applied - applied
 
     def _pass(self, todo: list[tuple[Demand, str | None]], k: int = 0) -> int:
         """Make room for each of ``todo`` from the ``k``-th that is still left over, in order (the list may grow
