@@ -99,9 +99,10 @@ def scale_run(n_hosts: int, seed: int) -> dict:
 def read_lock_text(text: str):
     import tempfile
 
-    path = Path(tempfile.mkdtemp()) / "bench.lock.yaml"
-    path.write_text(text)
-    return read_lock(path)
+    with tempfile.TemporaryDirectory() as folder:  # the file is read at once: nothing is left in /tmp
+        path = Path(folder) / "bench.lock.yaml"
+        path.write_text(text)
+        return read_lock(path)
 
 
 # ---------------------------------------------------------------------------- selectors

@@ -186,9 +186,10 @@ def read_lock_from_text(text):
     import pathlib
     import tempfile
 
-    path = pathlib.Path(tempfile.mkdtemp()) / "t.lock.yaml"
-    path.write_text(text)
-    return read_lock(path)
+    with tempfile.TemporaryDirectory() as folder:  # the file is read at once: nothing is left in /tmp
+        path = pathlib.Path(folder) / "t.lock.yaml"
+        path.write_text(text)
+        return read_lock(path)
 
 
 def test_statuses_kept_new_moved_removed():
