@@ -98,3 +98,12 @@ def copy_project(dest: Path, *, program: bool = False, lock: bool = True) -> Pat
     if not lock:
         (dest / "stack" / "demo.lock.yaml").unlink()
     return dest
+
+
+@pytest.fixture
+def heuristics_only(monkeypatch):
+    """Placement without the exact search of small plans (stack.placement.exact), for tests that show what one
+    heuristic step does: on fleets this small the search would also place what the step is there to place."""
+    import stack.placement.engine as engine
+
+    monkeypatch.setattr(engine, "place_more", lambda run, by_key: False)

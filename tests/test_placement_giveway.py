@@ -3,12 +3,14 @@ room to two or more smaller replicas left over, when they take at least the VRAM
 from __future__ import annotations
 
 import random
+from unittest import mock
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stack.lock import read_lock, render_lock
 from stack.placement import Demand, place
+import stack.placement.engine as engine
 from stack.placement.engine import _best_order, _Run
 from stack.placement.state import FleetState
 from stack.placement.giveway import GiveWay, Kind, Room, Takers, _dry_place_each, _dry_place_kind
@@ -327,11 +329,13 @@ def test_hard_anti_affinity_holds_in_a_give_way():
 @given(f=fleets(), demands=demand_sets(), strategy=st.sampled_from(["binpack", "spread"]))
 def test_a_give_way_never_costs_a_replica(f, demands, strategy):
     """Whatever the fleet and replicas: every constraint holds, at least one more replica is placed per
-    give-way than before the step, and no less VRAM is taken on any device group."""
+    give-way than before the step, and no less VRAM is taken on any device group (the step alone: the exact
+    search of a small plan after it may move replicas between groups, placing more: tests/test_placement_exact.py)."""
     before = _best_order(f, demands, strategy=strategy)
     n = len(before.placed)
     held = _vram_by_group(f, before.placed.values())
-    p = place(f, demands, strategy=strategy)
+    with mock.patch.object(engine, "place_more", lambda run, by_key: False):
+        p = place(f, demands, strategy=strategy)
     check_invariants(f, demands, p)
     gave = [u for u in p.unplaced if "smaller replicas that were left over" in u.message]
     assert len(p.assignments) >= n + len(gave)

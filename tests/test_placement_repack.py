@@ -49,7 +49,7 @@ def test_a_fleet_that_fits_exactly_gets_every_replica():
     assert len(used) == 31
 
 
-def test_without_the_repack_one_replica_is_left_over(monkeypatch):
+def test_without_the_repack_one_replica_is_left_over(monkeypatch, heuristics_only):
     """The test above fails without the new step (so it tests it)."""
     monkeypatch.setattr(_Run, "repack", lambda self, by_key: None)
     f, demands = tight()
@@ -205,7 +205,7 @@ def _within_capacity(f, demands, p):
         assert all(h.groups[0].vram_mib >= by[a.key].min_vram_mib for a in p.assignments if a.host == h.name)
 
 
-def test_a_cpu_heavy_replica_trades_places_so_idle_gpus_are_used(monkeypatch):
+def test_a_cpu_heavy_replica_trades_places_so_idle_gpus_are_used(monkeypatch, heuristics_only):
     f, demands = _cpu_case()
     assert len(place(f, demands).assignments) == 18
     # the repair's chains (a moved replica that fits nowhere makes room for itself) place all 18 too: left out,
@@ -270,7 +270,7 @@ def test_a_replica_pinned_by_manual_selection_is_never_traded():
 
 # ---------------------------------------------------------------------------- the fresh pass's two rounds
 
-def test_cpu_heavy_replicas_wait_for_the_second_round_so_lean_hosts_gpus_are_used(monkeypatch):
+def test_cpu_heavy_replicas_wait_for_the_second_round_so_lean_hosts_gpus_are_used(monkeypatch, heuristics_only):
     """A replica that could only be placed by stranding a host's GPUs (preferences.KeepCpusPerGpu) waits for
     the fresh pass's second round, after the lighter replicas behind it in the order; found by a seeded random
     search for the smallest case where giving the preference up at once, as before, places fewer GPUs."""
@@ -325,7 +325,7 @@ def _rebalance_case():
                       cpus=c, ram_mib=m * 1024) for n, v, c, m in asks]
 
 
-def test_a_host_short_of_cpus_for_its_idle_gpus_trades_its_heavy_replicas_for_lighter_ones():
+def test_a_host_short_of_cpus_for_its_idle_gpus_trades_its_heavy_replicas_for_lighter_ones(heuristics_only):
     f, demands = _rebalance_case()
     with _without("rebalance"):
         before = place(f, demands)

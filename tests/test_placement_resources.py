@@ -215,7 +215,7 @@ def test_a_repair_that_is_undone_leaves_no_memo_behind():
     assert sorted(a.host for a in p.assignments if a.deployment == "heavy") == ["a-roomy", "b-snug"]
 
 
-def test_a_replica_the_repair_moves_may_make_room_for_itself_in_turn(monkeypatch):
+def test_a_replica_the_repair_moves_may_make_room_for_itself_in_turn(monkeypatch, heuristics_only):
     """Two 40 GiB slices and two whole GPUs, 16 CPUs each, all fit: the slices on the 80 GiB L40S, the whole
     GPUs on the H100 host, whose 32 CPUs hold two. Binpack puts a slice on an H100 (the tighter device) and a
     whole GPU on the L40S, and slice/1 is left over. No single move helps: in the L40S's room, the whole GPU it
@@ -237,7 +237,7 @@ def test_a_replica_the_repair_moves_may_make_room_for_itself_in_turn(monkeypatch
     assert len(place(f, demands).unplaced) == 1
 
 
-def test_a_spread_replica_left_over_counts_only_the_hosts_it_may_still_use():
+def test_a_spread_replica_left_over_counts_only_the_hosts_it_may_still_use(heuristics_only):
     """d5 (spread: hosts) has a replica on h1 and on h0; the one left over can only go to h3, where the 2-GPU
     d3 sits. d3 reaches fewer groups than d5 (two hosts have 2 GPUs, three have 1), and the repair never moves
     a replica for one more flexible than it; but hosts running d5 are no places for d5/2, which has one group
@@ -305,7 +305,7 @@ def test_a_gpu_replica_left_over_takes_the_place_of_one_needing_no_gpu():
     assert on["emb/0"] == on["emb/1"] != on["slice/0"]
 
 
-def test_two_replicas_of_one_host_may_make_room_together(monkeypatch):
+def test_two_replicas_of_one_host_may_make_room_together(monkeypatch, heuristics_only):
     """'big' (whole H100s asking 64 GiB of memory each) fits only on h1: h2 keeps 8 of its 64 GiB. Binpack
     puts both 'wide' replicas (4 x 16 GiB) on h1 first, sharing its four devices; taking one back frees no
     device, taking both frees all four, and both fit on h2. Where few are left over, the repair tries such

@@ -10,7 +10,8 @@
    host's GPUs next to its last CPUs waits for the second (preferences.KeepCpusPerGpu). Then bounded
    repair, re-pack, exchange and rebalance steps (``_place``), and, once the order is chosen, the
    give-way step (stack.placement.giveway): in a full pool a bigger new replica leaves its room to
-   two or more smaller ones left over.
+   two or more smaller ones left over; last, in a small plan that still leaves replicas over, a bounded
+   exact search for an arrangement that places more (stack.placement.exact).
 3. **explain**: a replica nothing fits is run through every filter on every host, and the
    hosts each filter rejected are counted under its reason code.
 4. **removed**: lock entries whose replica no longer exists.
@@ -31,6 +32,7 @@ from inventory.sizes import format_mib
 
 from ..collector import collector_paused
 
+from .exact import place_more
 from .filters import (
     DEVICE_COUNT,
     DYNAMIC,
@@ -71,6 +73,7 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
     """
     run = _best_order(fleet, demands, prior, strategy, reserved, held)
     run.give_way()  # 2f. a full pool: one replica's room for two or more left over
+    place_more(run, run.by_key)  # 2g. a small plan: an exact search for a placement of more
     try:
         return run.finish(demands, prior)
     finally:

@@ -1,0 +1,317 @@
+"""2g. A small plan that leaves replicas over: an exact, bounded search for a placement of more.
+
+The steps before it are heuristics with budgets: on small fleets they can leave a replica over that some
+placement would hold (bench/fits.py found, among 12,000 random instances of 2-5 hosts a MILP places every
+replica of, two where gpufleet left one over: one needed two replicas moved off a host for a replica needing
+no GPU, one three 2-GPU slices interlaced over three devices). A user with a few hosts reads "no host fits"
+and believes it, so where the plan is small enough to search, this step searches.
+
+Every replica this plan placed (new or moved; a kept one never moves) stays placed, somewhere; the search looks
+for devices, hosts and ports for all of them and for more of the replicas left over than now, and takes the
+arrangement that places the most (fewest moves among those). It walks the replicas most constrained first,
+each on every group (host, for one needing no GPU) its static filters accept, every distinct choice of devices
+there (where it is now first), then (one left over) nowhere; a branch that cannot place more than the best
+found is cut, and so are branches that differ only by which of two alike replicas or two alike groups is used.
+It stops after ``NODES`` steps, keeping the best found: it only ever adds replicas to the plan.
+
+On 261 plans of bench/synthetic.py's CPU-and-memory workload on 4, 6 and 8 hosts (29 seeds, loads 0.9, 1.0
+and 1.3), 15 place 51 more replicas (9 and 32 without trying each where it is first); with 20,000 steps,
+17 and 54 for four times the time.
+"""
+from __future__ import annotations
+
+from itertools import combinations
+from typing import TYPE_CHECKING
+
+from .filters import STATIC
+from .giveway import Room
+from .model import Assignment, Demand
+from .state import occupy, vacate
+
+if TYPE_CHECKING:
+    from .engine import _Run
+
+#: at most this many replicas in the search (those placed and not kept, and those left over) ...
+ITEMS = 40
+#: ... on at most this many hosts they may use
+HOSTS = 16
+#: steps of the search at most: 0.14 s at most on those plans, at calibration 0.39 (about 0.05 s quiet)
+NODES = 5_000
+
+
+class _Item:
+    """One replica in the search: where it is now (None: left over), what it asks, where it may go."""
+
+    __slots__ = ("a", "d", "previous", "slots", "required", "asks", "home", "allowed")
+
+    def __init__(self, a: Assignment | None, d: Demand, previous: str | None):
+        self.a, self.d, self.previous = a, d, previous
+        self.required = a is not None  # placed now: stays placed
+        self.slots: list[tuple[str, int | None]] = []  # (host, group id; None: needs no GPU)
+        self.asks = (d.static if d.gpus else ("cpu", d.labels), d.vram_mib, d.cpus, d.ram_mib, d.spread_hosts,
+                     d.deployment if d.spread_hosts else None, d.manual, self.required)
+        #: (host, group id, device positions) where it is now
+        self.home: tuple[str, int | None, tuple] | None = None
+        #: group id -> the device positions manual selection allows there (absent: any)
+        self.allowed: dict[int, set[int]] = {}
+
+
+def place_more(run: _Run, by_key: dict[str, Demand]) -> bool:
+    """Search, and apply what places more (see the module). Returns whether the plan changed."""
+    left = run._failed
+    if not left or len(left) > ITEMS:
+        return False
+    flexible = []
+    for a in run.placed.values():  # (stops at once on a big plan)
+        if a.status != "kept":
+            flexible.append(a)
+            if len(flexible) + len(left) > ITEMS:
+                return False
+    items = [_Item(a, by_key[a.key], a.previous_host) for a in flexible] + [_Item(None, d, prev) for d, prev in left]
+    for it in items:
+        it.slots = _slots(run, it.d)
+        if it.d.manual is not None:
+            for h, gid in it.slots:
+                chosen, devices = it.d.allowed_on(h), run.state.groups[gid].group.devices
+                it.allowed[gid] = {i for i, dev in enumerate(devices) if dev.index in chosen}
+    hosts = sorted({h for it in items for h, _ in it.slots})
+    if len(hosts) > HOSTS:
+        return False
+    return _Search(run, items, hosts).run()
+
+
+def _slots(run: _Run, d: Demand) -> list[tuple[str, int | None]]:
+    """The groups (hosts, for a replica needing no GPU) whose static filters and manual selection accept ``d``, by
+    host name and group: the search, and so the plan, never depends on the order of the files."""
+    state = run.state
+    if not d.gpus:
+        return sorted((h.name, None) for h in run.fleet.hosts if all(f(h, None, d) for f in STATIC if not f.gpu_only))
+    out = []
+    for lists in run.index.eligible(d):
+        for gid in lists.members:
+            gs = state.groups[gid]
+            allowed = d.allowed_on(gs.host.name)
+            if allowed is None or sum(1 for dev in gs.group.devices if dev.index in allowed) >= d.gpus:
+                out.append((gs.host.name, gs.gidx, gid))
+    return [(h, gid) for h, _, gid in sorted(out)]
+
+
+class _Search:
+    def __init__(self, run: _Run, items: list[_Item], hosts: list[str]):
+        self.owner, self.items = run, items
+        state = run.state
+        # what the hosts in scope offer once every item is taken back
+        self.rooms: dict[int, Room] = {}
+        self.cpu = {h: state.cpu_free[h] for h in hosts}
+        self.ram = {h: state.ram_free[h] for h in hosts}
+        self.ports = {h: state.ports[h].free_count() for h in hosts}
+        self.running = {h: dict(state.deployments_on[h]) for h in hosts}
+        for it in items:
+            for _, gid in it.slots:
+                if gid is not None and gid not in self.rooms:
+                    self.rooms[gid] = Room(state.groups[gid])
+        for it in items:
+            a, d = it.a, it.d
+            if a is None:
+                continue
+            h = a.host
+            positions, gid = (), None
+            if a.vendor is not None:
+                gs = run._group_of(a)
+                positions, gid = tuple(sorted(gs.pos_of[i] for i in a.gpus)), gs.gid
+                vacate(self.rooms[gid], list(positions), d.vram_mib)
+            it.home = (h, gid, positions)
+            if self.cpu.get(h) is not None:
+                self.cpu[h] += d.cpus
+            if self.ram.get(h) is not None:
+                self.ram[h] += d.ram_mib
+            self.ports[h] += 1
+            self.running[h][d.deployment] -= 1
+        # a replica left over that fits nowhere with every item taken back never will: the search leaves it out
+        self.alike: dict[int, tuple] = {}
+        self.same: list[bool] = []
+        self.choice: list[tuple | None] = []
+        items[:] = [it for it in items if it.required or self._options(it, None)]
+        # most constrained first (fewest places), the biggest first among equals; alike replicas side by side
+        items.sort(key=lambda it: (len(it.slots), -it.d.gpus, -(it.d.vram_mib or 1 << 30), -it.d.cpus,
+                                   -it.d.ram_mib, not it.required, repr(it.asks), it.d.deployment, it.d.replica))
+        # replicas left over alike in all they ask take slots in order (those placed now start from their own)
+        self.same = [k > 0 and not items[k].required and items[k].asks == items[k - 1].asks
+                     for k in range(len(items))]
+        # groups alike for the search: alone on their host among those searched, the same replicas may use them
+        # (and, needing no GPU, their hosts), no manual selection names their host
+        groups_on: dict[str, int] = {}
+        for gid in self.rooms:
+            h = state.groups[gid].host.name
+            groups_on[h] = groups_on.get(h, 0) + 1
+        named = {h for it in items if it.d.manual is not None for h, _ in it.d.manual}
+        users: dict[tuple, list[int]] = {}
+        for k, it in enumerate(items):
+            for slot in it.slots:
+                users.setdefault(slot, []).append(k)
+        alike = {gid: (tuple(users.get((state.groups[gid].host.name, gid), ())),
+                       tuple(users.get((state.groups[gid].host.name, None), ())), state.groups[gid].group.vram_mib)
+                 for gid in self.rooms
+                 if groups_on[state.groups[gid].host.name] == 1 and state.groups[gid].host.name not in named}
+        twins: dict[tuple, int] = {}
+        for key in alike.values():
+            twins[key] = twins.get(key, 0) + 1
+        self.alike = {gid: key for gid, key in alike.items() if twins[key] > 1}  # (one alone has nothing to cut)
+        self.slot_rank = {}
+        for it in items:
+            for s in it.slots:
+                self.slot_rank.setdefault(s, len(self.slot_rank))
+        self.optional_after = [0] * (len(items) + 1)
+        for k in range(len(items) - 1, -1, -1):
+            self.optional_after[k] = self.optional_after[k + 1] + (not items[k].required)
+        self.choice = [None] * len(items)
+        self.best: tuple[int, int] = (0, 0)  # (left over placed, -moves): only more left over placed counts
+        self.best_choice: list | None = None
+        self.nodes = NODES
+
+    def run(self) -> bool:
+        if all(it.required for it in self.items):
+            return False
+        self._search(0, 0, 0)
+        if self.best_choice is None:
+            return False
+        self._apply(self.best_choice)
+        return True
+
+    def _options(self, it: _Item, k: int | None) -> list[tuple]:
+        """(slot, positions) for ``it`` now: each group or host where it fits, each distinct choice of devices
+        (the ``k``-th item of the search; None: any, without the cuts of alike replicas)."""
+        d = it.d
+        cpus, ram_mib, v, g = d.cpus, d.ram_mib, d.vram_mib, d.gpus
+        spread = d.deployment if d.spread_hosts else None
+        lowest = -1
+        if k is not None and self.same[k]:  # alike replicas take slots in order: no two branches swap them
+            before = self.choice[k - 1]
+            lowest = 1 << 30 if before is None else self.slot_rank[before[0]]
+        ports, cpu_free, ram_free, running, rooms, alikes = \
+            self.ports, self.cpu, self.ram, self.running, self.rooms, self.alike
+        out: list[tuple] = []
+        seen: set = set()
+        home_gid = it.home[1] if it.home is not None else -1
+        for slot in it.slots:
+            if lowest >= 0 and self.slot_rank[slot] < lowest:
+                continue
+            h, gid = slot
+            if ports[h] < 1:
+                continue
+            cpu, ram = cpu_free[h], ram_free[h]
+            if (cpu is not None and cpu + 1e-9 < cpus) or (ram is not None and ram < ram_mib) or \
+                    (spread is not None and running[h].get(spread)):
+                continue
+            if gid is None:
+                out.append((slot, ()))
+                continue
+            room = rooms[gid]
+            allowed = it.allowed.get(gid)
+            if v is None:
+                if room.claims.count(0) < g:  # (asked first: most groups fail it)
+                    continue
+                fits = [i for i, c in enumerate(room.claims) if c == 0 and (allowed is None or i in allowed)]
+            else:
+                if max(room.free) < v:  # (a device taken whole has none free)
+                    continue
+                fits = [i for i, (f, x) in enumerate(zip(room.free, room.exclusive))
+                        if f >= v and not x and (allowed is None or i in allowed)]
+            if len(fits) < g:
+                continue
+            # groups alike (``alike``) with the same devices and room on their hosts are tried once; its own always
+            home = gid == home_gid
+            alike = alikes.get(gid)
+            if alike is not None and not home:
+                look = (alike, tuple(room.free), tuple(room.claims), tuple(room.exclusive), cpu, ram, ports[h],
+                        tuple(sorted(running[h].items())))
+                if look in seen:
+                    continue
+                seen.add(look)
+            mine = it.home[2] if home and all(i in fits for i in it.home[2]) else None
+            if v is None:
+                out.append((slot, mine or tuple(fits[:g])))  # untouched devices are alike: its own, else the lowest
+                continue
+            kinds: set = set()
+            free, claims = room.free, room.claims
+            for pick in ([mine] if mine else []) + (list(combinations(fits, g)) if g > 1 else [(i,) for i in fits]):
+                kind = tuple(sorted([(free[i], claims[i] == 0) for i in pick])) if g > 1 else \
+                    (free[pick[0]], claims[pick[0]] == 0)
+                if kind not in kinds:
+                    kinds.add(kind)
+                    out.append((slot, pick))
+        if it.home is not None:  # where it is first: the plan the steps before found is the first leaf
+            h, gid, positions = it.home
+            out.sort(key=lambda o: o != ((h, gid), positions))
+        return out
+
+    def _search(self, k: int, placed: int, moves: int) -> None:
+        self.nodes -= 1
+        if self.nodes < 0 or (placed + self.optional_after[k], -moves) <= self.best:
+            return
+        if k == len(self.items):
+            self.best, self.best_choice = (placed, -moves), list(self.choice)
+            return
+        it = self.items[k]
+        d = it.d
+        for slot, pick in self._options(it, k):
+            h, gid = slot
+            room = self.rooms.get(gid) if gid is not None else None
+            if room is not None:
+                occupy(room, pick, d.vram_mib)
+            if self.cpu[h] is not None:
+                self.cpu[h] -= d.cpus
+            if self.ram[h] is not None:
+                self.ram[h] -= d.ram_mib
+            self.ports[h] -= 1
+            running = self.running[h]
+            running[d.deployment] = running.get(d.deployment, 0) + 1
+            self.choice[k] = (slot, pick)
+            self._search(k + 1, placed + (not it.required), moves + (it.home is not None and it.home != (h, gid, pick)))
+            self.choice[k] = None
+            running[d.deployment] -= 1
+            self.ports[h] += 1
+            if self.ram[h] is not None:
+                self.ram[h] += d.ram_mib
+            if self.cpu[h] is not None:
+                self.cpu[h] += d.cpus
+            if room is not None:
+                vacate(room, pick, d.vram_mib)  # (exactly: the devices had room for all it took)
+            if self.nodes < 0:
+                return
+        if not it.required:
+            self._search(k + 1, placed, moves)
+
+    def _apply(self, choice: list) -> None:
+        """Take back every item that moves, then commit each where the search put it."""
+        run, state = self.owner, self.owner.state
+        moving = []
+        for it, got in zip(self.items, choice):
+            if got is None:
+                continue
+            (h, gid), pick = got
+            if it.home == (h, gid, tuple(pick)):
+                continue  # stays where it is
+            moving.append((it, h, gid, pick))
+        for it, *_ in moving:
+            a = it.a
+            if a is None:
+                continue
+            run._drop(a)
+            if a.vendor is None:
+                state.release(None, [], it.d, a.host, a.port)
+                run._host_again(a.host)
+            else:
+                gs = run._group_of(a)
+                state.release(gs, [gs.pos_of[i] for i in a.gpus], it.d, a.host, a.port)
+                run._room_again(a.host, gs)
+        for it, h, gid, pick in moving:
+            gs = state.groups[gid] if gid is not None else None
+            port = state.ports[h].lowest()
+            if it.a is not None:
+                run._commit(it.d, h, gs, list(pick), port, it.a.status, it.a.reason, it.a.previous_host)
+            else:
+                run._commit_placed(it.d, h, gs, list(pick), port, it.previous)
+                run.gave_way.pop(it.d.key, None)
+        now = {it.d.key for it, *_ in moving if it.a is None}
+        run._failed = [(d, prev) for d, prev in run._failed if d.key not in now]
