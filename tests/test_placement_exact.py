@@ -2,8 +2,6 @@
 placement would hold, only ever adds replicas, and leaves alone what it may not touch."""
 from __future__ import annotations
 
-import random
-
 import pytest
 
 import stack.placement.engine as engine
@@ -13,7 +11,7 @@ from stack.lock import read_lock, render_lock
 from stack.placement import Demand, place
 
 from .fleets import fleet, gpus, host
-from .test_placement_properties import check_invariants
+from .test_placement_properties import check_invariants, reordered
 
 GIB = 1024
 
@@ -58,12 +56,7 @@ def test_the_small_instances_bench_fits_found_leave_nothing_over(monkeypatch, se
     check_invariants(f, demands, p)
     assert not p.unplaced
     for order in range(5):
-        rnd = random.Random(order)
-        hosts, shuffled = list(f.hosts), list(demands)
-        rnd.shuffle(hosts)
-        rnd.shuffle(shuffled)
-        again = place(fleet(*hosts), shuffled, strategy=strategy)
-        assert render_lock("s", again) == render_lock("s", p)
+        assert render_lock("s", place(*reordered(f, demands, order), strategy=strategy)) == render_lock("s", p)
 
 
 def test_the_search_only_ever_adds_replicas(monkeypatch):
