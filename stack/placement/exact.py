@@ -97,6 +97,8 @@ def _slots(run: _Run, d: Demand) -> list[tuple[str, int | None]]:
 
 
 class _Search:
+    """The search over copies of the groups and hosts in scope, with every item taken back (see the module)."""
+
     def __init__(self, run: _Run, items: list[_Item], hosts: list[str]):
         self.owner, self.items = run, items
         state = run.state
