@@ -1102,10 +1102,7 @@ class _Run:
         for i in moving:  # take back the ones that move or give way, then place every changed one
             a, d = items[i]
             if a is not None:
-                gs = self._group_of(a)
-                self._drop(a)
-                self.state.release(gs, [gs.pos_of[j] for j in a.gpus], d, a.host, a.port)
-                self._room_again(a.host, gs)
+                self._take_back(a, d)
                 if plan[i] is None:
                     self._failed.append((d, None))
         for i in sorted((i for i in moving if plan[i] is not None), key=lambda i: _biggest_first(items[i][1])):
@@ -1687,15 +1684,8 @@ class _Run:
             else:
                 self._hopeless.clear()  # capacity moved around: shapes that failed may fit now
                 return [m for m, _ in done] + linked[:1]  # (the link's own are filed by its repair)
-        for placed, d in reversed(done):  # undo: what this attempt placed, newest first
-            self._drop(placed)
-            if placed.vendor is None:  # (one needing no GPU, moved off the group's host)
-                self.state.release(None, [], d, placed.host, placed.port)
-                self._host_again(placed.host)
-                continue
-            g = self._group_of(placed)
-            self.state.release(g, [g.pos_of[i] for i in placed.gpus], d, placed.host, placed.port)
-            self._room_again(placed.host, g)
+        for placed, d in reversed(done):  # undo: what this attempt placed, newest first (one needing no GPU too)
+            self._take_back(placed, d)
         for a, other, positions in held:  # and the flexible ones back exactly where they were
             self.state.ports[host].take(a.port)
             self.state.claim(gs, positions, other, host)
@@ -1712,6 +1702,18 @@ class _Run:
         """Take ``a`` back out of what is placed."""
         got = self.placed.pop((a.deployment, a.replica))
         assert got is a, a.key
+
+    def _take_back(self, a: Assignment, d: Demand) -> None:
+        """``a`` (of ``d``) leaves the plan: its devices, CPUs, memory and port are free again, and the index and
+        host index file its host again."""
+        self._drop(a)
+        if a.vendor is None:
+            self.state.release(None, [], d, a.host, a.port)
+            self._host_again(a.host)
+        else:
+            gs = self._group_of(a)
+            self.state.release(gs, [gs.pos_of[i] for i in a.gpus], d, a.host, a.port)
+            self._room_again(a.host, gs)
 
     def _room_again(self, host: str, gs: GroupState) -> None:
         if self.state.has_free_port(host) and not self._exhausted(host):

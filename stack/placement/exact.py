@@ -23,7 +23,7 @@ from __future__ import annotations
 from itertools import combinations
 from typing import TYPE_CHECKING
 
-from .filters import STATIC
+from .filters import MANUAL, STATIC
 from .giveway import Room
 from .model import Assignment, Demand
 from .state import occupy, vacate
@@ -90,8 +90,7 @@ def _slots(run: _Run, d: Demand) -> list[tuple[str, int | None]]:
     for lists in run.index.eligible(d):
         for gid in lists.members:
             gs = state.groups[gid]
-            allowed = d.allowed_on(gs.host.name)
-            if allowed is None or sum(1 for dev in gs.group.devices if dev.index in allowed) >= d.gpus:
+            if MANUAL(gs.host, gs.group, d):  # (its selection, if any, names enough of the group's devices)
                 out.append((gs.host.name, gs.gidx, gid))
     return [(h, gid) for h, _, gid in sorted(out)]
 
@@ -296,17 +295,8 @@ class _Search:
                 continue  # stays where it is
             moving.append((it, h, gid, pick))
         for it, *_ in moving:
-            a = it.a
-            if a is None:
-                continue
-            run._drop(a)
-            if a.vendor is None:
-                state.release(None, [], it.d, a.host, a.port)
-                run._host_again(a.host)
-            else:
-                gs = run._group_of(a)
-                state.release(gs, [gs.pos_of[i] for i in a.gpus], it.d, a.host, a.port)
-                run._room_again(a.host, gs)
+            if it.a is not None:
+                run._take_back(it.a, it.d)
         for it, h, gid, pick in moving:
             gs = state.groups[gid] if gid is not None else None
             port = state.ports[h].lowest()

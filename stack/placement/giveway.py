@@ -207,8 +207,7 @@ class GiveWay:
     #: CPU-and-memory fleets of 300 hosts at load 1.0: 67 -> 28 per fleet, 98.76 % of GPUs), for about a
     #: third more time in the step. A tenth, not nothing: the walk past them stays bounded.
     LOOK, CHEAP = 10, 1
-    #: rounds of the third pass at most (each takes the donors again, a walk over all placed: before CHEAP, one or
-    #: two used up the budget)
+    #: rounds of the third pass at most (before CHEAP, one or two used up the budget)
     ROUNDS = 4
     #: a round of the third pass that gives way for fewer than this share of the replicas still left over is its
     #: last. Rounds find fewer and fewer: the process bench's project at 2,000 hosts found 6 then none (126 left
