@@ -223,8 +223,8 @@ class GiveWay:
         """``failed``: the GPU replicas left over (manual selection aside) and the hosts the lock had them on."""
         self.owner, self.failed = run, failed
         self._reach: dict[tuple, int] = {}
-        #: class key -> (VRAM held, [(held, assignment, demand, group, reach)]): the replicas that may give way,
-        #: smallest first
+        #: class key -> (VRAM held, [(held, assignment, demand, group, reach, (deployment, replica))]): the replicas
+        #: that may give way, smallest first
         self.donors: dict[tuple, tuple[list, list]] = {}
         self._take_donors()
         #: static shape -> the kinds of left-over replicas of that shape; replica -> its kind
@@ -280,7 +280,9 @@ class GiveWay:
         self.donors.clear()
         for key, lst in held_by.items():
             lst.sort(key=itemgetter(0, 1))
-            self.donors[key] = ([x[0] for x in lst], [(x[0], x[2], x[3], x[4], self.reach(x[3])) for x in lst])
+            self.donors[key] = ([x[0] for x in lst],
+                                [(x[0], x[2], x[3], x[4], self.reach(x[3]), (x[2].deployment, x[2].replica))
+                                 for x in lst])
 
     def _donor(self, a: Assignment) -> tuple | None:
         """(class key, VRAM held, key, assignment, demand, group) of a replica that may give way, or None."""
@@ -312,7 +314,7 @@ class GiveWay:
             helds, entries = self.donors.setdefault(key, ([], []))
             i = bisect_left(entries, a.key, bisect_left(helds, held), bisect_right(helds, held), key=_donor_key)
             helds.insert(i, held)
-            entries.insert(i, (held, a, d, gs, self.reach(d)))
+            entries.insert(i, (held, a, d, gs, self.reach(d), (a.deployment, a.replica)))
         self.placed_since.clear()
 
     def _join(self, w: Demand, previous: str | None, first: int) -> Kind:
@@ -450,7 +452,10 @@ class GiveWay:
         have changed a host of theirs: the search is a bounded heuristic)."""
         run = self.owner
         state, index = run.state, run.index
+        placed, cpu_free, ram_free, version, room_ids, futile = \
+            run.placed, state.cpu_free, state.ram_free, self.version, self.room_ids, self.futile
         looked, patience, LOOK, CHEAP = 0, self.PATIENCE * self.LOOK, self.LOOK, self.CHEAP
+        budget = self.budget  # (written back before any return: nothing this walk calls reads it)
         for lists in index.eligible(u):
             key = index.class_of[lists.members[0]]
             at = (shape, key)
@@ -474,68 +479,74 @@ class GiveWay:
                                                  size)
             smallest = mine.smallest  # (u is among them)
             least_cpu, least_ram = mine.least
+            u_cpus, u_ram = u.cpus, u.ram_mib
             reach = self.kind_of[u.deployment, u.replica].reach
             at_id = self.at_ids.setdefault(at, len(self.at_ids))
             i = self.resume.get(at)
             if i is None:
                 i = bisect_right(helds, own)  # bigger than u only
-            while i < len(entries):
-                held, a, d, gs, theirs = entries[i]
+            end = len(entries)
+            while i < end:
+                held, a, d, gs, theirs, a_key = entries[i]
                 i += 1
-                if run.placed.get((a.deployment, a.replica)) is not a:
+                if placed.get(a_key) is not a:
                     continue  # gave way already
                 if theirs < reach:
                     continue  # selectors that reach fewer groups never give way to ones that reach more
-                if self.budget <= 0 or looked >= patience:
+                if budget <= 0 or looked >= patience:
                     self.resume[at] = i - 1
-                    if self.budget > 0:
+                    if budget > 0:
                         self.impatient.add(shape)
+                    self.budget = budget
                     return False
-                self.budget -= CHEAP
+                budget -= CHEAP
                 looked += CHEAP
                 host = a.host
-                cpu, ram = state.cpu_free[host], state.ram_free[host]  # once a is out and u in
+                cpu, ram = cpu_free[host], ram_free[host]  # once a is out and u in
                 if cpu is not None:
-                    cpu += d.cpus - u.cpus
+                    cpu += d.cpus - u_cpus
+                    if cpu + 1e-9 < least_cpu:
+                        continue  # no CPUs for a second
                 if ram is not None:
-                    ram += d.ram_mib - u.ram_mib
-                if (cpu is not None and cpu + 1e-9 < least_cpu) or (ram is not None and ram < least_ram):
-                    continue  # no CPUs or memory for a second
+                    ram += d.ram_mib - u_ram
+                    if ram < least_ram:
+                        continue  # no memory for a second
                 # a room like one found with no way in this pass (more left-over replicas placed never opens one):
                 # the group's devices alike, a's own alike among them, and the host's CPUs, memory and ports
-                version = self.version.get(host, 0)
-                seen = self.room_ids.get(id(a))
-                if seen is None or seen[0] != version:
-                    seen = self.room_ids[id(a)] = (version, self._room_id(a, d, gs, held, host, theirs))
+                v = version.get(host, 0)
+                seen = room_ids.get(id(a))
+                if seen is None or seen[0] != v:
+                    seen = room_ids[id(a)] = (v, self._room_id(a, d, gs, held, host, theirs))
                 memo = (at_id, seen[1])
-                if memo in self.futile:
+                if memo in futile:
                     continue
-                self.budget -= LOOK - CHEAP  # past the cheap checks: a whole look
+                budget -= LOOK - CHEAP  # past the cheap checks: a whole look
                 looked += LOOK - CHEAP
-                positions = [gs.pos_of[x] for x in a.gpus]
                 if mine.most(cpu, ram) < max(1, held - own):
-                    self.futile.add(memo)  # not for enough of them to take all the room a held
+                    futile.add(memo)  # not for enough of them to take all the room a held
                     continue
                 room = Room(gs)  # the group once a is out and u in: u where the dry run would put it
-                vacate(room, positions, d.vram_mib)
-                left = [None if cpu is None else cpu + u.cpus, None if ram is None else ram + u.ram_mib,
+                vacate(room, [gs.pos_of[x] for x in a.gpus], d.vram_mib)
+                left = [None if cpu is None else cpu + u_cpus, None if ram is None else ram + u_ram,
                         state.ports[host].free_count() + 1, 0]  # CPUs, memory, ports; VRAM taken
                 running = dict(state.deployments_on[host])
                 running[d.deployment] -= 1
                 if not _dry_place(room, left, running, u) or \
                         mine.most(left[0], left[1], mine.room_for(room)) < max(1, held - own):
                     if not mine.spread:  # u does not fit, or the devices it leaves are not enough for the others
-                        self.futile.add(memo)
+                        futile.add(memo)
                     continue
                 chosen = self.refill(room, left, running, held, smallest, u, previous, mine, theirs)
                 if chosen is not None:
+                    self.budget = budget
                     self.apply(gs, a, d, chosen)
                     self.resume[at] = i
                     return True
                 if not mine.spread:  # (hard anti-affinity makes the answer the host's own)
-                    self.futile.add(memo)
+                    futile.add(memo)
             self.resume[at] = i
             self.walked.add(at)
+        self.budget = budget
         return False
 
     def _room_id(self, a: Assignment, d: Demand, gs: GroupState, held: int, host: str, reach: int) -> int:
