@@ -57,12 +57,14 @@ def small_instance(seed: int, large: bool = False) -> tuple[Fleet, list[Demand]]
     return Fleet(tuple(hosts), "fits"), demands
 
 
-def most_placeable(fleet: Fleet, demands: list[Demand], seconds: float = 20) -> int | None:
+def most_placeable(fleet: Fleet, demands: list[Demand], seconds: float = 20,
+                   vram_at_least: int | None = None) -> int | None:
     """The most of ``demands`` any placement places, by MILP: a replica on one device group (or host, needing no
     GPU) its static filters accept, its GPUs on that group's devices; a device taken whole by one replica or
     shared within its VRAM; each host's CPUs, memory (less what it keeps) and ports; spread: hosts one replica
-    of a deployment per host. Manual GPU selection is left out (these instances have none). None: no answer
-    in time."""
+    of a deployment per host. Manual GPU selection is left out (these instances have none). ``vram_at_least``:
+    only placements that take at least that many MiB of VRAM (a device taken whole counted whole), as gpufleet
+    takes VRAM first when not all fit. None: no answer in time, or no placement takes ``vram_at_least``."""
     import numpy as np
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import lil_matrix
@@ -115,6 +117,13 @@ def most_placeable(fleet: Fleet, demands: list[Demand], seconds: float = 20) -> 
             if demands[r].spread_hosts:
                 spread.setdefault(demands[r].deployment, {})[c] = 1
         rows.extend((row, 0, 1) for row in spread.values())
+    if vram_at_least is not None:
+        taken: dict[int, float] = {}
+        for key, j in cols.items():
+            if key[0] == "x":
+                d, g = demands[key[1]], slots[key[2]][1]
+                taken[j] = g.vram_mib if d.whole else d.vram_mib
+        rows.append((taken, vram_at_least, np.inf))
     a = lil_matrix((len(rows), len(cols)))
     for i, (row, _, _) in enumerate(rows):
         for j, v in row.items():
@@ -145,3 +154,40 @@ def fits(count: int, seed: int = 0, large: bool = False) -> dict:
     return {"instances": count, "seed": seed, "large": large, "all_fit": all_fit,
             **{f"left_over_where_all_fit_{k}": len(v) for k, v in short.items()},
             **{f"short_{k}": v for k, v in short.items()}}
+
+
+def small_plans(sizes: tuple[int, ...] = (4, 6, 8), seeds: int = 29, seconds: float = 20) -> dict:
+    """Plans of bench/synthetic.py's CPU-and-memory workload on a few hosts (seeds 1..``seeds``, loads 0.9, 1.0 and
+    1.3: most leave replicas over), against two MILP optima: the most replicas any placement places, and the most
+    a placement taking no less VRAM than gpufleet's places (when not all fit, gpufleet takes VRAM first: the
+    give-way and the exact search of a small plan add replicas only where no VRAM is given up). The second is
+    what the engine could still reach without giving up VRAM; the first less the second is what that rule costs.
+    """
+    from bench.synthetic import resource_demands, resource_fleet
+
+    out = []
+    for n in sizes:
+        row = {"hosts": n, "plans": 0, "placed": 0, "most_placeable": 0, "most_placeable_keeping_vram": 0,
+               "at_most_placeable": 0, "at_most_keeping_vram": 0, "unsolved": 0, "short_keeping_vram": []}
+        for seed in range(1, seeds + 1):
+            fleet = resource_fleet(n, seed)
+            for load in (0.9, 1.0, 1.3):
+                demands = resource_demands(fleet, seed + 1, load)
+                p = place(fleet, demands)
+                vram = sum(a.vram_mib * len(a.gpus) for a in p.assignments)
+                most = most_placeable(fleet, demands, seconds)
+                keeping = most_placeable(fleet, demands, seconds, vram_at_least=vram)
+                row["plans"] += 1
+                if most is None or keeping is None:
+                    row["unsolved"] += 1
+                    continue
+                placed = len(p.assignments)
+                row["placed"] += placed
+                row["most_placeable"] += most
+                row["most_placeable_keeping_vram"] += keeping
+                row["at_most_placeable"] += placed == most
+                row["at_most_keeping_vram"] += placed == keeping
+                if placed < keeping:
+                    row["short_keeping_vram"].append({"seed": seed, "load": load, "placed": placed, "most": keeping})
+        out.append(row)
+    return {"sizes": list(sizes), "seeds": seeds, "by_size": out}

@@ -12,6 +12,8 @@
     .venv/bin/python bench/placement.py --fits 12000 --seed 0  # small instances with CPUs, memory and selectors:
                                                          # none left over where a MILP places all (bench/fits.py)
     .venv/bin/python bench/placement.py --fits 20000 --seed 3000 --large  # and bigger ones
+    .venv/bin/python bench/placement.py --small-plans    # CPU-and-memory plans of 4-8 hosts against the MILP's
+                                                         # most replicas, and most without giving up VRAM
 
 Figures, not pass/fail: targets are in the issue and the closing note, never in tests.
 """
@@ -702,6 +704,9 @@ def main() -> None:
                     help="only N small instances with CPUs, memory and selectors from SEED on (bench/fits.py): where "
                          "a MILP places every replica, how many gpufleet leaves one over (about 0.1 s each)")
     ap.add_argument("--large", action="store_true", help="with --fits: 3-8 hosts, up to 8 GPUs a replica")
+    ap.add_argument("--small-plans", action="store_true",
+                    help="only CPU-and-memory plans of 4, 6 and 8 hosts against the MILP (bench/fits.py small_plans; "
+                         "about 10 minutes)")
     ap.add_argument("--seed", type=int, default=20261121)
     ap.add_argument("--seeds", type=int, default=1, metavar="N",
                     help="with --resources: N fleets (seeds SEED, SEED+101, ...), each figure's mean, min and max")
@@ -731,6 +736,11 @@ def main() -> None:
         from bench.fits import fits
 
         print(json.dumps(fits(args.fits, args.seed, args.large), indent=2))
+        return
+    if args.small_plans:
+        from bench.fits import small_plans
+
+        print(json.dumps(small_plans(), indent=2))
         return
     if args.openb:
         print(json.dumps(openb(args.openb, args.milp_seconds), indent=2))

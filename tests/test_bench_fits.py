@@ -29,6 +29,19 @@ def test_each_limit_a_placement_keeps_is_one_the_milp_keeps():
     assert most_placeable(two, amd) == 0  # selectors
 
 
+
+def test_keeping_vram_the_milp_counts_a_whole_device_whole():
+    """One 80 GiB device: two 20 GiB slices are the most replicas (40 GiB taken), but a placement that takes no
+    less than 80 GiB holds only the whole card, or the card's device in slices: 48 GiB does not reach it."""
+    one = fleet(host("a", gpus("nvidia", "H100", 80, 1), cpus=16, ram_gib=64))
+    demands = [Demand("card", 0, "cuda", 1, None), *[Demand("s", r, "cuda", 1, 20 * 1024, 20 * 1024) for r in range(2)]]
+    assert most_placeable(one, demands) == 2
+    assert most_placeable(one, demands, vram_at_least=40 * 1024) == 2
+    assert most_placeable(one, demands, vram_at_least=41 * 1024) == 1
+    assert most_placeable(one, demands, vram_at_least=80 * 1024) == 1
+    assert most_placeable(one, demands, vram_at_least=81 * 1024) is None  # nothing takes more than the device
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_gpufleet_never_places_more_than_the_milp(seed):
     f, demands = small_instance(seed)
