@@ -100,10 +100,23 @@ def copy_project(dest: Path, *, program: bool = False, lock: bool = True) -> Pat
     return dest
 
 
-@pytest.fixture
-def heuristics_only(monkeypatch):
-    """Placement without the exact search of small plans (stack.placement.exact), for tests that show what one
-    heuristic step does: on fleets this small the search would also place what the step is there to place."""
+@contextlib.contextmanager
+def exact_search_off():
+    """Placement without the exact search of small plans (stack.placement.exact) inside the block: what the
+    heuristic steps alone place."""
     import stack.placement.engine as engine
 
-    monkeypatch.setattr(engine, "place_more", lambda run, by_key: False)
+    saved = engine.place_more
+    engine.place_more = lambda run, by_key: False
+    try:
+        yield
+    finally:
+        engine.place_more = saved
+
+
+@pytest.fixture
+def heuristics_only():
+    """``exact_search_off`` for a whole test, for tests that show what one heuristic step does: on fleets this
+    small the search would also place what the step is there to place."""
+    with exact_search_off():
+        yield

@@ -29,10 +29,9 @@ def test_each_limit_a_placement_keeps_is_one_the_milp_keeps():
     assert most_placeable(two, amd) == 0  # selectors
 
 
-
 def test_keeping_vram_the_milp_counts_a_whole_device_whole():
-    """One 80 GiB device: two 20 GiB slices are the most replicas (40 GiB taken), but a placement that takes no
-    less than 80 GiB holds only the whole card, or the card's device in slices: 48 GiB does not reach it."""
+    """One 80 GiB device: two 20 GiB slices are the most replicas (40 GiB taken). A placement asked to take more
+    than 40 GiB holds only the whole card, counted at its 80 GiB; past 80 GiB no placement qualifies (None)."""
     one = fleet(host("a", gpus("nvidia", "H100", 80, 1), cpus=16, ram_gib=64))
     demands = [Demand("card", 0, "cuda", 1, None), *[Demand("s", r, "cuda", 1, 20 * 1024, 20 * 1024) for r in range(2)]]
     assert most_placeable(one, demands) == 2

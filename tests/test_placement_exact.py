@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-import stack.placement.engine as engine
 import stack.placement.exact as exact
 from bench.fits import small_instance
 from stack.lock import read_lock, render_lock
 from stack.placement import Demand, place
 
+from .conftest import exact_search_off
 from .fleets import fleet, gpus, host
 from .test_placement_properties import check_invariants, reordered
 
 GIB = 1024
 
 
-def _without_the_search(monkeypatch, f, demands, **kw):
-    with monkeypatch.context() as m:
-        m.setattr(engine, "place_more", lambda run, by_key: False)
+def _without_the_search(f, demands, **kw):
+    with exact_search_off():
         return place(f, demands, **kw)
 
 
@@ -28,12 +27,12 @@ def _slices_and_a_card():
     return f, slices + [Demand("card", 0, "cuda", 1, None)]
 
 
-def test_three_two_gpu_slices_interlace_so_a_whole_card_fits(monkeypatch):
+def test_three_two_gpu_slices_interlace_so_a_whole_card_fits():
     """Four 48 GiB devices; three replicas of two 24 GiB slices and one of a whole device. Best fit puts two slice
     replicas on devices 0 and 1 and the third on 2 and 3: no device is left whole. Interlaced over 0, 1 and 2
     (two slices a device), they leave device 3 to the card."""
     f, demands = _slices_and_a_card()
-    before = _without_the_search(monkeypatch, f, demands)
+    before = _without_the_search(f, demands)
     assert [u.key for u in before.unplaced] == ["card/0"]  # what the heuristics leave
     p = place(f, demands)
     check_invariants(f, demands, p)
@@ -45,13 +44,13 @@ def test_three_two_gpu_slices_interlace_so_a_whole_card_fits(monkeypatch):
 
 @pytest.mark.parametrize("seed", [7535, 8876])
 @pytest.mark.parametrize("strategy", ["binpack", "spread"])
-def test_the_small_instances_bench_fits_found_leave_nothing_over(monkeypatch, seed, strategy):
+def test_the_small_instances_bench_fits_found_leave_nothing_over(seed, strategy):
     """bench/fits.py's two instances of 12,000 where a MILP places every replica and the heuristics left one over:
     7535 interlaces 2-GPU slices (as above); in 8876 a replica needing no GPU asks 64 GiB of memory, and two
     replicas asking 32 GiB each sit one on each host that has 64 GiB. The plan found is the same whatever the
     order of the hosts and replicas in the files."""
     f, demands = small_instance(seed)
-    assert len(_without_the_search(monkeypatch, f, demands, strategy=strategy).unplaced) == 1
+    assert len(_without_the_search(f, demands, strategy=strategy).unplaced) == 1
     p = place(f, demands, strategy=strategy)
     check_invariants(f, demands, p)
     assert not p.unplaced
@@ -59,7 +58,7 @@ def test_the_small_instances_bench_fits_found_leave_nothing_over(monkeypatch, se
         assert render_lock("s", place(*reordered(f, demands, order), strategy=strategy)) == render_lock("s", p)
 
 
-def test_the_search_only_ever_adds_replicas(monkeypatch):
+def test_the_search_only_ever_adds_replicas():
     """On small fleets of bench/fits.py (2-8 hosts) and of bench/synthetic.py's CPU-and-memory workload (4 hosts),
     every replica the heuristics place is placed with the search too (moved at most), and on some of the latter
     the search places more (else this shows nothing)."""
@@ -71,7 +70,7 @@ def test_the_search_only_ever_adds_replicas(monkeypatch):
         cases += [(f, resource_demands(f, seed + 1, load)) for load in (1.0, 1.3)]
     more = 0
     for f, demands in cases:
-        before = {a.key for a in _without_the_search(monkeypatch, f, demands).assignments}
+        before = {a.key for a in _without_the_search(f, demands).assignments}
         p = place(f, demands)
         check_invariants(f, demands, p)
         after = {a.key for a in p.assignments}
@@ -100,7 +99,7 @@ def test_a_plan_past_the_search_limits_is_left_as_the_heuristics_leave_it(monkey
     """More replicas than ``ITEMS``, or a search that runs out of ``NODES`` before it finds better: the plan is the
     heuristics' (nothing half-applied)."""
     f, demands = _slices_and_a_card()
-    before = _without_the_search(monkeypatch, f, demands)
+    before = _without_the_search(f, demands)
     for limit, value in (("ITEMS", 3), ("NODES", 1)):
         with monkeypatch.context() as m:
             m.setattr(exact, limit, value)

@@ -3,18 +3,17 @@ room to two or more smaller replicas left over, when they take at least the VRAM
 from __future__ import annotations
 
 import random
-from unittest import mock
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stack.lock import read_lock, render_lock
 from stack.placement import Demand, place
-import stack.placement.engine as engine
 from stack.placement.engine import _best_order, _Run
 from stack.placement.state import FleetState
 from stack.placement.giveway import GiveWay, Kind, Room, Takers, _dry_place_each, _dry_place_kind
 
+from .conftest import exact_search_off
 from .fleets import fleet, gpus, host
 from .test_placement_properties import check_invariants, demand_sets, fleets
 
@@ -334,7 +333,7 @@ def test_a_give_way_never_costs_a_replica(f, demands, strategy):
     before = _best_order(f, demands, strategy=strategy)
     n = len(before.placed)
     held = _vram_by_group(f, before.placed.values())
-    with mock.patch.object(engine, "place_more", lambda run, by_key: False):
+    with exact_search_off():
         p = place(f, demands, strategy=strategy)
     check_invariants(f, demands, p)
     gave = [u for u in p.unplaced if "smaller replicas that were left over" in u.message]
