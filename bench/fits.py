@@ -5,7 +5,7 @@ against a MILP of the most replicas any placement places (HiGHS through scipy).
 vendors, card models, device sizes, CPUs, memory and port ranges, and replicas ask shared or whole GPUs or none,
 with labels, GPU models and spread: hosts. Where the MILP places every replica, gpufleet must too: an instance
 where it leaves one over names a way the search and its repairs miss (this module found six, now fixed in
-stack/placement/engine.py, and the few it still reports).
+stack/placement/, and the few it still reports).
 """
 from __future__ import annotations
 

@@ -143,7 +143,8 @@ def test_a_walk_class_by_class_explains_as_a_walk_host_by_host(f, demands, strat
     """The explanations' walk settles the hosts of a class a static filter turns away together (engine.walk
     with the index); asked host by host instead (without it), every filter must count the same hosts, say the
     same words and offer the same first place, on the state a plan leaves (some devices and ports taken)."""
-    from stack.placement.engine import _best_order, explain, walk
+    from stack.placement.engine import _best_order
+    from stack.placement.explain import explain, walk
 
     run = _best_order(f, demands, strategy=strategy)
     for d in demands:
@@ -233,12 +234,12 @@ def test_the_fresh_order_asked_once_per_run_of_replicas_is_the_order_of_every_re
     """The fresh pass sorts by a key asked once per run of replicas alike but for their number; that must be
     the order of sorting each replica by the key and its number, also when replicas of one deployment differ
     (a hand-made list: the key may tie them, or part them)."""
-    from stack.placement.engine import _biggest_first, _sorted_by_runs
+    from stack.placement.order import biggest_first, sorted_by_runs
 
     demands = sorted({(dep, r): Demand(dep, r, "cuda", g, None, cpus=c, spread_hosts=s)
                       for dep, r, g, c, s in rows}.values(), key=lambda d: (d.deployment, d.replica))
-    for key in (lambda d: _biggest_first(d)[:-1], lambda d: (d.gpus,) + _biggest_first(d)[-2:-1]):
-        assert _sorted_by_runs(demands, key) == sorted(demands, key=lambda d: key(d) + (d.replica,))
+    for key in (lambda d: biggest_first(d)[:-1], lambda d: (d.gpus,) + biggest_first(d)[-2:-1]):
+        assert sorted_by_runs(demands, key) == sorted(demands, key=lambda d: key(d) + (d.replica,))
 
 
 @settings(max_examples=400, deadline=None)

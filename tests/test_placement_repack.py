@@ -443,7 +443,7 @@ def test_trade_partners_walk_in_cpu_memory_key_order_and_follow_a_trade():
     flat list sorted by (CPUs, memory, key) has, through narrowing and through replicas that move."""
     from types import SimpleNamespace
 
-    from stack.placement.engine import _Partners
+    from stack.placement.trade import _Partners
 
     def entry(cpus, ram, key, host="h0"):
         return (cpus, ram, key, SimpleNamespace(key=key, host=host), None)

@@ -505,7 +505,7 @@ def test_a_gpu_model_list_in_a_stack_file(tmp_path):
 def test_a_plan_leaves_nothing_for_the_cyclic_collector():
     """What a run builds (the state, the index, their sorted lists) is freed by reference counting when the
     plan is returned: no cycle keeps it for a later collection, which had walked 30,000 objects for 17-22 ms
-    after each 2,000-host plan. Replicas that ask CPUs are what make a run log host changes (engine._Walks),
+    after each 2,000-host plan. Replicas that ask CPUs are what make a run log host changes (walks.Walks),
     the link that had closed the cycle."""
     f = fleet(*(host(f"h{i}", gpus("nvidia", "H100", 80, 4), cpus=32, ram_gib=256) for i in range(6)))
     demands = [Demand(f"s{i}", r, "cuda", 1, 30 * 1024, 30 * 1024, cpus=2, ram_mib=8 * 1024)

@@ -1,10 +1,10 @@
-"""What searches remember about the index's lists (engine._Walks) is always still true.
+"""What searches remember about the index's lists (walks.Walks) is always still true.
 
 A search may answer from what an earlier walk of the same list learnt only while nothing that answer
 depends on changed: the list itself, and the GPUs, CPUs and memory of every host in its class. These
 tests change hosts between searches the ways a plan does (a GPU replica, a replica that needs no GPU,
 one taken back) and compare every remembered answer with a fresh walk. That covers the classes binpack
-bounds as empty because the walks know nothing there fits (``_HostsLacking.exhausted``): a stale "nothing
+bounds as empty because the walks know nothing there fits (``HostsLacking.exhausted``): a stale "nothing
 left" would skip a class the fresh search finds a host in (both tests below fail without its checks).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stack.placement import Demand
-from stack.placement.engine import _HostsLacking, _Walks
+from stack.placement.walks import HostsLacking, Walks
 from stack.placement.index import CandidateIndex
 from stack.placement.rankers import RANKERS
 from stack.placement.state import FleetState, choose_devices
@@ -24,7 +24,7 @@ BINPACK = RANKERS["binpack"]
 
 
 def _search(index, state, demand, walks, avoid=frozenset(), checks=(), key=()):
-    hosts = _HostsLacking(set(avoid), state, demand, checks, walks, key)
+    hosts = HostsLacking(set(avoid), state, demand, checks, walks, key)
     hosts.budget = 10 ** 9  # a fresh walk never gives up here: both answers are complete
     gs = index.best(demand, BINPACK, hosts)
     return None if gs is None else (gs.host.name, gs.gidx)
@@ -35,7 +35,7 @@ def test_a_host_whose_cpus_are_taken_and_given_back_is_searched_again():
     gpu = Demand("g", 0, "cuda", 1, None, cpus=8)
     state = FleetState(f)
     index = CandidateIndex(state, [gpu])
-    walks = _Walks(index)
+    walks = Walks(index)
     assert _search(index, state, gpu, walks) == ("a", 0)
     assert _search(index, state, gpu, walks) == ("a", 0)  # answered from what the first walk learnt
     embedder = Demand("e", 0, "cpu", 0, cpus=12)
@@ -52,7 +52,7 @@ def test_a_remembered_preference_answer_follows_the_host():
     gpu = Demand("g", 0, "cuda", 1, None, cpus=2)
     state = FleetState(f)
     index = CandidateIndex(state, [gpu])
-    walks = _Walks(index)
+    walks = Walks(index)
     lean = (lambda h: state.cpu_free[h] > 8,)
     assert _search(index, state, gpu, walks, checks=lean, key=("lean",)) == ("b", 0)
     state.claim(None, [], Demand("e", 0, "cpu", 0, cpus=10), "a")  # a has 6 free now: no longer skipped
@@ -74,7 +74,7 @@ def test_remembered_answers_equal_fresh_walks(data):
             for g in (1, 2) for v in (None, 20 * 1024) for c in (2, 6) for r in (0, 64 * 1024)
             for labels in ((), (("zone", "a"),))]
     index = CandidateIndex(state, asks)
-    walks = _Walks(index)
+    walks = Walks(index)
     placed: list[tuple] = []  # (group state, positions, demand, host)
     for step in range(data.draw(st.integers(1, 40))):
         op = data.draw(st.sampled_from(["search", "search", "gpu", "cpu", "release"]))

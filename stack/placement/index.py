@@ -42,7 +42,7 @@ class _ClassLists:
         self.view: _ClassLists | None = None
         self.is_view = is_view
         #: the hosts whose entries or GPUs, CPUs or memory changed, in order (what searches remember
-        #: about these lists is brought up to date from it: engine._Walks)
+        #: about these lists is brought up to date from it: walks.Walks)
         self.log: list[str] = []
         self.rep = rep
         self.members: list[int] = []
@@ -105,7 +105,7 @@ class CandidateIndex:
 
     def touch(self, host: str) -> None:
         """The host's GPUs, CPUs or memory changed: its classes log it (FleetState.on_change, installed by
-        engine._Walks, the reader of the logs)."""
+        walks.Walks, the reader of the logs)."""
         for gs in self.state.groups_of[host]:
             lists = self.classes[self.class_of[gs.gid]]
             lists.log.append(host)

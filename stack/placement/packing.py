@@ -1,6 +1,6 @@
 """Shared claims grouped by the device they would share: a best-fit-decreasing dry run per device size.
 
-The fresh pass orders one-GPU replicas by all they ask (GPU share, CPUs, memory: engine._by_size). That order
+The fresh pass orders one-GPU replicas by all they ask (GPU share, CPUs, memory: order.by_size). That order
 is good for CPUs and memory, but it hands shared claims to best fit out of size order, and best fit out of size
 order pairs badly: on Alibaba's openb trace, three 32 % shares filled one device while 124 65 % shares sat alone
 beside 35 % gaps, and 75 59 % shares were left with no device at all. The dry run below packs a plan's shared

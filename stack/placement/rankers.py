@@ -34,7 +34,7 @@ class Ranker:
         """A key no candidate of this class can beat, or None (no bound known: ``bounded`` is False). The index
         skips a class whose bound is above the best key found, and where picks walk past avoided hosts it looks
         at classes lowest bound first; ``NOTHING`` says the class holds no candidate at all. ``exhausted``: the
-        avoided hosts' ``exhausted(list, lists, i)`` where they have one (engine._HostsLacking: earlier walks
+        avoided hosts' ``exhausted(list, lists, i)`` where they have one (walks.HostsLacking: earlier walks
         know a list has nothing left for the replica), then such a list counts as empty without a pick."""
         return None
 
