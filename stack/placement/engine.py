@@ -214,6 +214,9 @@ class _Run(Repairs, Trades, Explanations):
         self.firm = False
         #: replicas that gave their room to smaller ones left over (give_way): key -> (host, how many took it)
         self.gave_way: dict[str, tuple[str, int]] = {}
+        #: replicas the search by chains of a small plan left over (exact._Chains): key -> (host, how many more
+        #: replicas the plan places for it)
+        self.left_for_more: dict[str, tuple[str, int]] = {}
         #: the plan's replicas by key (set by _place)
         self.by_key: dict[str, Demand] = {}
         #: how many device groups (hosts, for CPU-only replicas) a replica could ever use: the fresh pass's order,

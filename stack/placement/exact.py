@@ -17,6 +17,12 @@ It stops after ``NODES`` steps, keeping the best found: it only ever adds replic
 On 261 plans of bench/synthetic.py's CPU-and-memory workload on 4, 6 and 8 hosts (29 seeds, loads 0.9, 1.0
 and 1.3), 15 place 51 more replicas (9 and 32 without trying each where it is first); with 20,000 steps,
 17 and 54 for four times the time.
+
+Where replicas are still left over, a second search (``_Chains``, up to ``CHAIN_ITEMS`` replicas) may leave a
+replica this plan placed new over, for a plan that places more replicas and takes no less VRAM: the chains of
+moves a MILP's better plans are made of, walked by limited discrepancy. It keeps the give-way's rules (a replica
+moved or with manual selection stays placed; none gives way to replicas whose selectors reach more), and the
+explanation of a replica it leaves over says so.
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ from itertools import combinations
 from typing import TYPE_CHECKING
 
 from .filters import MANUAL, STATIC
-from .giveway import Room
+from .giveway import Room, selector_reach
 from .model import Assignment, Demand
 from .state import occupy, vacate
 
@@ -37,6 +43,10 @@ ITEMS = 40
 HOSTS = 16
 #: steps of the search at most: 0.14 s at most on those plans, at calibration 0.39 (about 0.05 s quiet)
 NODES = 5_000
+#: the search by chains (``_Chains``): at most this many replicas in it, steps, and choices other than the first
+CHAIN_ITEMS = 80
+CHAIN_NODES = 20_000
+DISCREPANCIES = 4
 
 
 class _Item:
@@ -57,16 +67,29 @@ class _Item:
 
 
 def place_more(run: _Run, by_key: dict[str, Demand]) -> bool:
-    """Search, and apply what places more (see the module). Returns whether the plan changed."""
+    """Search, and apply what places more (see the module); then, where replicas are still left over, the
+    search by chains (``_Chains``). Returns whether the plan changed."""
+    scope = _scope(run, by_key)
+    changed = scope is not None and _Search(run, *scope).run()
+    if run._failed:
+        scope = _scope(run, by_key, CHAIN_ITEMS)
+        if scope is not None:
+            changed = _Chains(run, *scope).run() or changed
+    return changed
+
+
+def _scope(run: _Run, by_key: dict[str, Demand], most: int | None = None) -> tuple[list[_Item], list[str]] | None:
+    """The items and hosts of a search, or None: nothing left over, or more than ``most`` (``ITEMS``) to search."""
+    most = ITEMS if most is None else most
     left = run._failed
-    if not left or len(left) > ITEMS:
-        return False
+    if not left or len(left) > most:
+        return None
     flexible = []
     for a in run.placed.values():  # (stops at once on a big plan)
         if a.status != "kept":
             flexible.append(a)
-            if len(flexible) + len(left) > ITEMS:
-                return False
+            if len(flexible) + len(left) > most:
+                return None
     items = [_Item(a, by_key[a.key], a.previous_host) for a in flexible] + [_Item(None, d, prev) for d, prev in left]
     for it in items:
         it.slots = _slots(run, it.d)
@@ -76,8 +99,8 @@ def place_more(run: _Run, by_key: dict[str, Demand]) -> bool:
                 it.allowed[gid] = {i for i, dev in enumerate(devices) if dev.index in chosen}
     hosts = sorted({h for it in items for h, _ in it.slots})
     if len(hosts) > HOSTS:
-        return False
-    return _Search(run, items, hosts).run()
+        return None
+    return items, hosts
 
 
 def _slots(run: _Run, d: Demand) -> list[tuple[str, int | None]]:
@@ -307,3 +330,118 @@ class _Search:
                 run.gave_way.pop(it.d.key, None)
         now = {it.d.key for it, *_ in moving if it.a is None}
         run._failed = [(d, prev) for d, prev in run._failed if d.key not in now]
+
+
+class _Chains(_Search):
+    """Where the search above leaves replicas over: chains of moves that may leave a placed replica over, for a
+    plan that places more replicas and takes no less VRAM (a device taken whole counted whole: the plan takes
+    VRAM first). A whole replica moves to bigger devices, one it displaces takes another's place, a 2-GPU
+    replica gives way, and four slices take its room: one choice high in the tree, which a depth-first search
+    with a budget of steps never revisits. So the tree is walked by limited discrepancy (Harvey and Ginsberg,
+    IJCAI 1995): every replica takes its first option (where it is now, else the first place it fits) but for
+    at most ``DISCREPANCIES`` choices anywhere in the order: with one, then exactly two, three and four while steps
+    remain (each pass walks only the leaves with its own number: Korf's improved LDS, AAAI 1996)."""
+
+    def __init__(self, run: _Run, items: list[_Item], hosts: list[str]):
+        super().__init__(run, items, hosts)
+        items = self.items
+        size = {gid: run.state.groups[gid].group.vram_mib for gid in self.rooms}
+        self.size = size
+        n = len(items)
+        #: the VRAM the plan's placed items take now: a plan found must take no less
+        self.need = sum(self._vram(it, it.home[1]) for it in items if it.required)
+        #: items from k on, and the most VRAM they could add
+        self.count_after = [n - k for k in range(n + 1)]
+        self.vram_after = [0] * (n + 1)
+        for k in range(n - 1, -1, -1):
+            it = items[k]
+            self.vram_after[k] = self.vram_after[k + 1] + max((self._vram(it, gid) for _, gid in it.slots), default=0)
+        #: (replicas placed, -moves): a plan found must place more than now
+        self.best = (sum(it.required for it in items), 0)
+        self.nodes = CHAIN_NODES
+        #: per item: the device groups its selectors reach (None: it needs no GPU), and whether it may be left over:
+        #: as in the give-way, only replicas new in this plan (a moved one runs now, on the host the lock had it on)
+        #: without manual GPU selection
+        cache: dict[tuple, int] = {}
+        self.reach = [selector_reach(run, it.d, cache) if it.d.gpus else None for it in items]
+        self.may_leave = [it.a is None or (it.a.status == "new" and it.d.manual is None) for it in items]
+
+    def _vram(self, it: _Item, gid: int | None) -> int:
+        d = it.d
+        if gid is None or not d.gpus:
+            return 0
+        return d.gpus * (self.size[gid] if d.vram_mib is None else d.vram_mib)
+
+    def run(self) -> bool:
+        for budget in range(1, DISCREPANCIES + 1):
+            self._walk(0, 0, 0, 0, budget, 0, 1 << 62)
+            if self.nodes < 0:
+                break
+        if self.best_choice is None:
+            return False
+        self._apply(self.best_choice)
+        return True
+
+    def _walk(self, k: int, placed: int, moves: int, vram: int, budget: int, widest: int, narrowest: int) -> None:
+        """Item ``k`` on, with ``budget`` choices other than the first still to make. ``widest``: the most device
+        groups the selectors reach of a replica this walk places that was left over; ``narrowest``: the fewest
+        of one it leaves over that was placed. As in the give-way, a replica never gives way to replicas whose
+        selectors reach more (most constrained first placed it before them)."""
+        self.nodes -= 1
+        if self.nodes < 0 or (placed + self.count_after[k], -moves) <= self.best or \
+                vram + self.vram_after[k] < self.need or widest > narrowest:
+            return
+        items = self.items
+        if budget > len(items) - k:
+            return  # (each pass walks only the leaves with exactly its number of discrepancies: the others were)
+        if k == len(items):
+            self.best, self.best_choice = (placed, -moves), list(self.choice)
+            return
+        it = items[k]
+        d = it.d
+        reach = self.reach[k]
+        options = self._options(it, k)
+        for i, (slot, pick) in enumerate(options):
+            if i and not budget:
+                break
+            h, gid = slot
+            room = self.rooms.get(gid) if gid is not None else None
+            if room is not None:
+                occupy(room, pick, d.vram_mib)
+            if self.cpu[h] is not None:
+                self.cpu[h] -= d.cpus
+            if self.ram[h] is not None:
+                self.ram[h] -= d.ram_mib
+            self.ports[h] -= 1
+            running = self.running[h]
+            running[d.deployment] = running.get(d.deployment, 0) + 1
+            self.choice[k] = (slot, pick)
+            self._walk(k + 1, placed + 1, moves + (it.home is not None and it.home != (h, gid, pick)),
+                       vram + self._vram(it, gid), budget - (i > 0),
+                       widest if it.required or reach is None else max(widest, reach), narrowest)
+            self.choice[k] = None
+            running[d.deployment] -= 1
+            self.ports[h] += 1
+            if self.ram[h] is not None:
+                self.ram[h] += d.ram_mib
+            if self.cpu[h] is not None:
+                self.cpu[h] += d.cpus
+            if room is not None:
+                vacate(room, pick, d.vram_mib)
+            if self.nodes < 0:
+                return
+        if (not options or budget) and (not it.required or self.may_leave[k]):  # left over (a placed one gives way)
+            self._walk(k + 1, placed, moves + it.required, vram, budget - bool(options), widest,
+                       narrowest if not it.required or reach is None else min(narrowest, reach))
+
+    def _apply(self, choice: list) -> None:
+        """Take back what gives way, apply the moves, and file what gave way as left over, saying why."""
+        run = self.owner
+        dropped = [it for it, got in zip(self.items, choice) if got is None and it.a is not None]
+        for it in dropped:
+            run._take_back(it.a, it.d)
+        super()._apply(choice)
+        gained = sum(1 for it, got in zip(self.items, choice) if got is not None and it.a is None)
+        for it in dropped:
+            run._failed.append((it.d, it.previous))
+            run.left_for_more[it.d.key] = (it.a.host, gained - len(dropped))

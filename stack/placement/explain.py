@@ -58,6 +58,11 @@ class Explanations:
             if gave is not None:  # it had a place, and gave it up for smaller ones
                 text += (f"; it had a place on {gave[0]} and gave it to {gave[1]} smaller replicas that were left "
                          f"over (more replicas placed; more capacity of this kind places it again)")
+            left = self.left_for_more.get(demand.key)
+            if left is not None:  # it had a place, and left it in a rearrangement that places more
+                text += (f"; it had a place on {left[0]} and left it so that this plan places {left[1]} more "
+                         f"{'replica' if left[1] == 1 else 'replicas'}, taking no less VRAM (more capacity of this "
+                         f"kind places it again)")
             self.unplaced.append(Unplaced(demand.deployment, demand.replica, described, rejected,
                                           f"{demand.key}: {text}", never, previous))
 

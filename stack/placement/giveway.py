@@ -68,6 +68,17 @@ class Room:
         self.free, self.claims, self.exclusive, self.group = list(gs.free), list(gs.claims), list(gs.exclusive), gs.group
 
 
+def selector_reach(run: _Run, d: Demand, cache: dict[tuple, int]) -> int:
+    """How many device groups ``d``'s selectors let it use, whatever their size (``GiveWay.reach``); ``cache``:
+    the caller's, by selectors."""
+    key = (d.framework, d.labels, d.vendor, d.gpu_model, d.manual)
+    got = cache.get(key)
+    if got is None:
+        got = cache[key] = run.constrained(
+            Demand("", 0, d.framework, 1, None, 0, d.labels, d.vendor, d.gpu_model, d.manual))
+    return got
+
+
 class Kind:
     """Left-over replicas alike in all a dry run asks of them: those still left over, in the order they were left
     over (a give-way that places one takes it out for every class that may take it)."""
@@ -343,12 +354,7 @@ class GiveWay:
         hosts) let it use, whatever their size: a replica never gives way to replicas that reach more. (Counted
         with sizes, a big replica, which fits fewer devices, could never give way to small ones: on
         bench/placement.py's CPU-and-memory workload, six fleets at load 1.3, 1,634 -> 2,891 left over.)"""
-        key = (d.framework, d.labels, d.vendor, d.gpu_model, d.manual)
-        got = self._reach.get(key)
-        if got is None:
-            got = self._reach[key] = self.owner.constrained(
-                Demand("", 0, d.framework, 1, None, 0, d.labels, d.vendor, d.gpu_model, d.manual))
-        return got
+        return selector_reach(self.owner, d, self._reach)
 
     def run(self) -> None:
         # smallest first (the fresh pass's order reversed). On 30 fleets of bench/placement.py --resources, GPUs
