@@ -269,6 +269,31 @@ class _Search:
             out.sort(key=lambda o: o != ((h, gid), positions))
         return out
 
+    def _take(self, d: Demand, slot: tuple[str, int | None], pick: tuple) -> None:
+        """``d`` takes ``pick`` (device positions) of ``slot``'s group, CPUs, memory and a port of its host."""
+        h, gid = slot
+        if gid is not None:
+            occupy(self.rooms[gid], pick, d.vram_mib)
+        if self.cpu[h] is not None:
+            self.cpu[h] -= d.cpus
+        if self.ram[h] is not None:
+            self.ram[h] -= d.ram_mib
+        self.ports[h] -= 1
+        running = self.running[h]
+        running[d.deployment] = running.get(d.deployment, 0) + 1
+
+    def _give_back(self, d: Demand, slot: tuple[str, int | None], pick: tuple) -> None:
+        """What ``_take`` took, exactly (the devices had room for all it took)."""
+        h, gid = slot
+        self.running[h][d.deployment] -= 1
+        self.ports[h] += 1
+        if self.ram[h] is not None:
+            self.ram[h] += d.ram_mib
+        if self.cpu[h] is not None:
+            self.cpu[h] += d.cpus
+        if gid is not None:
+            vacate(self.rooms[gid], pick, d.vram_mib)
+
     def _search(self, k: int, placed: int, moves: int) -> None:
         self.nodes -= 1
         if self.nodes < 0 or (placed + self.optional_after[k], -moves) <= self.best:
@@ -280,27 +305,11 @@ class _Search:
         d = it.d
         for slot, pick in self._options(it, k):
             h, gid = slot
-            room = self.rooms.get(gid) if gid is not None else None
-            if room is not None:
-                occupy(room, pick, d.vram_mib)
-            if self.cpu[h] is not None:
-                self.cpu[h] -= d.cpus
-            if self.ram[h] is not None:
-                self.ram[h] -= d.ram_mib
-            self.ports[h] -= 1
-            running = self.running[h]
-            running[d.deployment] = running.get(d.deployment, 0) + 1
+            self._take(d, slot, pick)
             self.choice[k] = (slot, pick)
             self._search(k + 1, placed + (not it.required), moves + (it.home is not None and it.home != (h, gid, pick)))
             self.choice[k] = None
-            running[d.deployment] -= 1
-            self.ports[h] += 1
-            if self.ram[h] is not None:
-                self.ram[h] += d.ram_mib
-            if self.cpu[h] is not None:
-                self.cpu[h] += d.cpus
-            if room is not None:
-                vacate(room, pick, d.vram_mib)  # (exactly: the devices had room for all it took)
+            self._give_back(d, slot, pick)
             if self.nodes < 0:
                 return
         if not it.required:
@@ -405,29 +414,13 @@ class _Chains(_Search):
             if i and not budget:
                 break
             h, gid = slot
-            room = self.rooms.get(gid) if gid is not None else None
-            if room is not None:
-                occupy(room, pick, d.vram_mib)
-            if self.cpu[h] is not None:
-                self.cpu[h] -= d.cpus
-            if self.ram[h] is not None:
-                self.ram[h] -= d.ram_mib
-            self.ports[h] -= 1
-            running = self.running[h]
-            running[d.deployment] = running.get(d.deployment, 0) + 1
+            self._take(d, slot, pick)
             self.choice[k] = (slot, pick)
             self._walk(k + 1, placed + 1, moves + (it.home is not None and it.home != (h, gid, pick)),
                        vram + self._vram(it, gid), budget - (i > 0),
                        widest if it.required or reach is None else max(widest, reach), narrowest)
             self.choice[k] = None
-            running[d.deployment] -= 1
-            self.ports[h] += 1
-            if self.ram[h] is not None:
-                self.ram[h] += d.ram_mib
-            if self.cpu[h] is not None:
-                self.cpu[h] += d.cpus
-            if room is not None:
-                vacate(room, pick, d.vram_mib)
+            self._give_back(d, slot, pick)
             if self.nodes < 0:
                 return
         if (not options or budget) and (not it.required or self.may_leave[k]):  # left over (a placed one gives way)
