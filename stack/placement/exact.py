@@ -354,15 +354,12 @@ class _Chains(_Search):
     def __init__(self, run: _Run, items: list[_Item], hosts: list[str]):
         super().__init__(run, items, hosts)
         items = self.items
-        size = {gid: run.state.groups[gid].group.vram_mib for gid in self.rooms}
-        self.size = size
-        n = len(items)
+        self.size = {gid: run.state.groups[gid].group.vram_mib for gid in self.rooms}
         #: the VRAM the plan's placed items take now: a plan found must take no less
         self.need = sum(self._vram(it, it.home[1]) for it in items if it.required)
-        #: items from k on, and the most VRAM they could add
-        self.count_after = [n - k for k in range(n + 1)]
-        self.vram_after = [0] * (n + 1)
-        for k in range(n - 1, -1, -1):
+        #: the most VRAM the items from k on could add
+        self.vram_after = [0] * (len(items) + 1)
+        for k in range(len(items) - 1, -1, -1):
             it = items[k]
             self.vram_after[k] = self.vram_after[k + 1] + max((self._vram(it, gid) for _, gid in it.slots), default=0)
         #: (replicas placed, -moves): a plan found must place more than now
@@ -396,11 +393,11 @@ class _Chains(_Search):
         groups the selectors reach of a replica this walk places that was left over; ``narrowest``: the fewest
         of one it leaves over that was placed. As in the give-way, a replica never gives way to replicas whose
         selectors reach more (most constrained first placed it before them)."""
+        items = self.items
         self.nodes -= 1
-        if self.nodes < 0 or (placed + self.count_after[k], -moves) <= self.best or \
+        if self.nodes < 0 or (placed + len(items) - k, -moves) <= self.best or \
                 vram + self.vram_after[k] < self.need or widest > narrowest:
             return
-        items = self.items
         if budget > len(items) - k:
             return  # (each pass walks only the leaves with exactly its number of discrepancies: the others were)
         if k == len(items):
