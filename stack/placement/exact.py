@@ -202,9 +202,14 @@ class _Search:
         self._apply(self.best_choice)
         return True
 
-    def _options(self, it: _Item, k: int | None) -> list[tuple]:
+    def _options(self, it: _Item, k: int | None, first: bool = False) -> list[tuple]:
         """(slot, positions) for ``it`` now: each group or host where it fits, each distinct choice of devices
-        (the ``k``-th item of the search; None: any, without the cuts of alike replicas)."""
+        (the ``k``-th item of the search; None: any, without the cuts of alike replicas), where it is now first.
+        ``first``: only the first (a walk with no choice but the first left to make asks no more: most of the
+        steps of the search by chains)."""
+        if first and it.home is not None and self._fits_home(it):
+            h, gid, positions = it.home
+            return [((h, gid), positions)]
         d = it.d
         cpus, ram_mib, v, g = d.cpus, d.ram_mib, d.vram_mib, d.gpus
         spread = d.deployment if d.spread_hosts else None
@@ -229,6 +234,8 @@ class _Search:
                 continue
             if gid is None:
                 out.append((slot, ()))
+                if first:
+                    return out
                 continue
             room = rooms[gid]
             allowed = it.allowed.get(gid)
@@ -255,6 +262,8 @@ class _Search:
             mine = it.home[2] if home and all(i in fits for i in it.home[2]) else None
             if v is None:
                 out.append((slot, mine or tuple(fits[:g])))  # untouched devices are alike: its own, else the lowest
+                if first:
+                    return out
                 continue
             kinds: set = set()
             free, claims = room.free, room.claims
@@ -264,10 +273,29 @@ class _Search:
                 if kind not in kinds:
                     kinds.add(kind)
                     out.append((slot, pick))
+                    if first:
+                        return out
         if it.home is not None:  # where it is first: the plan the steps before found is the first leaf
             h, gid, positions = it.home
             out.sort(key=lambda o: o != ((h, gid), positions))
         return out
+
+    def _fits_home(self, it: _Item) -> bool:
+        """Whether ``it`` fits where it is now (``_options`` would give that first)."""
+        d = it.d
+        h, gid, positions = it.home
+        if self.ports[h] < 1:
+            return False
+        cpu, ram = self.cpu[h], self.ram[h]
+        if (cpu is not None and cpu + 1e-9 < d.cpus) or (ram is not None and ram < d.ram_mib) or \
+                (d.spread_hosts and self.running[h].get(d.deployment)):
+            return False
+        if gid is None:
+            return True
+        room = self.rooms[gid]
+        if d.vram_mib is None:
+            return all(room.claims[i] == 0 for i in positions)
+        return all(room.free[i] >= d.vram_mib and not room.exclusive[i] for i in positions)
 
     def _take(self, d: Demand, slot: tuple[str, int | None], pick: tuple) -> None:
         """``d`` takes ``pick`` (device positions) of ``slot``'s group, CPUs, memory and a port of its host."""
@@ -406,10 +434,8 @@ class _Chains(_Search):
         it = items[k]
         d = it.d
         reach = self.reach[k]
-        options = self._options(it, k)
+        options = self._options(it, k, first=not budget)
         for i, (slot, pick) in enumerate(options):
-            if i and not budget:
-                break
             h, gid = slot
             self._take(d, slot, pick)
             self.choice[k] = (slot, pick)
