@@ -135,6 +135,46 @@ def test_chains_move_placed_replicas_aside_for_more(monkeypatch):
         ["host-00000", "host-00002"]
 
 
+def test_pairs_place_more_replicas_and_take_no_less_vram(monkeypatch):
+    """The search by chains on each pair of hosts (exact._by_pairs) against the chains on the whole plan alone:
+    never fewer replicas placed, never less VRAM taken, more replicas on some; what is placed fits, and a replica
+    a pair's search leaves over that had a place says so."""
+    more = 0
+    for f, demands in _small_plans():
+        with monkeypatch.context() as m:
+            m.setattr(exact, "PAIRS_NODES", 0)
+            before = place(f, demands)
+        p = place(f, demands)
+        check_invariants(f, demands, p)
+        assert len(p.assignments) >= len(before.assignments)
+        assert _vram(p) >= _vram(before)
+        more += len(p.assignments) > len(before.assignments)
+        left = {a.key for a in before.assignments} - {a.key for a in p.assignments}
+        for u in p.unplaced:
+            if u.key in left:
+                assert "left it so that this plan places" in u.message and "taking no less VRAM" in u.message
+    assert more >= 3
+
+
+def test_pairs_of_hosts_reach_a_plan_the_whole_plan_search_walks_past(monkeypatch):
+    """bench/synthetic.py's 4-host fleet of seed 15 at load 0.9, 47 replicas: the chains on the whole plan place
+    42, keeping each replica where it is first. On pairs of hosts they place 46, the most a MILP places without
+    giving up VRAM (bench/placement.py --small-plans), and the plan is the same whatever the order of the files."""
+    from bench.synthetic import resource_demands, resource_fleet
+
+    f = resource_fleet(4, 15)
+    demands = resource_demands(f, 16, 0.9)
+    with monkeypatch.context() as m:
+        m.setattr(exact, "PAIRS_NODES", 0)
+        whole = place(f, demands)
+    assert len(whole.assignments) == 42
+    p = place(f, demands)
+    check_invariants(f, demands, p)
+    assert len(p.assignments) == 46 and _vram(p) >= _vram(whole)
+    for order in range(2):
+        assert render_lock("s", place(*reordered(f, demands, order))) == render_lock("s", p)
+
+
 def test_replicas_the_lock_keeps_never_move(tmp_path):
     """The slices run where the lock put them (two on devices 0-1, one on 2-3); the card arriving later could
     only fit if one moved: it stays left over, and nothing moves."""
@@ -152,11 +192,11 @@ def test_replicas_the_lock_keeps_never_move(tmp_path):
 
 
 def test_a_plan_past_the_search_limits_is_left_as_the_heuristics_leave_it(monkeypatch):
-    """More replicas than ``ITEMS`` and ``CHAIN_ITEMS``, or searches that run out of ``NODES`` and ``CHAIN_NODES``
-    before they find better: the plan is the heuristics' (nothing half-applied)."""
+    """More replicas than ``ITEMS`` and ``CHAIN_ITEMS``, or searches that run out of ``NODES``, ``CHAIN_NODES`` and
+    ``PAIR_NODES`` before they find better: the plan is the heuristics' (nothing half-applied)."""
     f, demands = _slices_and_a_card()
     before = _without_the_search(f, demands)
-    for limits in ({"ITEMS": 3, "CHAIN_ITEMS": 3}, {"NODES": 1, "CHAIN_NODES": 1}):
+    for limits in ({"ITEMS": 3, "CHAIN_ITEMS": 3}, {"NODES": 1, "CHAIN_NODES": 1, "PAIR_NODES": 1}):
         with monkeypatch.context() as m:
             for limit, value in limits.items():
                 m.setattr(exact, limit, value)

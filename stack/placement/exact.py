@@ -22,7 +22,10 @@ Where replicas are still left over, a second search (``_Chains``, up to ``CHAIN_
 replica this plan placed new over, for a plan that places more replicas and takes no less VRAM: the chains of
 moves a MILP's better plans are made of, walked by limited discrepancy. It keeps the give-way's rules (a replica
 moved or with manual selection stays placed; none gives way to replicas whose selectors reach more), and the
-explanation of a replica it leaves over says so.
+explanation of a replica it leaves over says so. Then, on a fleet of at most ``HOSTS`` hosts, the same search on
+each pair of hosts in turn (``_by_pairs``): its first choices keep each replica where it is, and on the whole plan
+a few other choices never empty a host for others; on two hosts they do (bench/placement.py --small-plans:
+1,784 -> 1,794, 2,539 -> 2,570 and 3,071 -> 3,118 replicas placed on 4, 6 and 8 hosts).
 """
 from __future__ import annotations
 
@@ -47,6 +50,9 @@ NODES = 5_000
 CHAIN_ITEMS = 80
 CHAIN_NODES = 20_000
 DISCREPANCIES = 4
+#: the search by chains on pairs of hosts (``_by_pairs``): steps of each search, and of all of them in one plan
+PAIR_NODES = 5_000
+PAIRS_NODES = 100_000
 
 
 class _Item:
@@ -68,13 +74,44 @@ class _Item:
 
 def place_more(run: _Run, by_key: dict[str, Demand]) -> bool:
     """Search, and apply what places more (see the module); then, where replicas are still left over, the
-    search by chains (``_Chains``). Returns whether the plan changed."""
+    search by chains (``_Chains``), on the whole plan and on each pair of hosts (``_by_pairs``). Returns whether
+    the plan changed."""
     scope = _scope(run, by_key)
     changed = scope is not None and _Search(run, *scope).run()
     if run._failed:
         scope = _scope(run, by_key, CHAIN_ITEMS)
         if scope is not None:
             changed = _Chains(run, *scope).run() or changed
+    if run._failed:
+        changed = _by_pairs(run, by_key) or changed
+    return changed
+
+
+def _by_pairs(run: _Run, by_key: dict[str, Demand]) -> bool:
+    """Where replicas are still left over: the search by chains again on each pair of hosts in turn, in name
+    order, with only the replicas placed there (but kept ones) and those left over, each with only its places
+    there: with fewer replicas and places, its discrepancies reach what the search on the whole plan, whose
+    first choices keep each replica where it is, walks past. The pairs are swept again while one finds a plan
+    that places more, up to ``PAIR_NODES`` steps a search and ``PAIRS_NODES`` in all. Returns whether one did."""
+    hosts = sorted(h.name for h in run.fleet.hosts)
+    if len(hosts) > HOSTS or len(run._failed) > CHAIN_ITEMS:
+        return False
+    budget, changed, found = PAIRS_NODES, False, True
+    while found and run._failed and budget > 0:
+        found = False
+        for pair in combinations(hosts, 2):
+            if not run._failed or budget <= 0:
+                break
+            items = _items(run, by_key, [a for a in run.placed.values() if a.host in pair and a.status != "kept"],
+                           run._failed, set(pair))
+            if all(it.a is not None for it in items):
+                continue  # none left over may use them
+            search = _Chains(run, items, list(pair))
+            search.nodes = min(PAIR_NODES, budget)
+            start = search.nodes
+            if search.run():
+                found = changed = True
+            budget -= start - max(search.nodes, 0)
     return changed
 
 
@@ -90,17 +127,29 @@ def _scope(run: _Run, by_key: dict[str, Demand], most: int | None = None) -> tup
             flexible.append(a)
             if len(flexible) + len(left) > most:
                 return None
-    items = [_Item(a, by_key[a.key], a.previous_host) for a in flexible] + [_Item(None, d, prev) for d, prev in left]
-    for it in items:
-        it.slots = _slots(run, it.d)
-        if it.d.manual is not None:
-            for h, gid in it.slots:
-                chosen, devices = it.d.allowed_on(h), run.state.groups[gid].group.devices
-                it.allowed[gid] = {i for i, dev in enumerate(devices) if dev.index in chosen}
+    items = _items(run, by_key, flexible, left)
     hosts = sorted({h for it in items for h, _ in it.slots})
     if len(hosts) > HOSTS:
         return None
     return items, hosts
+
+
+def _items(run: _Run, by_key: dict[str, Demand], placed: list[Assignment], left: list[tuple[Demand, str | None]],
+           hosts: set[str] | None = None) -> list[_Item]:
+    """The items of a search: ``placed`` (assignments) and ``left`` (left over, with the host the lock had them on),
+    each with the groups it may use (only on ``hosts``, if given); one with none on them is left out."""
+    items = [_Item(a, by_key[a.key], a.previous_host) for a in placed] + [_Item(None, d, prev) for d, prev in left]
+    out = []
+    for it in items:
+        it.slots = [s for s in _slots(run, it.d) if hosts is None or s[0] in hosts]
+        if not it.slots:
+            continue
+        if it.d.manual is not None:
+            for h, gid in it.slots:
+                chosen, devices = it.d.allowed_on(h), run.state.groups[gid].group.devices
+                it.allowed[gid] = {i for i, dev in enumerate(devices) if dev.index in chosen}
+        out.append(it)
+    return out
 
 
 def _slots(run: _Run, d: Demand) -> list[tuple[str, int | None]]:
