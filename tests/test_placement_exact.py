@@ -138,7 +138,16 @@ def test_chains_move_placed_replicas_aside_for_more(monkeypatch):
 def test_pairs_place_more_replicas_and_take_no_less_vram(monkeypatch):
     """The search by chains on each pair of hosts (exact._by_pairs) against the chains on the whole plan alone:
     never fewer replicas placed, never less VRAM taken, more replicas on some; what is placed fits, and a replica
-    a pair's search leaves over that had a place says so."""
+    a pair's search leaves over that had a place says so. The bound a search starts from (``_Chains._most``) is
+    never below the replicas placed in it: the plan it starts from fits."""
+    bounds = []
+    most = exact._Chains._most
+
+    def recorded(search):
+        bounds.append((most(search), sum(it.required for it in search.items)))
+        return bounds[-1][0]
+
+    monkeypatch.setattr(exact._Chains, "_most", recorded)
     more = 0
     for f, demands in _small_plans():
         with monkeypatch.context() as m:
@@ -154,6 +163,8 @@ def test_pairs_place_more_replicas_and_take_no_less_vram(monkeypatch):
             if u.key in left:
                 assert "left it so that this plan places" in u.message and "taking no less VRAM" in u.message
     assert more >= 3
+    assert all(bound >= placed for bound, placed in bounds)
+    assert sum(bound == placed for bound, placed in bounds) >= 10  # (searches it spares)
 
 
 def test_pairs_of_hosts_reach_a_plan_the_whole_plan_search_walks_past(monkeypatch):
