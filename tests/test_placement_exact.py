@@ -90,14 +90,14 @@ def test_the_search_only_ever_adds_replicas(monkeypatch):
     assert more >= 3
 
 
-def test_chains_place_more_replicas_and_take_no_less_vram(monkeypatch):
-    """The search by chains (exact._Chains) against the first search alone, on the same plans: never fewer
-    replicas placed, never less VRAM taken, more replicas on some; a replica it leaves over that had a place
-    says so, and what is placed fits (the invariants)."""
+def _more_never_fewer(monkeypatch, step: str) -> int:
+    """Each of the small plans with the search ``step`` turns off (set to 0) against the plan with it: never fewer
+    replicas placed, never less VRAM taken, what is placed fits (the invariants), and a replica the search leaves
+    over that had a place says so. Returns on how many plans the search placed more."""
     more = 0
     for f, demands in _small_plans():
         with monkeypatch.context() as m:
-            m.setattr(exact, "CHAIN_ITEMS", 0)
+            m.setattr(exact, step, 0)
             before = place(f, demands)
         p = place(f, demands)
         check_invariants(f, demands, p)
@@ -108,7 +108,13 @@ def test_chains_place_more_replicas_and_take_no_less_vram(monkeypatch):
         for u in p.unplaced:
             if u.key in left:
                 assert "left it so that this plan places" in u.message and "taking no less VRAM" in u.message
-    assert more >= 3
+    return more
+
+
+def test_chains_place_more_replicas_and_take_no_less_vram(monkeypatch):
+    """The search by chains (exact._Chains, on the whole plan and on pairs of hosts) against the first search
+    alone, on the same plans (``_more_never_fewer``), more replicas on some."""
+    assert _more_never_fewer(monkeypatch, "CHAIN_ITEMS") >= 3
 
 
 def test_chains_move_placed_replicas_aside_for_more(monkeypatch):
@@ -136,10 +142,9 @@ def test_chains_move_placed_replicas_aside_for_more(monkeypatch):
 
 
 def test_pairs_place_more_replicas_and_take_no_less_vram(monkeypatch):
-    """The search by chains on each pair of hosts (exact._by_pairs) against the chains on the whole plan alone:
-    never fewer replicas placed, never less VRAM taken, more replicas on some; what is placed fits, and a replica
-    a pair's search leaves over that had a place says so. The bound a search starts from (``_Chains._most``) is
-    never below the replicas placed in it: the plan it starts from fits."""
+    """The search by chains on each pair of hosts (exact._by_pairs) against the chains on the whole plan alone
+    (``_more_never_fewer``), more replicas on some. The bound a search starts from (``_Chains._most``) is never
+    below the replicas placed in it: the plan it starts from fits."""
     bounds = []
     most = exact._Chains._most
 
@@ -148,21 +153,7 @@ def test_pairs_place_more_replicas_and_take_no_less_vram(monkeypatch):
         return bounds[-1][0]
 
     monkeypatch.setattr(exact._Chains, "_most", recorded)
-    more = 0
-    for f, demands in _small_plans():
-        with monkeypatch.context() as m:
-            m.setattr(exact, "PAIRS_NODES", 0)
-            before = place(f, demands)
-        p = place(f, demands)
-        check_invariants(f, demands, p)
-        assert len(p.assignments) >= len(before.assignments)
-        assert _vram(p) >= _vram(before)
-        more += len(p.assignments) > len(before.assignments)
-        left = {a.key for a in before.assignments} - {a.key for a in p.assignments}
-        for u in p.unplaced:
-            if u.key in left:
-                assert "left it so that this plan places" in u.message and "taking no less VRAM" in u.message
-    assert more >= 3
+    assert _more_never_fewer(monkeypatch, "PAIRS_NODES") >= 3
     assert all(bound >= placed for bound, placed in bounds)
     assert sum(bound == placed for bound, placed in bounds) >= 10  # (searches it spares)
 
