@@ -706,7 +706,7 @@ def main() -> None:
     ap.add_argument("--large", action="store_true", help="with --fits: 3-8 hosts, up to 8 GPUs a replica")
     ap.add_argument("--small-plans", action="store_true",
                     help="only CPU-and-memory plans of 4, 6 and 8 hosts against the MILP (bench/fits.py small_plans; "
-                         "about 10 minutes)")
+                         "up to half an hour on 2 cores: two MILPs of up to 20 s a plan)")
     ap.add_argument("--seed", type=int, default=20261121)
     ap.add_argument("--seeds", type=int, default=1, metavar="N",
                     help="with --resources: N fleets (seeds SEED, SEED+101, ...), each figure's mean, min and max")
