@@ -98,9 +98,10 @@ def _by_pairs(run: _Run, by_key: dict[str, Demand]) -> bool:
     there: with fewer replicas and places, its discrepancies reach what the search on the whole plan, whose
     first choices keep each replica where it is, walks past. The pairs are swept again while one finds a plan
     that places more, up to ``PAIR_NODES`` steps a search and ``PAIRS_NODES`` in all. Returns whether one did."""
+    if len(run.fleet.hosts) > HOSTS or len(run._failed) > CHAIN_ITEMS:
+        return False  # (before any work: a big plan with replicas left over passes here)
     hosts = sorted(h.name for h in run.fleet.hosts)
-    if len(hosts) > HOSTS or len(run._failed) > CHAIN_ITEMS:
-        return False
+    slots: dict[str, list] = {}  # each replica's places, the same for every pair (its static filters decide)
     budget, changed, found = PAIRS_NODES, False, True
     fruitless: set[tuple] = set()  # a search that found nothing finds nothing again on the same replicas
     while found and run._failed and budget > 0:
@@ -109,7 +110,7 @@ def _by_pairs(run: _Run, by_key: dict[str, Demand]) -> bool:
             if not run._failed or budget <= 0:
                 break
             items = _items(run, by_key, [a for a in run.placed.values() if a.host in pair and a.status != "kept"],
-                           run._failed, set(pair))
+                           run._failed, set(pair), slots)
             if all(it.a is not None for it in items):
                 continue  # none left over may use them
             seen = (pair, frozenset(it.d.key if it.a is None else (it.d.key, it.a.host, it.a.gpus) for it in items))
@@ -145,13 +146,19 @@ def _scope(run: _Run, by_key: dict[str, Demand], most: int | None = None) -> tup
 
 
 def _items(run: _Run, by_key: dict[str, Demand], placed: list[Assignment], left: list[tuple[Demand, str | None]],
-           hosts: set[str] | None = None) -> list[_Item]:
+           hosts: set[str] | None = None, known: dict[str, list] | None = None) -> list[_Item]:
     """The items of a search: ``placed`` (assignments) and ``left`` (left over, with the host the lock had them on),
-    each with the groups it may use (only on ``hosts``, if given); one with none on them is left out."""
+    each with the groups it may use (only on ``hosts``, if given); one with none on them is left out. ``known``:
+    the groups of each replica found before, by key (the caller's)."""
     items = [_Item(a, by_key[a.key], a.previous_host) for a in placed] + [_Item(None, d, prev) for d, prev in left]
     out = []
     for it in items:
-        it.slots = [s for s in _slots(run, it.d) if hosts is None or s[0] in hosts]
+        every = known.get(it.d.key) if known is not None else None
+        if every is None:
+            every = _slots(run, it.d)
+            if known is not None:
+                known[it.d.key] = every
+        it.slots = [s for s in every if hosts is None or s[0] in hosts]
         if not it.slots:
             continue
         if it.d.manual is not None:
