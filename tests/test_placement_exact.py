@@ -90,15 +90,21 @@ def test_the_search_only_ever_adds_replicas(monkeypatch):
     assert more >= 3
 
 
+def _with_off(monkeypatch, step: str, f, demands):
+    """The plan with the search ``step`` turns off (set to 0): ``CHAIN_ITEMS`` the chains, whole plan and pairs;
+    ``PAIRS_NODES`` the pairs alone."""
+    with monkeypatch.context() as m:
+        m.setattr(exact, step, 0)
+        return place(f, demands)
+
+
 def _more_never_fewer(monkeypatch, step: str) -> int:
     """Each of the small plans with the search ``step`` turns off (set to 0) against the plan with it: never fewer
     replicas placed, never less VRAM taken, what is placed fits (the invariants), and a replica the search leaves
     over that had a place says so. Returns on how many plans the search placed more."""
     more = 0
     for f, demands in _small_plans():
-        with monkeypatch.context() as m:
-            m.setattr(exact, step, 0)
-            before = place(f, demands)
+        before = _with_off(monkeypatch, step, f, demands)
         p = place(f, demands)
         check_invariants(f, demands, p)
         assert len(p.assignments) >= len(before.assignments)
@@ -128,14 +134,13 @@ def test_chains_move_placed_replicas_aside_for_more(monkeypatch):
     demands = resource_demands(f, 3, 0.9)
     with exact_search_off():
         assert len(place(f, demands).assignments) == 19
-    with monkeypatch.context() as m:
-        m.setattr(exact, "CHAIN_ITEMS", 0)
-        first = place(f, demands)
+    first = _with_off(monkeypatch, "CHAIN_ITEMS", f, demands)
     assert len(first.assignments) == 27
     p = place(f, demands)
     check_invariants(f, demands, p)
     assert len(p.assignments) == 30 and _vram(p) >= _vram(first)
-    explained = {u.key: u.message for u in p.unplaced if "left it so that this plan places 3 more replicas" in u.message}
+    explained = {u.key: u.message for u in p.unplaced
+                 if "left it so that this plan places 3 more replicas" in u.message}
     assert set(explained) == {a.key for a in first.assignments} - {a.key for a in p.assignments}
     assert sorted(m.split("it had a place on ")[1].split(" ")[0] for m in explained.values()) == \
         ["host-00000", "host-00002"]
@@ -166,9 +171,7 @@ def test_pairs_of_hosts_reach_a_plan_the_whole_plan_search_walks_past(monkeypatc
 
     f = resource_fleet(4, 15)
     demands = resource_demands(f, 16, 0.9)
-    with monkeypatch.context() as m:
-        m.setattr(exact, "PAIRS_NODES", 0)
-        whole = place(f, demands)
+    whole = _with_off(monkeypatch, "PAIRS_NODES", f, demands)
     assert len(whole.assignments) == 42
     p = place(f, demands)
     check_invariants(f, demands, p)
