@@ -102,16 +102,16 @@ def copy_project(dest: Path, *, program: bool = False, lock: bool = True) -> Pat
 
 @contextlib.contextmanager
 def exact_search_off():
-    """Placement without the exact search of small plans (stack.placement.exact) inside the block: what the
-    heuristic steps alone place."""
+    """Placement without the exact search of small plans (stack.placement.exact) and without the runs in other
+    orders after it (``engine.RESTARTS``) inside the block: what the heuristic steps alone place, in one order."""
     import stack.placement.engine as engine
 
-    saved = engine.place_more
-    engine.place_more = lambda run, by_key: False
+    saved, restarts = engine.place_more, engine.RESTARTS
+    engine.place_more, engine.RESTARTS = (lambda run, by_key: False), 0
     try:
         yield
     finally:
-        engine.place_more = saved
+        engine.place_more, engine.RESTARTS = saved, restarts
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import stack.placement.engine as engine
 import stack.placement.exact as exact
 from bench.fits import small_instance
 from stack.lock import read_lock, render_lock
@@ -14,6 +15,13 @@ from .fleets import fleet, gpus, host
 from .test_placement_properties import check_invariants, reordered
 
 GIB = 1024
+
+
+@pytest.fixture(autouse=True)
+def _one_order(monkeypatch):
+    """What each search does in the first order alone: the runs in other orders after them (``engine.RESTARTS``)
+    would also place some of what they are there to place (tests/test_placement_restarts.py)."""
+    monkeypatch.setattr(engine, "RESTARTS", 0)
 
 
 def _without_the_search(f, demands, **kw):

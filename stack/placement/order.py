@@ -5,6 +5,7 @@ preferences weigh hosts by the plan's CPUs and memory per GPU (``plan_ratios``).
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import fields
 from operator import attrgetter
 from typing import Callable
@@ -89,6 +90,22 @@ def by_size(per_gpu: tuple[float | None, float | None], bins: dict[str, list[Dem
         return (0, 0, -got, b[0].key) + biggest_first(d)
 
     return key
+
+
+#: how much a perturbed order (``perturbed``) may weigh what a replica asks more or less: a quarter either way
+PERTURBATION = 0.5
+
+
+def perturbed(key: Callable[[Demand], tuple], salt: int) -> Callable[[Demand], tuple]:
+    """``key`` (``by_size``'s without bins, or ``biggest_first``) with what a replica asks (its third field)
+    weighed by a factor from 0.75 to 1.25 drawn from ``salt`` and the deployment's name (CRC-32: the same in
+    every process, whatever the order of the files). Replicas of one deployment keep their order; the most
+    constrained still go first (the caller sorts by that before), and multi-GPU replicas before the others."""
+    def weighed(d: Demand) -> tuple:
+        k = key(d)
+        draw = zlib.crc32(f"{salt}/{d.deployment}".encode()) / 2 ** 32
+        return (k[0], k[1], k[2] * (1 + PERTURBATION * (draw - 0.5))) + k[3:]
+    return weighed
 
 
 class DeviceSize:

@@ -1,0 +1,112 @@
+"""The runs in other orders of a small plan that leaves replicas over (``engine.RESTARTS``, ``order.perturbed``):
+a run is taken only where it places more replicas and takes no less VRAM and no fewer GPUs, and the plan stays
+the same whatever the order of the files."""
+from __future__ import annotations
+
+from bench.synthetic import resource_demands, resource_fleet
+import stack.placement.engine as engine
+from stack.lock import render_lock
+from stack.placement import Demand, place
+from stack.placement.order import biggest_first, perturbed
+
+from .fleets import fleet, gpus, host
+from .test_placement_properties import check_invariants, reordered
+
+
+def _taken(f, p) -> tuple[int, float]:
+    """VRAM taken (a whole claim its devices whole) and GPUs allocated (a shared claim its share of the device)."""
+    size = {(h.name, g.vendor, d.index): g.vram_mib for h in f.hosts for g in h.groups for d in g.devices}
+    vram = gpus = 0.0
+    for a in p.assignments:
+        for i in a.gpus:
+            whole = size[a.host, a.vendor, i]
+            vram += whole if a.whole else a.vram_mib
+            gpus += 1 if a.whole else a.vram_mib / whole
+    return vram, gpus
+
+
+def _one_order(monkeypatch, f, demands):
+    with monkeypatch.context() as m:
+        m.setattr(engine, "RESTARTS", 0)
+        return place(f, demands)
+
+
+def test_other_orders_place_more_and_never_take_less(monkeypatch):
+    """bench/synthetic.py's CPU-and-memory workload on 4 and 6 hosts (seeds 1-12, loads 0.9 and 1.3): against the
+    first order alone, never fewer replicas, never less VRAM, never fewer GPUs, what is placed fits; more
+    replicas on some plans (else this shows nothing)."""
+    more = 0
+    for n in (4, 6):
+        for seed in range(1, 13):
+            f = resource_fleet(n, seed)
+            for load in (0.9, 1.3):
+                demands = resource_demands(f, seed + 1, load)
+                before, p = _one_order(monkeypatch, f, demands), place(f, demands)
+                check_invariants(f, demands, p)
+                (v0, g0), (v1, g1) = _taken(f, before), _taken(f, p)
+                assert len(p.assignments) >= len(before.assignments)
+                assert v1 >= v0 and g1 >= g0 - 1e-9
+                more += len(p.assignments) > len(before.assignments)
+    assert more >= 3
+
+
+def test_a_plan_from_another_order_is_the_same_whatever_the_file_order(monkeypatch):
+    """The 6-host fleet of seed 3 at load 1.3: another order places more than the first, and the plan is the
+    same on every run and whatever the order of the hosts and replicas in the files (the perturbation is drawn
+    from deployment names)."""
+    f = resource_fleet(6, 3)
+    demands = resource_demands(f, 4, 1.3)
+    before, p = _one_order(monkeypatch, f, demands), place(f, demands)
+    assert len(p.assignments) > len(before.assignments)
+    lock = render_lock("s", p)
+    assert render_lock("s", place(f, demands)) == lock
+    for order in range(3):
+        assert render_lock("s", place(*reordered(f, demands, order))) == lock
+
+
+def test_other_orders_run_only_on_small_plans_that_leave_replicas_over(monkeypatch):
+    """No run in another order where nothing is left over, on a fleet of more than ``exact.HOSTS`` hosts, or
+    where the order would be the same (one deployment's replicas keep their order)."""
+    runs = []
+    first = engine._place
+
+    def counted(*args, salt=0, **kw):
+        runs.append(salt)
+        return first(*args, salt=salt, **kw)
+
+    monkeypatch.setattr(engine, "_place", counted)
+
+    def salts(f, demands) -> list[int]:
+        runs.clear()
+        place(f, demands)
+        return [s for s in runs if s]
+
+    two = [host(f"h{i}", gpus("nvidia", "L40S", 48, 1)) for i in range(2)]
+    mixed = [Demand("big", r, "cuda", 1, 40 * 1024, 40 * 1024) for r in range(2)] + \
+        [Demand("small", r, "cuda", 1, 8 * 1024, 8 * 1024) for r in range(3)]
+    assert salts(fleet(*two), mixed) == [1, 2]  # left over: both other orders are tried
+    assert salts(fleet(*two), mixed[:2]) == []  # all fit
+    many = [host(f"h{i:02}", gpus("nvidia", "L40S", 48, 1)) for i in range(engine.HOSTS + 1)]
+    assert salts(fleet(*many), [Demand("big", r, "cuda", 1, 40 * 1024, 40 * 1024) for r in range(len(many) + 2)] +
+                 mixed[2:]) == []
+    runs.clear()
+    place(fleet(two[0]), [Demand("card", r, "cuda", 1, None) for r in range(3)])  # one deployment: one order
+    assert [s for s in runs if s] == [1, 2]  # asked, and not run: _place returned before placing
+    assert len(place(fleet(two[0]), [Demand("card", r, "cuda", 1, None) for r in range(3)]).unplaced) == 2
+
+
+def test_a_perturbed_order_keeps_a_deployments_replicas_together_and_multi_gpu_first():
+    """``perturbed`` weighs what each deployment asks by a factor from 0.75 to 1.25: replicas of one deployment
+    keep their order, a multi-GPU replica still goes before every 1-GPU one, and the draw is the same each time."""
+    demands = [Demand(f"d{k}", r, "cuda", 1, (8 + k) * 1024, 0) for k in range(20) for r in range(3)] + \
+        [Demand("wide", 0, "cuda", 2, 4 * 1024, 0)]
+    for salt in (1, 2, 3):
+        key = perturbed(biggest_first, salt)
+        order = sorted(demands, key=key)
+        assert order[0].deployment == "wide"
+        for k in range(20):
+            assert [d.replica for d in order if d.deployment == f"d{k}"] == [0, 1, 2]
+        for d in demands:
+            assert 0.75 * d.vram_mib <= -key(d)[2] <= 1.25 * d.vram_mib
+        assert sorted(demands, key=perturbed(biggest_first, salt)) == order
+    assert sorted(demands, key=perturbed(biggest_first, 1)) != sorted(demands, key=biggest_first)
