@@ -3,6 +3,7 @@ a run is taken only where it places more replicas and takes no less VRAM and no 
 the same whatever the order of the files."""
 from __future__ import annotations
 
+from bench.placement import gpu_equivalents
 from bench.synthetic import resource_demands, resource_fleet
 import stack.placement.engine as engine
 from stack.lock import render_lock
@@ -10,19 +11,13 @@ from stack.placement import Demand, place
 from stack.placement.order import biggest_first, perturbed
 
 from .fleets import fleet, gpus, host
+from .test_placement_exact import _vram
 from .test_placement_properties import check_invariants, reordered
 
 
 def _taken(f, p) -> tuple[int, float]:
     """VRAM taken (a whole claim its devices whole) and GPUs allocated (a shared claim its share of the device)."""
-    size = {(h.name, g.vendor, d.index): g.vram_mib for h in f.hosts for g in h.groups for d in g.devices}
-    vram = gpus = 0.0
-    for a in p.assignments:
-        for i in a.gpus:
-            whole = size[a.host, a.vendor, i]
-            vram += whole if a.whole else a.vram_mib
-            gpus += 1 if a.whole else a.vram_mib / whole
-    return vram, gpus
+    return _vram(p), gpu_equivalents(f, p)
 
 
 def _one_order(monkeypatch, f, demands):

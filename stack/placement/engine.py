@@ -328,9 +328,9 @@ class _Run(Repairs, Trades, Explanations):
             self.gpus_allocated() >= other.gpus_allocated() - 1e-9
 
     def vram_taken(self) -> int:
-        """MiB of VRAM the GPU replicas placed take, a whole claim its devices whole."""
-        return sum(len(a.gpus) * (self._group_of(a).group.vram_mib if a.whole else a.vram_mib)
-                   for a in self.placed.values() if a.gpus)
+        """MiB of VRAM the replicas placed take (an assignment's ``vram_mib`` is its devices' whole size for a
+        whole claim)."""
+        return sum(a.vram_mib * len(a.gpus) for a in self.placed.values())
 
     def gpus_allocated(self) -> float:
         """Whole GPUs' worth allocated: a whole claim counts 1 per device, a shared one its share of the device."""
