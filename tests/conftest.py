@@ -103,15 +103,15 @@ def copy_project(dest: Path, *, program: bool = False, lock: bool = True) -> Pat
 @contextlib.contextmanager
 def exact_search_off():
     """Placement without the exact search of small plans (stack.placement.exact) and without the runs in other
-    orders after it (``engine.RESTARTS``) inside the block: what the heuristic steps alone place, in one order."""
+    orders after it (``engine.OTHER_RUNS``) inside the block: what the heuristic steps alone place, in one order."""
     import stack.placement.engine as engine
 
-    saved, restarts = engine.place_more, engine.RESTARTS
-    engine.place_more, engine.RESTARTS = (lambda run, by_key: False), 0
+    saved, others = engine.place_more, engine.OTHER_RUNS
+    engine.place_more, engine.OTHER_RUNS = (lambda run, by_key: False), ()
     try:
         yield
     finally:
-        engine.place_more, engine.RESTARTS = saved, restarts
+        engine.place_more, engine.OTHER_RUNS = saved, others
 
 
 @pytest.fixture

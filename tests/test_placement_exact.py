@@ -19,9 +19,9 @@ GIB = 1024
 
 @pytest.fixture(autouse=True)
 def _one_order(monkeypatch):
-    """What each search does in the first order alone: the runs in other orders after them (``engine.RESTARTS``)
+    """What each search does in the first order alone: the runs in other orders after them (``engine.OTHER_RUNS``)
     would also place some of what they are there to place (tests/test_placement_restarts.py)."""
-    monkeypatch.setattr(engine, "RESTARTS", 0)
+    monkeypatch.setattr(engine, "OTHER_RUNS", ())
 
 
 def _without_the_search(f, demands, **kw):

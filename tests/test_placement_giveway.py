@@ -237,7 +237,7 @@ def test_a_round_of_the_third_pass_that_finds_few_is_its_last(monkeypatch):
     left over, up to ROUNDS: rounds scripted on a pool of 2 cards and 40 replicas left over (the share: 2)."""
     f = fleet(host("a", gpus("nvidia", "A100", 80, 2)))
     demands = [Demand("card", i, "cuda", 1, None, 0) for i in range(42)]
-    monkeypatch.setattr(engine, "RESTARTS", 0)  # (runs in other orders would script their own rounds)
+    monkeypatch.setattr(engine, "OTHER_RUNS", ())  # (runs in other orders would script their own rounds)
 
     def rounds(found: list[int]) -> list[int]:
         calls: list[int] = []

@@ -1,6 +1,6 @@
-"""The runs in other orders of a small plan that leaves replicas over (``engine.RESTARTS``, ``order.perturbed``):
-a run is taken only where it places more replicas and takes no less VRAM and no fewer GPUs, and the plan stays
-the same whatever the order of the files."""
+"""The other runs of a small plan that leaves replicas over (``engine.OTHER_RUNS``: perturbed orders,
+``order.perturbed``, and the spread ranker for a binpack plan): a run is taken only where it places more
+replicas and takes no less VRAM and no fewer GPUs, and the plan stays the same whatever the order of the files."""
 from __future__ import annotations
 
 from bench.placement import gpu_equivalents
@@ -22,7 +22,7 @@ def _taken(f, p) -> tuple[int, float]:
 
 def _one_order(monkeypatch, f, demands):
     with monkeypatch.context() as m:
-        m.setattr(engine, "RESTARTS", 0)
+        m.setattr(engine, "OTHER_RUNS", ())
         return place(f, demands)
 
 
@@ -59,34 +59,54 @@ def test_a_plan_from_another_order_is_the_same_whatever_the_file_order(monkeypat
         assert render_lock("s", place(*reordered(f, demands, order))) == lock
 
 
+def test_a_binpack_plan_made_with_the_spread_ranker_is_taken_where_it_places_more(monkeypatch):
+    """The 4-host fleet of seed 7 at load 0.9: binpack in every order leaves a replica over that the spread
+    ranker's run places (it starts from the emptiest groups); that run is taken, with no less VRAM and no fewer
+    GPUs, what it places fits, and the plan still says binpack."""
+    f = resource_fleet(4, 7)
+    demands = resource_demands(f, 8, 0.9)
+    with monkeypatch.context() as m:
+        m.setattr(engine, "OTHER_RUNS", tuple(r for r in engine.OTHER_RUNS if r[0] is None))
+        binpack_only = place(f, demands)
+    p = place(f, demands)
+    check_invariants(f, demands, p)
+    assert len(p.assignments) > len(binpack_only.assignments)
+    (v0, g0), (v1, g1) = _taken(f, binpack_only), _taken(f, p)
+    assert v1 >= v0 and g1 >= g0 - 1e-9
+    assert p.strategy == "binpack"
+    assert render_lock("s", place(*reordered(f, demands, 1))) == render_lock("s", p)
+
+
 def test_other_orders_run_only_on_small_plans_that_leave_replicas_over(monkeypatch):
-    """No run in another order where nothing is left over, on a fleet of more than ``exact.HOSTS`` hosts, or
-    where the order would be the same (one deployment's replicas keep their order)."""
+    """No other run where nothing is left over or on a fleet of more than ``exact.HOSTS`` hosts; no run in a
+    perturbed order where the order would be the same (one deployment's replicas keep their order), and none
+    with the spread ranker where the plan's strategy is spread already."""
     runs = []
     first = engine._place
 
-    def counted(*args, salt=0, **kw):
-        runs.append(salt)
-        return first(*args, salt=salt, **kw)
+    def counted(*args, salt=0, ranker=None, **kw):
+        runs.append((ranker, salt))
+        return first(*args, salt=salt, ranker=ranker, **kw)
 
     monkeypatch.setattr(engine, "_place", counted)
 
-    def salts(f, demands) -> list[int]:
+    def salts(f, demands, strategy="binpack") -> list[tuple]:
         runs.clear()
-        place(f, demands)
-        return [s for s in runs if s]
+        place(f, demands, strategy=strategy)
+        return [r for r in runs if r != (None, 0)]
 
     two = [host(f"h{i}", gpus("nvidia", "L40S", 48, 1)) for i in range(2)]
     mixed = [Demand("big", r, "cuda", 1, 40 * 1024, 40 * 1024) for r in range(2)] + \
         [Demand("small", r, "cuda", 1, 8 * 1024, 8 * 1024) for r in range(3)]
-    assert salts(fleet(*two), mixed) == [1, 2]  # left over: both other orders are tried
+    assert salts(fleet(*two), mixed) == [(None, 1), (None, 2), ("spread", 0)]  # left over: every other run
+    assert salts(fleet(*two), mixed, "spread") == [(None, 1), (None, 2)]  # (spread's first run is spread's)
     assert salts(fleet(*two), mixed[:2]) == []  # all fit
     many = [host(f"h{i:02}", gpus("nvidia", "L40S", 48, 1)) for i in range(engine.HOSTS + 1)]
     assert salts(fleet(*many), [Demand("big", r, "cuda", 1, 40 * 1024, 40 * 1024) for r in range(len(many) + 2)] +
                  mixed[2:]) == []
-    runs.clear()
-    place(fleet(two[0]), [Demand("card", r, "cuda", 1, None) for r in range(3)])  # one deployment: one order
-    assert [s for s in runs if s] == [1, 2]  # asked, and not run: _place returned before placing
+    # one deployment: one order (perturbed orders are asked, and not run: _place returns before placing)
+    assert salts(fleet(two[0]), [Demand("card", r, "cuda", 1, None) for r in range(3)], "spread") == \
+        [(None, 1), (None, 2)]
     assert len(place(fleet(two[0]), [Demand("card", r, "cuda", 1, None) for r in range(3)]).unplaced) == 2
 
 

@@ -36,7 +36,7 @@ from .exact import CHAIN_ITEMS, HOSTS, place_more
 from .explain import Explanations
 from .filters import PIPELINE, applicable
 from .giveway import GiveWay
-from .index import BINPACK, CandidateIndex, HostIndex
+from .index import BINPACK, SPREAD, CandidateIndex, HostIndex
 from .model import Assignment, Demand, LockedReplica, Placement, Removed, Unplaced
 from .order import (Constrainedness, DeviceSize, biggest_first, by_size, capacity_per_gpu, perturbed, plan_ratios,
                     sorted_by_runs)
@@ -66,22 +66,26 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
     left over (stack.placement.giveway): more replicas placed, never less VRAM taken.
 
     Last, a small plan (``exact.HOSTS`` hosts at most, ``exact.CHAIN_ITEMS`` replicas left over at most) that
-    still leaves replicas over is made again ``RESTARTS`` times, each in an order where what a replica asks
+    still leaves replicas over is made again (``OTHER_RUNS``), twice in an order where what a replica asks
     weighs a quarter more or less, by deployment (``order.perturbed``), through every step; a run is taken if it
     places more replicas and takes no less VRAM and no fewer GPUs. The searches before keep close to the first
     order's plan (their first choices keep each replica where it is), and the better plans a MILP finds are
     often far from it; another order starts elsewhere. A multi-start search: each start a greedy construction
     in a perturbed order, then the same local searches (as in GRASP: Feo and Resende, J. Global Optim. 1995),
     the perturbation drawn from names, not from a random generator, so a plan is the same on every run. An
-    order the same as the first is not run again.
+    order the same as the first is not run again. A binpack plan is also made once with the spread ranker
+    (``OTHER_RUNS``): its plan starts from the emptiest groups, away from where binpack's every search starts,
+    and is taken on the same terms (more replicas placed is what binpack is for; the plan still says binpack).
     """
     run = _best_order(fleet, demands, prior, strategy, reserved, held)
     run.give_way()  # 2f. a full pool: one replica's room for two or more left over
     place_more(run, run.by_key)  # 2g. a small plan: an exact search for a placement of more
-    # 2h. a small plan still leaving replicas over: other orders
+    # 2h. a small plan still leaving replicas over: other runs
     if run._failed and len(fleet.hosts) <= HOSTS and len(run._failed) <= CHAIN_ITEMS:
-        for salt in range(1, RESTARTS + 1):
-            other = _place(fleet, demands, prior, strategy, reserved, held, salt=salt)
+        for ranker, salt in OTHER_RUNS:
+            if (ranker or strategy, salt) == (strategy, 0):
+                continue  # (the first run)
+            other = _place(fleet, demands, prior, strategy, reserved, held, salt=salt, ranker=ranker)
             if other is None:
                 continue
             other.give_way()
@@ -97,10 +101,13 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
         run.close()
 
 
-#: runs in other orders of a small plan that leaves replicas over (``place``). On --small-plans' plans of 4, 6
-#: and 8 hosts, against the same MILP answers: one placed 8, 6 and 10 more replicas, two 8, 17 and 12, four
-#: 9, 17 and 12, sixteen 13 and 19 at 4 and 6 hosts; each costs about what the plan did in the first order
-RESTARTS = 2
+#: the other runs of a small plan that leaves replicas over (``place``), in turn: (ranker, None: the strategy's;
+#: salt of the perturbed order, 0: none). A run the same as the first (spread's own ranker, no salt) is skipped,
+#: so only a binpack plan is made with the spread ranker. Against the MILP answers of --small-plans' plans of 4,
+#: 6 and 8 hosts, in perturbed orders alone: one placed 8, 6 and 10 more replicas than the first run, two 8, 17
+#: and 12, three 9, 17 and 12, four 9, 17 and 12, sixteen 13 and 19 at 4 and 6 hosts; two and the spread ranker
+#: 12, 17 and 18 (one and the spread ranker 12, 8 and 17). Each costs about what the plan did in the first run
+OTHER_RUNS: tuple[tuple[str | None, int], ...] = ((None, 1), (None, 2), (SPREAD, 0))
 
 
 def _best_order(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] | None = None,
@@ -119,7 +126,7 @@ def _best_order(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedRepl
 def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] | None = None,
           strategy: str = BINPACK, reserved: tuple[LockedReplica, ...] = (),
           held: dict[str, tuple[LockedReplica, ...]] | None = None,
-          by_device: bool = False, salt: int = 0) -> "_Run | None":
+          by_device: bool = False, salt: int = 0, ranker: str | None = None) -> "_Run | None":
     """Place ``demands`` up to the explanations (``_Run.finish``); ``prior`` is the lock's placement.
 
     ``reserved``: departing replicas the lock recorded (their containers still run until the up
@@ -127,12 +134,13 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
     stack name.
     Both, like this plan's own departing replicas, keep their GPUs and ports. ``by_device``: shared claims
     go in the order of the devices a dry run packs them onto (see ``place``). ``salt``: another order
-    (``order.perturbed``; 0: none), or None where it is the same as the first.
+    (``order.perturbed``; 0: none), or None where it is the same as the first. ``ranker``: the ranker the
+    searches use where not the strategy's (the Placement still records the strategy).
     """
     prior = prior or {}
     state = FleetState(fleet)
     index = CandidateIndex(state, demands)
-    run = _Run(fleet, state, index, strategy)
+    run = _Run(fleet, state, index, strategy, ranker)
     run.hosts = HostIndex(state, demands, run.ranker)
     gpu_demands = [d for d in demands if d.gpus]
     run.gpu_replicas = len(gpu_demands)
@@ -221,9 +229,10 @@ def _hold(state: FleetState, index: CandidateIndex, entries: tuple[LockedReplica
 class _Run(Repairs, Trades, Explanations):
     """One placement run: the state, the index, and what has been decided so far."""
 
-    def __init__(self, fleet: Fleet, state: FleetState, index: CandidateIndex, strategy: str):
+    def __init__(self, fleet: Fleet, state: FleetState, index: CandidateIndex, strategy: str,
+                 ranker: str | None = None):
         self.fleet, self.state, self.index, self.strategy = fleet, state, index, strategy
-        self.ranker = RANKERS[strategy]
+        self.ranker = RANKERS[ranker or strategy]
         #: what this run placed, by (deployment, replica), in the order placed (a dict: trades and swaps take
         #: replicas back by key; a list searched by identity had grown to a tenth of a 2,000-host plan)
         self.placed: dict[tuple[str, int], Assignment] = {}
