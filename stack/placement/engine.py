@@ -12,7 +12,8 @@
    exchange and rebalance (``trade``); once the order is chosen, the give-way step (``giveway``): in
    a full pool a bigger new replica leaves its room to two or more smaller ones left over; then, in a
    small plan that still leaves replicas over, a bounded exact search for an arrangement that places
-   more (``exact``); last, where some are still left over, a few runs in other orders (``place``).
+   more (``exact``); last, where some are still left over, a few other runs: in perturbed orders, and a
+   binpack plan with the spread ranker (``place``, ``OTHER_RUNS``).
 3. **explain** (``explain``): a replica nothing fits is run through every filter on every host,
    and the hosts each filter rejected are counted under its reason code.
 4. **removed**: lock entries whose replica no longer exists.
