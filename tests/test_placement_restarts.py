@@ -1,6 +1,7 @@
 """The other runs of a small plan that leaves replicas over (``engine.OTHER_RUNS``: perturbed orders,
-``order.perturbed``, and the spread ranker for a binpack plan): a run is taken only where it places more
-replicas and takes no less VRAM and no fewer GPUs, and the plan stays the same whatever the order of the files."""
+``order.perturbed``, and the spread ranker for a binpack plan, in the first order and a perturbed one): a run is
+taken only where it places more replicas and takes no less VRAM and no fewer GPUs, and the plan stays the same
+whatever the order of the files."""
 from __future__ import annotations
 
 from bench.placement import gpu_equivalents
@@ -77,10 +78,30 @@ def test_a_binpack_plan_made_with_the_spread_ranker_is_taken_where_it_places_mor
     assert render_lock("s", place(*reordered(f, demands, 1))) == render_lock("s", p)
 
 
+def test_the_spread_rankers_run_in_a_perturbed_order_is_taken_where_it_places_more(monkeypatch):
+    """The 4-host fleet of seed 14 at load 1.3: every run before it (binpack in three orders, spread in the first)
+    leaves replicas over that the spread ranker's run in a perturbed order places (44 -> 49 of 63); it is taken,
+    with no less VRAM and no fewer GPUs, what it places fits, the plan says binpack, and it is the same whatever
+    the order of the files."""
+    f = resource_fleet(4, 14)
+    demands = resource_demands(f, 15, 1.3)
+    with monkeypatch.context() as m:
+        m.setattr(engine, "OTHER_RUNS", tuple(r for r in engine.OTHER_RUNS if r != ("spread", 1)))
+        before = place(f, demands)
+    p = place(f, demands)
+    check_invariants(f, demands, p)
+    assert len(p.assignments) > len(before.assignments)
+    (v0, g0), (v1, g1) = _taken(f, before), _taken(f, p)
+    assert v1 >= v0 and g1 >= g0 - 1e-9
+    assert p.strategy == "binpack"
+    for order in range(2):
+        assert render_lock("s", place(*reordered(f, demands, order))) == render_lock("s", p)
+
+
 def test_other_orders_run_only_on_small_plans_that_leave_replicas_over(monkeypatch):
     """No other run where nothing is left over or on a fleet of more than ``exact.HOSTS`` hosts; no run in a
     perturbed order where the order would be the same (one deployment's replicas keep their order), and none
-    with the spread ranker where the plan's strategy is spread already."""
+    with the spread ranker where the plan's strategy is spread already (nor the same perturbed order twice)."""
     runs = []
     first = engine._place
 
@@ -98,8 +119,8 @@ def test_other_orders_run_only_on_small_plans_that_leave_replicas_over(monkeypat
     two = [host(f"h{i}", gpus("nvidia", "L40S", 48, 1)) for i in range(2)]
     mixed = [Demand("big", r, "cuda", 1, 40 * 1024, 40 * 1024) for r in range(2)] + \
         [Demand("small", r, "cuda", 1, 8 * 1024, 8 * 1024) for r in range(3)]
-    assert salts(fleet(*two), mixed) == [(None, 1), (None, 2), ("spread", 0)]  # left over: every other run
-    assert salts(fleet(*two), mixed, "spread") == [(None, 1), (None, 2)]  # (spread's first run is spread's)
+    assert salts(fleet(*two), mixed) == [(None, 1), (None, 2), ("spread", 0), ("spread", 1)]  # left over: all
+    assert salts(fleet(*two), mixed, "spread") == [(None, 1), (None, 2)]  # (spread's own ranker is spread)
     assert salts(fleet(*two), mixed[:2]) == []  # all fit
     many = [host(f"h{i:02}", gpus("nvidia", "L40S", 48, 1)) for i in range(engine.HOSTS + 1)]
     assert salts(fleet(*many), [Demand("big", r, "cuda", 1, 40 * 1024, 40 * 1024) for r in range(len(many) + 2)] +

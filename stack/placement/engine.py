@@ -13,7 +13,7 @@
    a full pool a bigger new replica leaves its room to two or more smaller ones left over; then, in a
    small plan that still leaves replicas over, a bounded exact search for an arrangement that places
    more (``exact``); last, where some are still left over, a few other runs: in perturbed orders, and a
-   binpack plan with the spread ranker (``place``, ``OTHER_RUNS``).
+   binpack plan with the spread ranker, in the first order and a perturbed one (``place``, ``OTHER_RUNS``).
 3. **explain** (``explain``): a replica nothing fits is run through every filter on every host,
    and the hosts each filter rejected are counted under its reason code.
 4. **removed**: lock entries whose replica no longer exists.
@@ -74,18 +74,21 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
     often far from it; another order starts elsewhere. A multi-start search: each start a greedy construction
     in a perturbed order, then the same local searches (as in GRASP: Feo and Resende, J. Global Optim. 1995),
     the perturbation drawn from names, not from a random generator, so a plan is the same on every run. An
-    order the same as the first is not run again. A binpack plan is also made once with the spread ranker
-    (``OTHER_RUNS``): its plan starts from the emptiest groups, away from where binpack's every search starts,
-    and is taken on the same terms (more replicas placed is what binpack is for; the plan still says binpack).
+    order the same as the first is not run again. A binpack plan is also made with the spread ranker, in the
+    first order and in a perturbed one (``OTHER_RUNS``): its plan starts from the emptiest groups, away from where
+    binpack's every search starts, and is taken on the same terms (more replicas placed is what binpack is for;
+    the plan still says binpack).
     """
     run = _best_order(fleet, demands, prior, strategy, reserved, held)
     run.give_way()  # 2f. a full pool: one replica's room for two or more left over
     place_more(run, run.by_key)  # 2g. a small plan: an exact search for a placement of more
     # 2h. a small plan still leaving replicas over: other runs
     if run._failed and len(fleet.hosts) <= HOSTS and len(run._failed) <= CHAIN_ITEMS:
+        made = {(strategy, 0)}  # (the first run)
         for ranker, salt in OTHER_RUNS:
-            if (ranker or strategy, salt) == (strategy, 0):
-                continue  # (the first run)
+            if (ranker or strategy, salt) in made:
+                continue  # the same run as one made (a spread plan's own ranker is spread)
+            made.add((ranker or strategy, salt))
             other = _place(fleet, demands, prior, strategy, reserved, held, salt=salt, ranker=ranker)
             if other is None:
                 continue
@@ -103,12 +106,14 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
 
 
 #: the other runs of a small plan that leaves replicas over (``place``), in turn: (ranker, None: the strategy's;
-#: salt of the perturbed order, 0: none). A run the same as the first (spread's own ranker, no salt) is skipped,
-#: so only a binpack plan is made with the spread ranker. Against the MILP answers of --small-plans' plans of 4,
-#: 6 and 8 hosts, in perturbed orders alone: one placed 8, 6 and 10 more replicas than the first run, two 8, 17
+#: salt of the perturbed order, 0: none). A run the same as one made before is skipped (spread's own ranker is
+#: spread: a spread plan gets the two perturbed orders only). Against the MILP answers of --small-plans' plans of
+#: 4, 6 and 8 hosts, in perturbed orders alone: one placed 8, 6 and 10 more replicas than the first run, two 8, 17
 #: and 12, three 9, 17 and 12, four 9, 17 and 12, sixteen 13 and 19 at 4 and 6 hosts; two and the spread ranker
-#: 12, 17 and 18 (one and the spread ranker 12, 8 and 17). Each costs about what the plan did in the first run
-OTHER_RUNS: tuple[tuple[str | None, int], ...] = ((None, 1), (None, 2), (SPREAD, 0))
+#: 12, 17 and 18 (one and the spread ranker 12, 8 and 17); two, the spread ranker and the spread ranker in a
+#: perturbed order 17, 19 and 19 (with a second such order too: 17 and 19 at 4 and 6 hosts; with one binpack
+#: order fewer: 17 and 10). Each costs about what the plan did in the first run, where it runs
+OTHER_RUNS: tuple[tuple[str | None, int], ...] = ((None, 1), (None, 2), (SPREAD, 0), (SPREAD, 1))
 
 
 def _best_order(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] | None = None,
