@@ -69,13 +69,19 @@ def test_a_binpack_plan_made_with_the_spread_ranker_is_taken_where_it_places_mor
     with monkeypatch.context() as m:
         m.setattr(engine, "OTHER_RUNS", tuple(r for r in engine.OTHER_RUNS if r[0] is None))
         binpack_only = place(f, demands)
-    p = place(f, demands)
+    _taken_on_the_same_terms(f, demands, binpack_only, place(f, demands), orders=(1,))
+
+
+def _taken_on_the_same_terms(f, demands, before, p, orders) -> None:
+    """``p`` places more than ``before`` and takes no less VRAM and no fewer GPUs, what it places fits, it says
+    binpack, and it is the same plan for each of ``orders`` of the files."""
     check_invariants(f, demands, p)
-    assert len(p.assignments) > len(binpack_only.assignments)
-    (v0, g0), (v1, g1) = _taken(f, binpack_only), _taken(f, p)
+    assert len(p.assignments) > len(before.assignments)
+    (v0, g0), (v1, g1) = _taken(f, before), _taken(f, p)
     assert v1 >= v0 and g1 >= g0 - 1e-9
     assert p.strategy == "binpack"
-    assert render_lock("s", place(*reordered(f, demands, 1))) == render_lock("s", p)
+    for order in orders:
+        assert render_lock("s", place(*reordered(f, demands, order))) == render_lock("s", p)
 
 
 def test_the_spread_rankers_run_in_a_perturbed_order_is_taken_where_it_places_more(monkeypatch):
@@ -88,14 +94,7 @@ def test_the_spread_rankers_run_in_a_perturbed_order_is_taken_where_it_places_mo
     with monkeypatch.context() as m:
         m.setattr(engine, "OTHER_RUNS", tuple(r for r in engine.OTHER_RUNS if r != ("spread", 1)))
         before = place(f, demands)
-    p = place(f, demands)
-    check_invariants(f, demands, p)
-    assert len(p.assignments) > len(before.assignments)
-    (v0, g0), (v1, g1) = _taken(f, before), _taken(f, p)
-    assert v1 >= v0 and g1 >= g0 - 1e-9
-    assert p.strategy == "binpack"
-    for order in range(2):
-        assert render_lock("s", place(*reordered(f, demands, order))) == render_lock("s", p)
+    _taken_on_the_same_terms(f, demands, before, place(f, demands), orders=(0, 1))
 
 
 def test_other_orders_run_only_on_small_plans_that_leave_replicas_over(monkeypatch):
