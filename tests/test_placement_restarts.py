@@ -1,5 +1,6 @@
 """The other runs of a small plan that leaves replicas over (``engine.OTHER_RUNS``: perturbed orders,
-``order.perturbed``, and the spread ranker for a binpack plan, in the first order and a perturbed one): a run is
+``order.perturbed``, the spread ranker for a binpack plan, in the first order and a perturbed one, and a run
+weighing no CPUs and memory per GPU): a run is
 taken only where it places more replicas and takes no less VRAM and no fewer GPUs, and the plan stays the same
 whatever the order of the files."""
 from __future__ import annotations
@@ -92,21 +93,35 @@ def test_the_spread_rankers_run_in_a_perturbed_order_is_taken_where_it_places_mo
     f = resource_fleet(4, 14)
     demands = resource_demands(f, 15, 1.3)
     with monkeypatch.context() as m:
-        m.setattr(engine, "OTHER_RUNS", tuple(r for r in engine.OTHER_RUNS if r != ("spread", 1)))
+        m.setattr(engine, "OTHER_RUNS", tuple(r for r in engine.OTHER_RUNS if r[:2] != ("spread", 1)))
+        before = place(f, demands)
+    _taken_on_the_same_terms(f, demands, before, place(f, demands), orders=(0, 1))
+
+
+def test_the_run_weighing_no_cpus_per_gpu_is_taken_where_it_places_more(monkeypatch):
+    """The 4-host fleet of seed 10 at load 1.3: every run weighing CPUs and memory per GPU defers 4-GPU replicas that
+    would leave a host short for its other GPUs, and smaller ones fill the hosts meanwhile; the run weighing none
+    places 28 -> 31 of 37 (a MILP's most without giving up VRAM). It is taken, with no less VRAM and no fewer GPUs,
+    what it places fits, the plan says binpack, and it is the same whatever the order of the files."""
+    f = resource_fleet(4, 10)
+    demands = resource_demands(f, 11, 1.3)
+    with monkeypatch.context() as m:
+        m.setattr(engine, "OTHER_RUNS", tuple(r for r in engine.OTHER_RUNS if r[2]))
         before = place(f, demands)
     _taken_on_the_same_terms(f, demands, before, place(f, demands), orders=(0, 1))
 
 
 def test_other_orders_run_only_on_small_plans_that_leave_replicas_over(monkeypatch):
     """No other run where nothing is left over or on a fleet of more than ``exact.HOSTS`` hosts; no run in a
-    perturbed order where the order would be the same (one deployment's replicas keep their order), and none
-    with the spread ranker where the plan's strategy is spread already (nor the same perturbed order twice)."""
+    perturbed order where the order would be the same (one deployment's replicas keep their order), none
+    with the spread ranker where the plan's strategy is spread already (nor the same perturbed order twice), and
+    none weighing no CPUs and memory per GPU where no replica asks any."""
     runs = []
     first = engine._place
 
-    def counted(*args, salt=0, ranker=None, **kw):
-        runs.append((ranker, salt))
-        return first(*args, salt=salt, ranker=ranker, **kw)
+    def counted(*args, salt=0, ranker=None, ratios=True, **kw):
+        runs.append((ranker, salt) if ratios else (ranker, salt, "no ratios"))
+        return first(*args, salt=salt, ranker=ranker, ratios=ratios, **kw)
 
     monkeypatch.setattr(engine, "_place", counted)
 
@@ -127,6 +142,12 @@ def test_other_orders_run_only_on_small_plans_that_leave_replicas_over(monkeypat
     # one deployment: one order (perturbed orders are asked, and not run: _place returns before placing)
     assert salts(fleet(two[0]), [Demand("card", r, "cuda", 1, None) for r in range(3)], "spread") == \
         [(None, 1), (None, 2)]
+    # replicas asking CPUs: a run weighing none per GPU too (for spread as well)
+    cpus = [host(f"h{i}", gpus("nvidia", "L40S", 48, 1), cpus=8) for i in range(2)]
+    heavy = [Demand("big", r, "cuda", 1, 40 * 1024, 40 * 1024, cpus=2) for r in range(2)] + \
+        [Demand("small", r, "cuda", 1, 8 * 1024, 8 * 1024, cpus=1) for r in range(3)]
+    assert salts(fleet(*cpus), heavy) == [(None, 1), (None, 2), ("spread", 0), ("spread", 1), (None, 0, "no ratios")]
+    assert salts(fleet(*cpus), heavy, "spread") == [(None, 1), (None, 2), (None, 0, "no ratios")]
     assert len(place(fleet(two[0]), [Demand("card", r, "cuda", 1, None) for r in range(3)]).unplaced) == 2
 
 

@@ -77,19 +77,24 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
     order the same as the first is not run again. A binpack plan is also made with the spread ranker, in the
     first order and in a perturbed one (``OTHER_RUNS``): its plan starts from the emptiest groups, away from where
     binpack's every search starts, and is taken on the same terms (more replicas placed is what binpack is for;
-    the plan still says binpack).
+    the plan still says binpack). Last, a plan whose replicas ask CPUs or memory is made once more weighing no
+    CPUs and memory per GPU (``_place``'s ``ratios``): the first run defers a replica that would leave a host
+    short of CPUs or memory for its other GPUs, and a small host filled meanwhile with smaller replicas may have
+    been the only place it fitted.
     """
     run = _best_order(fleet, demands, prior, strategy, reserved, held)
     run.give_way()  # 2f. a full pool: one replica's room for two or more left over
     place_more(run, run.by_key)  # 2g. a small plan: an exact search for a placement of more
     # 2h. a small plan still leaving replicas over: other runs
     if run._failed and len(fleet.hosts) <= HOSTS and len(run._failed) <= CHAIN_ITEMS:
-        made = {(strategy, 0)}  # (the first run)
-        for ranker, salt in OTHER_RUNS:
-            if (ranker or strategy, salt) in made:
-                continue  # the same run as one made (a spread plan's own ranker is spread)
-            made.add((ranker or strategy, salt))
-            other = _place(fleet, demands, prior, strategy, reserved, held, salt=salt, ranker=ranker)
+        made = {(strategy, 0, True)}  # (the first run)
+        weighs = run.ratios is not None
+        for ranker, salt, ratios in OTHER_RUNS:
+            if (ranker or strategy, salt, ratios or not weighs) in made:
+                continue  # the same run as one made (a spread plan's own ranker is spread; a plan weighing no
+                # CPUs or memory per GPU has no ratios to leave out)
+            made.add((ranker or strategy, salt, ratios))
+            other = _place(fleet, demands, prior, strategy, reserved, held, salt=salt, ranker=ranker, ratios=ratios)
             if other is None:
                 continue
             other.give_way()
@@ -106,14 +111,19 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
 
 
 #: the other runs of a small plan that leaves replicas over (``place``), in turn: (ranker, None: the strategy's;
-#: salt of the perturbed order, 0: none). A run the same as one made before is skipped (spread's own ranker is
-#: spread: a spread plan gets the two perturbed orders only). Against the MILP answers of --small-plans' plans of
+#: salt of the perturbed order, 0: none; whether CPUs and memory per GPU are weighed). A run the same as one made
+#: before is skipped (spread's own ranker is spread: a spread plan gets the two perturbed orders and the run
+#: without ratios only; a plan none of whose replicas asks CPUs or memory has no ratios to leave out). Against the MILP answers of --small-plans' plans of
 #: 4, 6 and 8 hosts, in perturbed orders alone: one placed 8, 6 and 10 more replicas than the first run, two 8, 17
 #: and 12, three 9, 17 and 12, four 9, 17 and 12, sixteen 13 and 19 at 4 and 6 hosts; two and the spread ranker
 #: 12, 17 and 18 (one and the spread ranker 12, 8 and 17); two, the spread ranker and the spread ranker in a
 #: perturbed order 17, 19 and 19 (with a second such order too: 17 and 19 at 4 and 6 hosts; with one binpack
-#: order fewer: 17 and 10). Each costs about what the plan did in the first run, where it runs
-OTHER_RUNS: tuple[tuple[str | None, int], ...] = ((None, 1), (None, 2), (SPREAD, 0), (SPREAD, 1))
+#: order fewer: 17 and 10). Then (ratios False: no CPUs and memory per GPU weighed, in the first order) 21, 22 and
+#: 20, for a fifth to two fifths more time on those plans (in place of the spread ranker's perturbed order: 16 and
+#: 20 at 4 and 6 hosts; made first instead of last: 21 and 15). Each costs about what the plan did in the first
+#: run, where it runs
+OTHER_RUNS: tuple[tuple[str | None, int, bool], ...] = (
+    (None, 1, True), (None, 2, True), (SPREAD, 0, True), (SPREAD, 1, True), (None, 0, False))
 
 
 def _best_order(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] | None = None,
@@ -132,7 +142,7 @@ def _best_order(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedRepl
 def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] | None = None,
           strategy: str = BINPACK, reserved: tuple[LockedReplica, ...] = (),
           held: dict[str, tuple[LockedReplica, ...]] | None = None,
-          by_device: bool = False, salt: int = 0, ranker: str | None = None) -> "_Run | None":
+          by_device: bool = False, salt: int = 0, ranker: str | None = None, ratios: bool = True) -> "_Run | None":
     """Place ``demands`` up to the explanations (``_Run.finish``); ``prior`` is the lock's placement.
 
     ``reserved``: departing replicas the lock recorded (their containers still run until the up
@@ -141,7 +151,9 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
     Both, like this plan's own departing replicas, keep their GPUs and ports. ``by_device``: shared claims
     go in the order of the devices a dry run packs them onto (see ``place``). ``salt``: another order
     (``order.perturbed``; 0: none), or None where it is the same as the first. ``ranker``: the ranker the
-    searches use where not the strategy's (the Placement still records the strategy).
+    searches use where not the strategy's (the Placement still records the strategy). ``ratios``: False, the run
+    weighs no CPUs and memory per GPU (``order.plan_ratios``): biggest first in one round, as where no replica
+    asks any, with CPUs and memory still checked on every host.
     """
     prior = prior or {}
     state = FleetState(fleet)
@@ -173,7 +185,7 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
     kept = {a.key for a in run.placed.values()}
     departing = tuple(lr for key, lr in sorted(prior.items()) if key not in kept)
     _hold(state, index, departing + tuple(reserved))
-    run.ratios = run.hosts.per_gpu = plan_ratios(fresh, demands)
+    run.ratios = run.hosts.per_gpu = plan_ratios(fresh, demands) if ratios else None
     run.context = Context(state, run.ratios)
     for host in fleet.hosts:  # what departing and other stacks' replicas hold is taken now
         if run._exhausted(host.name):
