@@ -110,18 +110,17 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
         run.close()
 
 
-#: the other runs of a small plan that leaves replicas over (``place``), in turn: (ranker, None: the strategy's;
-#: salt of the perturbed order, 0: none; whether CPUs and memory per GPU are weighed). A run the same as one made
-#: before is skipped (spread's own ranker is spread: a spread plan gets the two perturbed orders and the run
-#: without ratios only; a plan none of whose replicas asks CPUs or memory has no ratios to leave out). Against the MILP answers of --small-plans' plans of
-#: 4, 6 and 8 hosts, in perturbed orders alone: one placed 8, 6 and 10 more replicas than the first run, two 8, 17
-#: and 12, three 9, 17 and 12, four 9, 17 and 12, sixteen 13 and 19 at 4 and 6 hosts; two and the spread ranker
-#: 12, 17 and 18 (one and the spread ranker 12, 8 and 17); two, the spread ranker and the spread ranker in a
-#: perturbed order 17, 19 and 19 (with a second such order too: 17 and 19 at 4 and 6 hosts; with one binpack
-#: order fewer: 17 and 10). Then (ratios False: no CPUs and memory per GPU weighed, in the first order) 21, 22 and
-#: 20, for a fifth to two fifths more time on those plans (in place of the spread ranker's perturbed order: 16 and
-#: 20 at 4 and 6 hosts; made first instead of last: 21 and 15). Each costs about what the plan did in the first
-#: run, where it runs
+#: the other runs of a small plan that leaves replicas over (``place``), in turn: (ranker, None: the strategy's; salt of
+#: the perturbed order, 0: none; whether CPUs and memory per GPU are weighed). A run the same as one made before is
+#: skipped (spread's own ranker is spread: a spread plan gets the two perturbed orders and the run without ratios only;
+#: a plan none of whose replicas asks CPUs or memory has no ratios to leave out). Against the MILP answers of
+#: --small-plans' plans of 4, 6 and 8 hosts, in perturbed orders alone: one placed 8, 6 and 10 more replicas than the
+#: first run, two 8, 17 and 12, three 9, 17 and 12, four 9, 17 and 12, sixteen 13 and 19 at 4 and 6 hosts; two and the
+#: spread ranker 12, 17 and 18 (one and the spread ranker 12, 8 and 17); two, the spread ranker and the spread ranker in
+#: a perturbed order 17, 19 and 19 (with a second such order too: 17 and 19 at 4 and 6 hosts; with one binpack order
+#: fewer: 17 and 10). Then (ratios False: no CPUs and memory per GPU weighed, in the first order) 21, 22 and 20, for a
+#: fifth to two fifths more time on those plans (in place of the spread ranker's perturbed order: 16 and 20 at 4 and 6
+#: hosts; made first instead of last: 21 and 15). Each costs about what the plan did in the first run, where it runs
 OTHER_RUNS: tuple[tuple[str | None, int, bool], ...] = (
     (None, 1, True), (None, 2, True), (SPREAD, 0, True), (SPREAD, 1, True), (None, 0, False))
 
