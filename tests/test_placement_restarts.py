@@ -1,8 +1,7 @@
 """The other runs of a small plan that leaves replicas over (``engine.OTHER_RUNS``: perturbed orders,
 ``order.perturbed``, the spread ranker for a binpack plan, in the first order and a perturbed one, and a run
-weighing no CPUs and memory per GPU): a run is
-taken only where it places more replicas and takes no less VRAM and no fewer GPUs, and the plan stays the same
-whatever the order of the files."""
+weighing no CPUs and memory per GPU): a run is taken only where it places more replicas and takes no less VRAM
+and no fewer GPUs, and the plan stays the same whatever the order of the files."""
 from __future__ import annotations
 
 from bench.placement import gpu_equivalents

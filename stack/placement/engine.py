@@ -90,10 +90,12 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
         made = {(strategy, 0, True)}  # (the first run)
         weighs = run.ratios is not None
         for ranker, salt, ratios in OTHER_RUNS:
-            if (ranker or strategy, salt, ratios or not weighs) in made:
-                continue  # the same run as one made (a spread plan's own ranker is spread; a plan weighing no
-                # CPUs or memory per GPU has no ratios to leave out)
-            made.add((ranker or strategy, salt, ratios))
+            # the same run as one made is skipped (a spread plan's own ranker is spread; a plan weighing no CPUs
+            # or memory per GPU has no ratios to leave out)
+            key = (ranker or strategy, salt, ratios or not weighs)
+            if key in made:
+                continue
+            made.add(key)
             other = _place(fleet, demands, prior, strategy, reserved, held, salt=salt, ranker=ranker, ratios=ratios)
             if other is None:
                 continue
