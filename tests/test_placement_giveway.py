@@ -11,6 +11,7 @@ import stack.placement.engine as engine
 from stack.lock import read_lock, render_lock
 from stack.placement import Demand, place
 from stack.placement.engine import _best_order, _Run
+from stack.placement.exact import RUN_SLACK
 from stack.placement.state import FleetState
 from stack.placement.giveway import GiveWay, Kind, Room, Takers, _dry_place_each, _dry_place_kind
 
@@ -359,7 +360,9 @@ def _vram_by_group(f, assignments) -> dict:
 
 def test_an_overloaded_pool_leaves_fewer_replicas_over():
     """Random shared and whole claims asking 1.3 times what eight hosts of four cards hold: the step places
-    more replicas in every case, and never takes less VRAM than before."""
+    more replicas in every case, and never takes less VRAM than before (but for a small plan's
+    ``exact.RUN_SLACK``: the searches by chains and the other runs after the step may give that up for more
+    replicas)."""
     rnd = random.Random(20261203)
     for _ in range(20):
         f = fleet(*(host(f"h{i}", gpus("nvidia", "A100", 80, 4)) for i in range(8)))
@@ -380,7 +383,7 @@ def test_an_overloaded_pool_leaves_fewer_replicas_over():
         gave = sum(1 for u in p.unplaced if "smaller replicas that were left over" in u.message)
         assert gave and len(p.assignments) >= len(before.placed) + gave
         now = sum(len(a.gpus) * (80 * GIB if a.whole else a.vram_mib) for a in p.assignments)
-        assert now >= taken
+        assert now >= (1 - RUN_SLACK) * taken
 
 
 def _overloaded_with_cpus(rnd: random.Random):

@@ -33,7 +33,7 @@ from inventory.fleet import Fleet
 
 from ..collector import collector_paused
 
-from .exact import CHAIN_ITEMS, HOSTS, place_more
+from .exact import CHAIN_ITEMS, HOSTS, RUN_SLACK, place_more
 from .explain import Explanations
 from .filters import PIPELINE, applicable
 from .giveway import GiveWay
@@ -69,8 +69,9 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
     Last, a small plan (``exact.HOSTS`` hosts at most, ``exact.CHAIN_ITEMS`` replicas left over at most) that
     still leaves replicas over is made again (``OTHER_RUNS``), twice in an order where what a replica asks
     weighs a quarter more or less, by deployment (``order.perturbed``), through every step; a run is taken if it
-    places more replicas and takes no less VRAM and no fewer GPUs than the first run, less ``RUN_SLACK`` (half a
-    percent: a plan of many more replicas is not turned down for a sliver of VRAM). The searches before keep
+    places more replicas and takes no less VRAM and no fewer GPUs than the first run's heuristics did, less
+    ``exact.RUN_SLACK`` (half a percent: a plan of many more replicas is not turned down for a sliver of VRAM; the
+    searches by chains of every run keep to the same floor). The searches before keep
     close to the first order's plan (their first choices keep each replica where it is), and the better plans a
     MILP finds are often far from it; another order starts elsewhere. A multi-start search: each start a greedy
     construction in a perturbed order, then the same local searches (as in GRASP: Feo and Resende, J. Global
@@ -85,12 +86,13 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
     """
     run = _best_order(fleet, demands, prior, strategy, reserved, held)
     run.give_way()  # 2f. a full pool: one replica's room for two or more left over
-    place_more(run, run.by_key)  # 2g. a small plan: an exact search for a placement of more
+    # what a small plan keeps of the VRAM and GPUs the heuristics' plan takes, whatever the searches and runs after
+    floor = run.floor() if run._failed and len(fleet.hosts) <= HOSTS else None
+    place_more(run, run.by_key, floor and floor[0])  # 2g. a small plan: an exact search for a placement of more
     # 2h. a small plan still leaving replicas over: other runs
-    if run._failed and len(fleet.hosts) <= HOSTS and len(run._failed) <= CHAIN_ITEMS:
+    if floor is not None and run._failed and len(run._failed) <= CHAIN_ITEMS:
         made = {(strategy, 0, True)}  # (the first run)
         weighs = run.ratios is not None
-        floor = run.floor()  # what every run taken keeps of the first run's VRAM and GPUs
         for ranker, salt, ratios in OTHER_RUNS:
             # the same run as one made is skipped (a spread plan's own ranker is spread; a plan weighing no CPUs
             # or memory per GPU has no ratios to leave out)
@@ -102,7 +104,7 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
             if other is None:
                 continue
             other.give_way()
-            place_more(other, other.by_key)
+            place_more(other, other.by_key, floor[0])
             if other.beats(run, floor):
                 run, other = other, run
             other.close()
@@ -127,11 +129,6 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
 #: hosts; made first instead of last: 21 and 15). Each costs about what the plan did in the first run, where it runs
 OTHER_RUNS: tuple[tuple[str | None, int, bool], ...] = (
     (None, 1, True), (None, 2, True), (SPREAD, 0, True), (SPREAD, 1, True), (None, 0, False))
-
-#: how much less VRAM and GPUs than the first run another run of a small plan may take, as a share, where it places
-#: more replicas (``place``). With none, a run placing 33 replicas lost to one placing 25 for 3 GiB of 3.8 TiB
-#: (--small-plans, 6 hosts, seed 10, load 0.9). See RUN_SLACK's figures in the README.
-RUN_SLACK = 0.005
 
 
 def _best_order(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] | None = None,
@@ -357,13 +354,13 @@ class _Run(Repairs, Trades, Explanations):
         return na >= nb and ga >= gb - 1e-9 and (na > nb or ga > gb + 1e-9)
 
     def floor(self) -> tuple[float, float]:
-        """The least VRAM (MiB) and GPUs another run of a small plan may take to be taken in place of this one:
-        ``RUN_SLACK`` less than this run takes (``place``, ``beats``)."""
+        """The least VRAM (MiB) and GPUs a small plan may end with: ``RUN_SLACK`` less than this run takes (the
+        first run's, before the exact searches: ``place``, ``beats``, ``exact.place_more``)."""
         return (1 - RUN_SLACK) * self.vram_taken(), (1 - RUN_SLACK) * self.gpus_allocated() - 1e-9
 
     def beats(self, other: "_Run", floor: tuple[float, float]) -> bool:
         """This run places more replicas than ``other``, and takes at least ``floor``'s VRAM (a whole device
-        counted whole) and GPUs (``floor``: the first run's, less ``RUN_SLACK``)."""
+        counted whole) and GPUs (``floor``: the first run's heuristics', less ``RUN_SLACK``)."""
         return len(self.placed) > len(other.placed) and self.vram_taken() >= floor[0] and \
             self.gpus_allocated() >= floor[1]
 

@@ -15,6 +15,7 @@ from inventory.fleet import Fleet
 from inventory.sizes import format_mib
 
 from .filters import DEVICE_COUNT, DYNAMIC, FRAMEWORK, GPU_MODEL, MANUAL, SPREAD, VENDOR, VRAM_SIZE, applicable
+from .exact import RUN_SLACK
 from .index import CandidateIndex
 from .model import Demand, Unplaced
 from .state import FleetState, choose_devices
@@ -61,8 +62,8 @@ class Explanations:
             left = self.left_for_more.get(demand.key)
             if left is not None:  # it had a place, and left it in a rearrangement that places more
                 text += (f"; it had a place on {left[0]} and left it so that this plan places {left[1]} more "
-                         f"{'replica' if left[1] == 1 else 'replicas'}, taking no less VRAM (more capacity of this "
-                         f"kind places it again)")
+                         f"{'replica' if left[1] == 1 else 'replicas'}, taking no less VRAM, or at most "
+                         f"{RUN_SLACK:.1%} less in all (more capacity of this kind places it again)")
             self.unplaced.append(Unplaced(demand.deployment, demand.replica, described, rejected,
                                           f"{demand.key}: {text}", never, previous))
 
