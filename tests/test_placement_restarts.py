@@ -1,8 +1,8 @@
 """The other runs of a small plan that leaves replicas over (``engine.OTHER_RUNS``: perturbed orders,
 ``order.perturbed``, the spread ranker for a binpack plan, in the first order and a perturbed one, and a run
 weighing no CPUs and memory per GPU): a run is taken only where it places more replicas and takes no less than
-``engine.RUN_SLACK`` under the first run's VRAM and GPUs, and the plan stays the same whatever the order of the
-files."""
+``engine.RUN_SLACK`` under the VRAM and GPUs of the first run's heuristics (before the exact searches), and the plan
+stays the same whatever the order of the files."""
 from __future__ import annotations
 
 from bench.placement import gpu_equivalents
@@ -72,8 +72,8 @@ def test_a_plan_from_another_order_is_the_same_whatever_the_file_order(monkeypat
 
 def test_a_binpack_plan_made_with_the_spread_ranker_is_taken_where_it_places_more(monkeypatch):
     """The 4-host fleet of seed 7 at load 0.9: binpack in every order leaves a replica over that the spread
-    ranker's run places (it starts from the emptiest groups); that run is taken, keeping the first run's VRAM
-    and GPUs (less ``RUN_SLACK``), what it places fits, and the plan still says binpack."""
+    ranker's run places (it starts from the emptiest groups); that run is taken, keeping the VRAM and GPUs
+    of the first run's heuristics (less ``RUN_SLACK``), what it places fits, and the plan still says binpack."""
     f = resource_fleet(4, 7)
     demands = resource_demands(f, 8, 0.9)
     with monkeypatch.context() as m:
@@ -97,8 +97,8 @@ def _taken_on_the_same_terms(monkeypatch, f, demands, before, p, orders) -> None
 def test_the_spread_rankers_run_in_a_perturbed_order_is_taken_where_it_places_more(monkeypatch):
     """The 4-host fleet of seed 14 at load 1.3: every run before it (binpack in three orders, spread in the first)
     leaves replicas over that the spread ranker's run in a perturbed order places (44 -> 49 of 63); it is taken,
-    keeping the first run's VRAM and GPUs (less ``RUN_SLACK``), what it places fits, the plan says binpack, and it
-    is the same whatever the order of the files."""
+    keeping the VRAM and GPUs of the first run's heuristics (less ``RUN_SLACK``), what it places fits, the plan
+    says binpack, and it is the same whatever the order of the files."""
     f = resource_fleet(4, 14)
     demands = resource_demands(f, 15, 1.3)
     with monkeypatch.context() as m:
@@ -110,9 +110,9 @@ def test_the_spread_rankers_run_in_a_perturbed_order_is_taken_where_it_places_mo
 def test_the_run_weighing_no_cpus_per_gpu_is_taken_where_it_places_more(monkeypatch):
     """The 6-host fleet of seed 10 at load 0.9: every run weighing CPUs and memory per GPU defers 4-GPU replicas that
     would leave a host short for its other GPUs, and smaller ones fill the hosts meanwhile; the run weighing none
-    places 27 -> 33 of 37 (a MILP places 35 at most). It is taken, keeping the first run's VRAM and GPUs (less
-    ``RUN_SLACK``), what it places fits, the plan says binpack, and it is the same whatever the order of the
-    files."""
+    places 27 -> 33 of 37 (a MILP places 35 at most). It is taken, keeping the VRAM and GPUs of the first run's
+    heuristics (less ``RUN_SLACK``), what it places fits, the plan says binpack, and it is the same whatever the
+    order of the files."""
     f = resource_fleet(6, 10)
     demands = resource_demands(f, 11, 0.9)
     with monkeypatch.context() as m:
@@ -123,7 +123,7 @@ def test_the_run_weighing_no_cpus_per_gpu_is_taken_where_it_places_more(monkeypa
 
 def test_a_plan_placing_more_for_a_sliver_of_vram_is_taken_and_a_bigger_loss_is_not(monkeypatch):
     """The 4-host fleet of seed 20 at load 0.9: every plan that keeps all the VRAM of the heuristics' plan places
-    15 of 38 replicas; one placing 22 (a MILP places 24 at most) takes 0.23 % less, under ``RUN_SLACK``, and is
+    15 of 26 replicas; one placing 22 (a MILP places 24 at most) takes 0.23 % less, under ``RUN_SLACK``, and is
     the plan. With a slack of half that loss the 15 stand, and with none."""
     f = resource_fleet(4, 20)
     demands = resource_demands(f, 21, 0.9)

@@ -88,7 +88,8 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
     run.give_way()  # 2f. a full pool: one replica's room for two or more left over
     # what a small plan keeps of the VRAM and GPUs the heuristics' plan takes, whatever the searches and runs after
     floor = run.floor() if run._failed and len(fleet.hosts) <= HOSTS else None
-    place_more(run, run.by_key, floor and floor[0])  # 2g. a small plan: an exact search for a placement of more
+    # 2g. a small plan: an exact search for a placement of more
+    place_more(run, run.by_key, None if floor is None else floor[0])
     # 2h. a small plan still leaving replicas over: other runs
     if floor is not None and run._failed and len(run._failed) <= CHAIN_ITEMS:
         made = {(strategy, 0, True)}  # (the first run)

@@ -14,8 +14,8 @@ from typing import Iterable
 from inventory.fleet import Fleet
 from inventory.sizes import format_mib
 
-from .filters import DEVICE_COUNT, DYNAMIC, FRAMEWORK, GPU_MODEL, MANUAL, SPREAD, VENDOR, VRAM_SIZE, applicable
 from .exact import RUN_SLACK
+from .filters import DEVICE_COUNT, DYNAMIC, FRAMEWORK, GPU_MODEL, MANUAL, SPREAD, VENDOR, VRAM_SIZE, applicable
 from .index import CandidateIndex
 from .model import Demand, Unplaced
 from .state import FleetState, choose_devices
