@@ -30,7 +30,9 @@ a few other choices seldom empty a host for others; on two hosts they do (bench/
 """
 from __future__ import annotations
 
-from itertools import combinations
+from bisect import bisect_right
+from itertools import accumulate, combinations
+from math import inf
 from typing import TYPE_CHECKING
 
 from .filters import MANUAL, STATIC
@@ -265,6 +267,10 @@ class _Search:
         self.best: tuple[int, int] = (0, 0)  # (left over placed, -moves): only more left over placed counts
         self.best_choice: list | None = None
         self.nodes = NODES
+        # what the hosts in scope have free in all (inf where a host declares no CPUs or memory)
+        self.free_cpu = inf if any(c is None for c in self.cpu.values()) else sum(self.cpu.values())
+        self.free_ram = inf if any(r is None for r in self.ram.values()) else sum(self.ram.values())
+        self.free_vram = sum(f for room in self.rooms.values() for f in room.free)
 
     def run(self) -> bool:
         if all(it.required for it in self.items):
@@ -374,7 +380,9 @@ class _Search:
         """``d`` takes ``pick`` (device positions) of ``slot``'s group, CPUs, memory and a port of its host."""
         h, gid = slot
         if gid is not None:
-            occupy(self.rooms[gid], pick, d.vram_mib)
+            self.free_vram -= occupy(self.rooms[gid], pick, d.vram_mib)
+        self.free_cpu -= d.cpus
+        self.free_ram -= d.ram_mib
         if self.cpu[h] is not None:
             self.cpu[h] -= d.cpus
         if self.ram[h] is not None:
@@ -392,8 +400,10 @@ class _Search:
             self.ram[h] += d.ram_mib
         if self.cpu[h] is not None:
             self.cpu[h] += d.cpus
+        self.free_cpu += d.cpus
+        self.free_ram += d.ram_mib
         if gid is not None:
-            vacate(self.rooms[gid], pick, d.vram_mib)
+            self.free_vram += vacate(self.rooms[gid], pick, d.vram_mib)
 
     def _search(self, k: int, placed: int, moves: int) -> None:
         self.nodes -= 1
@@ -451,7 +461,11 @@ class _Chains(_Search):
     limited discrepancy (Harvey and Ginsberg, IJCAI 1995): every replica takes its first option (where it is now,
     else the first place it fits) but for at most ``DISCREPANCIES`` choices anywhere in the order: with one, then
     exactly two, three and four while steps remain (each pass walks only the leaves with its own number: Korf's
-    improved LDS, AAAI 1996)."""
+    improved LDS, AAAI 1996). A branch is cut where the replicas still to come cannot place more than the best plan
+    found: counted whole, and counted by how many of their smallest asks the CPUs, the memory and the VRAM free in
+    scope could hold at most (``sums``). A cut step is still a step, but none below it is walked: with the same
+    steps a search reaches further (--small-plans' 261 plans: 1,844 -> 1,849, 2,765 -> 2,767 and 3,664 -> 3,683
+    replicas placed at 4, 6 and 8 hosts, more VRAM taken at each size)."""
 
     def __init__(self, run: _Run, items: list[_Item], hosts: list[str], least_vram: float | None = None):
         super().__init__(run, items, hosts)
@@ -467,6 +481,15 @@ class _Chains(_Search):
         for k in range(len(items) - 1, -1, -1):
             it = items[k]
             self.vram_after[k] = self.vram_after[k + 1] + max((self._vram(it, gid) for _, gid in it.slots), default=0)
+        #: per k, the asks of the items from k on, smallest first, summed (CPUs, memory, VRAM at least): as many
+        #: of them fit at most as the smallest sums within what the hosts in scope have free
+        self.sums = []
+        for k in range(len(items) + 1):
+            rest = items[k:]
+            self.sums.append((
+                list(accumulate(sorted(it.d.cpus for it in rest))),
+                list(accumulate(sorted(it.d.ram_mib for it in rest))),
+                list(accumulate(sorted(min((self._vram(it, gid) for _, gid in it.slots), default=0) for it in rest)))))
         #: (replicas placed, -moves): a plan found must place more than now
         self.best = (sum(it.required for it in items), 0)
         self.nodes = CHAIN_NODES
@@ -525,6 +548,13 @@ class _Chains(_Search):
         self.nodes -= 1
         if self.nodes < 0 or (placed + len(items) - k, -moves) <= self.best or \
                 vram + self.vram_after[k] < self.need or widest > narrowest:
+            return
+        # and no more can be placed than the CPUs, memory and VRAM free in scope hold of the smallest asks left
+        cpus, ram, vrams = self.sums[k]
+        best = self.best
+        if (placed + bisect_right(vrams, self.free_vram), -moves) <= best or \
+                (placed + bisect_right(cpus, self.free_cpu + 1e-9), -moves) <= best or \
+                (placed + bisect_right(ram, self.free_ram), -moves) <= best:
             return
         if budget > len(items) - k:
             return  # (each pass walks only the leaves with exactly its number of discrepancies: the others were)
