@@ -482,14 +482,11 @@ class _Chains(_Search):
             it = items[k]
             self.vram_after[k] = self.vram_after[k + 1] + max((self._vram(it, gid) for _, gid in it.slots), default=0)
         #: per k, the asks of the items from k on, smallest first, summed (CPUs, memory, VRAM at least): as many
-        #: of them fit at most as the smallest sums within what the hosts in scope have free
-        self.sums = []
-        for k in range(len(items) + 1):
-            rest = items[k:]
-            self.sums.append((
-                list(accumulate(sorted(it.d.cpus for it in rest))),
-                list(accumulate(sorted(it.d.ram_mib for it in rest))),
-                list(accumulate(sorted(min((self._vram(it, gid) for _, gid in it.slots), default=0) for it in rest)))))
+        #: of them fit at most as the smallest sums within what the hosts in scope have free (``_fitting``)
+        asks = [(it.d.cpus, it.d.ram_mib, min((self._vram(it, gid) for _, gid in it.slots), default=0))
+                for it in items]
+        self.sums = [tuple(list(accumulate(sorted(a[r] for a in asks[k:]))) for r in range(3))
+                     for k in range(len(items) + 1)]
         #: (replicas placed, -moves): a plan found must place more than now
         self.best = (sum(it.required for it in items), 0)
         self.nodes = CHAIN_NODES
@@ -510,22 +507,14 @@ class _Chains(_Search):
         """At most how many items fit at once: as many of the smallest asks as the CPUs, the memory, the ports and
         the free VRAM in scope hold, each counted alone (a replica asking whole devices counts them whole, the
         smallest it may use)."""
-        items, hosts, most = self.items, list(self.ports), len(self.items)
-        vram = sum(f for room in self.rooms.values() for f in room.free)
-        for free, asks in ((self.cpu, [it.d.cpus for it in items]), (self.ram, [it.d.ram_mib for it in items]),
-                           (self.ports, [1] * len(items)),
-                           (None, [min(self._vram(it, gid) for _, gid in it.slots) for it in items])):
-            if free is not None and any(free[h] is None for h in hosts):
-                continue  # a host that does not declare it
-            left = vram if free is None else sum(free[h] for h in hosts)
-            n = 0
-            for ask in sorted(asks):
-                left -= ask
-                if left < -1e-9:
-                    break
-                n += 1
-            most = min(most, n)
-        return most
+        return min(sum(self.ports.values()), self._fitting(0))
+
+    def _fitting(self, k: int) -> int:
+        """At most how many of the items from ``k`` on fit what is free in scope now: as many of their smallest
+        asks as the VRAM, the CPUs and the memory hold, each counted alone (``sums``)."""
+        cpus, ram, vrams = self.sums[k]
+        return min(bisect_right(vrams, self.free_vram), bisect_right(cpus, self.free_cpu + 1e-9),
+                   bisect_right(ram, self.free_ram))
 
     def run(self) -> bool:
         if self._most() <= self.best[0]:
@@ -549,13 +538,8 @@ class _Chains(_Search):
         if self.nodes < 0 or (placed + len(items) - k, -moves) <= self.best or \
                 vram + self.vram_after[k] < self.need or widest > narrowest:
             return
-        # and no more can be placed than the CPUs, memory and VRAM free in scope hold of the smallest asks left
-        cpus, ram, vrams = self.sums[k]
-        best = self.best
-        if (placed + bisect_right(vrams, self.free_vram), -moves) <= best or \
-                (placed + bisect_right(cpus, self.free_cpu + 1e-9), -moves) <= best or \
-                (placed + bisect_right(ram, self.free_ram), -moves) <= best:
-            return
+        if (placed + self._fitting(k), -moves) <= self.best:
+            return  # no more can be placed than the VRAM, CPUs and memory free hold of the smallest asks left
         if budget > len(items) - k:
             return  # (each pass walks only the leaves with exactly its number of discrepancies: the others were)
         if k == len(items):
