@@ -615,12 +615,37 @@ class _Run(Repairs, Trades, Explanations):
         self.hosts.refresh(host)
 
     # ------------------------------------------------------------------ commit
-    def _commit_placed(self, demand, host_name, gs, positions, port, previous) -> Assignment:
-        """Commit a replica this run places: new, or moved off ``previous`` (the lock's host) with its reason."""
+    def _commit_placed(self, demand, host_name, gs, positions, port, previous, file: bool = True) -> Assignment:
+        """Commit a replica this run places: new, or moved off ``previous`` (the lock's host) with its reason.
+        ``file``: False, the indexes are left for ``_file_host`` (``_record``)."""
         reason = self.move_reasons.get(demand.key, "") if previous else ""
-        return self._commit(demand, host_name, gs, positions, port, "moved" if previous else "new", reason, previous)
+        return (self._commit if file else self._record)(demand, host_name, gs, positions, port,
+                                                         "moved" if previous else "new", reason, previous)
 
     def _commit(self, demand, host_name, gs, positions, port, status, reason, previous) -> Assignment:
+        a = self._record(demand, host_name, gs, positions, port, status, reason, previous)
+        if gs is not None:
+            self.index.refresh(gs)
+        if not self.state.has_free_port(host_name) or self._exhausted(host_name):
+            self.index.drop_host(host_name)
+        if self.hosts is not None:
+            self.hosts.refresh(host_name)
+        return a
+
+    def _file_host(self, host: str) -> None:
+        """The index and the host index file ``host`` again after replicas were recorded there without them
+        (``_record``): each of its groups where it has room left, none where it has not (the give-way records a
+        room's replicas and files the host once: 1.2 % of the process bench's placement instructions)."""
+        if self.state.has_free_port(host) and not self._exhausted(host):
+            self.index.restore_host(host)
+        else:
+            self.index.drop_host(host)
+        if self.hosts is not None:
+            self.hosts.refresh(host)
+
+    def _record(self, demand, host_name, gs, positions, port, status, reason, previous) -> Assignment:
+        """``_commit`` but for the indexes: the state and the plan record the replica (``_file_host`` files the
+        host once several are recorded there)."""
         taken = self.state.ports[host_name].take(port) if status == "kept" else True
         assert taken
         per = self.state.claim(gs, positions, demand, host_name)
@@ -634,12 +659,6 @@ class _Run(Repairs, Trades, Explanations):
         key = (demand.deployment, demand.replica)  # a tuple: no string formatted per commit
         assert key not in self.placed, key
         self.placed[key] = a
-        if gs is not None:
-            self.index.refresh(gs)
-        if not self.state.has_free_port(host_name) or self._exhausted(host_name):
-            self.index.drop_host(host_name)
-        if self.hosts is not None:
-            self.hosts.refresh(host_name)
         return a
 
     def _exhausted(self, host: str) -> bool:

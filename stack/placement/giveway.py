@@ -623,11 +623,11 @@ class GiveWay:
         emptied = False
         run._drop(a)
         run.state.release(gs, [gs.pos_of[i] for i in a.gpus], d, host, a.port)
-        run._room_again(host, gs)
-        for w, prev in chosen:
+        for w, prev in chosen:  # (the index files the host once, after them all)
             at = choose_devices(gs, w, w.allowed_on(host))
             assert at is not None  # the dry run placed it on these devices
-            self.placed_since.append(run._commit_placed(w, host, gs, at, run.state.ports[host].lowest(), prev))
+            port = run.state.ports[host].lowest()
+            self.placed_since.append(run._commit_placed(w, host, gs, at, port, prev, file=False))
             key = (w.deployment, w.replica)
             self.done.add(key)
             reps = self.kind_of[key].replicas
@@ -637,6 +637,7 @@ class GiveWay:
                     break
             if not reps:
                 emptied = True
+        run._file_host(host)
         if (d.deployment, d.replica) in self.done:  # a give-way placed it: its entry in the run's list stands again
             self.done.discard((d.deployment, d.replica))
         else:
