@@ -47,7 +47,7 @@ candidate counted whole: 147).
 """
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 from itertools import chain
 from math import gcd, inf
 from operator import attrgetter, itemgetter
@@ -98,35 +98,66 @@ class Takers:
     their first replica left over: (VRAM per device, VRAM in all, CPUs, memory, kind) each, so a dry run asks
     each kind once, not each replica."""
 
-    def __init__(self, kinds: list[Kind], size: int):
-        self.kinds = [(size if k.whole else k.vram_mib, k.gpus * (size if k.whole else k.vram_mib), k.cpus, k.ram_mib,
-                       k) for k in sorted(kinds, key=attrgetter("first"))]
+    def __init__(self, kinds: list[Kind], group: GroupState):
+        """``kinds``: those ``group``'s class may take (``GiveWay.may_take``), some of them maybe with none left
+        over (they count for ``smallest``, ``least``, ``spread`` and the slices, never for the orders)."""
+        #: a group of the class (what ``add`` checks a kind against) and its devices' size
+        self.group, self.size = group, group.group.vram_mib
+        self.kinds = [self._entry(k) for k in sorted(kinds, key=attrgetter("first"))]
         #: the smallest slice of a device any of them asks (a whole device for a whole claim)
         self.smallest = min(t[0] for t in self.kinds)
         #: the least CPUs and memory any of them asks
         self.least = (min(t[2] for t in self.kinds), min(t[3] for t in self.kinds))
         #: the kinds by VRAM asked per CPU, and per MiB of memory, most first (``most``); those asking none first,
         #: the most VRAM first among them (with no CPUs asked anywhere, the first order then fills a room with whole
-        #: devices before slices break them: on the selector fleet at 124 %, 440 -> 251 left over)
-        self._by_cpu = sorted(self.kinds, key=lambda t: (-t[1] / t[2] if t[2] else -inf, -t[1]))
-        self._by_ram = sorted(self.kinds, key=lambda t: (-t[1] / t[3] if t[3] else -inf, -t[1]))
+        #: devices before slices break them: on the selector fleet at 124 %, 440 -> 251 left over); ties in the
+        #: order left over
+        self._by_cpu = sorted(self.kinds, key=_per_cpu)
+        self._by_ram = sorted(self.kinds, key=_per_ram)
         #: the orders a dry run fills a room in (``GiveWay.refill``): the most VRAM per CPU first, then per MiB of
         #: memory, then the order left over, where those differ
         self.orders: list[list] = []
-        for order in (self._by_cpu, self._by_ram, self.kinds):
-            if all(order != other for other in self.orders):
-                self.orders.append(order)
+        self._distinct_orders()
         #: some of them may not share a host with their deployment's other replicas
         self.spread = any(t[4].spread for t in self.kinds)
-        self.size = size
         #: shared slices they ask of one device, and whether any takes a device whole (``room_for``)
-        slices = sorted({t[0] for t in self.kinds if not t[4].whole and t[0] > 0})  # (a 0 MiB slice fills nothing)
+        self._slices = {t[0] for t in self.kinds if not t[4].whole and t[0] > 0}  # (a 0 MiB slice fills nothing)
         self._any_whole = any(t[4].whole for t in self.kinds)
-        self._unit, self._fills = _fill_table(slices, size)
+        self._unit, self._fills = _fill_table(sorted(self._slices), self.size)
         #: ``most``'s answers while no kind's replicas change (``forget``): rooms repeat, each host's CPUs and
         #: memory too, and a third of the bounds the process bench asks were asked before
         self._most: dict[tuple, float] = {}
         self.prune()
+
+    def _entry(self, k: Kind) -> tuple:
+        per = self.size if k.whole else k.vram_mib
+        return per, k.gpus * per, k.cpus, k.ram_mib, k
+
+    def _distinct_orders(self) -> None:
+        self.orders[:] = []
+        for order in (self._by_cpu, self._by_ram, self.kinds):
+            if all(order != other for other in self.orders):
+                self.orders.append(order)
+
+    def add(self, kind: Kind) -> None:
+        """``kind``, with none left over until now (new, or pruned), has one: it takes the place in each order
+        that making the takers again would give it (orders sort by ``first`` where their keys tie; a kind's
+        ``first`` is its own). A replica that gave way rejoins this way: made again each time, the takers of
+        every class took 2.5 % of the process bench's placement."""
+        t = self._entry(kind)
+        insort(self.kinds, t, key=_first)
+        insort(self._by_cpu, t, key=_per_cpu)
+        insort(self._by_ram, t, key=_per_ram)
+        self._distinct_orders()  # (pruned lists, equal where the lists made again are: a duplicate tries nothing new)
+        self.smallest = min(self.smallest, t[0])
+        self.least = (min(self.least[0], t[2]), min(self.least[1], t[3]))
+        self.spread = self.spread or kind.spread
+        if kind.whole:
+            self._any_whole = True
+        elif t[0] > 0 and t[0] not in self._slices:
+            self._slices.add(t[0])
+            self._unit, self._fills = _fill_table(sorted(self._slices), self.size)
+        self._most.clear()
 
     def forget(self) -> None:
         """Some kind's replicas left over changed: ``most``'s answers no longer hold."""
@@ -342,10 +373,12 @@ class GiveWay:
 
     def _rejoin(self, w: Demand) -> None:
         """``w`` gave way: it is left over like the others, a replica to make room for and one a room may take."""
-        if len(self._join(w, None, len(self.failed) + len(self.rejoined)).replicas) == 1:
-            self.takers.clear()  # a kind new, or pruned from every order: the classes' takers are made again
-        else:
-            for takers in self.takers.values():
+        kind = self._join(w, None, len(self.failed) + len(self.rejoined))
+        back = len(kind.replicas) == 1  # a kind new, or pruned from every order: it joins the takers that may take it
+        for takers in self.takers.values():
+            if back and self.owner._static_ok(takers.group, kind.rep):
+                takers.add(kind)
+            else:
                 takers.forget()
         self.rejoined.append((w, None))
 
@@ -483,7 +516,7 @@ class GiveWay:
             if mine is None:
                 mine = self.takers[key] = Takers([k for shape, kinds in self.kinds.items()
                                                   if run._static_ok(lists.rep, kinds[0].rep) for k in kinds],
-                                                 size)
+                                                 lists.rep)
             smallest = mine.smallest  # (u is among them)
             least_cpu, least_ram = mine.least
             u_cpus, u_ram = u.cpus, u.ram_mib
@@ -657,6 +690,21 @@ class GiveWay:
             takers.forget()
             if emptied:  # a kind with none left over: no bound or dry run walks past it again
                 takers.prune()
+
+
+def _first(t: tuple) -> int:
+    """Where a taker's kind stands in the order left over."""
+    return t[4].first
+
+
+def _per_cpu(t: tuple) -> tuple:
+    """A taker's place in ``Takers``' order by VRAM per CPU (kinds asking none first, the most VRAM first)."""
+    return (-t[1] / t[2] if t[2] else -inf, -t[1], t[4].first)
+
+
+def _per_ram(t: tuple) -> tuple:
+    """The same per MiB of memory."""
+    return (-t[1] / t[3] if t[3] else -inf, -t[1], t[4].first)
 
 
 def _donor_key(entry: tuple) -> str:
