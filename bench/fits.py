@@ -160,7 +160,8 @@ def small_plans(sizes: tuple[int, ...] = (4, 6, 8), seeds: int = 29, seconds: fl
     """Plans of bench/synthetic.py's CPU-and-memory workload on a few hosts (seeds 1..``seeds``, loads 0.9, 1.0 and
     1.3: most leave replicas over), against two MILP optima: the most replicas any placement places, and the most
     a placement taking no less VRAM than gpufleet's places (when not all fit, gpufleet takes VRAM first: the
-    give-way and the exact search of a small plan add replicas only where no VRAM is given up). The second is
+    give-way and the searches by chains add replicas only where no VRAM is given up, but for a half-percent slack;
+    the first exact search may move a whole replica to a smaller device). The second is
     what the engine could still reach without giving up VRAM; the first less the second is what that rule costs.
     """
     from bench.synthetic import resource_demands, resource_fleet

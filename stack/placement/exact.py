@@ -16,7 +16,11 @@ It stops after ``NODES`` steps, keeping the best found: it only ever adds replic
 
 On 261 plans of bench/synthetic.py's CPU-and-memory workload on 4, 6 and 8 hosts (29 seeds, loads 0.9, 1.0
 and 1.3), 15 place 51 more replicas (9 and 32 without trying each where it is first); with 20,000 steps,
-17 and 54 for four times the time.
+17 and 54 for four times the time. It keeps no VRAM floor: a whole replica moved to a smaller device takes less
+VRAM counted whole, and 34 of its 70 finds over those plans (in every run) took up to 2.2 % less. Tried
+2026-12-06: the chains' cut by what the CPUs, memory and VRAM free hold (147 searches of 344 out of steps instead
+of 153, 87 finds instead of 70) placed one replica more at 4 hosts for 2.5 fewer GPUs; with the chains' VRAM floor
+as well, 8 fewer at 4 hosts and 2 more at 6 (its early finds are where later steps place more); neither landed.
 
 Where replicas are still left over, a second search (``_Chains``, up to ``CHAIN_ITEMS`` replicas) may leave a
 replica this plan placed new over, for a plan that places more replicas and takes no less VRAM (but for
