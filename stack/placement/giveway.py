@@ -332,11 +332,12 @@ class GiveWay:
         if a.status != "new" or a.vendor is None:
             return None
         run = self.owner
-        d = run.by_key[a.key]
+        key = a.key  # (formatted once: every placed replica passes here, twice a step)
+        d = run.by_key[key]
         if d.manual is not None:
             return None
         gs = run._group_of(a)
-        return run.index.class_of[gs.gid], len(a.gpus) * (gs.group.vram_mib if a.whole else a.vram_mib), a.key, a, d, gs
+        return run.index.class_of[gs.gid], len(a.gpus) * (gs.group.vram_mib if a.whole else a.vram_mib), key, a, d, gs
 
     def _add_donors(self) -> None:
         """The replicas give-ways placed since the donors were taken join them (the third pass: they may give way
