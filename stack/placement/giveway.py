@@ -99,8 +99,8 @@ class Takers:
     each kind once, not each replica."""
 
     def __init__(self, kinds: list[Kind], group: GroupState):
-        """``kinds``: those ``group``'s class may take (``GiveWay.may_take``), some of them maybe with none left
-        over (they count for ``smallest``, ``least``, ``spread`` and the slices, never for the orders)."""
+        """``kinds``: those whose static filters ``group``'s class passes, some maybe with none left over (they
+        count for ``smallest``, ``least``, ``spread`` and the slices, never in the orders)."""
         #: a group of the class (what ``add`` checks a kind against) and its devices' size
         self.group, self.size = group, group.group.vram_mib
         self.kinds = [self._entry(k) for k in sorted(kinds, key=attrgetter("first"))]
