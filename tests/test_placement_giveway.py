@@ -596,3 +596,42 @@ def test_the_donors_a_round_adds_are_those_taking_them_all_again_would_give(monk
             demands = resource_demands(f, seed + 1, load)
             check_invariants(f, demands, place(f, demands))
     assert sum(added) > 20  # replicas give-ways placed joined the donors one by one (else this compared little)
+
+
+def test_takers_a_replica_that_gave_way_brings_back_are_those_made_again_would_be(monkeypatch):
+    """A replica that gave way and brings its kind back (new, or pruned when its last replica was placed) joins the
+    takers of each class whose static filters it passes (``Takers.add``); the others' answers are forgotten. On small
+    fleets of bench/synthetic.py's CPU-and-memory workload, after every such rejoin, each class's takers fill rooms in
+    the same distinct orders and bound them with the same figures as takers made again from every kind."""
+    from bench.synthetic import resource_demands, resource_fleet
+
+    rejoin, add, added = GiveWay._rejoin, Takers.add, []
+
+    def view(t: Takers) -> tuple:
+        orders: list = []
+        for order in t.orders:
+            ids = [id(x[4]) for x in order]
+            if ids not in orders:
+                orders.append(ids)
+        return orders, t.smallest, t.least, t.spread, t._any_whole, t._unit, t._fills
+
+    def counted(self, kind):
+        added.append(kind)
+        add(self, kind)
+
+    def checked(self, w):
+        rejoin(self, w)
+        for takers in self.takers.values():
+            again = Takers([k for kinds in self.kinds.values() if self.owner._static_ok(takers.group, kinds[0].rep)
+                            for k in kinds], takers.group)
+            assert view(takers) == view(again)
+            assert not takers._most  # (answers of before the rejoin are forgotten)
+
+    monkeypatch.setattr(GiveWay, "_rejoin", checked)
+    monkeypatch.setattr(Takers, "add", counted)
+    for seed in range(1, 9):
+        f = resource_fleet(30, seed)
+        for load in (1.0, 1.3):
+            demands = resource_demands(f, seed + 1, load)
+            check_invariants(f, demands, place(f, demands))
+    assert len(added) > 20  # kinds came back and joined takers (else this compared little)

@@ -680,10 +680,6 @@ class GiveWay:
         run.gave_way[a.key] = (host, len(chosen))
         for w, _ in chosen:  # (one that gave way before and is placed again)
             run.gave_way.pop(w.key, None)
-        if self.gave is not None:
-            self.gave.append(d)
-        else:
-            self._rejoin(d)
         self.looks.pop(gs.gid, None)
         self.version[host] = self.version.get(host, 0) + 1
         self.touched.add(host)
@@ -691,6 +687,11 @@ class GiveWay:
             takers.forget()
             if emptied:  # a kind with none left over: no bound or dry run walks past it again
                 takers.prune()
+        # (after the pruning: ``d``'s kind may be one just emptied, and it comes back into the takers once)
+        if self.gave is not None:
+            self.gave.append(d)
+        else:
+            self._rejoin(d)
 
 
 def _first(t: tuple) -> int:
