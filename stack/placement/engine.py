@@ -595,24 +595,10 @@ class _Run(Repairs, Trades, Explanations):
         self._drop(a)
         if a.vendor is None:
             self.state.release(None, [], d, a.host, a.port)
-            self._host_again(a.host)
         else:
             gs = self._group_of(a)
             self.state.release(gs, [gs.pos_of[i] for i in a.gpus], d, a.host, a.port)
-            self._room_again(a.host, gs)
-
-    def _room_again(self, host: str, gs: GroupState) -> None:
-        if self.state.has_free_port(host) and not self._exhausted(host):
-            self.index.restore_host(host)
-        else:
-            self.index.refresh(gs)
-        self.hosts.refresh(host)
-
-    def _host_again(self, host: str) -> None:
-        """The host's CPUs, memory or a port were given back: its groups are candidates again, if it has room."""
-        for gs in self.state.groups_of[host]:
-            self._room_again(host, gs)
-        self.hosts.refresh(host)
+        self._file_host(a.host)
 
     # ------------------------------------------------------------------ commit
     def _commit_placed(self, demand, host_name, gs, positions, port, previous, file: bool = True) -> Assignment:
@@ -633,9 +619,10 @@ class _Run(Repairs, Trades, Explanations):
         return a
 
     def _file_host(self, host: str) -> None:
-        """The index and the host index file ``host`` again after replicas were recorded there without them
-        (``_record``): each of its groups where it has room left, none where it has not (the give-way records a
-        room's replicas and files the host once: 1.2 % of the process bench's placement instructions)."""
+        """The index and the host index file ``host`` again after what it holds changed (a replica taken back, or
+        replicas recorded there without them: ``_record``): each of its groups where it has room left, none where
+        it has not (the give-way records a room's replicas and files the host once: 1.2 % of the process bench's
+        placement instructions)."""
         if self.state.has_free_port(host) and not self._exhausted(host):
             self.index.restore_host(host)
         else:

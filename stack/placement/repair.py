@@ -397,7 +397,7 @@ class Repairs:
         host, state = a.host, self.state
         self._drop(a)
         state.release(None, [], other, host, a.port)
-        self._host_again(host)
+        self._file_host(host)
         hopeless = dict(self._hopeless)  # (as in _swap: capacity given, then given back by an undo)
         self._hopeless.clear()
         mine = None
@@ -419,7 +419,7 @@ class Repairs:
         if not state.has_free_port(host) or self._exhausted(host):
             self.index.drop_host(host)
         else:
-            self._host_again(host)
+            self._file_host(host)
         self.hosts.refresh(host)
         return None
 
@@ -449,7 +449,7 @@ class Repairs:
         for a, other, positions in held:
             self._drop(a)
             self.state.release(gs, positions, other, host, a.port)
-        self._room_again(host, gs)
+        self._file_host(host)
         done: list[tuple[Assignment, Demand]] = []
         # taking ``out`` back gave capacity: what found no place may find one now, so the memos of shapes with
         # nowhere to go start over; and what the searches below find no place for, they find with ``demand`` in

@@ -326,7 +326,7 @@ class Trades:
         for a, d, g, pos in ((x, dx, gx, px), (y, dy, gy, py)):
             self._drop(a)
             self.state.release(g, pos, d, a.host, a.port)
-            self._room_again(a.host, g)  # a host the index dropped for want of CPUs may have them now
+            self._file_host(a.host)  # a host the index dropped for want of CPUs may have them now
         done: list[tuple[Assignment, Demand]] = []
         ok = True
         for a, d, g, host in ((x, dx, gy, h2), (y, dy, gx, h1)):
