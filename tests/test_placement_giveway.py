@@ -569,8 +569,6 @@ def test_the_donors_a_round_adds_are_those_taking_them_all_again_would_give(monk
     sort it; those that gave way stay, passed over by the searches. On small fleets of bench/synthetic.py's
     CPU-and-memory workload, the donors still placed are then, class by class and in order, exactly those of a walk
     over everything placed."""
-    from bench.synthetic import resource_demands, resource_fleet
-
     add_donors, added = GiveWay._add_donors, []
 
     def live(run, donors):
@@ -590,11 +588,7 @@ def test_the_donors_a_round_adds_are_those_taking_them_all_again_would_give(monk
         self.donors = kept
 
     monkeypatch.setattr(GiveWay, "_add_donors", checked)
-    for seed in range(1, 9):
-        f = resource_fleet(30, seed)
-        for load in (1.0, 1.3):
-            demands = resource_demands(f, seed + 1, load)
-            check_invariants(f, demands, place(f, demands))
+    _place_small_resource_plans()
     assert sum(added) > 20  # replicas give-ways placed joined the donors one by one (else this compared little)
 
 
@@ -603,8 +597,6 @@ def test_takers_a_replica_that_gave_way_brings_back_are_those_made_again_would_b
     takers of each class whose static filters it passes (``Takers.add``); the others' answers are forgotten. On small
     fleets of bench/synthetic.py's CPU-and-memory workload, after every such rejoin, each class's takers fill rooms in
     the same distinct orders and bound them with the same figures as takers made again from every kind."""
-    from bench.synthetic import resource_demands, resource_fleet
-
     rejoin, add, added = GiveWay._rejoin, Takers.add, []
 
     def view(t: Takers) -> tuple:
@@ -629,9 +621,17 @@ def test_takers_a_replica_that_gave_way_brings_back_are_those_made_again_would_b
 
     monkeypatch.setattr(GiveWay, "_rejoin", checked)
     monkeypatch.setattr(Takers, "add", counted)
+    _place_small_resource_plans()
+    assert len(added) > 20  # kinds came back and joined takers (else this compared little)
+
+
+def _place_small_resource_plans() -> None:
+    """Sixteen small plans of bench/synthetic.py's CPU-and-memory workload (30 hosts, seeds 1-8, loads 1.0 and 1.3),
+    each checked for what no plan may break: what the tests above check during them runs on many give-ways."""
+    from bench.synthetic import resource_demands, resource_fleet
+
     for seed in range(1, 9):
         f = resource_fleet(30, seed)
         for load in (1.0, 1.3):
             demands = resource_demands(f, seed + 1, load)
             check_invariants(f, demands, place(f, demands))
-    assert len(added) > 20  # kinds came back and joined takers (else this compared little)
