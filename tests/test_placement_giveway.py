@@ -406,7 +406,7 @@ def _overloaded_with_cpus(rnd: random.Random):
 
 
 def test_the_bounds_only_skip_rooms_the_dry_run_would_refuse(monkeypatch):
-    """The bounds before each dry run (``Takers.most``: what the room's CPUs, memory and devices could hold at
+    """The bounds before each dry run (``Takers.short_of``: what the room's CPUs, memory and devices could hold at
     best of those left over) are bounds, not heuristics: with them switched off every candidate they skipped
     goes to the dry run, and each plan comes out the same, to the device and port. They do skip dry runs: the
     same plans take fewer of them."""
@@ -424,7 +424,7 @@ def test_the_bounds_only_skip_rooms_the_dry_run_would_refuse(monkeypatch):
     monkeypatch.setattr(GiveWay, "refill", counted("with"))
     bounded = [place(f, demands) for f, demands in cases]
     monkeypatch.setattr(GiveWay, "refill", counted("without"))
-    monkeypatch.setattr(Takers, "most", lambda self, *args: float("inf"))
+    monkeypatch.setattr(Takers, "short_of", lambda self, *args: False)
     for (f, demands), p in zip(cases, bounded):
         check_invariants(f, demands, p)
         assert place(f, demands) == p
@@ -617,7 +617,7 @@ def test_takers_a_replica_that_gave_way_brings_back_are_those_made_again_would_b
             again = Takers([k for kinds in self.kinds.values() if self.owner._static_ok(takers.group, kinds[0].rep)
                             for k in kinds], takers.group)
             assert view(takers) == view(again)
-            assert not takers._most  # (answers of before the rejoin are forgotten)
+            assert not takers.answers()  # (answers of before the rejoin are forgotten)
 
     monkeypatch.setattr(GiveWay, "_rejoin", checked)
     monkeypatch.setattr(Takers, "add", counted)
