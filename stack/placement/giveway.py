@@ -132,6 +132,8 @@ class Takers:
         self._most: dict[tuple, float] = {}
         self._clock = [0] if clock is None else clock
         self._at = self._clock[0]
+        #: kind -> its entry, the one tuple each order holds for it (``drop``)
+        self._entry_of = {t[4]: t for t in self.kinds}
         self.prune()
 
     def _entry(self, k: Kind) -> tuple:
@@ -149,7 +151,7 @@ class Takers:
         that making the takers again would give it (orders sort by ``first`` where their keys tie; a kind's
         ``first`` is its own). A replica that gave way rejoins this way: made again each time, the takers of
         every class took 2.5 % of the process bench's placement."""
-        t = self._entry(kind)
+        t = self._entry_of[kind] = self._entry(kind)
         insort(self.kinds, t, key=_first)
         insort(self._by_cpu, t, key=_per_cpu)
         insort(self._by_ram, t, key=_per_ram)
@@ -174,8 +176,16 @@ class Takers:
     def prune(self) -> None:
         """Drop the kinds none of which is left over any more from every order (in place: ``orders`` holds
         the same lists)."""
-        for order in (self.kinds, self._by_cpu, self._by_ram):
-            order[:] = [t for t in order if t[4].replicas]
+        self.drop([t[4] for t in self.kinds if not t[4].replicas])
+
+    def drop(self, kinds: list[Kind]) -> None:
+        """Drop ``kinds``, none of which is left over any more, from every order where they are (in place). Each
+        takers made every order again for each kind a give-way emptied: 3 % of the process bench's placement."""
+        for kind in kinds:
+            t = self._entry_of.pop(kind, None)
+            if t is not None:
+                for order in (self.kinds, self._by_cpu, self._by_ram):
+                    order.remove(t)  # (the entry itself: another kind's never compares equal)
 
     def room_for(self, room: Room) -> tuple[float, float, int, int]:
         """What ``room``'s devices offer them: VRAM on devices a whole claim could take, whole; VRAM their slices
@@ -674,7 +684,7 @@ class GiveWay:
     def apply(self, gs: GroupState, a: Assignment, d: Demand, chosen: list) -> None:
         """What ``refill`` found: ``a`` is left over, ``chosen`` take its room (on the same devices)."""
         run, host = self.owner, a.host
-        emptied = False
+        emptied = []  # kinds with none left over now
         run._drop(a)
         run.state.release(gs, [gs.pos_of[i] for i in a.gpus], d, host, a.port)
         for w, prev in chosen:  # (the index files the host once, after them all)
@@ -690,7 +700,7 @@ class GiveWay:
                     del reps[j]
                     break
             if not reps:
-                emptied = True
+                emptied.append(self.kind_of[key])
         run._file_host(host)
         if (d.deployment, d.replica) in self.done:  # a give-way placed it: its entry in the run's list stands again
             self.done.discard((d.deployment, d.replica))
@@ -706,7 +716,7 @@ class GiveWay:
         self.clock[0] += 1  # (every class's takers forget)
         if emptied:  # a kind with none left over: no bound or dry run walks past it again
             for takers in self.takers.values():
-                takers.prune()
+                takers.drop(emptied)
         # (after the pruning: ``d``'s kind may be one just emptied, and it comes back into the takers once)
         if self.gave is not None:
             self.gave.append(d)
