@@ -369,42 +369,80 @@ def test_trades_never_overfill_never_break_a_device_size_and_never_cost_a_replic
     assert run.gpus_allocated() >= plain.gpus_allocated() - 1e-9
 
 
+def _short_case(seed: int):
+    """A random fleet short of CPUs and memory for its GPUs, and replicas asking them."""
+    import random
+
+    r = random.Random(seed)
+    f = fleet(*(host(f"h{i}", gpus("nvidia", "G", r.choice([48, 80]), r.choice([2, 4])),
+                     cpus=r.choice([8, 16, 32]), ram_gib=r.choice([64, 256])) for i in range(r.randint(2, 5))))
+    return f, [Demand(f"d{k}", 0, "cuda", r.choice([1, 1, 2]), r.choice([None, 24 * 1024, 40 * 1024]),
+                      cpus=r.choice([2, 4, 8, 12]), ram_mib=r.choice([8, 16, 64]) * 1024)
+               for k in range(r.randint(6, 24))]
+
+
+def test_what_was_placed_since_the_trades_listed_their_replicas_joins_the_lists_as_listing_again_would():
+    """The exchange lists the replicas a trade may move, and the rebalance after it takes that list with what the
+    exchange and the retry placed since added (``_list_placed``), not a new one. Listed while some replicas were
+    left over and brought up to date once the retry placed them, the lists are those made again: run by run
+    (entries and their order) and host by host."""
+    from stack.placement.engine import _place
+
+    def runs(by_shape: dict) -> dict:
+        return {shape: [(c, r, [(e[2], id(e[3]), id(e[4])) for e in run]) for c, r, run in p.runs()]
+                for shape, p in by_shape.items()}
+
+    def hosts(on_host: dict) -> dict:
+        return {h: sorted((a.key, id(a), id(d)) for a, d in lst) for h, lst in on_host.items() if lst}
+
+    joined = 0
+    for seed in range(20):
+        f, demands = _short_case(seed)
+        run = _place(f, demands)
+        taken = [a for a in run.placed.values() if a.vendor is not None][::2]
+        for a in taken:
+            run._take_back(a, run.by_key[a.key])
+        left = [(run.by_key[a.key], None) for a in taken]
+        made = run._tradeable(run.by_key)
+        run._failed = list(left)
+        run.retry()
+        run._list_placed(made, left)
+        again = run._tradeable(run.by_key)
+        assert runs(made[0]) == runs(again[0]), seed
+        assert hosts(made[1]) == hosts(again[1]), seed
+        joined += sum(1 for d, _ in left if (d.deployment, d.replica) in run.placed)
+    assert joined > 40, joined  # (the retry placed them again: they joined the lists)
+
+
 def test_the_rebalance_is_left_out_only_where_it_could_place_nothing():
     """``trade`` runs the rebalance only where the exchange saw a host with the devices and a port for some
     replica left over: trades swap replicas of the same GPUs and VRAM, so nowhere else can moving CPUs and memory
     let one in. On the rebalance's own case (where it places one more) and on random fleets short of CPUs and
     memory, the run that leaves the step out where the exchange saw no such host places exactly what the run that
     forces the step places; and the step is left out on some of them (else this test would show nothing)."""
-    import random
-
     from stack.placement.engine import _place
 
     forced_trade = _Run.trade
 
     def always(self, last=False):  # the sequence before the check: the rebalance and its retry run whatever the exchange saw
-        self.exchange(self.by_key)
+        left, made = self._failed, []
+        self.exchange(self.by_key, made)
         self.retry()
-        self.rebalance(self.by_key)
+        if made:
+            self._list_placed(made[0], left)
+        self.rebalance(self.by_key, None, made)
         self.retry()
 
     roomy: list[set | None] = []
     exchange = _Run.exchange
 
-    def recorded(self, by_key):
-        got = exchange(self, by_key)
+    def recorded(self, by_key, made=None):
+        got = exchange(self, by_key, made)
         roomy.append(got)
         return got
 
-    def random_case(seed: int):
-        r = random.Random(seed)
-        f = fleet(*(host(f"h{i}", gpus("nvidia", "G", r.choice([48, 80]), r.choice([2, 4])),
-                         cpus=r.choice([8, 16, 32]), ram_gib=r.choice([64, 256])) for i in range(r.randint(2, 5))))
-        return f, [Demand(f"d{k}", 0, "cuda", r.choice([1, 1, 2]), r.choice([None, 24 * 1024, 40 * 1024]),
-                          cpus=r.choice([2, 4, 8, 12]), ram_mib=r.choice([8, 16, 64]) * 1024)
-                   for k in range(r.randint(6, 24))]
-
     skipped = 0
-    for seed, (f, demands) in [("rebalance case", _rebalance_case())] + [(s, random_case(s)) for s in range(60)]:
+    for seed, (f, demands) in [("rebalance case", _rebalance_case())] + [(s, _short_case(s)) for s in range(60)]:
         roomy.clear()
         _Run.exchange = recorded
         try:
