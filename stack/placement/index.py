@@ -147,18 +147,21 @@ class CandidateIndex:
                     del lists.whole[bisect_left(lists.whole, old_whole)]
                 if whole is not None:
                     insort(lists.whole, whole)
-            if old_touched != touched:
+            if old_touched != touched:  # only the entries that changed move (a claim changes one device or a few)
                 for entry in old_touched:
-                    del lists.touched[bisect_left(lists.touched, entry)]
+                    if entry not in touched:
+                        del lists.touched[bisect_left(lists.touched, entry)]
                 for entry in touched:
-                    insort(lists.touched, entry)
-            for g, entry in kth[gid].items():
-                lst = lists.kth[g]
-                del lst[bisect_left(lst, entry)]
+                    if entry not in old_touched:
+                        insort(lists.touched, entry)
+            old = kth[gid]
             kth[gid] = {}
             if gid not in self.dropped:
                 for g, lst in lists.kth.items():
-                    self._file_kth(gs, g, lst, name, gidx, kth)
+                    self._file_kth(gs, g, lst, name, gidx, kth, old.pop(g, None))
+            for g, entry in old.items():  # (filed no more)
+                lst = lists.kth[g]
+                del lst[bisect_left(lst, entry)]
 
     def _entries(self, gs: GroupState) -> tuple[tuple | None, list[tuple]]:
         """The group's entry in ``whole`` (None without an unclaimed device) and its entries in ``touched``."""
@@ -174,11 +177,17 @@ class CandidateIndex:
                        in enumerate(zip(gs.free, gs.exclusive, claims)) if n and not excl and free > 0]
 
     def _file_kth(self, gs: GroupState, g: int, lst: list, name: str, gidx: int,
-                  kth: list[dict[int, tuple]]) -> None:
+                  kth: list[dict[int, tuple]], old: tuple | None = None) -> None:
+        """File the group in ``lst``, the list of its ``g``-th largest free device, where that is not 0 (``old``:
+        its entry there until now, left where it is if unchanged)."""
         k = gs.kth_free(g)
-        if k > 0:
-            entry = (k, name, gidx, gs.gid)
-            insort(lst, entry)
+        entry = (k, name, gidx, gs.gid) if k > 0 else None
+        if entry != old:
+            if old is not None:
+                del lst[bisect_left(lst, old)]
+            if entry is not None:
+                insort(lst, entry)
+        if entry is not None:
             kth[gs.gid][g] = entry
 
     def kth_list(self, lists: _ClassLists, g: int) -> list:
