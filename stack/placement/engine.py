@@ -286,6 +286,9 @@ class _Run(Repairs, Trades, Explanations):
         self.context: Context | None = None
         #: the fresh pass's first round: firm preferences are not given up (set by place_in_two_rounds)
         self.firm = False
+        #: the preferences' per-host checks by ``skips_key`` (None: a preference that checks no host), made once
+        #: per run: a search made each one again, 12,000 closures on the process bench
+        self._checks: dict[tuple, object] = {}
         #: replicas that gave their room to smaller ones left over (give_way): key -> (host, how many took it)
         self.gave_way: dict[str, tuple[str, int]] = {}
         #: replicas the search by chains of a small plan left over (exact._Chains): key -> (host, how many more
@@ -490,15 +493,19 @@ class _Run(Repairs, Trades, Explanations):
         ctx = self.context
         hard = frozenset(avoid) if demand.spread_hosts else frozenset()  # spread: hosts is a rule
         sized = bool(demand.cpus or demand.ram_mib)
+        made = self._checks
         for honoured in tiers(ctx, demand, self.firm):
             skip = set(hard)
             checks, key = [], []
             for pref in honoured:
                 skip |= pref.avoided(ctx, demand) or frozenset()
-                check = pref.skips(ctx, demand)
+                k = pref.skips_key(demand)
+                check = made.get(k, made)
+                if check is made:  # equal keys, equal checks (they read each host's state as it is when asked)
+                    check = made[k] = pref.skips(ctx, demand)
                 if check is not None:
                     checks.append(check)
-                    key.append(pref.skips_key(demand))
+                    key.append(k)
             hosts = HostsLacking(skip, self.state, demand, tuple(checks), self.walks, tuple(key)) \
                 if sized or checks else skip
             try:
