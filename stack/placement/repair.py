@@ -416,11 +416,7 @@ class Repairs:
         self.placed[a.deployment, a.replica] = a
         self._hopeless.clear()
         self._hopeless.update(hopeless)
-        if not state.has_free_port(host) or self._exhausted(host):
-            self.index.drop_host(host)
-        else:
-            self._file_host(host)
-        self.hosts.refresh(host)
+        self._file_host(host)
         return None
 
     def _would_fit(self, demand: Demand, out: list, gs: GroupState) -> bool:

@@ -377,11 +377,6 @@ class Trades:
             self.state.ports[a.host].take(a.port)
             self.state.claim(g, pos, d, a.host)
             self.placed[a.deployment, a.replica] = a
-        for g, host in ((gx, h1), (gy, h2)):
-            self.index.refresh(g)
-            if not self.state.has_free_port(host) or self._exhausted(host):
-                self.index.drop_host(host)
-            else:
-                self.index.restore_host(host)
-            self.hosts.refresh(host)
+        for host in (h1, h2):
+            self._file_host(host)
         return False
