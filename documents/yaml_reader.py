@@ -211,13 +211,24 @@ def _os_message(err: OSError) -> str:
 
 # YAML allows tab, LF, CR and NEL; libyaml's own message for the rest carries no line
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ufffe\uffff]")
+#: the ASCII characters YAML allows: tab, LF, CR and the printable ones (``_control``)
+_ALLOWED_ASCII = bytes([9, 10, 13, *range(32, 127)])
+
+
+def _control(text: str) -> re.Match | None:
+    """The first character these files may not hold (``_CONTROL``), or None. An ASCII text (nearly every file)
+    is cleared by deleting the allowed bytes from it and finding nothing left: a quarter of the regular
+    expression's time on a 673 KB stack file (the expression tests each character against its class)."""
+    if text.isascii() and not text.encode("ascii").translate(None, _ALLOWED_ASCII):
+        return None
+    return _CONTROL.search(text)
 
 
 def parse_yaml(text: str, file: str, limits: Limits = LIMITS) -> tuple[Any, Marks]:
     """Parse one YAML document into plain data and its marks. Raises InputError on anything wrong."""
     if text.startswith("\ufeff"):
         text = text[1:]
-    bad = _CONTROL.search(text)
+    bad = _control(text)
     if bad:
         line, col = _line_col(text, bad.start())
         raise InputError([Problem(file, line, col, "", f"control character U+{ord(bad.group()):04X} is not allowed "

@@ -10,10 +10,12 @@ import yaml
 
 from documents.problems import InputError
 from documents.yaml_reader import (
+    _CONTROL,
     _UNUSUAL,
     LIMITS,
     Limits,
     _Composer,
+    _control,
     _Loader,
     _plain_document,
     parse_yaml,
@@ -112,3 +114,19 @@ def test_a_plain_document_of_one_scalar_or_nothing():
     assert _plain_document("hello\n", LIMITS) == "hello"
     assert _plain_document("", LIMITS) is None
     assert parse_yaml("", "t.yaml")[0] is None
+
+
+@pytest.mark.parametrize("before", ["key: ab", "key: é ab", "name: \ufeffx "])
+def test_the_control_check_finds_what_the_expression_finds(before):
+    """``_control`` clears ASCII text by deleting the allowed bytes; every character (all of ASCII, the C1
+    range, NEL, the two non-characters and a few others) is found or passed exactly as ``_CONTROL`` does, in
+    ASCII text and in text that is not."""
+    chars = [chr(c) for c in range(0x100)] + ["\u2028", "\ufeff", "\ufffd", "\ufffe", "\uffff", "\U0001f600"]
+    flagged = 0
+    for c in chars:
+        text = f"{before}{c}z\n  more: 1\n"
+        want = _CONTROL.search(text)
+        got = _control(text)
+        assert (got and (got.start(), got.group())) == (want and (want.start(), want.group())), repr(c)
+        flagged += want is not None
+    assert flagged == 29 + 1 + 31 + 2  # C0 but tab, LF, CR; DEL; C1 but NEL; U+FFFE and U+FFFF
