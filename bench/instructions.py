@@ -1,7 +1,8 @@
 """Instructions executed, counted by valgrind's cachegrind: the same on every run of the same code, where wall
 time on a shared machine drifts by a third within a day. On the CPU-and-memory bench project
-(bench/placement.py's ``write_bench_project``): starting Python and loading the files, then placing once.
-Prints one JSON object.
+(bench/placement.py's ``write_bench_project``): starting Python and loading the files, then placing once, and
+the whole ``gpufleet plan --json --no-lock`` command as a user runs it (imports, files, placement, explanations,
+the JSON written). Prints one JSON object.
 
     apt-get install valgrind
     .venv/bin/python bench/instructions.py --hosts 2000
@@ -42,17 +43,28 @@ for _ in range(int(sys.argv[3])):
     place(project.fleet, demands)
 """
 
+#: the whole command, run by the checkout's own ``cli.main`` (its output is not kept)
+_PLAN = """
+import sys
+sys.path.insert(0, sys.argv[1])
+sys.argv = ["gpufleet", "--root", sys.argv[2], "plan", "--stack", "bench", "--json", "--no-lock"]
+from cli.main import run
+run()
+"""
 
 #: as a user runs it, bytecode cached (a counted run would otherwise compile whatever changed since the last write)
 _ENV = {**bytecode_env(), "PYTHONHASHSEED": "0"}
 
 
-def count(checkout: Path, project: Path, times: int) -> int:
-    """Instructions of one process: load ``project`` with the code of ``checkout``, place ``times`` times."""
+def count(checkout: Path, project: Path, times: int | None) -> int:
+    """Instructions of one process: load ``project`` with the code of ``checkout``, place ``times`` times (None:
+    the whole ``gpufleet plan`` command instead)."""
+    script = [_RUN, str(checkout), str(project), str(times)] if times is not None else \
+        [_PLAN, str(checkout), str(project)]
     out = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-                          sys.executable, "-c", _RUN, str(checkout), str(project), str(times)],
+                          sys.executable, "-c", *script],
                          cwd=checkout, capture_output=True, text=True, env=_ENV)
-    if out.returncode != 0:
+    if out.returncode not in (0, 3):  # (3: the plan leaves replicas over, as the bench's does)
         raise SystemExit(f"valgrind run failed in {checkout}:\n{out.stderr[-2000:]}")
     line = next(x for x in out.stderr.splitlines() if "I   refs:" in x or "I    refs:" in x)
     return int(line.split()[-1].replace(",", ""))
@@ -74,19 +86,23 @@ def main() -> None:
         for c in checkouts:  # not counted: writes the bytecode the counted runs read
             subprocess.run([sys.executable, "-c", _RUN, str(c), str(project), "0"], cwd=c, env=_ENV, check=True,
                            capture_output=True)
+            subprocess.run([sys.executable, "-c", _PLAN, str(c), str(project)], cwd=c, env=_ENV, capture_output=True)
         with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:
-            jobs = {(c, k): pool.submit(count, c, project, k) for c in checkouts for k in (0, 1)}
+            jobs = {(c, k): pool.submit(count, c, project, k) for c in checkouts for k in (0, 1, None)}
             got = {key: job.result() for key, job in jobs.items()}
     finally:
         shutil.rmtree(project, ignore_errors=True)
     rows = [{"checkout": str(c), "start_and_load_instructions": got[c, 0],
-             "placement_instructions": got[c, 1] - got[c, 0]} for c in checkouts]
+             "placement_instructions": got[c, 1] - got[c, 0], "plan_command_instructions": got[c, None]}
+            for c in checkouts]
     base = rows[0]
     for row in rows[1:]:  # how this checkout compares with each other one
         row["this_checkout_placement_change"] = round(base["placement_instructions"]
                                                       / row["placement_instructions"] - 1, 4)
         row["this_checkout_load_change"] = round(base["start_and_load_instructions"]
                                                  / row["start_and_load_instructions"] - 1, 4)
+        row["this_checkout_plan_command_change"] = round(base["plan_command_instructions"]
+                                                         / row["plan_command_instructions"] - 1, 4)
     print(json.dumps({"hosts": args.hosts, "seed": args.seed, "runs": rows}, indent=2))
 
 
