@@ -63,7 +63,7 @@ PAIRS_NODES = 70_000
 #: how much less VRAM (a whole device counted whole) and GPUs than the heuristics' plan a small plan may end with, as
 #: a share, where the searches by chains and the other runs (engine.OTHER_RUNS) place more replicas. With none, a
 #: run placing 33 replicas lost to one placing 25 for 3 GiB of 3.8 TiB (--small-plans, 6 hosts, seed 10, load 0.9).
-#: The figures are in the README.
+#: The figures are in bench/RESULTS.md (Placement's later steps, in full).
 RUN_SLACK = 0.005
 
 
