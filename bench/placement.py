@@ -7,6 +7,7 @@
     .venv/bin/python bench/placement.py --resources 300 --seeds 10  # ten fleets of that generator: mean, min, max
     .venv/bin/python bench/placement.py --resources 300 --seeds 10 --online  # and one deployment at a time
     .venv/bin/python bench/placement.py --process 2000   # `gpufleet plan --json` as a process only
+    .venv/bin/python bench/placement.py --process 1000,2000,4000,8000  # at each size, and how time grows
     .venv/bin/python bench/placement.py --exact 20       # small instances against the MILP optimum only
     .venv/bin/python bench/placement.py --selectors      # binpack against spread with selectors only
     .venv/bin/python bench/placement.py --fits 12000 --seed 0  # small instances with CPUs, memory and selectors:
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import json
+import math
 import random
 import resource
 import subprocess
@@ -234,6 +236,25 @@ def plan_process(n_hosts: int, seed: int, runs: int = 5) -> dict:
             shutil.rmtree(root, ignore_errors=True)
         else:
             print(f"kept {root}", file=sys.stderr)
+
+
+def host_counts(text: str, option: str) -> list[int]:
+    """``1000,2000,4000`` as sorted host counts; anything else stops the bench with a message naming ``option``."""
+    try:
+        sizes = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        sizes = []
+    if not sizes or sizes[0] < 1:
+        raise SystemExit(f"{option} takes host counts separated by commas, such as 1000,2000,4000; got {text!r}")
+    return sizes
+
+
+def growth_exponent(sizes: list[int], values: list[float]) -> float:
+    """The slope of the least-squares line through (log size, log value): 1.0 where the value grows linearly
+    with the size, 2.0 quadratically."""
+    xs, ys = [math.log(n) for n in sizes], [math.log(v) for v in values]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
 
 
 # ---------------------------------------------------------------------------- churn
@@ -694,7 +715,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--process", type=int, metavar="HOSTS", help="only `gpufleet plan` as a process, this many hosts")
+    ap.add_argument("--process", metavar="HOSTS[,HOSTS...]",
+                    help="only `gpufleet plan` as a process, this many hosts; several sizes: each, and the exponent "
+                         "of time against hosts (a least-squares fit of the logs: 1.0 is linear)")
     ap.add_argument("--resources", type=int, metavar="HOSTS", help="only the CPU-and-memory workload, this many hosts")
     ap.add_argument("--openb", type=Path, metavar="DIR",
                     help="only Alibaba's openb trace (bench/openb.py): DIR is cluster-trace-gpu-v2023 of a clone")
@@ -720,7 +743,14 @@ def main() -> None:
         print(json.dumps({**scale_run(args.one, args.seed), "calibration_seconds": calibration()}))
         return
     if args.process:
-        print(json.dumps(plan_process(args.process, args.seed), indent=2))
+        sizes = host_counts(args.process, "--process")
+        if len(sizes) == 1:
+            print(json.dumps(plan_process(sizes[0], args.seed), indent=2))
+            return
+        rows = [plan_process(n, args.seed) for n in sizes]
+        print(json.dumps({"sizes": rows, "exponent": {
+            kind: round(growth_exponent(sizes, [r[f"{kind}_seconds_median"] for r in rows]), 3)
+            for kind in ("plan_process", "placement")}}, indent=2))
         return
     if args.exact:
         print(json.dumps({"exact_mixed": exact(args.exact, args.seed), "exact_whole_gpus":

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import pytest
+
 from bench.placement import bench_workload, write_bench_project
 from stack.demands import demands_for
 from stack.project import load_project
@@ -39,3 +41,16 @@ def test_the_bench_project_is_the_generated_fleet_and_workload(tmp_path):
     assert result.code in (0, 3), result.err
     summary = json.loads(result.out)["summary"]
     assert summary["replicas"] == summary["placed"] + summary["unplaced"] == len(demands)
+
+
+def test_growth_is_fitted_on_the_logs_and_sizes_are_read_or_refused():
+    # bench/placement.py --process N,N,... and bench/instructions.py --growth report this exponent
+    from bench.placement import growth_exponent, host_counts
+    sizes = [1000, 2000, 3000, 4000, 6000, 8000]
+    assert growth_exponent(sizes, [3 * n for n in sizes]) == pytest.approx(1.0)
+    assert growth_exponent(sizes, [n * n + 0.0 for n in sizes]) == pytest.approx(2.0)
+    assert growth_exponent(sizes, [5.0 for _ in sizes]) == pytest.approx(0.0)
+    assert host_counts("4000, 1000,2000,1000", "--growth") == [1000, 2000, 4000]
+    for bad in ("", "abc", "1000,x", "0,1000", "-5"):
+        with pytest.raises(SystemExit, match="--growth takes host counts separated by commas"):
+            host_counts(bad, "--growth")
