@@ -21,7 +21,7 @@ groups are eligible, repair, trades, explanations) reads the classes.
 """
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from typing import Iterable
 
 from .filters import STATIC
@@ -295,6 +295,13 @@ class HostIndex:
     fewest), ties to the lower name. A host is re-filed when what it holds changes and leaves the
     index when it has no free port or cannot hold the smallest CPU-only replica of the plan any more.
 
+    Each class is split by what the host can still hold: its CPU level (how many of the plan's distinct CPU
+    asks its free CPUs cover) and its memory level, likewise. A search reads only the lists whose levels cover
+    its replica's ask, so it never walks past hosts short of it. Filed in one list per class, binpack put the
+    fullest hosts first and every search walked past those too full for it, more of them the bigger the fleet:
+    on the process bench's project, 40 hosts a search at 2,000 hosts, 127 at 8,000, and at 20,000 hosts the
+    searches took 0.8 s of the placement.
+
     "Needed for GPU work" (when the plan's GPU replicas ask CPUs or memory: ``per_gpu``): a host whose
     GPUs are all taken comes first (nothing else will ever want its CPUs), then hosts by their spare
     capacity, the GPUs' worth of CPUs (or memory, the scarcer) beyond what their free GPUs will ask at
@@ -315,16 +322,23 @@ class HostIndex:
         self.label_keys = sorted({k for d in cpu_only for k, _ in d.labels})
         #: the least CPUs and memory any of them asks, as ``needs`` thresholds
         self.least = needs(min((d.cpus for d in cpu_only), default=0), min((d.ram_mib for d in cpu_only), default=0))
+        #: the distinct asks, as ``needs`` thresholds, in order: a host's levels are how many of each it covers
+        asks = [needs(d.cpus, d.ram_mib) for d in cpu_only]
+        self.cpu_asks = sorted({c for c, _ in asks})
+        self.ram_asks = sorted({r for _, r in asks})
+        #: (class, CPU level, memory level) -> entries (rank, host), sorted
         self.classes: dict[tuple, list[tuple]] = {}
-        self.entry: dict[str, tuple] = {}
+        #: host -> its entry and the list it is in
+        self.entry: dict[str, tuple[tuple, list]] = {}
         self.class_of: dict[str, tuple] = {}
+        #: (GPU hosts or not, label values asked, CPU level, memory level) -> the lists a search reads
+        self._lists: dict[tuple, list[list]] = {}
         #: hosts changed since they were last filed: filed again when a search next reads the lists (a plan
         #: commits several GPU replicas to a host between two replicas that need no GPU)
         self.stale: set[str] = set()
         for host in state.fleet.hosts:
             key = (host.active, bool(host.groups), tuple(host.label_map.get(k) for k in self.label_keys))
             self.class_of[host.name] = key
-            self.classes.setdefault(key, [])
             self.refresh(host.name)
 
     def _rank(self, host: str) -> tuple:
@@ -346,18 +360,38 @@ class HostIndex:
             self.stale.add(host)
 
     def _file(self, host: str) -> None:
-        lst = self.classes[self.class_of[host]]
         old = self.entry.pop(host, None)
         if old is not None:
-            del lst[bisect_left(lst, old)]
+            entry, lst = old
+            del lst[bisect_left(lst, entry)]
         s = self.state
         cpu, ram = s.cpu_free[host], s.ram_free[host]
         need_cpu, need_ram = self.least
         if not s.has_free_port(host) or (cpu is not None and cpu < need_cpu) or (ram is not None and ram < need_ram):
             return
+        key = (self.class_of[host], len(self.cpu_asks) if cpu is None else bisect_right(self.cpu_asks, cpu),
+               len(self.ram_asks) if ram is None else bisect_right(self.ram_asks, ram))
+        lst = self.classes.get(key)
+        if lst is None:
+            lst = self.classes[key] = []
+            self._lists.clear()  # (a search may read the new list)
         entry = (self._rank(host), host)
         insort(lst, entry)
-        self.entry[host] = entry
+        self.entry[host] = (entry, lst)
+
+    def _lists_for(self, gpus: bool, want: tuple, need_cpu: float, need_ram: float) -> list[list]:
+        """The lists whose hosts may hold an ask of ``need_cpu`` and ``need_ram`` (``needs`` thresholds): every
+        host that can is in one of them. For one of the plan's asks, every host in them can; for another, some
+        may not, and ``best`` checks each host it takes all the same."""
+        cpu_level, ram_level = bisect_right(self.cpu_asks, need_cpu), bisect_right(self.ram_asks, need_ram)
+        key = (gpus, want, cpu_level, ram_level)
+        got = self._lists.get(key)
+        if got is None:
+            got = self._lists[key] = [
+                lst for ((active, has_gpus, labels), cpus, ram), lst in self.classes.items()
+                if active and has_gpus == gpus and cpus >= cpu_level and ram >= ram_level
+                and not any(w is not None and w != v for w, v in zip(want, labels))]
+        return got
 
     def best(self, demand: Demand, avoid) -> str | None:
         """The host the ranker prefers, skipping ``avoid`` and hosts short of the replica's CPUs or memory."""
@@ -371,9 +405,7 @@ class HostIndex:
         spread = demand.spread_hosts
         for gpus in (False, True):  # keep GPU hosts for GPU work
             found = None
-            for (active, has_gpus, labels), lst in self.classes.items():
-                if not active or has_gpus != gpus or any(w is not None and w != v for w, v in zip(want, labels)):
-                    continue
+            for lst in self._lists_for(gpus, want, need_cpu, need_ram):
                 for entry in lst:
                     if found is not None and entry >= found:
                         break
