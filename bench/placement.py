@@ -216,6 +216,9 @@ def plan_process(n_hosts: int, seed: int, runs: int = 5) -> dict:
             times.append(time.perf_counter() - t0)
             assert out.returncode in (0, 3), out.stderr[-2000:]
         summary = json.loads(out.stdout)["summary"]
+        # the largest RSS of any process this bench waited for: these runs (and, with several sizes, the smaller
+        # sizes' runs before them)
+        peak_rss_mb = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
         from stack.placement import place as _place
         from stack.project import load_project
         from stack.demands import demands_for
@@ -230,6 +233,7 @@ def plan_process(n_hosts: int, seed: int, runs: int = 5) -> dict:
                 "hosts": n_hosts, "replicas": summary["replicas"], "placed": summary["placed"],
                 "unplaced": summary["unplaced"], "runs": runs,
                 "plan_process_seconds_median": round(statistics.median(times), 3),
+                "plan_process_peak_rss_mb": peak_rss_mb,
                 "placement_seconds_median": round(statistics.median(alone), 3)}
     finally:
         if not os.environ.get("GPUFLEET_BENCH_KEEP"):
