@@ -9,7 +9,7 @@ the JSON written). Prints one JSON object.
     .venv/bin/python bench/instructions.py --hosts 2000 --against /tmp/older   # another checkout, same files
     .venv/bin/python bench/instructions.py --growth 1000,2000,3000,4000,6000,8000   # how each grows with the fleet
 
-``--growth``: the same counts at each size (the same generator and seed, about 4.6 replicas a host, 121 % of
+``--growth``: the same counts at each size (the same generator and seed, 4.5-4.8 replicas a host, 121 % of
 the GPUs asked), the replicas left over at each, each count per host, the ratio of each step to the step in
 hosts, and the exponent of a least-squares fit of log(instructions) on log(hosts) (1.0: linear). The
 placement's later steps work on what the fresh pass leaves over, which varies from one fleet to the next, so

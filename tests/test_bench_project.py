@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from bench.placement import bench_workload, write_bench_project
+from bench.placement import bench_workload, growth_exponent, host_counts, write_bench_project
 from stack.demands import demands_for
 from stack.project import load_project
 
@@ -45,7 +45,6 @@ def test_the_bench_project_is_the_generated_fleet_and_workload(tmp_path):
 
 def test_growth_is_fitted_on_the_logs_and_sizes_are_read_or_refused():
     # bench/placement.py --process N,N,... and bench/instructions.py --growth report this exponent
-    from bench.placement import growth_exponent, host_counts
     sizes = [1000, 2000, 3000, 4000, 6000, 8000]
     assert growth_exponent(sizes, [3 * n for n in sizes]) == pytest.approx(1.0)
     assert growth_exponent(sizes, [n * n + 0.0 for n in sizes]) == pytest.approx(2.0)
