@@ -44,10 +44,11 @@ def _demand(name: str, ask: tuple, replica: int = 0) -> Demand:
     return Demand(name, replica, "cpu", 0, labels=labels, cpus=cpus, ram_mib=ram_mib, spread_hosts=spread)
 
 
-def _scan(index: HostIndex, state: FleetState, demand: Demand, avoid) -> str | None:
+def _scan(index: HostIndex, index_asks: list[Demand], state: FleetState, demand: Demand, avoid) -> str | None:
     """Every host, in the index's order, through every check the index makes (a host that cannot hold the
     plan's smallest ask is never filed, whatever is asked)."""
-    least_cpu, least_ram = index.least
+    least_cpu = min(needs(d.cpus, d.ram_mib)[0] for d in index_asks)
+    least_ram = min(needs(d.cpus, d.ram_mib)[1] for d in index_asks)
     need_cpu, need_ram = needs(demand.cpus, demand.ram_mib)
     asked = dict(demand.labels)
     for with_gpus in (False, True):
@@ -88,7 +89,7 @@ def test_the_host_index_answers_what_a_scan_of_every_host_does(f, asks, steps, r
                          else (other[0], other[1], base.labels, base.spread_hosts), replica=n)
         avoid = state.hosts_running(demand.deployment) if which % 2 else frozenset()
         got = index.best(demand, avoid)
-        assert got == _scan(index, state, demand, avoid)
+        assert got == _scan(index, plan, state, demand, avoid)
         if got is not None:
             port = state.ports[got].lowest()  # (handed out: taken)
             assert port is not None

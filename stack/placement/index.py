@@ -320,9 +320,8 @@ class HostIndex:
         #: without CPU-only replicas nobody asks: nothing is filed (re-filing costs every placement)
         self.active = bool(cpu_only)
         self.label_keys = sorted({k for d in cpu_only for k, _ in d.labels})
-        #: the least CPUs and memory any of them asks, as ``needs`` thresholds
-        self.least = needs(min((d.cpus for d in cpu_only), default=0), min((d.ram_mib for d in cpu_only), default=0))
         #: the distinct asks, as ``needs`` thresholds, in order: a host's levels are how many of each it covers
+        #: (level 0: not even the least any of them asks)
         asks = [needs(d.cpus, d.ram_mib) for d in cpu_only]
         self.cpu_asks = sorted({c for c, _ in asks})
         self.ram_asks = sorted({r for _, r in asks})
@@ -366,11 +365,11 @@ class HostIndex:
             del lst[bisect_left(lst, entry)]
         s = self.state
         cpu, ram = s.cpu_free[host], s.ram_free[host]
-        need_cpu, need_ram = self.least
-        if not s.has_free_port(host) or (cpu is not None and cpu < need_cpu) or (ram is not None and ram < need_ram):
+        cpu_level = len(self.cpu_asks) if cpu is None else bisect_right(self.cpu_asks, cpu)
+        ram_level = len(self.ram_asks) if ram is None else bisect_right(self.ram_asks, ram)
+        if not cpu_level or not ram_level or not s.has_free_port(host):
             return
-        key = (self.class_of[host], len(self.cpu_asks) if cpu is None else bisect_right(self.cpu_asks, cpu),
-               len(self.ram_asks) if ram is None else bisect_right(self.ram_asks, ram))
+        key = (self.class_of[host], cpu_level, ram_level)
         lst = self.classes.get(key)
         if lst is None:
             lst = self.classes[key] = []
