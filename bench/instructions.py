@@ -77,6 +77,18 @@ def count(checkout: Path, project: Path, times: int | None) -> int:
     return int(line.split()[-1].replace(",", ""))
 
 
+def count_all(checkouts: list[Path], project: Path) -> dict[tuple[Path, int | None], int]:
+    """``count`` of each checkout on ``project``: (checkout, 0) starting and loading, (checkout, 1) that and one
+    placement, (checkout, None) the whole command; as many at a time as there are cores."""
+    for c in checkouts:  # not counted: writes the bytecode the counted runs read
+        subprocess.run([sys.executable, "-c", _RUN, str(c), str(project), "0"], cwd=c, env=_ENV, check=True,
+                       capture_output=True)
+        subprocess.run([sys.executable, "-c", _PLAN, str(c), str(project)], cwd=c, env=_ENV, capture_output=True)
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        jobs = {(c, k): pool.submit(count, c, project, k) for c in checkouts for k in (0, 1, None)}
+        return {key: job.result() for key, job in jobs.items()}
+
+
 #: the replicas one placement leaves over (not counted: the work after the fresh pass depends on them)
 _LEFT_OVER = """
 import sys
@@ -99,18 +111,14 @@ def growth(sizes: list[int], seed: int) -> dict:
         try:
             write_bench_project(n, seed, project)
             out = subprocess.run([sys.executable, "-c", _LEFT_OVER, str(ROOT), str(project)], cwd=ROOT, env=_ENV,
-                                 check=True, capture_output=True, text=True)  # (also writes the bytecode)
+                                 check=True, capture_output=True, text=True)
             replicas, left_over = map(int, out.stdout.split())
-            subprocess.run([sys.executable, "-c", _PLAN, str(ROOT), str(project)], cwd=ROOT, env=_ENV,
-                           capture_output=True)
-            with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:
-                jobs = {k: pool.submit(count, ROOT, project, k) for k in (0, 1, None)}
-                got = {k: job.result() for k, job in jobs.items()}
+            got = count_all([ROOT], project)
         finally:
             shutil.rmtree(project, ignore_errors=True)
         rows.append({"hosts": n, "replicas": replicas, "left_over": left_over,
-                     "start_and_load_instructions": got[0], "placement_instructions": got[1] - got[0],
-                     "plan_command_instructions": got[None]})
+                     "start_and_load_instructions": got[ROOT, 0], "placement_instructions": got[ROOT, 1] - got[ROOT, 0],
+                     "plan_command_instructions": got[ROOT, None]})
         print(f"{n} hosts counted", file=sys.stderr, flush=True)
     kinds = ("start_and_load", "placement", "plan_command")
     for row in rows:
@@ -144,13 +152,7 @@ def main() -> None:
     project = Path(tempfile.mkdtemp(prefix="gf-instructions-"))
     try:
         write_bench_project(args.hosts, args.seed, project)
-        for c in checkouts:  # not counted: writes the bytecode the counted runs read
-            subprocess.run([sys.executable, "-c", _RUN, str(c), str(project), "0"], cwd=c, env=_ENV, check=True,
-                           capture_output=True)
-            subprocess.run([sys.executable, "-c", _PLAN, str(c), str(project)], cwd=c, env=_ENV, capture_output=True)
-        with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:
-            jobs = {(c, k): pool.submit(count, c, project, k) for c in checkouts for k in (0, 1, None)}
-            got = {key: job.result() for key, job in jobs.items()}
+        got = count_all(checkouts, project)
     finally:
         shutil.rmtree(project, ignore_errors=True)
     rows = [{"checkout": str(c), "start_and_load_instructions": got[c, 0],
