@@ -206,21 +206,18 @@ def bytecode_env() -> dict[str, str]:
 #: written to stderr: the placement on the heap the command leaves it (this bench's own process has made the
 #: project and its files before, and places a few percent slower: bench/RESULTS.md, The interpreter)
 _PLACE_IN_COMMAND = """
-import os, sys, time
+import sys, time
 import cli.main, stack.plan
-place, took = stack.plan.place, []
+place = stack.plan.place
 def timed(*a, **k):
     t0 = time.perf_counter()
     try:
         return place(*a, **k)
     finally:
-        took.append(time.perf_counter() - t0)
+        print("placement_seconds", time.perf_counter() - t0, file=sys.stderr)
 stack.plan.place = timed
 sys.argv = ["gpufleet", *sys.argv[1:]]
-code = cli.main.main()
-sys.stdout.flush()
-print(took[0], file=sys.stderr)
-os._exit(code)
+cli.main.run()  # the console script's own entry point
 """
 
 
@@ -251,7 +248,8 @@ def plan_process(n_hosts: int, seed: int, runs: int = 5) -> dict:
             got = subprocess.run([sys.executable, "-c", _PLACE_IN_COMMAND, *argv[1:]], capture_output=True,
                                  text=True, env=env)
             assert got.returncode in (0, 3), got.stderr[-2000:]
-            inside.append(float(got.stderr.strip().splitlines()[-1]))
+            inside.append(next(float(line.split()[1]) for line in got.stderr.splitlines()
+                               if line.startswith("placement_seconds ")))
         # the largest RSS of any process this bench waited for: these runs (and, with several sizes, the smaller
         # sizes' runs before them)
         peak_rss_mb = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
