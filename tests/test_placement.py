@@ -226,6 +226,15 @@ def test_moved_reasons():
     assert place(shrunk, [d("m", 0, labels=(("zone", "a"),))], prior).assignments[0].reason == "devices_gone"
 
 
+def test_a_manual_selection_that_no_longer_names_a_replicas_gpu_moves_it():
+    f = fleet(nvidia_h100x8("h1"))
+    pinned = Demand("m", 0, "cuda", 1, manual=(("h1", 7),))  # (kept on GPU 7 before: test_placement_beside_others.py)
+    first = place(f, [pinned])
+    assert first.assignments[0].gpus == (7,)
+    moved = place(f, [replace(pinned, manual=(("h1", 0), ("h1", 1)))], _locked(first)).assignments[0]
+    assert (moved.status, moved.reason, moved.gpus) == ("moved", "no_longer_matches:gpu_selection", (0,))
+
+
 def test_kept_replica_keeps_gpus_and_port_even_when_a_better_spot_exists():
     f = fleet(nvidia_h100x8("h1"), nvidia_l4x2("l1"))
     prior = {"m/0": LockedReplica("m/0", "h1", "nvidia", (7,), (None,), 40042, Claim("cuda", 1, None, 0))}

@@ -86,6 +86,8 @@ def check_invariants(f, demands, p):
             globs = (dem.gpu_model,) if isinstance(dem.gpu_model, str) else dem.gpu_model
             assert any(fnmatch.fnmatchcase(group.model.lower(), g.lower()) for g in globs)
         assert {dev.index for dev in group.devices} >= set(a.gpus)
+        if dem.manual is not None:  # manual GPU selection: only the devices it names
+            assert {(a.host, i) for i in a.gpus} <= set(dem.manual), f"{a.key} is on GPUs it did not select"
         for i in a.gpus:
             per_device[(a.host, a.vendor, i)].append((dem, group.vram_mib))
     for key, claims in per_device.items():

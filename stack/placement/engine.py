@@ -409,6 +409,11 @@ class _Run(Repairs, Trades, Explanations):
             if gs is None or len(locked.gpus) != demand.gpus:
                 return "devices_gone", None, None
             positions = [gs.pos_of[i] for i in locked.gpus]
+            allowed = demand.allowed_on(host.name)
+            if allowed is not None and not allowed.issuperset(locked.gpus):
+                # manual GPU selection that no longer names its devices (the filter below asks only whether the
+                # host has enough selected ones)
+                return "no_longer_matches:gpu_selection", None, None
             for pos, uuid in zip(positions, locked.uuids):
                 now = gs.group.devices[pos].uuid
                 if uuid and now and uuid != now:
