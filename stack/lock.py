@@ -66,8 +66,9 @@ class LockFile(StrictModel):
     version: Literal[1]
     stack: PlainText
     replicas: dict[str, ReplicaEntry] = Field(default_factory=dict)
-    #: replicas that left their place in the plan that wrote this lock: their containers run until
-    #: the `pulumi up` applying this lock deletes them, so that up keeps their GPUs and ports free
+    #: replicas that left their place in the plan that wrote this lock (their containers run until the `pulumi up`
+    #: applying this lock deletes them), and the claims of replicas it keeps where they are with a smaller one (the
+    #: others on their devices may start before that up replaces them): so that up keeps what they hold free
     reserved: dict[str, ReplicaEntry] = Field(default_factory=dict)
 
     @field_validator("replicas", "reserved")
@@ -200,8 +201,8 @@ def render_lock(stack: str, placement: Placement) -> str:
         elif name == "replicas":
             lines.append("replicas: {}")
     if reserved:
-        lines.insert(-len(reserved) - 1, "# reserved: left their place in this change; their containers keep their "
-                                         "GPUs and ports until the next `pulumi up` deletes them")
+        lines.insert(-len(reserved) - 1, "# reserved: containers this change removes, or replaces where they are with "
+                                         "a smaller claim; they keep what they hold until the next `pulumi up` is done")
     return "\n".join(lines) + "\n"
 
 

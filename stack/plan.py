@@ -16,7 +16,7 @@ from inventory.fleet import Host
 from .collector import collector_paused
 from .demands import demands_for
 from .lock import Prior, lock_matches, lock_path, read_prior
-from .placement import LockedReplica, Placement, place
+from .placement import LockedReplica, Placement, held_beyond, place
 from .project import Project, display, inventory_path, stack_files
 
 if TYPE_CHECKING:
@@ -80,7 +80,9 @@ def other_stacks_held(project: Project) -> dict[str, tuple[LockedReplica, ...]]:
         lock = lock_path(other)
         prior = problems.absorb(read_prior, lock, display(lock, project.root), other.stem)
         if prior is not None and (prior.replicas or prior.reserved):
-            held[other.stem] = tuple(prior.replicas.values()) + prior.reserved
+            # (a replica that stack resized in place holds its new claim, and what its old one held beyond it)
+            beyond = (held_beyond(r, prior.replicas.get(r.key)) for r in prior.reserved)
+            held[other.stem] = tuple(prior.replicas.values()) + tuple(x for x in beyond if x is not None)
     problems.raise_if_any()
     return held
 

@@ -6,7 +6,7 @@ Read in this order: ``model`` (the data), ``filters`` (feasibility parts with re
 ``order``, walking the index as ``walks`` says), then its steps: ``repair``, ``trade``, ``giveway``,
 ``exact`` and ``explain``; ``packing`` is the second order's dry run.
 """
-from .engine import place
+from .engine import held_beyond, place
 from .model import Assignment, Demand, LockedReplica, Placement, Removed, Unplaced
 
-__all__ = ["place", "Assignment", "Demand", "LockedReplica", "Placement", "Removed", "Unplaced"]
+__all__ = ["place", "held_beyond", "Assignment", "Demand", "LockedReplica", "Placement", "Removed", "Unplaced"]

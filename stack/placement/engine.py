@@ -26,6 +26,7 @@ Pure: the same fleet, demands, prior and strategy give the same Placement.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from itertools import groupby
 from typing import Iterable
 
@@ -187,13 +188,33 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
                 state.held_at.setdefault((locked.host, locked.vendor, i), other)
     ordered = sorted(demands, key=lambda d: (d.deployment, d.replica))
     fresh: list[Demand] = []
+    resized: list[tuple[Demand, LockedReplica]] = []
     for demand in ordered:  # 1. sticky
         locked = prior.get(demand.key) if prior else None  # no lock: no key formatted per replica
-        if locked is None or not run.keep(demand, locked):
+        if locked is None:
             fresh.append(demand)
-    kept = {a.key for a in run.placed.values()}
-    departing = tuple(lr for key, lr in sorted(prior.items()) if key not in kept)
-    _hold(state, index, departing + tuple(reserved))
+        elif locked.claim != demand.claim and locked.claim.same_devices(demand.claim):
+            resized.append((demand, locked))  # decided below, beside what stays on during the apply
+        elif not run.keep(demand, locked):
+            fresh.append(demand)
+    # what the apply leaves running meanwhile: the lock's replicas not kept (the resized ones as they are, until
+    # each is decided), and what the lock's last change left (a resized replica's, beyond what it asks now)
+    now = {a.key: a for a in run.placed.values()}
+    deciding = {d.key for d, _ in resized}
+    departing = [lr for key, lr in sorted(prior.items()) if key not in now and key not in deciding]
+    _hold(state, index, tuple(departing) + tuple(x for r in reserved if (x := held_beyond(r, now.get(r.key))) is not None))
+    holds = [_hold_one(state, index, locked) for _, locked in resized]
+    for (demand, locked), held in zip(resized, holds):
+        if run.keep_resized(demand, locked, held):
+            if held_beyond(locked, run.placed[demand.deployment, demand.replica]) is not None:
+                departing.append(locked)  # the lock's ``reserved``: it holds the difference until the apply
+        else:
+            departing.append(locked)
+            fresh.append(demand)
+    if resized:
+        departing.sort(key=lambda lr: lr.key)
+        fresh.sort(key=lambda d: (d.deployment, d.replica))
+    departing = tuple(departing)
     run.ratios = run.hosts.per_gpu = plan_ratios(fresh, demands) if ratios else None
     run.context = Context(state, run.ratios)
     for host in fleet.hosts:  # what departing and other stacks' replicas hold is taken now
@@ -229,6 +250,23 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
     return run
 
 
+def held_beyond(entry: LockedReplica, now) -> LockedReplica | None:
+    """What the container ``entry`` records still holds while the apply runs, where ``now`` (an Assignment or a
+    LockedReplica: the same replica in this plan, or None) keeps it on the same devices with another claim: its
+    container is replaced in place (delete, then create), and every other container on those devices may start
+    before or after it, so the devices and the host hold the larger of the two claims until the apply is done.
+    ``entry`` itself where the replica is elsewhere or gone; None where the claim it keeps is no smaller."""
+    if now is None or (now.host, now.vendor, tuple(now.gpus)) != (entry.host, entry.vendor, tuple(entry.gpus)):
+        return entry
+    was, new = entry.claim, now.claim
+    vram = max(0, was.vram_mib - new.vram_mib) if was.vram_mib is not None and new.vram_mib is not None else 0
+    cpus, ram = max(0, was.cpus - new.cpus), max(0, was.ram_mib - new.ram_mib)
+    if not (vram or cpus or ram):
+        return None
+    return replace(entry, gpus=entry.gpus if vram else (), uuids=entry.uuids if vram else (),
+                   claim=replace(was, vram_mib=vram or None, cpus=cpus, ram_mib=ram))
+
+
 def _hold(state: FleetState, index: CandidateIndex, entries: tuple[LockedReplica, ...]) -> None:
     """GPUs and ports of containers that still exist during the apply stay taken in this plan.
 
@@ -238,19 +276,43 @@ def _hold(state: FleetState, index: CandidateIndex, entries: tuple[LockedReplica
     host or device that no longer exists hold nothing.
     """
     for locked in entries:
-        gs = None
-        if locked.host in state.cpu_free:
-            state.hold_host(locked.host, locked.claim.cpus, locked.claim.ram_mib)
-        if locked.gpus:
-            gs = next((g for g in state.groups_of.get(locked.host, ()) if g.group.vendor == locked.vendor
-                       and all(i in g.pos_of for i in locked.gpus)), None)
-            if gs is not None:
-                state.hold(gs, [gs.pos_of[i] for i in locked.gpus], locked.claim.vram_mib)
-                index.refresh(gs)
-        ports = state.ports.get(locked.host)
-        if ports is not None and ports.take(locked.port) and not state.has_free_port(locked.host):
-            index.drop_host(locked.host)
+        _hold_one(state, index, locked)
 
+
+def _hold_one(state: FleetState, index: CandidateIndex, locked: LockedReplica) -> tuple:
+    """``_hold`` of one entry; what it took, for ``_give_back``: (group, positions, the MiB taken on each and
+    whether each was held whole before, whether the port was taken). A device or port another lock holds too
+    gives up only what it had left, and gets back only that."""
+    gs, positions, taken, took_port = None, [], None, False
+    if locked.host in state.cpu_free:
+        state.hold_host(locked.host, locked.claim.cpus, locked.claim.ram_mib)
+    if locked.gpus:
+        gs = next((g for g in state.groups_of.get(locked.host, ()) if g.group.vendor == locked.vendor
+                   and all(i in g.pos_of for i in locked.gpus)), None)
+        if gs is not None:
+            positions = [gs.pos_of[i] for i in locked.gpus]
+            before = [(gs.free[p], gs.exclusive[p]) for p in positions]
+            state.hold(gs, positions, locked.claim.vram_mib)
+            taken = [(free - gs.free[p], whole) for (free, whole), p in zip(before, positions)]
+            index.refresh(gs)
+    ports = state.ports.get(locked.host)
+    if ports is not None and ports.take(locked.port):
+        took_port = True
+        if not state.has_free_port(locked.host):
+            index.drop_host(locked.host)
+    return gs, positions, taken, took_port
+
+
+def _give_back(state: FleetState, index: CandidateIndex, locked: LockedReplica, held: tuple) -> None:
+    """Undo ``_hold_one`` (``held``: what it took): a resized replica's own container, replaced where it is."""
+    gs, positions, taken, took_port = held
+    if locked.host in state.cpu_free:
+        state.hold_host(locked.host, -locked.claim.cpus, -locked.claim.ram_mib)
+    if gs is not None:
+        state.unhold(gs, positions, taken)
+        index.refresh(gs)
+    if took_port:
+        state.ports[locked.host].give_back(locked.port)
 
 
 class _Run(Repairs, Trades, Explanations):
@@ -392,6 +454,21 @@ class _Run(Repairs, Trades, Explanations):
             return False
         self._commit(demand, locked.host, gs, positions, locked.port, "kept", "", locked.host)
         return True
+
+    def keep_resized(self, demand: Demand, locked: LockedReplica, held: tuple) -> bool:
+        """``keep`` for a replica whose claim changed but not its kind of devices, asked once what the apply leaves
+        running is held (the lock's replicas not kept, and the other resized ones as they are): its container is
+        replaced where it is, its new one starting beside those. Kept, it goes on holding what it held beyond its
+        new claim (``held_beyond``); not kept, its container stays until the apply deletes it, holding its old one.
+        ``held``: what holding it as it is took (``_hold_one``), given back first."""
+        _give_back(self.state, self.index, locked, held)
+        if self.keep(demand, locked):
+            extra = held_beyond(locked, self.placed[demand.deployment, demand.replica])
+            if extra is not None:
+                _hold(self.state, self.index, (extra,))
+            return True
+        _hold(self.state, self.index, (locked,))
+        return False
 
     def _keep_reason(self, demand: Demand, locked: LockedReplica):
         # a changed size that still fits where the replica is keeps it there (checked below)

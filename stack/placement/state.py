@@ -290,6 +290,17 @@ class FleetState:
         Always called with ``hold_host`` (which announces the change), as ``claim`` does."""
         self.gpus_free[gs.host.name] -= occupy(gs, positions, vram_mib) / gs.group.vram_mib
 
+    def unhold(self, gs: GroupState, positions: list[int], taken: list[tuple[int, bool]]) -> None:
+        """Undo ``hold`` on ``positions``, given what it took of each (MiB, and whether the device was held whole
+        before it); with ``hold_host`` of negative amounts."""
+        given = 0
+        for p, (mib, whole) in zip(positions, taken):
+            gs.free[p] += mib
+            gs.exclusive[p] = whole
+            gs.claims[p] -= 1
+            given += mib
+        self.gpus_free[gs.host.name] += given / gs.group.vram_mib
+
     def hold_host(self, host: str, cpus: float, ram_mib: int) -> None:
         """CPUs and memory a replica takes on its host (this plan's, departing, or another stack's);
         negative amounts give them back."""
