@@ -1,11 +1,22 @@
 """A soak of placement on random fleets bigger than the property tests' (3-150 hosts, bench/synthetic.py's
-CPU-and-memory workload at loads 0.7-1.6, some fleets of mixed vendors, binpack and spread): each plan must keep
+CPU-and-memory workload at loads 0.7-1.6, some fleets of mixed vendors, binpack and spread), with some deployments
+naming a device size (``gpu_model``), a zone label, manual GPU selection or ``spread: hosts``. Each plan must keep
 every invariant (``check_invariants``: no device, host CPUs or memory over, selectors and spread honoured, ports
-unique, every left-over replica explained over every host), and a second plan, made with the first one's lock
-after edits that never invalidate a placed replica (a fifth of the deployments dropped, a fifth of the shared ones
-asking half their VRAM, one host cordoned), must keep it too and keep every replica it can where it was (issue #10:
-"a demand change that still fits where the replica is keeps it there"). Not collected by pytest: it runs for as
-long as it is given, from a seed, and prints one JSON line per failure, then a summary.
+unique, every left-over replica explained over every host). Then, with the lock, what a pull request does to a stack:
+
+- edits (a fifth of the deployments dropped, a fifth of the shared ones asking half their VRAM and a tenth half as
+  much again, one host cordoned or taken out of the inventory): the second plan keeps every replica that still fits
+  where it was (issue #10: "a demand change that still fits where the replica is keeps it there": for one asking
+  more, checked where it has its device to itself), and no replica it places new or moves
+  lands on a GPU, a port, CPUs or memory that a departing container still holds until the apply deletes it
+  (Pulumi creates before it deletes);
+- the plan made again from its own lock, and again from that one's: every replica placed stays, and the second
+  time nothing changes at all (a second ``pulumi up`` replaces nothing);
+- on some seeds the deployments split between two stacks sharing the inventory: the second stack is placed around
+  what the first stack's lock holds, and the first, planned again with the second's lock, keeps every replica.
+
+Not collected by pytest: it runs for as long as it is given, from a seed, and prints one JSON line per failure, then
+a summary.
 
     .venv/bin/python tests/soak.py --seconds 600 --seed 5000   # exit status 1 if any plan failed
 """
@@ -15,22 +26,206 @@ import argparse
 import json
 import random
 import sys
+import tempfile
 import time
 import traceback
+from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.synthetic import mixed_vendors, resource_demands, resource_fleet  # noqa: E402
-from stack.lock import render_lock  # noqa: E402
+from stack.lock import read_prior, render_lock  # noqa: E402
 from stack.placement import place  # noqa: E402
-from tests.test_placement import read_lock_from_text  # noqa: E402
 from tests.test_placement_properties import check_invariants  # noqa: E402
 
 
+def decorate(fleet, demands, rnd: random.Random) -> list:
+    """Some deployments constrained as users write them: a device size (``gpu_model: "*-80g"``), a zone label,
+    ``spread: hosts`` (for those of several replicas), manual GPU selection of a few hosts' devices (2-8 of
+    them, some on hosts of another vendor or none at all). Drawn per deployment, the same for its replicas."""
+    if rnd.random() < 0.3:
+        return demands
+    sizes = sorted({g.model.rsplit("-", 1)[-1] for h in fleet.hosts for g in h.groups})
+    devices = [(h.name, d.index) for h in fleet.hosts for g in h.groups for d in g.devices]
+    counts = defaultdict(int)
+    for d in demands:
+        counts[d.deployment] += 1
+    drawn: dict[str, dict] = {}
+    out = []
+    for d in demands:
+        ask = drawn.get(d.deployment)
+        if ask is None:
+            ask = drawn[d.deployment] = {}
+            r = rnd.random()
+            if d.gpus and sizes and r < 0.12:
+                ask["gpu_model"] = f"*-{rnd.choice(sizes)}"
+            elif r < 0.2:
+                ask["labels"] = (("zone", rnd.choice("abc")),)
+            elif d.gpus and devices and r < 0.24:
+                host = rnd.choice(devices)[0]
+                mine = [x for x in devices if x[0] == host] + rnd.sample(devices, min(len(devices), 4))
+                ask["manual"] = tuple(sorted(set(rnd.sample(mine, min(len(mine), rnd.randint(2, 8))))))
+            if counts[d.deployment] > 1 and rnd.random() < 0.15:
+                ask["spread_hosts"] = True
+        out.append(replace(d, **ask) if ask else d)
+    return out
+
+
+def check_beside(fleet, demands, plan, others) -> None:
+    """``plan`` and the lock entries ``others`` (departing containers, another stack's) together: no device shared
+    with a whole claim or past its VRAM, no port twice on a host, no host past its CPUs or memory."""
+    by_demand = {d.key: d for d in demands}
+    hosts = {h.name: h for h in fleet.hosts}
+    size = {(h.name, g.vendor): g.vram_mib for h in fleet.hosts for g in h.groups}
+    claims = defaultdict(list)  # (host, vendor, device) -> [(who, VRAM or None: whole)]
+    ports = defaultdict(list)
+    cpus = defaultdict(float)
+    ram = defaultdict(int)
+    for a in plan.assignments:
+        d = by_demand[a.key]
+        for i in a.gpus:
+            claims[a.host, a.vendor, i].append((a.key, d.vram_mib))
+        ports[a.host].append((a.port, a.key))
+        cpus[a.host] += d.cpus
+        ram[a.host] += d.ram_mib
+    for e in others:
+        if e.host not in hosts:
+            continue  # a host gone from the inventory: nothing of it is planned
+        for i in e.gpus:
+            claims[e.host, e.vendor, i].append((f"held {e.key}", e.claim.vram_mib))
+        if e.port >= 0:  # (-1: what a replica kept in place holds beyond its claim)
+            ports[e.host].append((e.port, f"held {e.key}"))
+        cpus[e.host] += e.claim.cpus
+        ram[e.host] += e.claim.ram_mib
+    for (host, vendor, i), on in claims.items():
+        if len(on) > 1:
+            assert all(v is not None for _, v in on), f"{host} {vendor} GPU {i} is taken whole and shared: {on}"
+            assert sum(v for _, v in on) <= size[host, vendor], f"{host} {vendor} GPU {i} is over its VRAM: {on}"
+    for host, used in ports.items():
+        seen = {}
+        for port, who in used:
+            assert port not in seen, f"{host} port {port} is taken twice: {seen[port]} and {who}"
+            seen[port] = who
+    for name, h in hosts.items():
+        if h.cpus is not None:
+            assert cpus[name] <= h.cpus - h.reserved_cpus + 1e-9, f"{name} is over its CPUs: {cpus[name]}"
+        if h.ram_mib is not None:
+            assert ram[name] <= h.ram_mib - h.reserved_ram_mib, f"{name} is over its memory: {ram[name]} MiB"
+
+
+def lock_of(plan):
+    """The lock a plan writes (its replicas, and ``reserved``: what its change leaves running until the apply), read
+    back as the next plan reads it."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "soak.lock.yaml"
+        path.write_text(render_lock("soak", plan))
+        return read_prior(path)
+
+
+def the_same(before, after, label: str) -> None:
+    """``after`` places exactly the replicas ``before`` does, each kept where it was."""
+    check_kept(before, after, label=label)
+    extra = sorted(set(after.by_key()) - set(before.by_key()))
+    assert not extra, f"{extra[:3]} placed {label}, where the plan it was made from left them over"
+
+
+def check_kept(before, after, skip: str | None = None, keys: set | None = None, label: str = "") -> None:
+    """Every replica ``before`` placed (but on host ``skip``; of ``keys`` only, where given) is in ``after``, kept
+    where it was."""
+    now = after.by_key()
+    for key, b in before.by_key().items():
+        if b.host == skip or (keys is not None and key not in keys):
+            continue
+        a = now.get(key)
+        assert a is not None, f"{key} was placed on {b.host} and is left over {label}"
+        assert (a.status, a.host, a.gpus, a.port) == ("kept", b.host, b.gpus, b.port), \
+            f"{key} moved from {b.host} {b.gpus} :{b.port} to {a.host} {a.gpus} :{a.port} ({a.status}) {label}"
+
+
+def edits(fleet, demands, strategy: str, first, rnd: random.Random) -> None:
+    """The second plan after edits, then the plan again from its own lock, twice (see the module's docstring)."""
+    prior = lock_of(first).replicas
+    deployments = sorted({d.deployment for d in demands})
+    slices = {d.deployment for d in demands if d.vram_mib}
+    dropped = {x for x in deployments if rnd.random() < 0.2}
+    halved = {x for x in deployments if rnd.random() < 0.2}
+    grown = {x for x in deployments if x not in halved and rnd.random() < 0.1 and x in slices}
+    edited = []
+    for d in demands:
+        if d.deployment in dropped:
+            continue
+        if d.deployment in halved and d.vram_mib:
+            v = max(1024, d.vram_mib // 2 // 1024 * 1024)
+            d = replace(d, vram_mib=v, min_vram_mib=min(d.min_vram_mib, v))
+        if d.deployment in grown and d.vram_mib:  # (a shared slice: one GPU)
+            v = d.vram_mib * 3 // 2 // 1024 * 1024
+            d = replace(d, vram_mib=v, min_vram_mib=max(d.min_vram_mib, v))
+        edited.append(d)
+    gone = rnd.choice(fleet.hosts).name  # cordoned, or taken out of the inventory
+    removed = rnd.random() < 0.3
+    fleet2 = replace(fleet, hosts=tuple(replace(h, state="cordoned") if h.name == gone else h
+                                        for h in fleet.hosts if not (removed and h.name == gone)))
+    second = place(fleet2, edited, prior, strategy=strategy)
+    check_invariants(fleet2, edited, second)
+    asks = {d.key: d for d in edited}
+    tenants = defaultdict(list)  # device -> the replicas on it
+    for a in first.assignments:
+        for i in a.gpus:
+            tenants[a.host, a.vendor, i].append(a.key)
+    beside_grown = {k for on in tenants.values() if any(asks[x].deployment in grown for x in on if x in asks)
+                    for k in on}
+    check_kept(first, second, skip=gone, keys=set(asks) - beside_grown, label="after edits that free room")
+    # a slice asking more that still fits where it is stays there: one alone on its device, say
+    sizes = {(h.name, g.vendor): g.vram_mib for h in fleet.hosts for g in h.groups}
+    alone = [a for a in first.assignments if a.key in asks and asks[a.key].deployment in grown and a.host != gone
+             and asks[a.key].vram_mib <= sizes[a.host, a.vendor] and len(tenants[a.host, a.vendor, a.gpus[0]]) == 1]
+    check_kept(replace(first, assignments=tuple(alone)), second, label="asking more VRAM that its device still has")
+    # beside what the apply leaves running: the lock's replicas not kept, and what a replica kept with a smaller claim
+    # held beyond it (its container is replaced in place; the others on its devices may start before it)
+    now = second.by_key()
+    running = []
+    for key, e in prior.items():
+        a = now.get(key)
+        if a is None or a.status != "kept":
+            running.append(e)
+            continue
+        was, new = e.claim, asks[key].claim
+        vram = max(0, was.vram_mib - new.vram_mib) if was.vram_mib and new.vram_mib else 0
+        running.append(replace(e, gpus=e.gpus if vram else (), port=-1,
+                               claim=replace(was, vram_mib=vram, cpus=max(0, was.cpus - new.cpus),
+                                             ram_mib=max(0, was.ram_mib - new.ram_mib))))
+    check_beside(fleet2, edited, second, running)
+    # the same stack planned from its own lock, as the Pulumi program does when it applies it: the same plan
+    lock2 = lock_of(second)
+    the_same(second, place(fleet2, edited, lock2.replicas, strategy=strategy, reserved=lock2.reserved),
+             "when planned again from its own lock")
+    # the next change, nothing edited, once the apply removed what it left running: nothing placed moves
+    third = place(fleet2, edited, lock2.replicas, strategy=strategy)
+    check_invariants(fleet2, edited, third)
+    check_kept(second, third, label="when planned again once the apply is done")
+    lock3 = lock_of(third)
+    assert not lock3.reserved, f"{lock3.reserved[:2]} reserved by a plan where nothing changed"
+    the_same(third, place(fleet2, edited, lock3.replicas, strategy=strategy), "when planned a third time")
+
+
+def shared(fleet, demands, strategy: str, rnd: random.Random) -> None:
+    """Two stacks on one inventory: ``b`` placed around what ``a``'s lock holds, then ``a`` again beside ``b``."""
+    mine = {x for x in sorted({d.deployment for d in demands}) if rnd.random() < 0.5}
+    a_demands = [d for d in demands if d.deployment in mine]
+    b_demands = [d for d in demands if d.deployment not in mine]
+    a = place(fleet, a_demands, strategy=strategy)
+    a_lock = lock_of(a).replicas
+    b = place(fleet, b_demands, strategy=strategy, held={"a": tuple(a_lock.values())})
+    check_invariants(fleet, b_demands, b)
+    check_beside(fleet, b_demands, b, list(a_lock.values()))
+    again = place(fleet, a_demands, a_lock, strategy=strategy, held={"b": tuple(lock_of(b).replicas.values())})
+    check_kept(a, again, label="when its stack is planned again beside another stack")
+
+
 def one(seed: int) -> dict:
-    """Two plans from ``seed``; what was drawn, and the failure if any (``error``)."""
+    """The plans drawn from ``seed``; what was drawn, and the failure if any (``error``)."""
     rnd = random.Random(seed)
     hosts = rnd.choice([3, 5, 8, 12, 20, 40, 80, 150])
     load = rnd.choice([0.7, 1.0, 1.3, 1.6])
@@ -39,38 +234,16 @@ def one(seed: int) -> dict:
     demands = resource_demands(fleet, seed + 1, load)
     if rnd.random() < 0.4:
         fleet, demands = mixed_vendors(fleet, demands, seed + 2)
+    demands = decorate(fleet, demands, rnd)
     drawn = {"seed": seed, "hosts": hosts, "load": load, "strategy": strategy, "replicas": len(demands)}
     try:
         first = place(fleet, demands, strategy=strategy)
         drawn["placed"] = len(first.assignments)
         check_invariants(fleet, demands, first)
-        prior = read_lock_from_text(render_lock("soak", first))
-        deployments = sorted({d.deployment for d in demands})
-        dropped = {x for x in deployments if rnd.random() < 0.2}
-        halved = {x for x in deployments if rnd.random() < 0.2}
-        edited = []
-        for d in demands:
-            if d.deployment in dropped:
-                continue
-            if d.deployment in halved and d.vram_mib:
-                v = max(1024, d.vram_mib // 2 // 1024 * 1024)
-                d = replace(d, vram_mib=v, min_vram_mib=min(d.min_vram_mib, v))
-            edited.append(d)
-        cordoned = rnd.choice(fleet.hosts).name
-        fleet2 = replace(fleet, hosts=tuple(replace(h, state="cordoned") if h.name == cordoned else h
-                                            for h in fleet.hosts))
-        second = place(fleet2, edited, prior, strategy=strategy)
-        check_invariants(fleet2, edited, second)
-        before = first.by_key()
-        now = second.by_key()
-        for d in edited:
-            b = before.get(d.key)
-            if b is None or b.host == cordoned:
-                continue
-            a = now.get(d.key)
-            assert a is not None, f"{d.key} was placed on {b.host} and is left over after edits that free room"
-            assert (a.status, a.host, a.gpus, a.port) == ("kept", b.host, b.gpus, b.port), \
-                f"{d.key} moved from {b.host} {b.gpus} :{b.port} to {a.host} {a.gpus} :{a.port} ({a.status})"
+        edits(fleet, demands, strategy, first, rnd)
+        if rnd.random() < 0.3:
+            drawn["shared"] = True
+            shared(fleet, demands, strategy, rnd)
     except AssertionError as e:
         return {**drawn, "error": str(e)[:500]}
     except Exception:  # a crash is a failure too, with where it happened
