@@ -5,13 +5,17 @@ every invariant (``check_invariants``: no device, host CPUs or memory over, sele
 unique, every left-over replica explained over every host). Then, with the lock, what a pull request does to a stack:
 
 - edits (a fifth of the deployments dropped, a fifth of the shared ones asking half their VRAM and a tenth half as
-  much again, one host cordoned or taken out of the inventory): the second plan keeps every replica that still fits
-  where it was (issue #10: "a demand change that still fits where the replica is keeps it there": for one asking
-  more, checked where it has its device to itself), and no replica it places new or moves
-  lands on a GPU, a port, CPUs or memory that a departing container still holds until the apply deletes it
-  (Pulumi creates before it deletes);
-- the plan made again from its own lock, and again from that one's: every replica placed stays, and the second
-  time nothing changes at all (a second ``pulumi up`` replaces nothing);
+  much again, a fifth asking half or half as much again of their CPUs and memory; one host cordoned or taken out of
+  the inventory, on some plans one left with half its CPUs and memory and one moved to another zone): the second
+  plan keeps every replica that asks no more, on a host that did not change, where it was (issue #10: "a demand
+  change that still fits where the replica is keeps it there"; for one asking more VRAM, checked where it has its
+  device to itself), and nothing it starts (a replica placed new or moved, or kept with a changed claim: its
+  container is replaced in place) finds a GPU, a port, CPUs or memory taken by what the apply leaves running:
+  departing containers (Pulumi creates before it deletes) and what a replica kept with a smaller claim held beyond
+  it (the others on its GPUs may start before it is replaced);
+- the plan made from its own lock, ``reserved`` included, must be the same plan (the Pulumi program makes it when
+  it applies the lock); once the apply is done, the next plan keeps every replica, and the one after changes
+  nothing at all (a second ``pulumi up`` replaces nothing);
 - on some seeds the deployments split between two stacks sharing the inventory: the second stack is placed around
   what the first stack's lock holds, and the first, planned again with the second's lock, keeps every replica.
 
@@ -73,9 +77,12 @@ def decorate(fleet, demands, rnd: random.Random) -> list:
     return out
 
 
-def check_beside(fleet, demands, plan, others) -> None:
+def check_beside(fleet, demands, plan, others, starting: set | None = None) -> None:
     """``plan`` and the lock entries ``others`` (departing containers, another stack's) together: no device shared
-    with a whole claim or past its VRAM, no port twice on a host, no host past its CPUs or memory."""
+    with a whole claim or past its VRAM, no port twice on a host, no host past its CPUs or memory where a container
+    starts (``starting``: those hosts; None: every host). A host the inventory now gives fewer CPUs or less memory
+    may stay over them while nothing starts there: its containers ran before the change, and run on until the
+    apply moves the ones that must go."""
     by_demand = {d.key: d for d in demands}
     hosts = {h.name: h for h in fleet.hosts}
     size = {(h.name, g.vendor): g.vram_mib for h in fleet.hosts for g in h.groups}
@@ -109,6 +116,8 @@ def check_beside(fleet, demands, plan, others) -> None:
             assert port not in seen, f"{host} port {port} is taken twice: {seen[port]} and {who}"
             seen[port] = who
     for name, h in hosts.items():
+        if starting is not None and name not in starting:
+            continue
         if h.cpus is not None:
             assert cpus[name] <= h.cpus - h.reserved_cpus + 1e-9, f"{name} is over its CPUs: {cpus[name]}"
         if h.ram_mib is not None:
@@ -145,13 +154,14 @@ def check_kept(before, after, skip: str | None = None, keys: set | None = None, 
 
 
 def edits(fleet, demands, strategy: str, first, rnd: random.Random) -> None:
-    """The second plan after edits, then the plan again from its own lock, twice (see the module's docstring)."""
+    """The second plan after edits, then the plan from its own lock, and the next two (see the module's docstring)."""
     prior = lock_of(first).replicas
     deployments = sorted({d.deployment for d in demands})
     slices = {d.deployment for d in demands if d.vram_mib}
     dropped = {x for x in deployments if rnd.random() < 0.2}
     halved = {x for x in deployments if rnd.random() < 0.2}
     grown = {x for x in deployments if x not in halved and rnd.random() < 0.1 and x in slices}
+    rescaled = {x: rnd.choice([0.5, 1.5]) for x in deployments if rnd.random() < 0.2}  # CPUs and memory
     edited = []
     for d in demands:
         if d.deployment in dropped:
@@ -162,24 +172,47 @@ def edits(fleet, demands, strategy: str, first, rnd: random.Random) -> None:
         if d.deployment in grown and d.vram_mib:  # (a shared slice: one GPU)
             v = d.vram_mib * 3 // 2 // 1024 * 1024
             d = replace(d, vram_mib=v, min_vram_mib=max(d.min_vram_mib, v))
+        if d.deployment in rescaled:
+            k = rescaled[d.deployment]
+            d = replace(d, cpus=d.cpus * k, ram_mib=int(d.ram_mib * k) // 1024 * 1024)
         edited.append(d)
-    gone = rnd.choice(fleet.hosts).name  # cordoned, or taken out of the inventory
+    # hosts: one cordoned or taken out of the inventory; on some plans one with half its CPUs and memory, one
+    # moved to another zone
+    gone = rnd.choice(fleet.hosts).name
     removed = rnd.random() < 0.3
-    fleet2 = replace(fleet, hosts=tuple(replace(h, state="cordoned") if h.name == gone else h
-                                        for h in fleet.hosts if not (removed and h.name == gone)))
+    shrunk = rnd.choice(fleet.hosts).name if rnd.random() < 0.2 else None
+    moved = rnd.choice(fleet.hosts).name if rnd.random() < 0.15 else None
+    hosts = []
+    for h in fleet.hosts:
+        if h.name == gone:
+            if not removed:
+                hosts.append(replace(h, state="cordoned"))
+            continue
+        if h.name == shrunk and h.cpus is not None:
+            h = replace(h, cpus=max(h.reserved_cpus + 1, h.cpus // 2), ram_mib=max(h.reserved_ram_mib + 1024,
+                                                                                 h.ram_mib // 2))
+        if h.name == moved:
+            h = replace(h, labels=(("zone", "d"),))
+        hosts.append(h)
+    fleet2 = replace(fleet, hosts=tuple(hosts))
     second = place(fleet2, edited, prior, strategy=strategy)
     check_invariants(fleet2, edited, second)
     asks = {d.key: d for d in edited}
+    touched = {gone, shrunk, moved}
+    # every replica asking no more than it did, on a host that did not change, stays where it is
+    was = {d.key: d for d in demands}
+    same_or_less = {k for k, d in asks.items() if d.cpus <= was[k].cpus and d.ram_mib <= was[k].ram_mib
+                    and (d.vram_mib is None or d.vram_mib <= was[k].vram_mib)}
+    check_kept(replace(first, assignments=tuple(a for a in first.assignments if a.host not in touched)), second,
+               keys=same_or_less, label="asking no more, on a host that did not change")
     tenants = defaultdict(list)  # device -> the replicas on it
     for a in first.assignments:
         for i in a.gpus:
             tenants[a.host, a.vendor, i].append(a.key)
-    beside_grown = {k for on in tenants.values() if any(asks[x].deployment in grown for x in on if x in asks)
-                    for k in on}
-    check_kept(first, second, skip=gone, keys=set(asks) - beside_grown, label="after edits that free room")
     # a slice asking more that still fits where it is stays there: one alone on its device, say
     sizes = {(h.name, g.vendor): g.vram_mib for h in fleet.hosts for g in h.groups}
-    alone = [a for a in first.assignments if a.key in asks and asks[a.key].deployment in grown and a.host != gone
+    alone = [a for a in first.assignments if a.key in asks and asks[a.key].deployment in grown
+             and a.host not in touched and asks[a.key].deployment not in rescaled
              and asks[a.key].vram_mib <= sizes[a.host, a.vendor] and len(tenants[a.host, a.vendor, a.gpus[0]]) == 1]
     check_kept(replace(first, assignments=tuple(alone)), second, label="asking more VRAM that its device still has")
     # beside what the apply leaves running: the lock's replicas not kept, and what a replica kept with a smaller claim
@@ -196,7 +229,8 @@ def edits(fleet, demands, strategy: str, first, rnd: random.Random) -> None:
         running.append(replace(e, gpus=e.gpus if vram else (), port=-1,
                                claim=replace(was, vram_mib=vram, cpus=max(0, was.cpus - new.cpus),
                                              ram_mib=max(0, was.ram_mib - new.ram_mib))))
-    check_beside(fleet2, edited, second, running)
+    starting = {a.host for a in second.assignments if a.status != "kept" or prior[a.key].claim != asks[a.key].claim}
+    check_beside(fleet2, edited, second, running, starting)
     # the same stack planned from its own lock, as the Pulumi program does when it applies it: the same plan
     lock2 = lock_of(second)
     the_same(second, place(fleet2, edited, lock2.replicas, strategy=strategy, reserved=lock2.reserved),
