@@ -138,3 +138,26 @@ def test_two_locks_written_apart_never_keep_a_replica_on_what_the_other_holds(pr
     # and the other way round: prod's plan keeps nothing on what demo's lock holds
     _, prod = _plan(project, "prod")
     _assert_no_overcommit(prod, demo_locked)
+
+
+def test_another_stacks_replica_resized_in_place_holds_its_new_claim_and_what_its_old_one_held_beyond(project):
+    """A lock's ``reserved`` lists the old claim of a replica it keeps where it is with a smaller one (its container
+    is replaced by the next up, and others on its GPU may start first): a stack beside it holds the replica's new
+    claim and the difference, not both claims whole."""
+    from stack.plan import other_stacks_held
+    from stack.project import load_project
+
+    def entry(vram_mib: int, cpus: int, port: int) -> str:
+        return json.dumps({"host": "nv-h100-1", "vendor": "nvidia", "gpus": [3], "port": port,
+                           "claim": {"framework": "cuda", "gpus": 1, "vram_mib": vram_mib, "cpus": cpus}})
+
+    (project / "stack" / "prod.lock.yaml").write_text(
+        'version: 1\nstack: "prod"\nreplicas:\n'
+        f'  "small/0": {entry(10240, 2, 40001)}\n'
+        'reserved:\n'
+        f'  "small/0": {entry(24576, 6, 40001)}\n'  # (the same replica, as it was)
+        f'  "small/1": {entry(20480, 4, 40002)}\n')  # (one that left: held whole)
+    held = other_stacks_held(load_project("demo", project))["prod"]
+    got = [(lr.key, lr.gpus, lr.port, lr.claim.vram_mib, lr.claim.cpus) for lr in held]
+    assert got == [("small/0", (3,), 40001, 10240, 2), ("small/0", (3,), 40001, 14336, 4),
+                   ("small/1", (3,), 40002, 20480, 4)]
