@@ -39,7 +39,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.synthetic import mixed_vendors, resource_demands, resource_fleet  # noqa: E402
+from bench.synthetic import (  # noqa: E402
+    mixed_vendors, resource_demands, resource_fleet, selector_demands, synthetic_fleet)
 from stack.lock import read_prior, render_lock  # noqa: E402
 from stack.placement import place  # noqa: E402
 from tests.test_placement_properties import check_invariants  # noqa: E402
@@ -77,10 +78,12 @@ def decorate(fleet, demands, rnd: random.Random) -> list:
     return out
 
 
-def check_beside(fleet, demands, plan, others, starting: set | None = None) -> None:
+def check_beside(fleet, demands, plan, others, starting: dict | None = None) -> None:
     """``plan`` and the lock entries ``others`` (departing containers, another stack's) together: no device shared
     with a whole claim or past its VRAM, no port twice on a host, no host past its CPUs or memory where a container
-    starts (``starting``: those hosts; None: every host). A host the inventory now gives fewer CPUs or less memory
+    starts. ``starting``: those hosts, each with the least CPUs and memory that a container starting there held
+    beyond its new claim (``others`` lists it: a replica kept with a smaller claim, whose own old container is
+    deleted before it starts); None: every host, (0, 0). A host the inventory now gives fewer CPUs or less memory
     may stay over them while nothing starts there: its containers ran before the change, and run on until the
     apply moves the ones that must go."""
     by_demand = {d.key: d for d in demands}
@@ -118,10 +121,11 @@ def check_beside(fleet, demands, plan, others, starting: set | None = None) -> N
     for name, h in hosts.items():
         if starting is not None and name not in starting:
             continue
+        own_cpus, own_ram = (0, 0) if starting is None else starting[name]
         if h.cpus is not None:
-            assert cpus[name] <= h.cpus - h.reserved_cpus + 1e-9, f"{name} is over its CPUs: {cpus[name]}"
+            assert cpus[name] - own_cpus <= h.cpus - h.reserved_cpus + 1e-9, f"{name} is over its CPUs: {cpus[name]}"
         if h.ram_mib is not None:
-            assert ram[name] <= h.ram_mib - h.reserved_ram_mib, f"{name} is over its memory: {ram[name]} MiB"
+            assert ram[name] - own_ram <= h.ram_mib - h.reserved_ram_mib, f"{name} is over its memory: {ram[name]} MiB"
 
 
 def lock_of(plan):
@@ -153,7 +157,7 @@ def check_kept(before, after, skip: str | None = None, keys: set | None = None, 
             f"{key} moved from {b.host} {b.gpus} :{b.port} to {a.host} {a.gpus} :{a.port} ({a.status}) {label}"
 
 
-def edits(fleet, demands, strategy: str, first, rnd: random.Random) -> None:
+def edits(fleet, demands, strategy: str, first, rnd: random.Random, more: random.Random) -> None:
     """The second plan after edits, then the plan from its own lock, and the next two (see the module's docstring)."""
     prior = lock_of(first).replicas
     deployments = sorted({d.deployment for d in demands})
@@ -182,6 +186,7 @@ def edits(fleet, demands, strategy: str, first, rnd: random.Random) -> None:
     removed = rnd.random() < 0.3
     shrunk = rnd.choice(fleet.hosts).name if rnd.random() < 0.2 else None
     moved = rnd.choice(fleet.hosts).name if rnd.random() < 0.15 else None
+    narrowed = more.choice(fleet.hosts).name if more.random() < 0.15 else None  # half its port range
     hosts = []
     for h in fleet.hosts:
         if h.name == gone:
@@ -193,12 +198,14 @@ def edits(fleet, demands, strategy: str, first, rnd: random.Random) -> None:
                                                                                  h.ram_mib // 2))
         if h.name == moved:
             h = replace(h, labels=(("zone", "d"),))
+        if h.name == narrowed:
+            h = replace(h, port_end=h.port_start + (h.port_end - h.port_start) // 2)
         hosts.append(h)
     fleet2 = replace(fleet, hosts=tuple(hosts))
     second = place(fleet2, edited, prior, strategy=strategy)
     check_invariants(fleet2, edited, second)
     asks = {d.key: d for d in edited}
-    touched = {gone, shrunk, moved}
+    touched = {gone, shrunk, moved, narrowed}
     # every replica asking no more than it did, on a host that did not change, stays where it is
     was = {d.key: d for d in demands}
     same_or_less = {k for k, d in asks.items() if d.cpus <= was[k].cpus and d.ram_mib <= was[k].ram_mib
@@ -229,7 +236,13 @@ def edits(fleet, demands, strategy: str, first, rnd: random.Random) -> None:
         running.append(replace(e, gpus=e.gpus if vram else (), port=-1,
                                claim=replace(was, vram_mib=vram, cpus=max(0, was.cpus - new.cpus),
                                              ram_mib=max(0, was.ram_mib - new.ram_mib))))
-    starting = {a.host for a in second.assignments if a.status != "kept" or prior[a.key].claim != asks[a.key].claim}
+    starting: dict = {}  # host -> the least CPUs and memory a container starting there held beyond its new claim
+    for a in second.assignments:
+        if a.status != "kept" or prior[a.key].claim != asks[a.key].claim:
+            was, new = prior[a.key].claim if a.status == "kept" else None, asks[a.key]
+            own = (max(0, was.cpus - new.cpus), max(0, was.ram_mib - new.ram_mib)) if was else (0, 0)
+            least = starting.get(a.host, own)
+            starting[a.host] = (min(least[0], own[0]), min(least[1], own[1]))
     check_beside(fleet2, edited, second, running, starting)
     # the same stack planned from its own lock, as the Pulumi program does when it applies it: the same plan
     lock2 = lock_of(second)
@@ -268,13 +281,22 @@ def one(seed: int) -> dict:
     demands = resource_demands(fleet, seed + 1, load)
     if rnd.random() < 0.4:
         fleet, demands = mixed_vendors(fleet, demands, seed + 2)
+    more = random.Random(f"{seed}:more")  # (a stream of its own: what seeds drew before stays drawn)
+    if more.random() < 0.2:  # the selector workload: three vendors, sizes and zones asked, no CPUs or memory declared
+        fleet = synthetic_fleet(hosts, seed)
+        demands = selector_demands(int(hosts * 8 * load * more.choice([0.4, 0.7])), seed + 1)
     demands = decorate(fleet, demands, rnd)
-    drawn = {"seed": seed, "hosts": hosts, "load": load, "strategy": strategy, "replicas": len(demands)}
+    few_ports = more.random() < 0.25  # hosts run out of ports before GPUs
+    if few_ports:
+        fleet = replace(fleet, hosts=tuple(replace(h, port_end=h.port_start + more.choice([1, 3, 5]))
+                                           for h in fleet.hosts))
+    drawn = {"seed": seed, "hosts": hosts, "load": load, "strategy": strategy, "replicas": len(demands),
+             **({"few_ports": True} if few_ports else {})}
     try:
         first = place(fleet, demands, strategy=strategy)
         drawn["placed"] = len(first.assignments)
         check_invariants(fleet, demands, first)
-        edits(fleet, demands, strategy, first, rnd)
+        edits(fleet, demands, strategy, first, rnd, more)
         if rnd.random() < 0.3:
             drawn["shared"] = True
             shared(fleet, demands, strategy, rnd)
