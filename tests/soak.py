@@ -1,18 +1,20 @@
 """A soak of placement on random fleets bigger than the property tests' (3-150 hosts, bench/synthetic.py's
-CPU-and-memory workload at loads 0.7-1.6, some fleets of mixed vendors, binpack and spread), with some deployments
-naming a device size (``gpu_model``), a zone label, manual GPU selection or ``spread: hosts``. Each plan must keep
-every invariant (``check_invariants``: no device, host CPUs or memory over, selectors and spread honoured, ports
+CPU-and-memory workload at loads 0.7-1.6, some fleets of mixed vendors, some its selector workload of three vendors
+without CPUs or memory, some with hosts of 2-6 ports; binpack and spread), with some deployments naming a device
+size (``gpu_model``), a zone label, manual GPU selection or ``spread: hosts``. Each plan must keep every invariant
+(``check_invariants``: no device, host CPUs or memory over, selectors, manual selection and spread honoured, ports
 unique, every left-over replica explained over every host). Then, with the lock, what a pull request does to a stack:
 
 - edits (a fifth of the deployments dropped, a fifth of the shared ones asking half their VRAM and a tenth half as
-  much again, a fifth asking half or half as much again of their CPUs and memory; one host cordoned or taken out of
-  the inventory, on some plans one left with half its CPUs and memory and one moved to another zone): the second
-  plan keeps every replica that asks no more, on a host that did not change, where it was (issue #10: "a demand
-  change that still fits where the replica is keeps it there"; for one asking more VRAM, checked where it has its
-  device to itself), and nothing it starts (a replica placed new or moved, or kept with a changed claim: its
-  container is replaced in place) finds a GPU, a port, CPUs or memory taken by what the apply leaves running:
-  departing containers (Pulumi creates before it deletes) and what a replica kept with a smaller claim held beyond
-  it (the others on its GPUs may start before it is replaced);
+  much again, a fifth asking half or half as much again of their CPUs and memory, manual GPU selections narrowed, a
+  tenth of the deployments given a replica more; one host cordoned or taken out of the inventory, on some plans one
+  left with half its CPUs and memory, one moved to another zone, one with half its port range): the second plan
+  keeps every replica that asks no more, on a host that did not change, where it was (issue #10: "a demand change
+  that still fits where the replica is keeps it there"; for one asking more VRAM, checked where it has its device to
+  itself), and nothing it starts (a replica placed new or moved, or kept with a changed claim: its container is
+  replaced in place) finds a GPU, a port, CPUs or memory taken by what the apply leaves running: departing
+  containers (Pulumi creates before it deletes) and what a replica kept with a smaller claim held beyond it (the
+  others on its GPUs may start before it is replaced);
 - the plan made from its own lock, ``reserved`` included, must be the same plan (the Pulumi program makes it when
   it applies the lock); once the apply is done, the next plan keeps every replica, and the one after changes
   nothing at all (a second ``pulumi up`` replaces nothing);
@@ -166,6 +168,10 @@ def edits(fleet, demands, strategy: str, first, rnd: random.Random, more: random
     halved = {x for x in deployments if rnd.random() < 0.2}
     grown = {x for x in deployments if x not in halved and rnd.random() < 0.1 and x in slices}
     rescaled = {x: rnd.choice([0.5, 1.5]) for x in deployments if rnd.random() < 0.2}  # CPUs and memory
+    # manual GPU selections narrowed to every other device they named; deployments given one replica more
+    selections = {d.deployment: d.manual for d in demands if d.manual}
+    reselected = {x: m[::2] for x, m in sorted(selections.items()) if x not in dropped and more.random() < 0.3}
+    scaled_up = [x for x in deployments if x not in dropped and more.random() < 0.1]
     edited = []
     for d in demands:
         if d.deployment in dropped:
@@ -179,7 +185,12 @@ def edits(fleet, demands, strategy: str, first, rnd: random.Random, more: random
         if d.deployment in rescaled:
             k = rescaled[d.deployment]
             d = replace(d, cpus=d.cpus * k, ram_mib=int(d.ram_mib * k) // 1024 * 1024)
+        if d.deployment in reselected:
+            d = replace(d, manual=reselected[d.deployment])
         edited.append(d)
+    for x in scaled_up:  # one replica more, alike
+        last = max((d for d in edited if d.deployment == x), key=lambda d: d.replica)
+        edited.append(replace(last, replica=last.replica + 1))
     # hosts: one cordoned or taken out of the inventory; on some plans one with half its CPUs and memory, one
     # moved to another zone
     gone = rnd.choice(fleet.hosts).name
@@ -208,8 +219,8 @@ def edits(fleet, demands, strategy: str, first, rnd: random.Random, more: random
     touched = {gone, shrunk, moved, narrowed}
     # every replica asking no more than it did, on a host that did not change, stays where it is
     was = {d.key: d for d in demands}
-    same_or_less = {k for k, d in asks.items() if d.cpus <= was[k].cpus and d.ram_mib <= was[k].ram_mib
-                    and (d.vram_mib is None or d.vram_mib <= was[k].vram_mib)}
+    same_or_less = {k for k, d in asks.items() if k in was and d.cpus <= was[k].cpus and d.ram_mib <= was[k].ram_mib
+                    and (d.vram_mib is None or d.vram_mib <= was[k].vram_mib) and d.deployment not in reselected}
     check_kept(replace(first, assignments=tuple(a for a in first.assignments if a.host not in touched)), second,
                keys=same_or_less, label="asking no more, on a host that did not change")
     tenants = defaultdict(list)  # device -> the replicas on it
