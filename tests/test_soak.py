@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import random
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from bench.synthetic import resource_demands, resource_fleet
 from tests import soak
 
@@ -18,6 +21,15 @@ def test_the_soak_passes_plans_that_keep_every_invariant_and_every_replica_in_pl
         assert got["placed"] > 100
     assert any(got.get("shared") for got in drawn)  # two stacks on one inventory, on some
     assert any(got.get("few_ports") for got in drawn)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10 ** 6))
+def test_random_plans_and_the_changes_a_pull_request_makes_keep_every_rule(seed):
+    """The soak's checks on forty seeds in every test run (the same forty: the repeatable profile), so a change to
+    placement that breaks one fails here, not only in a soak someone remembers to run."""
+    got = soak.one(seed)
+    assert "error" not in got, got
 
 
 def test_the_soak_draws_the_constraints_users_write():
