@@ -230,7 +230,7 @@ def edits(fleet, demands, strategy: str, first, rnd: random.Random, more: random
     # a slice asking more that still fits where it is stays there: one alone on its device, say
     sizes = {(h.name, g.vendor): g.vram_mib for h in fleet.hosts for g in h.groups}
     alone = [a for a in first.assignments if a.key in asks and asks[a.key].deployment in grown
-             and a.host not in touched and asks[a.key].deployment not in rescaled
+             and a.host not in touched and asks[a.key].deployment not in rescaled and a.deployment not in reselected
              and asks[a.key].vram_mib <= sizes[a.host, a.vendor] and len(tenants[a.host, a.vendor, a.gpus[0]]) == 1]
     check_kept(replace(first, assignments=tuple(alone)), second, label="asking more VRAM that its device still has")
     # beside what the apply leaves running: the lock's replicas not kept, and what a replica kept with a smaller claim
