@@ -146,12 +146,11 @@ def the_same(before, after, label: str) -> None:
     assert not extra, f"{extra[:3]} placed {label}, where the plan it was made from left them over"
 
 
-def check_kept(before, after, skip: str | None = None, keys: set | None = None, label: str = "") -> None:
-    """Every replica ``before`` placed (but on host ``skip``; of ``keys`` only, where given) is in ``after``, kept
-    where it was."""
+def check_kept(before, after, keys: set | None = None, label: str = "") -> None:
+    """Every replica ``before`` placed (of ``keys`` only, where given) is in ``after``, kept where it was."""
     now = after.by_key()
     for key, b in before.by_key().items():
-        if b.host == skip or (keys is not None and key not in keys):
+        if keys is not None and key not in keys:
             continue
         a = now.get(key)
         assert a is not None, f"{key} was placed on {b.host} and is left over {label}"
