@@ -32,7 +32,6 @@ import argparse
 import json
 import random
 import sys
-import tempfile
 import time
 import traceback
 from collections import defaultdict
@@ -43,8 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.synthetic import (  # noqa: E402
     mixed_vendors, resource_demands, resource_fleet, selector_demands, synthetic_fleet)
-from stack.lock import read_prior, render_lock  # noqa: E402
+from stack.lock import render_lock  # noqa: E402
 from stack.placement import place  # noqa: E402
+from tests.test_placement import read_prior_from_text  # noqa: E402
 from tests.test_placement_properties import check_invariants  # noqa: E402
 
 
@@ -133,10 +133,7 @@ def check_beside(fleet, demands, plan, others, starting: dict | None = None) -> 
 def lock_of(plan):
     """The lock a plan writes (its replicas, and ``reserved``: what its change leaves running until the apply), read
     back as the next plan reads it."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "soak.lock.yaml"
-        path.write_text(render_lock("soak", plan))
-        return read_prior(path)
+    return read_prior_from_text(render_lock("soak", plan))
 
 
 def the_same(before, after, label: str) -> None:

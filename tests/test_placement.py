@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from stack.lock import read_lock, render_lock
+from stack.lock import read_prior, render_lock
 from stack.placement import Demand, LockedReplica, place
 from stack.placement.model import Claim
 
@@ -183,13 +183,18 @@ def _locked(p):
 
 
 def read_lock_from_text(text):
+    return read_prior_from_text(text).replicas
+
+
+def read_prior_from_text(text):
+    """A lock's text read as a plan reads the file: its replicas and ``reserved``."""
     import pathlib
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:  # the file is read at once: nothing is left in /tmp
         path = pathlib.Path(folder) / "t.lock.yaml"
         path.write_text(text)
-        return read_lock(path)
+        return read_prior(path)
 
 
 def test_statuses_kept_new_moved_removed():
