@@ -340,6 +340,10 @@ class GiveWay:
         #: (``_add_donors``)
         self.placed_since: list[tuple[Assignment, Demand, GroupState]] = []
         self.left: set[tuple] = set()
+        #: the replicas' assignments that gave way, by id (kept, so no assignment made later takes an id of theirs):
+        #: a donor list's entry whose assignment is here is no longer placed so (the plan may place its replica
+        #: again, with another assignment)
+        self.gone: dict[int, Assignment] = {}
 
     def _take_donors(self) -> None:
         """The replicas this plan places new, as ``donors``. Never one with manual GPU selection: given way, it
@@ -381,18 +385,17 @@ class GiveWay:
         and only those placed since need it. Only the classes a donor left since (``left``) are walked for those
         that gave way, and a class that gains many is sorted once, not inserted into replica by replica: at
         20,000 hosts the first round adds 27,000 donors to lists of up to 16,000, and the inserts took 0.16 s."""
-        run = self.owner
-        placed = run.placed
+        gone = self.gone
         for key in self.left:
             helds, entries = self.donors[key]
-            live = [e for e in entries if placed.get(e[5]) is e[1]]
+            live = [e for e in entries if id(e[1]) not in gone]
             if len(live) != len(entries):
                 entries[:] = live
                 helds[:] = [e[0] for e in live]
         self.left.clear()
         added: dict[tuple, list[tuple]] = {}
         for a, d, gs in self.placed_since:
-            entry = self._donor(a, d, gs) if placed.get((a.deployment, a.replica)) is a else None
+            entry = self._donor(a, d, gs) if id(a) not in gone else None
             if entry is not None:
                 key, held, name, a, d, gs = entry
                 added.setdefault(key, []).append((held, a, d, gs, self.reach(d), (a.deployment, a.replica), name))
@@ -547,8 +550,8 @@ class GiveWay:
         have changed a host of theirs: the search is a bounded heuristic)."""
         run = self.owner
         state, index = run.state, run.index
-        placed, cpu_free, ram_free, version, room_ids, futile = \
-            run.placed, state.cpu_free, state.ram_free, self.version, self.room_ids, self.futile
+        gone, cpu_free, ram_free, version, room_ids, futile = \
+            self.gone, state.cpu_free, state.ram_free, self.version, self.room_ids, self.futile
         CHEAP, REST = self.CHEAP, self.LOOK - self.CHEAP
         # what this search spent, in tenths of a look: of the budget (``budget`` when it began; written back before
         # any return, since nothing this walk calls reads it) and of its patience alike, so one count and one
@@ -586,9 +589,11 @@ class GiveWay:
                 i = bisect_right(helds, own)  # bigger than u only
             end = len(entries)
             for i in range(i, end):
-                held, a, d, gs, theirs, a_key, _ = entries[i]
-                # gave way already; or selectors that reach fewer groups, which never give way to ones that reach more
-                if placed.get(a_key) is not a or theirs < reach:
+                e = entries[i]
+                # selectors that reach fewer groups, which never give way to ones that reach more; or gave way already
+                # (read from the entry alone: its replica's key looked up in the plan, with 100,000 replicas, took a
+                # tenth of the step's time at 20,000 hosts, mostly waiting for memory)
+                if e[4] < reach or id(a := e[1]) in gone:
                     continue
                 if spent >= limit:  # the budget, or this search's patience, is spent
                     self.resume[at] = i
@@ -597,7 +602,7 @@ class GiveWay:
                     self.budget = budget - spent
                     return False
                 spent += CHEAP
-                host = a.host
+                host, d = a.host, e[2]
                 cpu, ram = cpu_free[host], ram_free[host]  # once a is out and u in
                 if cpu is not None:
                     cpu += d.cpus - u_cpus
@@ -609,10 +614,11 @@ class GiveWay:
                         continue  # no memory for a second
                 # a room like one found with no way in this pass (more left-over replicas placed never opens one):
                 # the group's devices alike, a's own alike among them, and the host's CPUs, memory and ports
+                held, gs = e[0], e[3]
                 v = version.get(host, 0)
                 seen = room_ids.get(id(a))
                 if seen is None or seen[0] != v:
-                    seen = room_ids[id(a)] = (v, self._room_id(a, d, gs, held, host, theirs))
+                    seen = room_ids[id(a)] = (v, self._room_id(a, d, gs, held, host, e[4]))
                 memo = (at_id, seen[1])
                 if memo in futile:
                     continue
@@ -631,7 +637,7 @@ class GiveWay:
                     if not mine.spread:  # u does not fit, or the devices it leaves are not enough for the others
                         futile.add(memo)
                     continue
-                chosen = self.refill(room, left, running, held, smallest, u, previous, mine, theirs)
+                chosen = self.refill(room, left, running, held, smallest, u, previous, mine, e[4])
                 if chosen is not None:
                     self.budget = budget - spent
                     self.apply(gs, a, d, chosen)
@@ -710,6 +716,7 @@ class GiveWay:
         run, host = self.owner, a.host
         emptied = []  # kinds with none left over now
         run._drop(a)
+        self.gone[id(a)] = a
         self.left.add(run.index.class_of[gs.gid])
         run.state.release(gs, [gs.pos_of[i] for i in a.gpus], d, host, a.port)
         for w, prev in chosen:  # (the index files the host once, after them all)
