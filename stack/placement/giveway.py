@@ -294,7 +294,7 @@ class GiveWay:
         """``failed``: the GPU replicas left over (manual selection aside) and the hosts the lock had them on."""
         self.owner, self.failed = run, failed
         self._reach: dict[tuple, int] = {}
-        #: class key -> (VRAM held, [(held, assignment, demand, group, reach, (deployment, replica), key)]): the
+        #: class key -> (VRAM held, [(held, assignment, demand, group, reach, key)]): the
         #: replicas that may give way, smallest first
         self.donors: dict[tuple, tuple[list, list]] = {}
         self._take_donors()
@@ -358,9 +358,7 @@ class GiveWay:
         self.donors.clear()
         for key, lst in held_by.items():
             lst.sort(key=itemgetter(0, 1))
-            self.donors[key] = ([x[0] for x in lst],
-                                [(x[0], x[2], x[3], x[4], self.reach(x[3]), (x[2].deployment, x[2].replica), x[1])
-                                 for x in lst])
+            self.donors[key] = ([x[0] for x in lst], [(x[0], x[2], x[3], x[4], self.reach(x[3]), x[1]) for x in lst])
 
     def _donor(self, a: Assignment, d: Demand | None = None, gs: GroupState | None = None) -> tuple | None:
         """(class key, VRAM held, key, assignment, demand, group) of a replica that may give way, or None. ``d`` and
@@ -398,14 +396,14 @@ class GiveWay:
             entry = self._donor(a, d, gs) if id(a) not in gone else None
             if entry is not None:
                 key, held, name, a, d, gs = entry
-                added.setdefault(key, []).append((held, a, d, gs, self.reach(d), (a.deployment, a.replica), name))
+                added.setdefault(key, []).append((held, a, d, gs, self.reach(d), name))
         self.placed_since.clear()
         for key, new in added.items():
             helds, entries = self.donors.setdefault(key, ([], []))
             if len(new) * self.SORT_PAST < len(entries):  # a few: each where it goes
                 for e in new:
                     held = e[0]
-                    i = bisect_left(entries, e[6], bisect_left(helds, held), bisect_right(helds, held),
+                    i = bisect_left(entries, e[5], bisect_left(helds, held), bisect_right(helds, held),
                                     key=_donor_key)
                     helds.insert(i, held)
                     entries.insert(i, e)
@@ -772,9 +770,9 @@ def _per_ram(t: tuple) -> tuple:
 
 
 #: what orders donors of equal VRAM held: their key (formatted once, when the entry is made)
-_donor_key = itemgetter(6)
+_donor_key = itemgetter(5)
 #: the order of a class's donors: VRAM held, then key
-_held_and_key = itemgetter(0, 6)
+_held_and_key = itemgetter(0, 5)
 
 
 def _shape(u: Demand) -> tuple:
