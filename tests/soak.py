@@ -36,6 +36,7 @@ import time
 import traceback
 from collections import defaultdict
 from dataclasses import replace
+from math import inf
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -80,54 +81,87 @@ def decorate(fleet, demands, rnd: random.Random) -> list:
     return out
 
 
-def check_beside(fleet, demands, plan, others, starting: dict | None = None) -> None:
+def check_beside(fleet, demands, plan, others, starting: dict | None = None, started: set | None = None) -> None:
     """``plan`` and the lock entries ``others`` (departing containers, another stack's) together: no device shared
-    with a whole claim or past its VRAM, no port twice on a host, no host past its CPUs or memory where a container
-    starts. ``starting``: those hosts, each with the least CPUs and memory that a container starting there held
-    beyond its new claim (``others`` lists it: a replica kept with a smaller claim, whose own old container is
-    deleted before it starts); None: every host, (0, 0). A host the inventory now gives fewer CPUs or less memory
-    may stay over them while nothing starts there: its containers ran before the change, and run on until the
-    apply moves the ones that must go."""
+    with a whole claim or past its VRAM, no port twice on a host, no host past its CPUs or memory, wherever a
+    container starts. ``started``: the keys of the plan's replicas whose containers start (None: all); a device or
+    port none of them is on is no plan's doing (two locks written apart may claim one alike, and the plan holds
+    both). ``starting``: the hosts where some start, each with the least CPUs and memory that a container starting
+    there and asking some held beyond its new claim (``others`` lists it: a replica kept with a smaller claim, whose
+    own old container is deleted before it starts; inf: none asking any starts there, and one asking none fits on
+    a host the inventory put over them); None: every host, (0, 0). A host the inventory now gives fewer CPUs or less
+    memory may stay over them while nothing starts there: its containers ran before the change, and run on until
+    the apply moves the ones that must go."""
     by_demand = {d.key: d for d in demands}
     hosts = {h.name: h for h in fleet.hosts}
     size = {(h.name, g.vendor): g.vram_mib for h in fleet.hosts for g in h.groups}
-    claims = defaultdict(list)  # (host, vendor, device) -> [(who, VRAM or None: whole)]
-    ports = defaultdict(list)
+    claims = defaultdict(list)  # (host, vendor, device) -> [(who, VRAM or None: whole, whether it starts)]
+    ports = defaultdict(list)  # (host, port) -> [(who, whether it starts)]
     cpus = defaultdict(float)
     ram = defaultdict(int)
     for a in plan.assignments:
         d = by_demand[a.key]
+        starts = started is None or a.key in started
         for i in a.gpus:
-            claims[a.host, a.vendor, i].append((a.key, d.vram_mib))
-        ports[a.host].append((a.port, a.key))
+            claims[a.host, a.vendor, i].append((a.key, d.vram_mib, starts))
+        ports[a.host, a.port].append((a.key, starts))
         cpus[a.host] += d.cpus
         ram[a.host] += d.ram_mib
     for e in others:
         if e.host not in hosts:
             continue  # a host gone from the inventory: nothing of it is planned
         for i in e.gpus:
-            claims[e.host, e.vendor, i].append((f"held {e.key}", e.claim.vram_mib))
+            claims[e.host, e.vendor, i].append((f"held {e.key}", e.claim.vram_mib, False))
         if e.port >= 0:  # (-1: what a replica kept in place holds beyond its claim)
-            ports[e.host].append((e.port, f"held {e.key}"))
+            ports[e.host, e.port].append((f"held {e.key}", False))
         cpus[e.host] += e.claim.cpus
         ram[e.host] += e.claim.ram_mib
     for (host, vendor, i), on in claims.items():
-        if len(on) > 1:
-            assert all(v is not None for _, v in on), f"{host} {vendor} GPU {i} is taken whole and shared: {on}"
-            assert sum(v for _, v in on) <= size[host, vendor], f"{host} {vendor} GPU {i} is over its VRAM: {on}"
-    for host, used in ports.items():
-        seen = {}
-        for port, who in used:
-            assert port not in seen, f"{host} port {port} is taken twice: {seen[port]} and {who}"
-            seen[port] = who
+        if len(on) > 1 and any(x[2] for x in on):
+            assert all(x[1] is not None for x in on), f"{host} {vendor} GPU {i} is taken whole and shared: {on}"
+            assert sum(x[1] for x in on) <= size[host, vendor], f"{host} {vendor} GPU {i} is over its VRAM: {on}"
+    for (host, port), on in ports.items():
+        assert len(on) == 1 or not any(x[1] for x in on), f"{host} port {port} is taken twice: {on}"
     for name, h in hosts.items():
         if starting is not None and name not in starting:
             continue
         own_cpus, own_ram = (0, 0) if starting is None else starting[name]
-        if h.cpus is not None:
+        if h.cpus is not None and own_cpus != inf:
             assert cpus[name] - own_cpus <= h.cpus - h.reserved_cpus + 1e-9, f"{name} is over its CPUs: {cpus[name]}"
-        if h.ram_mib is not None:
+        if h.ram_mib is not None and own_ram != inf:
             assert ram[name] - own_ram <= h.ram_mib - h.reserved_ram_mib, f"{name} is over its memory: {ram[name]} MiB"
+
+
+def left_running(prior: dict, plan, asks: dict) -> tuple[list, dict, set]:
+    """What the apply of ``plan`` (made from the lock entries ``prior``; ``asks``: its demands by key) leaves running
+    beside it, as lock entries: the lock's replicas not kept, and what a replica kept with a smaller claim held beyond
+    it (its container is replaced in place; the others on its devices may start before it). Then where containers
+    start, and whose (``check_beside``'s ``starting`` and ``started``)."""
+    now = plan.by_key()
+    running = []
+    for key, e in prior.items():
+        a = now.get(key)
+        if a is None or a.status != "kept":
+            running.append(e)
+            continue
+        was, new = e.claim, asks[key].claim
+        vram = max(0, was.vram_mib - new.vram_mib) if was.vram_mib and new.vram_mib else 0
+        running.append(replace(e, gpus=e.gpus if vram else (), port=-1,
+                               claim=replace(was, vram_mib=vram, cpus=max(0, was.cpus - new.cpus),
+                                             ram_mib=max(0, was.ram_mib - new.ram_mib))))
+    # host -> the least CPUs and memory a container starting there and asking some held beyond its new claim (inf:
+    # none asking any starts there; one asking none fits on a host the inventory put over them)
+    starting: dict = {}
+    started = set()
+    for a in plan.assignments:
+        if a.status != "kept" or prior[a.key].claim != asks[a.key].claim:
+            started.add(a.key)
+            was, new = prior[a.key].claim if a.status == "kept" else None, asks[a.key]
+            own = (max(0, was.cpus - new.cpus), max(0, was.ram_mib - new.ram_mib)) if was else (0, 0)
+            least = starting.get(a.host, (inf, inf))
+            starting[a.host] = (min(least[0], own[0] if new.cpus else inf),
+                                min(least[1], own[1] if new.ram_mib else inf))
+    return running, starting, started
 
 
 def lock_of(plan):
@@ -229,28 +263,7 @@ def edits(fleet, demands, strategy: str, first, rnd: random.Random, more: random
              and a.host not in touched and asks[a.key].deployment not in rescaled and a.deployment not in reselected
              and asks[a.key].vram_mib <= sizes[a.host, a.vendor] and len(tenants[a.host, a.vendor, a.gpus[0]]) == 1]
     check_kept(replace(first, assignments=tuple(alone)), second, label="asking more VRAM that its device still has")
-    # beside what the apply leaves running: the lock's replicas not kept, and what a replica kept with a smaller claim
-    # held beyond it (its container is replaced in place; the others on its devices may start before it)
-    now = second.by_key()
-    running = []
-    for key, e in prior.items():
-        a = now.get(key)
-        if a is None or a.status != "kept":
-            running.append(e)
-            continue
-        was, new = e.claim, asks[key].claim
-        vram = max(0, was.vram_mib - new.vram_mib) if was.vram_mib and new.vram_mib else 0
-        running.append(replace(e, gpus=e.gpus if vram else (), port=-1,
-                               claim=replace(was, vram_mib=vram, cpus=max(0, was.cpus - new.cpus),
-                                             ram_mib=max(0, was.ram_mib - new.ram_mib))))
-    starting: dict = {}  # host -> the least CPUs and memory a container starting there held beyond its new claim
-    for a in second.assignments:
-        if a.status != "kept" or prior[a.key].claim != asks[a.key].claim:
-            was, new = prior[a.key].claim if a.status == "kept" else None, asks[a.key]
-            own = (max(0, was.cpus - new.cpus), max(0, was.ram_mib - new.ram_mib)) if was else (0, 0)
-            least = starting.get(a.host, own)
-            starting[a.host] = (min(least[0], own[0]), min(least[1], own[1]))
-    check_beside(fleet2, edited, second, running, starting)
+    check_beside(fleet2, edited, second, *left_running(prior, second, asks))
     # the same stack planned from its own lock, as the Pulumi program does when it applies it: the same plan
     lock2 = lock_of(second)
     the_same(second, place(fleet2, edited, lock2.replicas, strategy=strategy, reserved=lock2.reserved),
