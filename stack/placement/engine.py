@@ -301,6 +301,7 @@ def _hold_one(state: FleetState, index: CandidateIndex, locked: LockedReplica) -
             before = [(gs.free[p], gs.exclusive[p]) for p in positions]
             state.hold(gs, positions, locked.claim.vram_mib)
             taken = [(free - gs.free[p], whole) for (free, whole), p in zip(before, positions)]
+            _over_held(state, gs, positions, locked, taken, 1)
             index.refresh(gs)
     ports = state.ports.get(locked.host)
     if ports is not None and ports.take(locked.port):
@@ -317,9 +318,31 @@ def _give_back(state: FleetState, index: CandidateIndex, locked: LockedReplica, 
         state.hold_host(locked.host, -locked.claim.cpus, -locked.claim.ram_mib)
     if gs is not None:
         state.unhold(gs, positions, taken)
+        _over_held(state, gs, positions, locked, taken, -1)
         index.refresh(gs)
     if took_port:
         state.ports[locked.host].give_back(locked.port)
+
+
+def _over_held(state: FleetState, gs: GroupState, positions: list[int], locked: LockedReplica, taken: list,
+               sign: int) -> None:
+    """Count (``sign`` 1) or uncount (-1) in ``state.over_held`` what a shared hold of ``locked`` asked on each device
+    beyond what it took (``taken``): where two locks written apart filled one device, giving one hold back frees no
+    more than the device had beside the others (tests/test_placement_beside_others.py, seed 230: a replica whose
+    CPUs changed was kept on a device that its departing neighbour and another stack's replica held past its VRAM,
+    and its new container would start there)."""
+    want = locked.claim.vram_mib
+    if want is None:
+        return  # (a whole hold takes what is left, exclusively: nothing else keeps a claim there)
+    over = state.over_held
+    for p, (mib, _) in zip(positions, taken):
+        if mib < want:
+            k = (gs.gid, p)
+            left = over.get(k, 0) + sign * (want - mib)
+            if left:
+                over[k] = left
+            else:
+                over.pop(k, None)
 
 
 class _Run(Repairs, Trades, Explanations):
@@ -509,7 +532,7 @@ class _Run(Repairs, Trades, Explanations):
                 if f.code in ("free_cpu", "free_ram", "vram_size") and locked.claim != demand.claim:
                     return "demand_changed", None, None
                 return f"no_longer_matches:{f.code}", None, None
-        if gs is not None and not _positions_free(gs, positions, demand):
+        if gs is not None and not _positions_free(gs, positions, demand, self.state.over_held):
             if locked.claim != demand.claim:
                 return "demand_changed", None, None
             return self._taken("devices_taken", [(host.name, locked.vendor, i) for i in locked.gpus]), None, None
@@ -752,7 +775,10 @@ class _Run(Repairs, Trades, Explanations):
         return (cpu is not None and cpu < need_cpu) or (ram is not None and ram < need_ram)
 
 
-def _positions_free(gs: GroupState, positions: list[int], demand: Demand) -> bool:
+def _positions_free(gs: GroupState, positions: list[int], demand: Demand, over: dict[tuple[int, int], int]) -> bool:
+    """``demand`` fits on ``positions`` of ``gs`` as they are, less what holds there asked beyond them (``over``:
+    ``FleetState.over_held``)."""
     if demand.vram_mib is None:
         return all(gs.claims[p] == 0 for p in positions)
-    return all(not gs.exclusive[p] and gs.free[p] >= demand.vram_mib for p in positions)
+    gid = gs.gid
+    return all(not gs.exclusive[p] and gs.free[p] - over.get((gid, p), 0) >= demand.vram_mib for p in positions)

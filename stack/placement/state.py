@@ -190,6 +190,9 @@ class FleetState:
         self.held_by: dict[str, set[str]] = {}
         #: (host, vendor, device index) and (host, port) -> the other stack whose lock holds it
         self.held_at: dict[tuple, str] = {}
+        #: (group id, position) -> MiB that shared claims held there beyond what the device had left (two locks
+        #: written apart, each filling a device; ``hold`` never takes a device below 0 free)
+        self.over_held: dict[tuple[int, int], int] = {}
         #: CPUs and MiB of memory still free per host; None where the inventory does not declare them
         self.cpu_free: dict[str, float | None] = {h.name: h.allocatable_cpus for h in fleet.hosts}
         self.ram_free: dict[str, int | None] = {h.name: h.allocatable_ram_mib for h in fleet.hosts}
