@@ -20,6 +20,9 @@ unique, every left-over replica explained over every host). Then, with the lock,
   nothing at all (a second ``pulumi up`` replaces nothing);
 - on some seeds the deployments split between two stacks sharing the inventory: the second stack is placed around
   what the first stack's lock holds, and the first, planned again with the second's lock, keeps every replica.
+  Then the first changes (deployments resized or dropped) beside the second's lock: nothing it starts finds a GPU,
+  a port, CPUs or memory the second holds or its own apply leaves running; and the second, planned again beside the
+  first's new lock as ``stack.plan.other_stacks_held`` reads it, keeps every replica.
 
 Not collected by pytest: it runs for as long as it is given, from a seed, and prints one JSON line per failure, then
 a summary.
@@ -45,6 +48,7 @@ from bench.synthetic import (  # noqa: E402
     mixed_vendors, resource_demands, resource_fleet, selector_demands, synthetic_fleet)
 from stack.lock import render_lock  # noqa: E402
 from stack.placement import place  # noqa: E402
+from stack.placement.engine import held_beyond  # noqa: E402
 from tests.test_placement import read_prior_from_text  # noqa: E402
 from tests.test_placement_properties import check_invariants  # noqa: E402
 
@@ -278,7 +282,8 @@ def edits(fleet, demands, strategy: str, first, rnd: random.Random, more: random
 
 
 def shared(fleet, demands, strategy: str, rnd: random.Random) -> None:
-    """Two stacks on one inventory: ``b`` placed around what ``a``'s lock holds, then ``a`` again beside ``b``."""
+    """Two stacks on one inventory: ``b`` placed around what ``a``'s lock holds, then ``a`` again beside ``b``, then
+    ``a`` changed beside ``b``, then ``b`` again beside that."""
     mine = {x for x in sorted({d.deployment for d in demands}) if rnd.random() < 0.5}
     a_demands = [d for d in demands if d.deployment in mine]
     b_demands = [d for d in demands if d.deployment not in mine]
@@ -287,8 +292,39 @@ def shared(fleet, demands, strategy: str, rnd: random.Random) -> None:
     b = place(fleet, b_demands, strategy=strategy, held={"a": tuple(a_lock.values())})
     check_invariants(fleet, b_demands, b)
     check_beside(fleet, b_demands, b, list(a_lock.values()))
-    again = place(fleet, a_demands, a_lock, strategy=strategy, held={"b": tuple(lock_of(b).replicas.values())})
+    b_lock = lock_of(b).replicas
+    again = place(fleet, a_demands, a_lock, strategy=strategy, held={"b": tuple(b_lock.values())})
     check_kept(a, again, label="when its stack is planned again beside another stack")
+    # ``a``'s next change beside ``b``'s lock: deployments resized (VRAM, CPUs, memory) or dropped
+    resized = {}
+    for x in sorted({d.deployment for d in a_demands}):
+        if rnd.random() < 0.3:
+            resized[x] = (rnd.choice([0.5, 1, 1.5]), rnd.choice([0.5, 1, 1.5]))
+    dropped = {x for x in sorted(mine) if rnd.random() < 0.1}
+    edited = []
+    for d in a_demands:
+        if d.deployment in dropped:
+            continue
+        if d.deployment in resized:
+            v, k = resized[d.deployment]
+            if d.vram_mib is not None:  # (a device at least its size still asked: as edits() does)
+                nv = max(1024, int(d.vram_mib * v) // 1024 * 1024)
+                d = replace(d, vram_mib=nv, min_vram_mib=min(d.min_vram_mib, nv) if nv < d.vram_mib else
+                            max(d.min_vram_mib, nv))
+            d = replace(d, cpus=d.cpus * k, ram_mib=int(d.ram_mib * k) // 1024 * 1024)
+        edited.append(d)
+    a2 = place(fleet, edited, a_lock, strategy=strategy, held={"b": tuple(b_lock.values())})
+    check_invariants(fleet, edited, a2)
+    running, starting, started = left_running(a_lock, a2, {d.key: d for d in edited})
+    check_beside(fleet, edited, a2, running + list(b_lock.values()), starting, started)
+    # then ``b`` again, beside ``a``'s new lock as stack.plan.other_stacks_held reads it (its replicas, and what its
+    # change leaves running until the apply): nothing of ``b`` moves, and ``a``'s change took none of its room
+    lock2 = lock_of(a2)
+    beyond = (held_beyond(r, lock2.replicas.get(r.key)) for r in lock2.reserved)
+    a_held = tuple(lock2.replicas.values()) + tuple(x for x in beyond if x is not None)
+    b2 = place(fleet, b_demands, b_lock, strategy=strategy, held={"a": a_held})
+    check_invariants(fleet, b_demands, b2)
+    check_kept(b, b2, label="beside another stack's change")
 
 
 def one(seed: int) -> dict:
