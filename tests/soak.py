@@ -20,9 +20,11 @@ unique, every left-over replica explained over every host). Then, with the lock,
   nothing at all (a second ``pulumi up`` replaces nothing);
 - on some seeds the deployments split between two stacks sharing the inventory: the second stack is placed around
   what the first stack's lock holds, and the first, planned again with the second's lock, keeps every replica.
-  Then the first changes (deployments resized or dropped) beside the second's lock: nothing it starts finds a GPU,
-  a port, CPUs or memory the second holds or its own apply leaves running; and the second, planned again beside the
-  first's new lock as ``stack.plan.other_stacks_held`` reads it, keeps every replica.
+  Then the first changes (deployments resized or dropped; on some seeds a host shared by both left with half its
+  CPUs and memory) beside the second's lock: nothing it starts finds a GPU, a port, CPUs or memory the second holds
+  or its own apply leaves running; and the second, planned again beside the first's new lock as
+  ``stack.plan.other_stacks_held`` reads it, starts nothing on what either holds and keeps every replica off the
+  shrunk host.
 
 Not collected by pytest: it runs for as long as it is given, from a seed, and prints one JSON line per failure, then
 a summary.
@@ -313,18 +315,29 @@ def shared(fleet, demands, strategy: str, rnd: random.Random) -> None:
                             max(d.min_vram_mib, nv))
             d = replace(d, cpus=d.cpus * k, ram_mib=int(d.ram_mib * k) // 1024 * 1024)
         edited.append(d)
+    # and on some seeds one host of the inventory they share left with half its CPUs and memory meanwhile
+    shrunk = rnd.choice(fleet.hosts) if rnd.random() < 0.4 else None
+    if shrunk is not None and shrunk.cpus is not None:
+        fleet = replace(fleet, hosts=tuple(
+            replace(h, cpus=max(h.reserved_cpus + 1, h.cpus // 2),
+                    ram_mib=max(h.reserved_ram_mib + 1024, h.ram_mib // 2)) if h is shrunk else h for h in fleet.hosts))
     a2 = place(fleet, edited, a_lock, strategy=strategy, held={"b": tuple(b_lock.values())})
     check_invariants(fleet, edited, a2)
     running, starting, started = left_running(a_lock, a2, {d.key: d for d in edited})
     check_beside(fleet, edited, a2, running + list(b_lock.values()), starting, started)
     # then ``b`` again, beside ``a``'s new lock as stack.plan.other_stacks_held reads it (its replicas, and what its
-    # change leaves running until the apply): nothing of ``b`` moves, and ``a``'s change took none of its room
+    # change leaves running until the apply): nothing it starts lands on what either holds, and nothing of ``b`` off
+    # the shrunk host moves (``a``'s change took none of its room)
     lock2 = lock_of(a2)
     beyond = (held_beyond(r, lock2.replicas.get(r.key)) for r in lock2.reserved)
     a_held = tuple(lock2.replicas.values()) + tuple(x for x in beyond if x is not None)
     b2 = place(fleet, b_demands, b_lock, strategy=strategy, held={"a": a_held})
     check_invariants(fleet, b_demands, b2)
-    check_kept(b, b2, label="beside another stack's change")
+    running, starting, started = left_running(b_lock, b2, {d.key: d for d in b_demands})
+    check_beside(fleet, b_demands, b2, running + list(a_held), starting, started)
+    away = None if shrunk is None else shrunk.name
+    check_kept(replace(b, assignments=tuple(x for x in b.assignments if x.host != away)), b2,
+               label="beside another stack's change")
 
 
 def one(seed: int) -> dict:
