@@ -49,8 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.synthetic import (  # noqa: E402
     mixed_vendors, resource_demands, resource_fleet, selector_demands, synthetic_fleet)
 from stack.lock import render_lock  # noqa: E402
-from stack.placement import place  # noqa: E402
-from stack.placement.engine import held_beyond  # noqa: E402
+from stack.placement import held_beyond, place  # noqa: E402
 from tests.test_placement import read_prior_from_text  # noqa: E402
 from tests.test_placement_properties import check_invariants  # noqa: E402
 
