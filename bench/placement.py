@@ -8,6 +8,7 @@
     .venv/bin/python bench/placement.py --resources 300 --seeds 10 --online  # and one deployment at a time
     .venv/bin/python bench/placement.py --process 2000   # `gpufleet plan --json` as a process only
     .venv/bin/python bench/placement.py --process 1000,2000,4000,8000  # at each size, and how time grows
+    .venv/bin/python bench/placement.py --process 2000 --load 0.9  # a fleet nearly full, not overloaded
     .venv/bin/python bench/placement.py --exact 20       # small instances against the MILP optimum only
     .venv/bin/python bench/placement.py --selectors      # binpack against spread with selectors only
     .venv/bin/python bench/placement.py --fits 12000 --seed 0  # small instances with CPUs, memory and selectors:
@@ -154,19 +155,20 @@ BENCH_BACKENDS = {"cuda": ("llama.cpp", "cuda"), "rocm": ("llama.cpp", "rocm"), 
                   "cpu": ("Text-Embeddings-Inference", "CPU-1.9")}
 
 
-def bench_workload(n_hosts: int, seed: int) -> tuple[Fleet, list[Demand]]:
-    """The process bench's fleet and replicas: the CPU-and-memory workload over three vendors (mixed_vendors)."""
+def bench_workload(n_hosts: int, seed: int, load: float = 1.0) -> tuple[Fleet, list[Demand]]:
+    """The process bench's fleet and replicas: the CPU-and-memory workload over three vendors (mixed_vendors);
+    ``load``: the generator's (resource_demands)."""
     fleet = resource_fleet(n_hosts, seed)
-    return mixed_vendors(fleet, resource_demands(fleet, seed + 1), seed)
+    return mixed_vendors(fleet, resource_demands(fleet, seed + 1, load), seed)
 
 
-def write_bench_project(n_hosts: int, seed: int, root: Path) -> None:
+def write_bench_project(n_hosts: int, seed: int, root: Path, load: float = 1.0) -> None:
     """``bench_workload`` (four card sizes of three vendors, CPU-only hosts, capacity declared) as project files
     under ``root``, as a user writes them: an inventory, and a stack with label selectors, CPU-only replicas
     and more asked than fits (``gpufleet --root ROOT plan --stack bench``)."""
     import shutil
 
-    fleet, demands = bench_workload(n_hosts, seed)
+    fleet, demands = bench_workload(n_hosts, seed, load)
     shutil.copy(ROOT / "Pulumi.yaml", root)
     shutil.copytree(ROOT / "backends", root / "backends")
     (root / "inventory").mkdir()
@@ -221,16 +223,17 @@ cli.main.run()  # the console script's own entry point
 """
 
 
-def plan_process(n_hosts: int, seed: int, runs: int = 5) -> dict:
-    """`gpufleet plan --json` as a user runs it, on files written to disk (``write_bench_project``); the median
-    wall time of ``runs`` runs; the placement's time inside such runs; and the placement alone in this process."""
+def plan_process(n_hosts: int, seed: int, runs: int = 5, load: float = 1.0) -> dict:
+    """`gpufleet plan --json` as a user runs it, on files written to disk (``write_bench_project``, at ``load``); the
+    median wall time of ``runs`` runs; the placement's time inside such runs; and the placement alone in this
+    process."""
     import shutil
     import statistics
     import tempfile
 
     root = Path(tempfile.mkdtemp(prefix="gf-bench-"))
     try:
-        write_bench_project(n_hosts, seed, root)
+        write_bench_project(n_hosts, seed, root, load)
         gpufleet = str(Path(sys.executable).with_name("gpufleet"))
         argv = [gpufleet, "--root", str(root), "plan", "--stack", "bench", "--json", "--no-lock"]
         # the first run writes the bytecode the counted ones read, and is not counted
@@ -263,8 +266,12 @@ def plan_process(n_hosts: int, seed: int, runs: int = 5) -> dict:
             t0 = time.perf_counter()
             _place(project.fleet, ds)
             alone.append(time.perf_counter() - t0)
+        devices = sum(len(g.devices) for h in project.fleet.hosts for g in h.groups)
         return {"calibration_seconds": calibration(), "python": interpreter(),
-                "hosts": n_hosts, "replicas": summary["replicas"], "placed": summary["placed"],
+                "hosts": n_hosts, "load": load,
+                # GPUs asked, a shared slice counted as a whole device, against the devices there are
+                "gpus_asked_share": round(sum(d.gpus for d in ds) / devices, 3),
+                "replicas": summary["replicas"], "placed": summary["placed"],
                 "unplaced": summary["unplaced"], "runs": runs,
                 "plan_process_seconds_median": round(statistics.median(times), 3),
                 "plan_process_peak_rss_mb": peak_rss_mb,
@@ -757,6 +764,9 @@ def main() -> None:
     ap.add_argument("--process", metavar="HOSTS[,HOSTS...]",
                     help="only `gpufleet plan` as a process, this many hosts; several sizes: each, and the exponent "
                          "of time against hosts (a least-squares fit of the logs: 1.0 is linear)")
+    ap.add_argument("--load", type=float, default=1.0, metavar="L",
+                    help="with --process: the generator's load (GPU equivalents asked per GPU, a shared slice counted "
+                         "against 80 GiB; 1.0 asks 121 %% of the devices, counting each slice as one)")
     ap.add_argument("--resources", type=int, metavar="HOSTS", help="only the CPU-and-memory workload, this many hosts")
     ap.add_argument("--openb", type=Path, metavar="DIR",
                     help="only Alibaba's openb trace (bench/openb.py): DIR is cluster-trace-gpu-v2023 of a clone")
@@ -785,9 +795,9 @@ def main() -> None:
     if args.process:
         sizes = host_counts(args.process, "--process")
         if len(sizes) == 1:
-            print(json.dumps(plan_process(sizes[0], args.seed), indent=2))
+            print(json.dumps(plan_process(sizes[0], args.seed, load=args.load), indent=2))
             return
-        rows = [plan_process(n, args.seed) for n in sizes]
+        rows = [plan_process(n, args.seed, load=args.load) for n in sizes]
         print(json.dumps({"sizes": rows, "exponent": {
             kind: round(growth_exponent(sizes, [r[f"{kind}_seconds_median"] for r in rows]), 3)
             for kind in ("plan_process", "placement")}}, indent=2))

@@ -43,6 +43,19 @@ def test_the_bench_project_is_the_generated_fleet_and_workload(tmp_path):
     assert summary["replicas"] == summary["placed"] + summary["unplaced"] == len(demands)
 
 
+def test_the_bench_project_is_written_at_the_load_asked(tmp_path):
+    # bench/placement.py --process N --load L: a fleet nearly full (0.9) is not the overloaded default (1.0)
+    write_bench_project(40, 7, tmp_path, load=0.8)
+    fleet, demands = bench_workload(40, 7, load=0.8)
+    loaded = demands_for(load_project("bench", tmp_path).workloads)
+    assert Counter(map(_ask, loaded)) == Counter(map(_ask, demands))
+    full = bench_workload(40, 7)[1]
+    assert len(demands) < len(full)
+    gpus = sum(len(g.devices) for h in fleet.hosts for g in h.groups)
+    asked = sum(d.gpus if d.whole else d.vram_mib / (80 * 1024) for d in demands if d.gpus)
+    assert 0.8 * gpus <= asked < 0.8 * gpus + 32  # it stops after the deployment that passes it (4 × 8 GPUs)
+
+
 def test_growth_is_fitted_on_the_logs_and_sizes_are_read_or_refused():
     # bench/placement.py --process N,N,... and bench/instructions.py --growth report this exponent
     sizes = [1000, 2000, 3000, 4000, 6000, 8000]
