@@ -22,6 +22,8 @@ from __future__ import annotations
 from inventory.fleet import Fleet
 from stack.placement import Demand
 
+from bench.quiet import quiet
+
 #: enumerating more patterns than this, the bound is not computed
 MAX_PATTERNS = 200_000
 
@@ -106,8 +108,8 @@ def device_packing_bound(fleet: Fleet, demands: list[Demand], seconds: float = 3
                 a[rows_s[i], j] = k
             a[rows_c[ck], j] = 1
     hi = [whole[wk] for wk in wkeys] + [slices[sk] for sk in skeys] + [classes[ck] for ck in ckeys]
-    res = milp(-np.array(gain), constraints=LinearConstraint(a.tocsr(), 0, np.array(hi, dtype=float)),
-               integrality=np.ones(len(cols)), bounds=Bounds(0, np.inf),
-               options={"time_limit": seconds, "disp": False})
+    res = quiet(milp, -np.array(gain), constraints=LinearConstraint(a.tocsr(), 0, np.array(hi, dtype=float)),
+                integrality=np.ones(len(cols)), bounds=Bounds(0, np.inf),
+                options={"time_limit": seconds, "disp": False})
     bound = -res.mip_dual_bound if res.mip_dual_bound is not None else None
     return {"bound": bound, "patterns": n_patterns, "proven_optimal": res.status == 0}

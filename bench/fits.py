@@ -15,6 +15,8 @@ from inventory.fleet import Device, DeviceGroup, Fleet, Host
 from stack.placement import Demand, place
 from stack.placement.filters import STATIC
 
+from bench.quiet import quiet
+
 _CARDS = (("nvidia", "H100"), ("nvidia", "L40S"), ("amd", "MI300X"))
 
 
@@ -132,8 +134,9 @@ def most_placeable(fleet: Fleet, demands: list[Demand], seconds: float = 20,
     for key, j in cols.items():
         if key[0] == "y":
             objective[j] = -1
-    res = milp(objective, constraints=LinearConstraint(a.tocsr(), [lo for _, lo, _ in rows], [hi for _, _, hi in rows]),
-               integrality=np.ones(len(cols)), bounds=Bounds(0, 1), options={"time_limit": seconds})
+    res = quiet(milp, objective,
+                constraints=LinearConstraint(a.tocsr(), [lo for _, lo, _ in rows], [hi for _, _, hi in rows]),
+                integrality=np.ones(len(cols)), bounds=Bounds(0, 1), options={"time_limit": seconds})
     return None if res.x is None else round(-res.fun)
 
 

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bounds import device_packing_bound  # noqa: E402
+from bench.quiet import quiet  # noqa: E402
 from bench.synthetic import (  # noqa: E402
     mixed_vendors,
     random_demand,
@@ -478,8 +479,8 @@ def optimum(fleet: Fleet, demands: list[Demand], count: bool = False, vram_at_le
     for i, coeffs in enumerate(rows):
         for j, v in coeffs.items():
             A[i, j] = v
-    res = milp(objective, constraints=LinearConstraint(A, lo, hi), integrality=np.ones(n), bounds=Bounds(0, 1),
-               options={"time_limit": 60})
+    res = quiet(milp, objective, constraints=LinearConstraint(A, lo, hi), integrality=np.ones(n), bounds=Bounds(0, 1),
+                options={"time_limit": 60})
     return -res.fun
 
 
@@ -623,8 +624,8 @@ def relaxation(fleet: Fleet, demands: list[Demand], seconds: float = 0) -> dict:
     lp = linprog(c, A_ub=a, b_ub=np.array(hi), bounds=(0, None), method="highs")
     out = {"lp": -lp.fun}
     if seconds:
-        res = milp(c, constraints=LinearConstraint(a, 0, np.array(hi)), integrality=np.ones(len(cols)),
-                   bounds=Bounds(0, np.inf), options={"time_limit": seconds, "disp": False})
+        res = quiet(milp, c, constraints=LinearConstraint(a, 0, np.array(hi)), integrality=np.ones(len(cols)),
+                    bounds=Bounds(0, np.inf), options={"time_limit": seconds, "disp": False})
         out["milp_found"] = -res.fun if res.fun is not None else None
         out["milp_bound"] = -res.mip_dual_bound if res.mip_dual_bound is not None else None
         out["milp_seconds"] = seconds
