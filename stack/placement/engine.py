@@ -458,14 +458,10 @@ class _Run(Repairs, Trades, Explanations):
         points fewer GPUs), for twice the time. On the nearly-full plans of the process bench's generator the dry
         run needs about half the devices the first run takes (it was kept on 9 of 11), and in
         tests/test_placement_packing.py's small case as many (it places the replica left over)."""
-        by_key, devices, claims = self.by_key, set(), []
-        for a in self.placed.values():
-            if not a.whole and a.vendor is not None and len(a.gpus) == 1 and by_key[a.key].manual is None:
-                devices.add((a.host, a.vendor, a.gpus[0]))
-        for d in by_key.values():
-            if d.gpus == 1 and not d.whole and d.manual is None:
-                claims.append(d)
-        bins = device_bins(claims, DeviceSize(self.index))
+        by_key = self.by_key
+        devices = {(a.host, a.vendor, a.gpus[0]) for a in self.placed.values()
+                   if not a.whole and a.vendor is not None and len(a.gpus) == 1 and by_key[a.key].manual is None}
+        bins = device_bins(by_key.values(), DeviceSize(self.index))  # (it takes the one-GPU shared claims itself)
         return len({id(b) for b in bins.values()}) <= len(devices)
 
     def better_than(self, other: "_Run") -> bool:
