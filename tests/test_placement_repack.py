@@ -401,8 +401,8 @@ def test_what_was_placed_since_the_trades_listed_their_replicas_joins_the_lists_
         run = _place(f, demands)
         taken = [a for a in run.placed.values() if a.vendor is not None][::2]
         for a in taken:
-            run._take_back(a, run.by_key[a.key])
-        left = [(run.by_key[a.key], None) for a in taken]
+            run._take_back(a, run.by_key[a.deployment, a.replica])
+        left = [(run.by_key[a.deployment, a.replica], None) for a in taken]
         made = run._tradeable(run.by_key)
         run._failed = list(left)
         run.retry()

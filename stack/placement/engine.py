@@ -39,7 +39,7 @@ from .explain import Explanations
 from .filters import PIPELINE, applicable
 from .giveway import GiveWay
 from .index import BINPACK, SPREAD, CandidateIndex, HostIndex
-from .model import Assignment, Demand, LockedReplica, Placement, Removed, Unplaced
+from .model import Assignment, ByKey, Demand, LockedReplica, Placement, Removed, Unplaced
 from .order import (Constrainedness, DeviceSize, biggest_first, by_size, capacity_per_gpu, perturbed, plan_ratios,
                     sorted_by_runs)
 from .packing import device_bins
@@ -249,7 +249,8 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
     else:  # 2. fresh, equally constrained replicas at a time, each run in two rounds
         for _, alike in groupby(fresh, key=constrained):
             run.place_in_two_rounds(alike, prior)
-    by_key = run.by_key = {d.key: d for d in demands}
+    # by (deployment, replica), as ``placed`` is: a lookup of a placed replica's demand formats no key string
+    by_key = run.by_key = {(d.deployment, d.replica): d for d in demands}
     run.repair(by_key, constrained)  # 2b. make room for what nothing fit
     run.repack(by_key)  # 2c. few whole-GPU replicas left over: an exact, bounded search
     run.retry()  # the re-pack may have freed room: what fits now goes first
@@ -388,7 +389,7 @@ class _Run(Repairs, Trades, Explanations):
         #: replicas the plan places for it)
         self.left_for_more: dict[str, tuple[str, int]] = {}
         #: the plan's replicas by key (set by _place)
-        self.by_key: dict[str, Demand] = {}
+        self.by_key: ByKey = {}
         #: how many device groups (hosts, for CPU-only replicas) a replica could ever use: the fresh pass's order,
         #: the repair's and the give-way's rule that the more constrained keep their place
         self.constrained = Constrainedness(fleet, index)
@@ -459,8 +460,8 @@ class _Run(Repairs, Trades, Explanations):
         run needs about half the devices the first run takes (it was kept on 9 of 11), and in
         tests/test_placement_packing.py's small case as many (it places the replica left over)."""
         by_key = self.by_key
-        devices = {(a.host, a.vendor, a.gpus[0]) for a in self.placed.values()
-                   if not a.whole and a.vendor is not None and len(a.gpus) == 1 and by_key[a.key].manual is None}
+        devices = {(a.host, a.vendor, a.gpus[0]) for k, a in self.placed.items()
+                   if not a.whole and a.vendor is not None and len(a.gpus) == 1 and by_key[k].manual is None}
         bins = device_bins(by_key.values(), DeviceSize(self.index))  # (it takes the one-GPU shared claims itself)
         return len({id(b) for b in bins.values()}) <= len(devices)
 

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 from .filters import MANUAL, STATIC
 from .giveway import Room, selector_reach
-from .model import Assignment, Demand
+from .model import Assignment, ByKey, Demand
 from .state import occupy, vacate
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class _Item:
         self.allowed: dict[int, set[int]] = {}
 
 
-def place_more(run: _Run, by_key: dict[str, Demand], least_vram: float | None = None) -> bool:
+def place_more(run: _Run, by_key: ByKey, least_vram: float | None = None) -> bool:
     """Search, and apply what places more (see the module); then, where replicas are still left over, the
     search by chains (``_Chains``), on the whole plan and on each pair of hosts (``_by_pairs``). Returns whether
     the plan changed. ``least_vram``: the least VRAM (MiB) the plan may take after the chains (None: what it
@@ -105,7 +105,7 @@ def place_more(run: _Run, by_key: dict[str, Demand], least_vram: float | None = 
     return changed
 
 
-def _by_pairs(run: _Run, by_key: dict[str, Demand], least_vram: float | None = None) -> bool:
+def _by_pairs(run: _Run, by_key: ByKey, least_vram: float | None = None) -> bool:
     """Where replicas are still left over: the search by chains again on each pair of hosts in turn, in name
     order, with only the replicas placed there (but kept ones) and those left over, each with only its places
     there: with fewer replicas and places, its discrepancies reach what the search on the whole plan, whose
@@ -139,7 +139,7 @@ def _by_pairs(run: _Run, by_key: dict[str, Demand], least_vram: float | None = N
     return changed
 
 
-def _scope(run: _Run, by_key: dict[str, Demand], most: int | None = None) -> tuple[list[_Item], list[str]] | None:
+def _scope(run: _Run, by_key: ByKey, most: int | None = None) -> tuple[list[_Item], list[str]] | None:
     """The items and hosts of a search, or None: nothing left over, or more than ``most`` (``ITEMS``) to search."""
     most = ITEMS if most is None else most
     left = run._failed
@@ -158,12 +158,13 @@ def _scope(run: _Run, by_key: dict[str, Demand], most: int | None = None) -> tup
     return items, hosts
 
 
-def _items(run: _Run, by_key: dict[str, Demand], placed: list[Assignment], left: list[tuple[Demand, str | None]],
+def _items(run: _Run, by_key: ByKey, placed: list[Assignment], left: list[tuple[Demand, str | None]],
            hosts: set[str] | None = None, known: dict[str, list] | None = None) -> list[_Item]:
     """The items of a search: ``placed`` (assignments) and ``left`` (left over, with the host the lock had them on),
     each with the groups it may use (only on ``hosts``, if given); one with none on them is left out. ``known``:
     the groups of each replica found before, by key (the caller's)."""
-    items = [_Item(a, by_key[a.key], a.previous_host) for a in placed] + [_Item(None, d, prev) for d, prev in left]
+    items = [_Item(a, by_key[a.deployment, a.replica], a.previous_host) for a in placed] + \
+        [_Item(None, d, prev) for d, prev in left]
     out = []
     for it in items:
         every = known.get(it.d.key) if known is not None else None

@@ -368,7 +368,7 @@ class GiveWay:
         run = self.owner
         key = a.key  # (formatted once: every placed replica passes here, twice a step)
         if d is None:
-            d = run.by_key[key]
+            d = run.by_key[a.deployment, a.replica]
         if d.manual is not None:
             return None
         if gs is None:

@@ -114,6 +114,10 @@ class Demand:
 _SET_WHOLE = Demand.whole.__set__  # type: ignore[attr-defined]
 _SET_STATIC = Demand.static.__set__  # type: ignore[attr-defined]
 
+#: a run's demands by (deployment, replica), the key its ``placed`` files assignments by (no string formatted per
+#: lookup)
+ByKey = dict[tuple[str, int], Demand]
+
 
 @_quick_init
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .filters import LABELS
 from .giveway import Room
-from .model import Assignment, Demand
+from .model import Assignment, ByKey, Demand
 from .order import biggest_first
 from .state import GroupState, choose_devices, devices_fit, vacate
 
@@ -26,7 +26,7 @@ class Repairs:
     #: pairs of replicas of one host that might make room together, in all
     REPAIR_PAIR_BUDGET = 2_000
 
-    def repair(self, by_key: dict[str, Demand], constrained) -> None:
+    def repair(self, by_key: ByKey, constrained) -> None:
         """A replica nothing fit takes the place of a replica at least as flexible that this plan placed
         (new or moved, never a kept one), if that one fits somewhere else, or takes the place of a third the
         same way (a chain of two moves): one more replica placed, none lost, so constrained replicas are never
@@ -57,7 +57,7 @@ class Repairs:
             if a.status != "kept":
                 if a.vendor is not None:
                     on_group.setdefault(self._group_of(a).gid, []).append(self._repair_entry(a, by_key, constrained))
-                elif by_key[a.key].manual is None:
+                elif by_key[a.deployment, a.replica].manual is None:
                     on_host.setdefault(a.host, []).append(self._repair_entry(a, by_key, constrained))
         hopeless: set[tuple] = set()  # shapes no swap helped since the last success
         for demand, previous in failed:
@@ -76,7 +76,7 @@ class Repairs:
     #: a re-pack is tried only on pools this small: an exact search stays cheap (see repack)
     REPACK_ITEMS, REPACK_GROUPS, REPACK_NODES = 40, 48, 50_000
 
-    def repack(self, by_key: dict[str, Demand]) -> None:
+    def repack(self, by_key: ByKey) -> None:
         """Whole-GPU replicas nothing fit, when few: search exactly (bounded) for an arrangement of this
         plan's flexible whole-GPU replicas (new or moved, never kept) and the unplaced ones over the
         groups they may use that allocates more GPUs without placing fewer replicas (then more replicas,
@@ -88,7 +88,7 @@ class Repairs:
         if not failed or len(failed) > self.REPACK_ITEMS:
             return
         frameworks = {d.framework for d, _ in failed}
-        placed = [(a, d) for a, d in ((a, by_key[a.key]) for a in self.placed.values()
+        placed = [(a, d) for a, d in ((a, by_key[a.deployment, a.replica]) for a in self.placed.values()
                                       if a.status != "kept" and a.whole and a.vendor is not None)
                   if d.framework in frameworks and d.manual is None and not d.spread_hosts]
         items = placed + [(None, d) for d, _ in failed]
@@ -234,11 +234,11 @@ class Repairs:
 
     # ------------------------------------------------------------------ the repair's moves
     @staticmethod
-    def _repair_entry(a: Assignment, by_key: dict[str, Demand], constrained) -> tuple:
+    def _repair_entry(a: Assignment, by_key: ByKey, constrained) -> tuple:
         """What the repair asks of a replica it may move, worked out once: (assignment, demand, its shape as
         ``_hopeless`` files it, how constrained it is). The repair looks at up to REPAIR_BUDGET of these, and
         on the bench fleets spends the whole budget turning them away by these two answers."""
-        d = by_key[a.key]
+        d = by_key[a.deployment, a.replica]
         return a, d, (d.static, d.vram_mib), constrained(d)
 
     def _repair_one(self, demand, previous, by_key, constrained, budget: list[int], on_group,

@@ -11,7 +11,7 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Callable, Iterable, Iterator
 
-from .model import Assignment, Demand
+from .model import Assignment, ByKey, Demand
 from .state import FleetState, choose_devices
 
 
@@ -112,7 +112,7 @@ class Trades:
     #: candidate exchanges the CPU step looks at, each time it runs
     EXCHANGE_BUDGET = 200_000
 
-    def exchange(self, by_key: dict[str, Demand], made: list | None = None) -> set[str] | None:
+    def exchange(self, by_key: ByKey, made: list | None = None) -> set[str] | None:
         """GPUs left idle on hosts whose CPUs or memory ran out: a replica nothing fit gets such a host's
         GPUs once a CPU-heavy replica there trades places with a CPU-light replica of the same GPUs and VRAM
         on a host with CPUs to spare (both new or moved, never kept; the devices must suit both: a smallest
@@ -205,18 +205,17 @@ class Trades:
                             budget[0] = left
         return False
 
-    def _tradeable(self, by_key: dict[str, Demand]) -> tuple[dict[tuple, _Partners], dict[str, list[tuple]]]:
+    def _tradeable(self, by_key: ByKey) -> tuple[dict[tuple, _Partners], dict[str, list[tuple]]]:
         """The GPU replicas a trade may move (new or moved, not pinned; a kept one stays): as partners by GPUs and
         VRAM (``_Partners``), and as (assignment, demand) by host."""
         by_shape: dict[tuple, list[tuple]] = {}
         on_host: dict[str, list[tuple]] = {}
-        for a in self.placed.values():
+        for k, a in self.placed.items():
             if a.status == "kept" or a.vendor is None:
                 continue
-            key = a.key
-            d = by_key[key]
+            d = by_key[k]
             if d.manual is None:
-                by_shape.setdefault(_trade_shape(d), []).append((d.cpus, d.ram_mib, key, a, d))
+                by_shape.setdefault(_trade_shape(d), []).append((d.cpus, d.ram_mib, a.key, a, d))
                 on_host.setdefault(a.host, []).append((a, d))
         return {shape: _Partners(entries) for shape, entries in by_shape.items()}, on_host
 
@@ -251,7 +250,7 @@ class Trades:
     #: candidate trades the rebalance step looks at, each time it runs
     REBALANCE_BUDGET = 200_000
 
-    def rebalance(self, by_key: dict[str, Demand], only: set[str] | None = None, made: list | None = None) -> None:
+    def rebalance(self, by_key: ByKey, only: set[str] | None = None, made: list | None = None) -> None:
         """GPUs idle beside CPUs or memory too short for them, while other hosts have CPUs and memory to spare:
         the heaviest replica on the first trades places with a lighter one (in CPUs and memory both) of the same
         GPUs and VRAM on the second (both new or moved, never kept; the devices must suit both), as long as the
