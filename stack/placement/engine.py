@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from itertools import groupby
+from operator import attrgetter
 from typing import Iterable
 
 from inventory.fleet import Fleet
@@ -49,6 +50,11 @@ from .repair import Repairs
 from .state import FleetState, GroupState, choose_devices, needs
 from .trade import Trades
 from .walks import GiveUp, HostsLacking, Walks
+
+
+#: (deployment, replica) of a demand, an assignment or a replica left over: the order plans list them in (a C
+#: getter, not a lambda: sorted for every replica of a plan, twice)
+_REPLICA_ORDER = attrgetter("deployment", "replica")
 
 
 @collector_paused()
@@ -187,7 +193,7 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
             state.held_at.setdefault((locked.host, locked.port), other)
             for i in locked.gpus:
                 state.held_at.setdefault((locked.host, locked.vendor, i), other)
-    ordered = sorted(demands, key=lambda d: (d.deployment, d.replica))
+    ordered = sorted(demands, key=_REPLICA_ORDER)
     fresh: list[Demand] = []
     resized: list[tuple[Demand, LockedReplica]] = []
     for demand in ordered:  # 1. sticky
@@ -221,7 +227,7 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
             fresh.append(demand)
     if resized:
         departing.sort(key=lambda lr: lr.key)
-        fresh.sort(key=lambda d: (d.deployment, d.replica))
+        fresh.sort(key=_REPLICA_ORDER)
     departing = tuple(departing)
     run.ratios = run.hosts.per_gpu = plan_ratios(fresh, demands) if ratios else None
     run.context = Context(state, run.ratios)
@@ -400,8 +406,9 @@ class _Run(Repairs, Trades, Explanations):
         wanted = {d.key for d in demands} if prior else set()  # 4. removed
         removed = tuple(Removed(key, lr.host, lr.gpus, lr.port) for key, lr in sorted((prior or {}).items())
                         if key not in wanted)
-        return Placement(self.strategy, tuple(sorted(self.placed.values(), key=lambda a: (a.deployment, a.replica))),
-                         tuple(sorted(self.unplaced, key=lambda u: (u.deployment, u.replica))), removed,
+        placed = self.placed  # (keyed by (deployment, replica): its keys sort as the assignments do)
+        return Placement(self.strategy, tuple([placed[k] for k in sorted(placed)]),
+                         tuple(sorted(self.unplaced, key=_REPLICA_ORDER)), removed,
                          dict(sorted(self.move_reasons.items())), self.departing)
 
     def close(self) -> None:
