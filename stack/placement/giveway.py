@@ -724,11 +724,17 @@ class GiveWay:
             self.placed_since.append((run._commit_placed(w, host, gs, at, port, prev, file=False), w, gs))
             key = (w.deployment, w.replica)
             self.done.add(key)
-            reps = self.kind_of[key].replicas
-            for j, (x, _) in enumerate(reps):  # what is still left over, all a dry run walks
-                if x is w:
-                    del reps[j]
-                    break
+            reps = self.kind_of[key].replicas  # what is still left over, all a dry run walks
+            # u, the replica the room is for, is most often its kind's last (the passes walk the order left over
+            # smallest first, backwards): scanned for from the front, 27,000 removals took 1.5 million steps at
+            # 21,000 hosts, 22,000 now
+            if reps and reps[-1][0] is w:
+                reps.pop()
+            else:
+                for j, (x, _) in enumerate(reps):
+                    if x is w:
+                        del reps[j]
+                        break
             if not reps:
                 emptied.append(self.kind_of[key])
         run._file_host(host)
