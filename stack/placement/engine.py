@@ -394,7 +394,7 @@ class _Run(Repairs, Trades, Explanations):
         #: replicas the search by chains of a small plan left over (exact._Chains): key -> (host, how many more
         #: replicas the plan places for it)
         self.left_for_more: dict[str, tuple[str, int]] = {}
-        #: the plan's replicas by key (set by _place)
+        #: the plan's demands by (deployment, replica), the key of ``placed`` (set by _place)
         self.by_key: ByKey = {}
         #: how many device groups (hosts, for CPU-only replicas) a replica could ever use: the fresh pass's order,
         #: the repair's and the give-way's rule that the more constrained keep their place
