@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,33 @@ def test_growth_is_fitted_on_the_logs_and_sizes_are_read_or_refused():
     for bad in ("", "abc", "1000,x", "0,1000", "-5"):
         with pytest.raises(SystemExit, match="--growth takes host counts separated by commas"):
             host_counts(bad, "--growth")
+
+
+def test_the_steps_bench_times_each_step_of_both_checkouts_on_the_same_plan(tmp_path, monkeypatch, capsys):
+    """bench/steps.py, alternating this checkout with itself on a small project: each step of each run is
+    timed once (the steps nest, and only the outermost counts), so together they take no longer than the whole
+    placement, and both checkouts make the same plan."""
+    import bench.steps as steps
+
+    root = Path(steps.__file__).resolve().parent.parent
+    monkeypatch.setattr("sys.argv", ["steps.py", "--hosts", "20", "--runs", "2", "--against", str(root)])
+    steps.main()
+    out = json.loads(capsys.readouterr().out)
+    for name in ("this", "against"):
+        got = out[name]
+        assert got["placed"] > 0
+        assert set(got["seconds"]) >= {"fresh", "give_way", "finish", "place"}
+        for run in range(2):
+            parts = sum(times[run] for step, times in got["seconds"].items() if step != "place")
+            assert 0 < parts <= got["seconds"]["place"][run] + 0.002  # (each rounded to a millisecond)
+    assert out["same_plan_counts"] is True
+    assert set(out["this_faster_in_pairs"].values()) <= {0, 1, 2}
+
+
+def test_the_steps_bench_refuses_a_folder_that_is_no_checkout(tmp_path, monkeypatch):
+    import bench.steps as steps
+
+    monkeypatch.setattr("sys.argv", ["steps.py", "--against", str(tmp_path)])
+    with pytest.raises(SystemExit) as stopped:
+        steps.main()
+    assert "not a gpufleet checkout" in str(stopped.value) and "git worktree add" in str(stopped.value)
