@@ -294,11 +294,8 @@ class GiveWay:
         """``failed``: the GPU replicas left over (manual selection aside) and the hosts the lock had them on."""
         self.owner, self.failed = run, failed
         self._reach: dict[tuple, int] = {}
-        #: class key -> (VRAM held, [(held, assignment, demand, group, reach, key, host, CPUs, memory)]): the
-        #: replicas that may give way, smallest first. The host and the demand's CPUs and memory are copied into
-        #: the entry: ``make_room`` reads them for each of the donors it walks past, and at 20,000 hosts reading
-        #: them from the assignment and demand (100,000 of each, scattered over the heap) waited on memory (the step
-        #: at 21,000 hosts, six runs alternating with the commit before: 2.19 -> 2.09 s on average, faster in each)
+        #: class key -> (VRAM held, [(held, assignment, demand, group, reach, key)]): the
+        #: replicas that may give way, smallest first
         self.donors: dict[tuple, tuple[list, list]] = {}
         self._take_donors()
         #: static shape -> the kinds of left-over replicas of that shape; replica -> its kind
@@ -361,8 +358,7 @@ class GiveWay:
         self.donors.clear()
         for key, lst in held_by.items():
             lst.sort(key=itemgetter(0, 1))
-            self.donors[key] = ([x[0] for x in lst], [_entry(x[0], x[2], x[3], x[4], self.reach(x[3]), x[1])
-                                                      for x in lst])
+            self.donors[key] = ([x[0] for x in lst], [(x[0], x[2], x[3], x[4], self.reach(x[3]), x[1]) for x in lst])
 
     def _donor(self, a: Assignment, d: Demand | None = None, gs: GroupState | None = None) -> tuple | None:
         """(class key, VRAM held, key, assignment, demand, group) of a replica that may give way, or None. ``d`` and
@@ -400,7 +396,7 @@ class GiveWay:
             entry = self._donor(a, d, gs) if id(a) not in gone else None
             if entry is not None:
                 key, held, name, a, d, gs = entry
-                added.setdefault(key, []).append(_entry(held, a, d, gs, self.reach(d), name))
+                added.setdefault(key, []).append((held, a, d, gs, self.reach(d), name))
         self.placed_since.clear()
         for key, new in added.items():
             helds, entries = self.donors.setdefault(key, ([], []))
@@ -510,7 +506,7 @@ class GiveWay:
         self.changed.clear()
         if self.walked_before:
             for key, (_, entries) in self.donors.items():
-                mine = [e for e in entries if e[6] in self.touched]
+                mine = [e for e in entries if e[1].host in self.touched]
                 if mine:
                     self.changed[key] = ([e[0] for e in mine], mine)
         self.touched = set()
@@ -604,19 +600,19 @@ class GiveWay:
                     self.budget = budget - spent
                     return False
                 spent += CHEAP
-                host = e[6]
+                host, d = a.host, e[2]
                 cpu, ram = cpu_free[host], ram_free[host]  # once a is out and u in
                 if cpu is not None:
-                    cpu += e[7] - u_cpus
+                    cpu += d.cpus - u_cpus
                     if cpu + 1e-9 < least_cpu:
                         continue  # no CPUs for a second
                 if ram is not None:
-                    ram += e[8] - u_ram
+                    ram += d.ram_mib - u_ram
                     if ram < least_ram:
                         continue  # no memory for a second
                 # a room like one found with no way in this pass (more left-over replicas placed never opens one):
                 # the group's devices alike, a's own alike among them, and the host's CPUs, memory and ports
-                held, d, gs = e[0], e[2], e[3]
+                held, gs = e[0], e[3]
                 v = version.get(host, 0)
                 seen = room_ids.get(id(a))
                 if seen is None or seen[0] != v:
@@ -777,11 +773,6 @@ def _per_cpu(t: tuple) -> tuple:
 def _per_ram(t: tuple) -> tuple:
     """The same per MiB of memory."""
     return (-t[1] / t[3] if t[3] else -inf, -t[1], t[4].first)
-
-
-def _entry(held: int, a: Assignment, d: Demand, gs: GroupState, reach: int, key: str) -> tuple:
-    """A donor's entry in ``GiveWay.donors``."""
-    return held, a, d, gs, reach, key, a.host, d.cpus, d.ram_mib
 
 
 #: what orders donors of equal VRAM held: their key (formatted once, when the entry is made)
