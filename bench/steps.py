@@ -12,10 +12,14 @@ which is much of a 20,000-host plan's time.
     .venv/bin/python bench/steps.py --hosts 2000
     .venv/bin/python bench/steps.py --hosts 21000 --runs 6 --against /tmp/older
 
-Steps (time counted once, in the outermost step timed): ``fresh`` (the fresh pass's runs of equally constrained
-replicas), ``repair``, ``trade`` (the first trade steps; those after a give-way count in it), ``give_way`` (with the
-retry and trade steps after it), ``finish`` (the explanations and the plan returned), and ``place`` (all of it,
-the second order and a small plan's other runs included).
+Steps, each summed over every run a plan makes (a second order's, a small plan's other runs), its time counted
+once, in the outermost step timed: ``fresh`` (the fresh pass's runs of equally constrained replicas), ``repair``,
+``trade`` (the trade steps before a give-way; those after it count in ``give_way``), ``give_way`` (with the retry
+and trade steps after it), ``finish`` (the explanations and the plan returned), and ``place`` (``engine.place`` as
+a caller times it, steps not listed and the cyclic collector's collection as it returns included).
+
+Even pairs can mislead: six that all favoured one side were the minutes, two more series of six were not
+(bench/RESULTS.md, b246bc5). Run a few series before believing a few percent.
 """
 from __future__ import annotations
 
