@@ -85,7 +85,8 @@ def test_the_steps_bench_times_each_step_of_both_checkouts_on_the_same_plan(tmp_
         assert set(got["seconds"]) >= {"fresh", "give_way", "finish", "place"}
         for run in range(2):
             parts = sum(times[run] for step, times in got["seconds"].items() if step != "place")
-            assert 0 < parts <= got["seconds"]["place"][run] + 0.002  # (each rounded to a millisecond)
+            # each figure is rounded to a millisecond: half of one off at most, for each step and the whole
+            assert 0 < parts <= got["seconds"]["place"][run] + 0.0005 * len(got["seconds"])
     assert out["same_plan_counts"] is True
     assert set(out["this_faster_in_pairs"].values()) <= {0, 1, 2}
 
