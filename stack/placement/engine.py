@@ -44,7 +44,7 @@ from .model import Assignment, ByKey, Demand, LockedReplica, Placement, Removed,
 from .order import (Constrainedness, DeviceSize, biggest_first, by_size, capacity_per_gpu, perturbed, plan_ratios,
                     sorted_by_runs)
 from .packing import device_bins
-from .preferences import Context, tiers
+from .preferences import Context, Tiers
 from .rankers import RANKERS
 from .repair import Repairs
 from .state import FleetState, GroupState, choose_devices, needs
@@ -231,6 +231,7 @@ def _place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] 
     departing = tuple(departing)
     run.ratios = run.hosts.per_gpu = plan_ratios(fresh, demands) if ratios else None
     run.context = Context(state, run.ratios)
+    run.tiers = Tiers(run.context)
     for host in fleet.hosts:  # what departing and other stacks' replicas hold is taken now
         if run._exhausted(host.name):
             index.drop_host(host.name)
@@ -386,9 +387,9 @@ class _Run(Repairs, Trades, Explanations):
         self.context: Context | None = None
         #: the fresh pass's first round: firm preferences are not given up (set by place_in_two_rounds)
         self.firm = False
-        #: the preferences' per-host checks by ``skips_key`` (None: a preference that checks no host), made once
-        #: per run: a search made each one again, 12,000 closures on the process bench
-        self._checks: dict[tuple, object] = {}
+        #: the tiers searches walk, with the preferences' per-host checks, made once per run (a search made each
+        #: check again: 12,000 closures on the process bench; set by _place with the context)
+        self.tiers: Tiers | None = None
         #: replicas that gave their room to smaller ones left over (give_way): key -> (host, how many took it)
         self.gave_way: dict[str, tuple[str, int]] = {}
         #: replicas the search by chains of a small plan left over (exact._Chains): key -> (host, how many more
@@ -631,21 +632,11 @@ class _Run(Repairs, Trades, Explanations):
         ctx = self.context
         hard = frozenset(avoid) if demand.spread_hosts else frozenset()  # spread: hosts is a rule
         sized = bool(demand.cpus or demand.ram_mib)
-        made = self._checks
-        for honoured in tiers(ctx, demand, self.firm):
+        for _, avoiding, checks, key in self.tiers.of(demand, self.firm):
             skip = set(hard)
-            checks, key = [], []
-            for pref in honoured:
+            for pref in avoiding:
                 skip |= pref.avoided(ctx, demand) or frozenset()
-                k = pref.skips_key(demand)
-                check = made.get(k, made)
-                if check is made:  # equal keys, equal checks (they read each host's state as it is when asked)
-                    check = made[k] = pref.skips(ctx, demand)
-                if check is not None:
-                    checks.append(check)
-                    key.append(k)
-            hosts = HostsLacking(skip, self.state, demand, tuple(checks), self.walks, tuple(key)) \
-                if sized or checks else skip
+            hosts = HostsLacking(skip, self.state, demand, checks, self.walks, key) if sized or checks else skip
             try:
                 gs = self.index.best(demand, self.ranker, hosts)
             except GiveUp:
