@@ -492,13 +492,14 @@ def test_trade_partners_walk_in_cpu_memory_key_order_and_follow_a_trade():
     def entry(cpus, ram, key, host="h0"):
         return (cpus, ram, key, SimpleNamespace(key=key, host=host), None)
 
-    entries = [entry(4, 8, "b"), entry(2, 16, "a"), entry(4, 8, "a"), entry(2, 8, "c"), entry(8, 1, "d")]
+    entries = [entry(4, 8, "b"), entry(2, 16, "a", "h1"), entry(4, 8, "a", "h1"), entry(2, 8, "c", "h2"),
+               entry(8, 1, "d")]
     p = _Partners(entries)
     flat = [e for _, _, run in p.runs() for e in run]
     assert [e[:3] for e in flat] == sorted(e[:3] for e in entries)
     assert [(c, r, len(run)) for c, r, run in p.runs()] == [(2, 8, 1), (2, 16, 1), (4, 8, 2), (8, 1, 1)]
 
-    narrowed = p.without(lambda e: e[2] in ("a", "c"))  # runs left empty are gone: a walk never meets one
+    narrowed = p.without({"h1", "h2"})  # those on hosts left out; runs left empty are gone: a walk never meets one
     assert [(c, r, [e[2] for e in run]) for c, r, run in narrowed.runs()] == [(4, 8, ["b"]), (8, 1, ["d"])]
 
     old = flat[3][3]  # (4, 8, "b") moves to another host: same place in its run
