@@ -70,3 +70,17 @@ def test_a_demands_static_shape_is_made_from_its_fields_and_follows_replace():
         d.static = ()
     with pytest.raises(TypeError):
         model.Demand("a", 0, "cuda", 1, static=())
+
+
+def test_equal_claims_are_one_object_and_keep_the_types_the_lock_writes():
+    """``Demand.claim`` hands replicas of one shape the same Claim, made once, and never one made for an equal
+    but differently typed ask: the lock writes ``cpus: 2`` and ``cpus: 2.0`` as given."""
+    a = model.Demand("a", 0, "cuda", 1, cpus=2, ram_mib=1024)
+    b = model.Demand("b", 3, "cuda", 1, cpus=2, ram_mib=1024)
+    c = model.Demand("c", 0, "cuda", 1, cpus=2.0, ram_mib=1024)
+    assert a.claim is b.claim
+    assert a.claim == model.Claim("cuda", 1, None, 0, 2, 1024)
+    assert c.claim == a.claim and c.claim is not a.claim
+    assert repr(a.claim.cpus) == "2" and repr(c.claim.cpus) == "2.0"
+    shared = model.Demand("s", 0, "cuda", 1, 16384, min_vram_mib=16384)
+    assert shared.claim == model.Claim("cuda", 1, 16384, 0, 0, 0)  # a shared claim records no smallest device

@@ -98,8 +98,18 @@ class Demand:
 
     @property
     def claim(self) -> "Claim":
-        return Claim(self.framework, self.gpus, self.vram_mib, self.min_vram_mib if self.vram_mib is None else 0,
-                     self.cpus, self.ram_mib)
+        """Its shape as the lock records it; equal claims are one object (a plan asks one per replica it commits:
+        100,000 at 21,000 hosts, mostly of a few hundred shapes)."""
+        cpus, ram = self.cpus, self.ram_mib
+        # (their types too: 2 and 2.0 are equal keys, and the lock writes them as they are)
+        key = (self.framework, self.gpus, self.vram_mib, self.min_vram_mib if self.vram_mib is None else 0,
+               cpus, ram, cpus.__class__, ram.__class__)
+        got = _CLAIMS.get(key)
+        if got is None:
+            if len(_CLAIMS) >= _CLAIMS_KEPT:
+                _CLAIMS.clear()
+            got = _CLAIMS[key] = Claim(*key[:6])
+        return got
 
     def describe(self) -> str:
         if self.gpus == 0:
@@ -109,6 +119,10 @@ class Demand:
             per = f"whole ≥ {format_mib(self.min_vram_mib)}"
         return f"{self.gpus} × {per} {self.framework}"
 
+
+#: claims made, by their fields (``Demand.claim``): at most _CLAIMS_KEPT, then forgotten all at once
+_CLAIMS: dict[tuple, "Claim"] = {}
+_CLAIMS_KEPT = 4096
 
 # the slots' member descriptors: how __post_init__ sets a frozen instance's derived fields
 _SET_WHOLE = Demand.whole.__set__  # type: ignore[attr-defined]
