@@ -772,11 +772,16 @@ class _Run(Repairs, Trades, Explanations):
         taken = self.state.ports[host_name].take(port) if status == "kept" else True
         assert taken
         per = self.state.claim(gs, positions, demand, host_name)
-        devices = [gs.group.devices[p] for p in positions] if gs is not None else []
+        if gs is None:
+            gpus = uuids = ()
+        elif len(positions) == 1:  # (most replicas: the group's own tuples for the device, no list made)
+            gpus, uuids = gs.device_ids[positions[0]]
+        else:
+            devices = [gs.group.devices[p] for p in positions]
+            gpus, uuids = tuple([d.index for d in devices]), tuple([d.uuid for d in devices])
         a = Assignment(
             deployment=demand.deployment, replica=demand.replica, host=host_name,
-            vendor=gs.group.vendor if gs is not None else None,
-            gpus=tuple([d.index for d in devices]), uuids=tuple([d.uuid for d in devices]),
+            vendor=gs.group.vendor if gs is not None else None, gpus=gpus, uuids=uuids,
             vram_mib=per, whole=demand.whole, port=port, status=status, reason=reason,
             previous_host=previous, claim=demand.claim)
         key = (demand.deployment, demand.replica)  # a tuple: no string formatted per commit

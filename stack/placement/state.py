@@ -18,7 +18,7 @@ from .model import Demand
 class GroupState:
     """Mutable usage of one device group. Positions follow ``group.devices``."""
 
-    __slots__ = ("gid", "host", "gidx", "group", "free", "exclusive", "claims", "pos_of")
+    __slots__ = ("gid", "host", "gidx", "group", "free", "exclusive", "claims", "pos_of", "device_ids")
 
     def __init__(self, gid: int, host: Host, gidx: int, group: DeviceGroup):
         self.gid, self.host, self.gidx, self.group = gid, host, gidx, group
@@ -27,6 +27,8 @@ class GroupState:
         self.exclusive = [False] * n
         self.claims = [0] * n
         self.pos_of = {d.index: i for i, d in enumerate(group.devices)}
+        #: by position, the device's (index,) and (uuid,): what an assignment of one GPU there records
+        self.device_ids = [((d.index,), (d.uuid,)) for d in group.devices]
 
     @property
     def untouched(self) -> int:
