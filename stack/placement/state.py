@@ -61,6 +61,8 @@ def choose_devices(gs: GroupState, demand: Demand, allowed: set[int] | None = No
     free, claims, devices = gs.free, gs.claims, gs.group.devices
     n = len(free)
     if demand.vram_mib is None:
+        if g == 1 and allowed is None:  # the usual whole claim: the first unclaimed device, found in C
+            return [claims.index(0)] if 0 in claims else None
         picked = [i for i in range(n) if claims[i] == 0 and (allowed is None or devices[i].index in allowed)]
         return picked[:g] if len(picked) >= g else None
     v, exclusive = demand.vram_mib, gs.exclusive
