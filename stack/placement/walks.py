@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from itertools import islice
+from math import inf
 
 from .index import CandidateIndex
 from .model import Demand
-from .state import FleetState, needs
+from .state import FleetState
 
 
 class GiveUp(Exception):
@@ -35,9 +36,20 @@ class HostsLacking:
         self.budget = self.CHECK_BUDGET
         # read on every candidate the index walks past: kept local
         self.cpu, self.ram = state.cpu_free, state.ram_free
-        self.need_cpu, self.need_ram = needs(demand.cpus, demand.ram_mib)
+        # state.needs(demand.cpus, demand.ram_mib), inlined, and the table of what walks learnt for the ask (``of``'s
+        # ``table``): one of these is made per search
+        cpus, ram = demand.cpus, demand.ram_mib
+        self.need_cpu = need_cpu = cpus - 1e-9 if cpus else -inf
+        self.need_ram = need_ram = ram if ram else -inf
         #: what walks learnt for this ask, by list (looked up once here, not on every pick)
-        self.seen = None if walks is None else walks.for_ask((self.need_cpu, self.need_ram, key))
+        if walks is None:
+            self.seen = None
+        else:
+            ask = (need_cpu, need_ram, key)
+            table = walks.seen.get(ask)
+            if table is None:
+                table = walks.seen[ask] = {}
+            self.seen = table
 
     def __contains__(self, host: str) -> bool:
         return host in self.avoid or not self.passes(host)
@@ -169,13 +181,6 @@ class Walks:
         #: ask (CPUs, memory, the checks' key) -> id of a list -> what is known about it
         self.seen: dict[tuple, dict[int, _Seen]] = {}
         index.state.on_change = index.touch  # hosts whose GPUs, CPUs or memory change are logged
-
-    def for_ask(self, ask: tuple) -> dict[int, _Seen]:
-        """What is known for one ask, by list: ``of``'s ``table``."""
-        table = self.seen.get(ask)
-        if table is None:
-            table = self.seen[ask] = {}
-        return table
 
     def of(self, hosts: HostsLacking, table: dict[int, _Seen], lst: list, lists, low: tuple) -> _Seen:
         """What is known about ``lst`` from entry ``low`` on, for the ask of ``table``, brought up to date."""
