@@ -155,6 +155,8 @@ class CandidateIndex:
                     if entry not in old_touched:
                         insort(lists.touched, entry)
             old = kth[gid]
+            if not old and not lists.kth:
+                continue  # (no multi-GPU shared claim asked yet: nothing filed, no dict made)
             kth[gid] = {}
             if gid not in self.dropped:
                 for g, lst in lists.kth.items():
