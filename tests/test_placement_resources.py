@@ -353,6 +353,27 @@ def test_preferences_are_given_up_last_first_and_hard_rules_never():
     assert [[p.name for p in t] for t in tiers(ctx, strict)] == [["cpu_per_gpu"], []]
 
 
+def test_a_runs_tiers_are_remembered_by_what_they_depend_on_and_anti_affinity_is_asked_each_time():
+    """``Tiers`` hands replicas asking the same the same tiers and checks, and asks soft anti-affinity, which reads
+    the plan as it stands, again for every search: a deployment running nowhere yet has no such tier."""
+    from stack.placement.preferences import Context, Tiers
+    from stack.placement.state import FleetState
+
+    f = fleet(host("a", gpus("nvidia", "H100", 80, 8), cpus=64, ram_gib=512))
+    state = FleetState(f)
+    tiers = Tiers(Context(state, (8.0, 1024.0)))
+    names = lambda d: [[p.name for p in t[0]] for t in tiers.of(d, False)]  # noqa: E731
+    assert names(whole("x", 0, cpus=8)) == [["cpu_per_gpu"], []]
+    assert tiers.of(whole("y", 3, cpus=8), False) is tiers.of(whole("x", 0, cpus=8), False)  # the same asks
+    state.claim(None, [], whole("x", 0, cpus=8), "a")  # x/0 runs on a now
+    assert names(whole("x", 1, cpus=8)) == [["anti_affinity", "cpu_per_gpu"], ["anti_affinity"], ["cpu_per_gpu"], []]
+    assert names(whole("y", 0, cpus=8)) == [["cpu_per_gpu"], []]  # y runs nowhere
+    honoured, avoiding, checks, keys = tiers.of(whole("x", 1, cpus=8), False)[0]
+    assert [p.name for p in avoiding] == ["anti_affinity"] and len(checks) == len(keys) == 1
+    firm = [[p.name for p in t[0]] for t in tiers.of(whole("x", 1, cpus=8), True)]
+    assert firm == [["anti_affinity", "cpu_per_gpu"], ["cpu_per_gpu"]]  # the first round never gives up a firm one
+
+
 def test_cpu_light_replicas_skip_cpu_rich_hosts_while_another_fits():
     """The preference itself (the repair step would also rescue the heavy replica of a small case,
     so the part is checked directly; bench/placement.py --resources shows its effect on allocation)."""

@@ -31,10 +31,10 @@ class Context:
 
 
 class Preference:
-    """What a preference reads of a replica is what ``asks`` gives (its GPUs, VRAM, CPUs, memory and spread) and
-    the run's figures (``Context.ratios``, what hosts were built with): ``Tiers`` remembers its answers by those.
+    """What a preference reads of a replica is its GPUs, VRAM, CPUs, memory and spread, and of the run its figures
+    (``Context.ratios``, what hosts were built with): ``Tiers`` remembers its answers by those (``Tiers.of``'s key).
     One whose ``applies`` reads the plan as it stands is ``live``, asked again for every search; one that reads
-    more of a replica adds that to ``asks``."""
+    more of a replica adds that to the key."""
 
     name = ""
     #: given up only in the fresh pass's second round (see ``tiers``): a replica that can only be placed against
@@ -200,22 +200,17 @@ def tiers(ctx: Context, demand: Demand, firm: bool = False) -> list[tuple[Prefer
 _TIERS: dict[tuple, list[tuple[Preference, ...]]] = {}
 
 
-def asks(demand: Demand) -> tuple:
-    """What the preferences read of a replica (see ``Preference``)."""
-    return demand.gpus, demand.vram_mib, demand.cpus, demand.ram_mib, demand.spread_hosts
-
-
 #: the preferences whose ``applies`` is asked for every search
 _LIVE = tuple(p for p in PREFERENCES if p.live)
 
 
 class Tiers:
     """A run's tiers (``tiers``), each as (the preferences honoured, those of them that avoid a set of hosts,
-    their per-host checks, the checks' keys), remembered by what they depend on: the replica's ``asks``, the
-    round, and whether each ``live`` preference applies. The checks are made once per ``skips_key`` and read each
-    host's state as it is when asked. Worked out for every search (each preference asked whether it applies, for
-    its checks' key, and for avoided hosts it has none of), they cost 1.9 % of the 2,000-host process bench's
-    placement instructions (bench/instructions.py)."""
+    their per-host checks, the checks' keys), remembered by what they depend on: what the replica asks (see
+    ``Preference``), the round, and whether each ``live`` preference applies. The checks are made once per
+    ``skips_key`` and read each host's state as it is when asked. Worked out for every search (each preference
+    asked whether it applies, for its checks' key, and for avoided hosts it has none of), they cost 1.9 % of the
+    2,000-host process bench's placement instructions (bench/instructions.py)."""
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
@@ -224,7 +219,7 @@ class Tiers:
 
     def of(self, demand: Demand, firm: bool) -> list[tuple]:
         ctx = self.ctx
-        # asks(demand), inlined: this runs for every search
+        # what preferences read of a replica (``Preference``), the round, the live ones' answers
         key = (demand.gpus, demand.vram_mib, demand.cpus, demand.ram_mib, demand.spread_hosts, firm,
                *[p.applies(ctx, demand) for p in _LIVE])
         got = self._known.get(key)
