@@ -13,6 +13,33 @@ from .order import biggest_first
 from .state import GroupState, choose_devices, devices_fit, vacate
 
 
+class _EntriesByGroup(dict):
+    """Group id -> ``_repair_entry`` of the replicas there the repair may move, each group's made from its
+    assignments when the repair first reads it: its searches read few groups (3,905 of 19,316 at 21,000 hosts),
+    and making every entry at once took 0.09 s there. Read through ``get``, ``[]`` and ``setdefault`` only."""
+
+    def __init__(self, placed: dict[int, list[Assignment]], entry):
+        super().__init__()
+        self._placed, self._entry = placed, entry
+
+    def _made(self, gid: int) -> None:
+        got = self._placed.pop(gid, None)
+        if got is not None:
+            dict.__setitem__(self, gid, [self._entry(a) for a in got])
+
+    def get(self, gid, default=None):
+        self._made(gid)
+        return dict.get(self, gid, default)
+
+    def __getitem__(self, gid):
+        self._made(gid)
+        return dict.__getitem__(self, gid)
+
+    def setdefault(self, gid, default=None):
+        self._made(gid)
+        return dict.setdefault(self, gid, default)
+
+
 class Repairs:
     """The repair and re-pack steps of a placement run (mixed into the engine's ``_Run``)."""
 
@@ -51,14 +78,19 @@ class Repairs:
         few = len(failed) <= self.REPACK_ITEMS
         budget = [self.REPAIR_BUDGET, *((self.REPAIR_CHAIN_BUDGET, self.REPAIR_LATER_BUDGET, self.REPAIR_PAIR_BUDGET)
                                         if few else (0, 0, 0))]
-        on_group: dict[int, list[tuple]] = {}  # group id -> _repair_entry of the replicas a repair may move
-        on_host: dict[str, list[tuple]] = {}  # host -> the same, of replicas needing no GPU
+        placed: dict[int, list[Assignment]] = {}  # group id -> the replicas there a repair may move
+        on_host: dict[str, list[tuple]] = {}  # host -> _repair_entry of those needing no GPU
         for a in self.placed.values():
             if a.status != "kept":
                 if a.vendor is not None:
-                    on_group.setdefault(self._group_of(a).gid, []).append(self._repair_entry(a, by_key, constrained))
+                    gid = self._group_of(a).gid
+                    got = placed.get(gid)
+                    if got is None:
+                        got = placed[gid] = []
+                    got.append(a)
                 elif by_key[a.deployment, a.replica].manual is None:
                     on_host.setdefault(a.host, []).append(self._repair_entry(a, by_key, constrained))
+        on_group = _EntriesByGroup(placed, lambda a: self._repair_entry(a, by_key, constrained))
         hopeless: set[tuple] = set()  # shapes no swap helped since the last success
         for demand, previous in failed:
             shape = (demand.static, demand.vram_mib, demand.cpus, demand.ram_mib,
