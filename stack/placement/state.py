@@ -351,21 +351,13 @@ class FleetState:
         self.ports[host].give_back(port)
 
     def claim(self, gs: GroupState | None, positions: list[int], demand: Demand, host: str) -> int:
-        """Record a replica's devices, CPUs and memory; returns the VRAM claimed per device. (``hold_host`` and
-        ``hold``, inlined: every replica placed passes here.)"""
-        if self.on_change is not None:
-            self.on_change(host)
-        cpu_free, ram_free = self.cpu_free, self.ram_free
-        if cpu_free.get(host) is not None:
-            cpu_free[host] -= demand.cpus
-        if ram_free.get(host) is not None:
-            ram_free[host] -= demand.ram_mib
+        """Record a replica's devices, CPUs and memory; returns the VRAM claimed per device."""
+        self.hold_host(host, demand.cpus, demand.ram_mib)
         per = 0
         if gs is not None:
-            size = gs.group.vram_mib
-            self.gpus_free[host] -= occupy(gs, positions, demand.vram_mib) / size
+            self.hold(gs, positions, demand.vram_mib)
             if positions:
-                per = size if demand.vram_mib is None else demand.vram_mib
+                per = gs.group.vram_mib if demand.vram_mib is None else demand.vram_mib
         deps = self.deployments_on[host]
         deps[demand.deployment] = deps.get(demand.deployment, 0) + 1
         hosts = self._hosts_of.get(demand.deployment)
