@@ -66,11 +66,11 @@ def choose_devices(gs: GroupState, demand: Demand, allowed: set[int] | None = No
         picked = [i for i in range(n) if claims[i] == 0 and (allowed is None or devices[i].index in allowed)]
         return picked[:g] if len(picked) >= g else None
     v, exclusive = demand.vram_mib, gs.exclusive
-    if g == 1 and allowed is None:  # the usual claim: the best device in one loop (no list, no key function)
+    if g == 1:  # the usual claim: the best device in one loop, the first in device order among equals
         pick, best_untouched, best_free = -1, True, 0
         for i in range(n):
             f = free[i]
-            if f >= v and not exclusive[i]:
+            if f >= v and not exclusive[i] and (allowed is None or devices[i].index in allowed):
                 untouched = claims[i] == 0
                 if pick < 0 or (untouched, f) < (best_untouched, best_free):
                     pick, best_untouched, best_free = i, untouched, f
@@ -80,10 +80,7 @@ def choose_devices(gs: GroupState, demand: Demand, allowed: set[int] | None = No
     if len(fits) < g:
         return None
     if len(fits) > g:
-        best = lambda i: (claims[i] == 0, free[i], i)  # noqa: E731
-        if g == 1:  # the best one, without sorting them all
-            return [min(fits, key=best)]
-        fits.sort(key=best)
+        fits.sort(key=lambda i: (claims[i] == 0, free[i], i))
     return sorted(fits[:g])
 
 
