@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from itertools import islice
-from math import inf
 
 from .index import CandidateIndex
 from .model import Demand
-from .state import FleetState
+from .state import FleetState, needs
 
 
 class GiveUp(Exception):
@@ -36,12 +35,9 @@ class HostsLacking:
         self.budget = self.CHECK_BUDGET
         # read on every candidate the index walks past: kept local
         self.cpu, self.ram = state.cpu_free, state.ram_free
-        # state.needs(demand.cpus, demand.ram_mib), inlined, and the table of what walks learnt for the ask (``of``'s
-        # ``table``): one of these is made per search
-        cpus, ram = demand.cpus, demand.ram_mib
-        self.need_cpu = need_cpu = cpus - 1e-9 if cpus else -inf
-        self.need_ram = need_ram = ram if ram else -inf
-        #: what walks learnt for this ask, by list (looked up once here, not on every pick)
+        self.need_cpu, self.need_ram = need_cpu, need_ram = needs(demand.cpus, demand.ram_mib)
+        #: what walks learnt for this ask, by list (looked up once here, not on every pick; inlined: one of these is
+        #: made per search)
         if walks is None:
             self.seen = None
         else:
