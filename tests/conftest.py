@@ -110,16 +110,18 @@ def copy_project(dest: Path, *, program: bool = False, lock: bool = True) -> Pat
 
 @contextlib.contextmanager
 def exact_search_off():
-    """Placement without the exact search of small plans (stack.placement.exact) and without the runs in other
-    orders after it (``engine.OTHER_RUNS``) inside the block: what the heuristic steps alone place, in one order."""
+    """Placement without the exact search of small plans (stack.placement.exact), the runs in other orders after it
+    (``engine.OTHER_RUNS``) and the ruin and recreate after them (stack.placement.recreate) inside the block: what
+    the heuristic steps alone place, in one order."""
     import stack.placement.engine as engine
 
-    saved, others = engine.place_more, engine.OTHER_RUNS
+    saved, others, shake = engine.place_more, engine.OTHER_RUNS, engine.ruin_and_recreate
     engine.place_more, engine.OTHER_RUNS = (lambda run, by_key, least_vram=None: False), ()
+    engine.ruin_and_recreate = lambda run, least_vram=None, least_gpus=None: False
     try:
         yield
     finally:
-        engine.place_more, engine.OTHER_RUNS = saved, others
+        engine.place_more, engine.OTHER_RUNS, engine.ruin_and_recreate = saved, others, shake
 
 
 @pytest.fixture

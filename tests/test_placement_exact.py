@@ -20,8 +20,10 @@ GIB = 1024
 @pytest.fixture(autouse=True)
 def _one_order(monkeypatch):
     """What each search does in the first order alone: the runs in other orders after them (``engine.OTHER_RUNS``)
-    would also place some of what they are there to place (tests/test_placement_restarts.py)."""
+    and the ruin and recreate after those would also place some of what they are there to place
+    (tests/test_placement_restarts.py, tests/test_placement_recreate.py)."""
     monkeypatch.setattr(engine, "OTHER_RUNS", ())
+    monkeypatch.setattr(engine, "ruin_and_recreate", lambda run, least_vram=None, least_gpus=None: False)
 
 
 def _without_the_search(f, demands, **kw):

@@ -4,6 +4,8 @@ taken only where it places more replicas and takes no less than ``engine.RUN_SLA
 first run's heuristics (before the exact searches), and the plan stays the same whatever the order of the files."""
 from __future__ import annotations
 
+import pytest
+
 from bench.placement import gpu_equivalents
 from bench.synthetic import resource_demands, resource_fleet
 import stack.placement.engine as engine
@@ -14,6 +16,13 @@ from stack.placement.order import biggest_first, perturbed
 from .fleets import fleet, gpus, host
 from .test_placement_exact import _vram, heuristics_taken
 from .test_placement_properties import check_invariants, reordered
+
+
+@pytest.fixture(autouse=True)
+def _no_ruin_and_recreate(monkeypatch):
+    """What the runs do: the ruin and recreate after them (stack.placement.recreate, its own tests in
+    tests/test_placement_recreate.py) would also place some of what they are there to place."""
+    monkeypatch.setattr(engine, "ruin_and_recreate", lambda run, least_vram=None, least_gpus=None: False)
 
 
 def _taken(f, p) -> tuple[int, float]:

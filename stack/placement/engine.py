@@ -12,8 +12,9 @@
    exchange and rebalance (``trade``); once the order is chosen, the give-way step (``giveway``): in
    a full pool a bigger new replica leaves its room to two or more smaller ones left over; then, in a
    small plan that still leaves replicas over, a bounded exact search for an arrangement that places
-   more (``exact``); last, where some are still left over, a few other runs: in perturbed orders, and a
-   binpack plan with the spread ranker (``place``, ``OTHER_RUNS``).
+   more (``exact``); where some are still left over, a few other runs: in perturbed orders, and a
+   binpack plan with the spread ranker (``place``, ``OTHER_RUNS``); last, ruin and recreate of the plan
+   taken (``recreate``).
 3. **explain** (``explain``): a replica nothing fits is run through every filter on every host,
    and the hosts each filter rejected are counted under its reason code.
 4. **removed**: lock entries whose replica no longer exists.
@@ -46,6 +47,7 @@ from .order import (Constrainedness, DeviceSize, biggest_first, by_size, capacit
 from .packing import device_bins
 from .preferences import Context, Tiers
 from .rankers import RANKERS
+from .recreate import ruin_and_recreate
 from .repair import Repairs
 from .state import FleetState, GroupState, choose_devices, needs
 from .trade import Trades
@@ -90,7 +92,8 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
     the plan still says binpack). Last, a plan whose replicas ask CPUs or memory is made once more weighing no
     CPUs and memory per GPU (``_place``'s ``ratios``): the first run defers a replica that would leave a host
     short of CPUs or memory for its other GPUs, and a small host filled meanwhile with smaller replicas may have
-    been the only place it fitted.
+    been the only place it fitted. Then the plan taken, if it still leaves replicas over, is shaken by ruin and
+    recreate (stack.placement.recreate) on the same terms and floor.
     """
     run = _best_order(fleet, demands, prior, strategy, reserved, held)
     run.give_way()  # 2f. a full pool: one replica's room for two or more left over
@@ -119,6 +122,9 @@ def place(fleet: Fleet, demands: list[Demand], prior: dict[str, LockedReplica] |
             other.close()
             if not run._failed:
                 break
+    # 2i. a small plan still leaving replicas over: ruin and recreate
+    if floor is not None and run._failed:
+        ruin_and_recreate(run, *floor)
     try:
         return run.finish(demands, prior)
     finally:
