@@ -295,8 +295,7 @@ class _Search:
             h, gid, positions = it.home
             return [((h, gid), positions)]
         d = it.d
-        cpus, ram_mib, v, g = d.cpus, d.ram_mib, d.vram_mib, d.gpus
-        spread = d.deployment if d.spread_hosts else None
+        v, g = d.vram_mib, d.gpus
         lowest = -1
         if k is not None and self.same[k]:  # alike replicas take slots in order: no two branches swap them
             before = self.choice[k - 1]
@@ -310,11 +309,7 @@ class _Search:
             if lowest >= 0 and self.slot_rank[slot] < lowest:
                 continue
             h, gid = slot
-            if ports[h] < 1:
-                continue
-            cpu, ram = cpu_free[h], ram_free[h]
-            if (cpu is not None and cpu + 1e-9 < cpus) or (ram is not None and ram < ram_mib) or \
-                    (spread is not None and running[h].get(spread)):
+            if not self._host_takes(d, h):
                 continue
             if gid is None:
                 out.append((slot, ()))
@@ -338,8 +333,8 @@ class _Search:
             home = gid == home_gid
             alike = alikes.get(gid)
             if alike is not None and not home:
-                look = (alike, tuple(room.free), tuple(room.claims), tuple(room.exclusive), cpu, ram, ports[h],
-                        tuple(sorted(running[h].items())))
+                look = (alike, tuple(room.free), tuple(room.claims), tuple(room.exclusive), cpu_free[h], ram_free[h],
+                        ports[h], tuple(sorted(running[h].items())))
                 if look in seen:
                     continue
                 seen.add(look)
@@ -368,11 +363,7 @@ class _Search:
         """Whether ``it`` fits where it is now (``_options`` would give that first)."""
         d = it.d
         h, gid, positions = it.home
-        if self.ports[h] < 1:
-            return False
-        cpu, ram = self.cpu[h], self.ram[h]
-        if (cpu is not None and cpu + 1e-9 < d.cpus) or (ram is not None and ram < d.ram_mib) or \
-                (d.spread_hosts and self.running[h].get(d.deployment)):
+        if not self._host_takes(d, h):
             return False
         if gid is None:
             return True
@@ -380,6 +371,15 @@ class _Search:
         if d.vram_mib is None:
             return all(room.claims[i] == 0 for i in positions)
         return all(room.free[i] >= d.vram_mib and not room.exclusive[i] for i in positions)
+
+    def _host_takes(self, d: Demand, h: str) -> bool:
+        """Host ``h`` has a port, the CPUs and the memory ``d`` asks free now, and ``spread: hosts`` lets it go
+        there (its devices aside)."""
+        if self.ports[h] < 1:
+            return False
+        cpu, ram = self.cpu[h], self.ram[h]
+        return not ((cpu is not None and cpu + 1e-9 < d.cpus) or (ram is not None and ram < d.ram_mib) or
+                    (d.spread_hosts and self.running[h].get(d.deployment)))
 
     def _take(self, d: Demand, slot: tuple[str, int | None], pick: tuple) -> None:
         """``d`` takes ``pick`` (device positions) of ``slot``'s group, CPUs, memory and a port of its host."""

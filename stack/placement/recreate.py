@@ -177,16 +177,11 @@ class _RuinRecreate(_Chains):
         devices, bigger devices first; the least VRAM left on the devices for a slice; equals in a random order),
         or now and then (``WANDER``) a random one of them; None where it fits none. ``only``: these hosts alone."""
         d, rnd = it.d, self.random
-        cpus, ram_mib, v, g = d.cpus, d.ram_mib, d.vram_mib, d.gpus
-        spread = d.deployment if d.spread_hosts else None
+        v, g = d.vram_mib, d.gpus
         fits = []
         for slot in it.slots:
             h, gid = slot
-            if self.ports[h] < 1 or (only is not None and h not in only):
-                continue
-            cpu, ram = self.cpu[h], self.ram[h]
-            if (cpu is not None and cpu + 1e-9 < cpus) or (ram is not None and ram < ram_mib) or \
-                    (spread is not None and self.running[h].get(spread)):
+            if (only is not None and h not in only) or not self._host_takes(d, h):
                 continue
             if gid is None:
                 fits.append((0, 0, rnd(), slot, ()))

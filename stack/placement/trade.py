@@ -329,7 +329,7 @@ class Trades:
                     budget[0] = left
             return None
 
-        firsts = [h for h in on_host if short(h) and (only is None or h in only)]
+        firsts = [h for h in shorts if only is None or h in only]  # (nothing has traded since ``shorts``)
         for h1 in sorted(firsts, key=lambda h: (-free[h], h)):
             traded = True
             stuck: set[str] = set()  # replicas here no partner took: not looked at again for this host
