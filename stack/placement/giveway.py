@@ -294,9 +294,12 @@ class GiveWay:
         """``failed``: the GPU replicas left over (manual selection aside) and the hosts the lock had them on."""
         self.owner, self.failed = run, failed
         self._reach: dict[tuple, int] = {}
-        #: class key -> (VRAM held, [(held, assignment, demand, group, reach, key)]): the
-        #: replicas that may give way, smallest first
+        #: class key -> (VRAM held, [entry]): the replicas that may give way, smallest first, each entry a list
+        #: (``_entry``)
         self.donors: dict[tuple, tuple[list, list]] = {}
+        #: host -> [its version]: moved on with each give-way there, the only change to hosts while the step runs;
+        #: each donor's entry holds its host's cell, so a search reads it without a lookup
+        self.cells: dict[str, list[int]] = {}
         self._take_donors()
         #: static shape -> the kinds of left-over replicas of that shape; replica -> its kind
         self.kinds: dict[tuple, list[Kind]] = {}
@@ -317,18 +320,16 @@ class GiveWay:
         self.takers: dict[tuple, Takers] = {}  # class key -> the left-over replicas its groups may take
         self.clock = [0]  # moved on when some kind's replicas left over change: the takers' answers no longer hold
         self.resume: dict[tuple, int] = {}  # (shape, class key) -> where the search for that shape goes on
-        self.futile: set[tuple] = set()  # rooms a dry run found no way in, per shape
+        #: rooms a dry run found no way in, per shape: (shape, class) number << 32 | room number (``_memo``)
+        self.futile: set[int] = set()
         #: group -> its devices' free VRAM and claims, sorted (what ``futile`` compares), until a give-way there:
         #: as a number, one per distinct look (``futile``'s keys are hashed for every candidate, and a tuple
         #: hashes all it holds each time)
         self.looks: dict[int, int] = {}
         self.look_ids: dict[tuple, int] = {}
         self.at_ids: dict[tuple, int] = {}  # (shape, class key) as a number, likewise
-        #: a donor's room as a number (``_room_id``) and the version of its host it was taken at: a host's
-        #: version moves with each give-way there, the only change to hosts while the step runs
-        self.room_ids: dict[int, tuple[int, int]] = {}  # id(assignment) -> (version, room id)
+        #: every distinct room (``_room_id``) -> its number
         self.room_numbers: dict[tuple, int] = {}
-        self.version: dict[str, int] = {}
         #: hosts a give-way changed since the round began, the (shape, class) searches that walked all their donors
         #: in it, and those that did in the round before; for those, ``changed`` holds the donors on hosts the
         #: round before changed (``_once_more``)
@@ -340,9 +341,9 @@ class GiveWay:
         #: (``_add_donors``)
         self.placed_since: list[tuple[Assignment, Demand, GroupState]] = []
         self.left: set[tuple] = set()
-        #: the replicas' assignments that gave way, by id (kept, so no assignment made later takes an id of theirs):
-        #: a donor list's entry whose assignment is here is no longer placed so (the plan may place its replica
-        #: again, with another assignment)
+        #: the replicas' assignments that gave way, by id (kept, so no assignment made later takes an id of theirs;
+        #: their entries in the donor lists say so themselves: ``GONE``): no longer placed so (the plan may place its
+        #: replica again, with another assignment)
         self.gone: dict[int, Assignment] = {}
 
     def _take_donors(self) -> None:
@@ -358,7 +359,20 @@ class GiveWay:
         self.donors.clear()
         for key, lst in held_by.items():
             lst.sort(key=itemgetter(0, 1))
-            self.donors[key] = ([x[0] for x in lst], [(x[0], x[2], x[3], x[4], self.reach(x[3]), x[1]) for x in lst])
+            self.donors[key] = ([x[0] for x in lst], [self._entry(x[0], x[2], x[3], x[4], x[1]) for x in lst])
+
+    def _entry(self, held: int, a: Assignment, d: Demand, gs: GroupState, key: str) -> list:
+        """A donor's entry in its class's list: [VRAM held, assignment, demand, group, reach, key, host, CPUs and
+        memory asked, its host's cell (``cells``), the host's version its room number was taken at and that number
+        (``_room_id``; -1: none yet), gave way]. What a search reads of each candidate, in one list: the walk past
+        candidates turned away cheaply (most of them: 700,000 on the 21,000-host process bench) read the
+        assignment, the demand and three tables keyed by host or id before, objects spread over a heap of 100,000
+        replicas."""
+        host = a.host
+        cell = self.cells.get(host)
+        if cell is None:
+            cell = self.cells[host] = [0]
+        return [held, a, d, gs, self.reach(d), key, host, d.cpus, d.ram_mib, cell, -1, 0, False]
 
     def _donor(self, a: Assignment, d: Demand | None = None, gs: GroupState | None = None) -> tuple | None:
         """(class key, VRAM held, key, assignment, demand, group) of a replica that may give way, or None. ``d`` and
@@ -386,7 +400,7 @@ class GiveWay:
         gone = self.gone
         for key in self.left:
             helds, entries = self.donors[key]
-            live = [e for e in entries if id(e[1]) not in gone]
+            live = [e for e in entries if not e[GONE]]
             if len(live) != len(entries):
                 entries[:] = live
                 helds[:] = [e[0] for e in live]
@@ -396,7 +410,7 @@ class GiveWay:
             entry = self._donor(a, d, gs) if id(a) not in gone else None
             if entry is not None:
                 key, held, name, a, d, gs = entry
-                added.setdefault(key, []).append((held, a, d, gs, self.reach(d), name))
+                added.setdefault(key, []).append(self._entry(held, a, d, gs, name))
         self.placed_since.clear()
         for key, new in added.items():
             helds, entries = self.donors.setdefault(key, ([], []))
@@ -506,13 +520,10 @@ class GiveWay:
         self.changed.clear()
         if self.walked_before:
             for key, (_, entries) in self.donors.items():
-                mine = [e for e in entries if e[1].host in self.touched]
+                mine = [e for e in entries if e[6] in self.touched]
                 if mine:
                     self.changed[key] = ([e[0] for e in mine], mine)
         self.touched = set()
-        # room ids are kept by id(assignment): donors taken all again no longer hold those that gave way, whose ids
-        # Python may give the assignments this round makes
-        self.room_ids.clear()
         if first:
             self.futile.clear()
         self.resume.clear()
@@ -548,8 +559,7 @@ class GiveWay:
         have changed a host of theirs: the search is a bounded heuristic)."""
         run = self.owner
         state, index = run.state, run.index
-        gone, cpu_free, ram_free, version, room_ids, futile = \
-            self.gone, state.cpu_free, state.ram_free, self.version, self.room_ids, self.futile
+        cpu_free, ram_free, futile = state.cpu_free, state.ram_free, self.futile
         CHEAP, REST = self.CHEAP, self.LOOK - self.CHEAP
         # what this search spent, in tenths of a look: of the budget (``budget`` when it began; written back before
         # any return, since nothing this walk calls reads it) and of its patience alike, so one count and one
@@ -581,7 +591,7 @@ class GiveWay:
             least_cpu, least_ram = mine.least
             u_cpus, u_ram = u.cpus, u.ram_mib
             reach = self.kind_of[u.deployment, u.replica].reach
-            at_id = self.at_ids.setdefault(at, len(self.at_ids))
+            at_id = self.at_ids.setdefault(at, len(self.at_ids)) << 32  # (``futile``'s keys: | the room's number)
             i = self.resume.get(at)
             if i is None:
                 i = bisect_right(helds, own)  # bigger than u only
@@ -591,7 +601,7 @@ class GiveWay:
                 # selectors that reach fewer groups, which never give way to ones that reach more; or gave way already
                 # (read from the entry alone: its replica's key looked up in the plan, with 100,000 replicas, took a
                 # tenth of the step's time at 20,000 hosts, mostly waiting for memory)
-                if e[4] < reach or id(a := e[1]) in gone:
+                if e[4] < reach or e[GONE]:
                     continue
                 if spent >= limit:  # the budget, or this search's patience, is spent
                     self.resume[at] = i
@@ -600,24 +610,23 @@ class GiveWay:
                     self.budget = budget - spent
                     return False
                 spent += CHEAP
-                host, d = a.host, e[2]
+                host = e[6]
                 cpu, ram = cpu_free[host], ram_free[host]  # once a is out and u in
                 if cpu is not None:
-                    cpu += d.cpus - u_cpus
+                    cpu += e[7] - u_cpus
                     if cpu + 1e-9 < least_cpu:
                         continue  # no CPUs for a second
                 if ram is not None:
-                    ram += d.ram_mib - u_ram
+                    ram += e[8] - u_ram
                     if ram < least_ram:
                         continue  # no memory for a second
                 # a room like one found with no way in this pass (more left-over replicas placed never opens one):
                 # the group's devices alike, a's own alike among them, and the host's CPUs, memory and ports
-                held, gs = e[0], e[3]
-                v = version.get(host, 0)
-                seen = room_ids.get(id(a))
-                if seen is None or seen[0] != v:
-                    seen = room_ids[id(a)] = (v, self._room_id(a, d, gs, held, host, e[4]))
-                memo = (at_id, seen[1])
+                held, a, d, gs = e[0], e[1], e[2], e[3]
+                v = e[9][0]
+                if e[10] != v:  # the host changed since its number was taken (or none was)
+                    e[10], e[11] = v, self._room_id(a, d, gs, held, host, e[4])
+                memo = at_id | e[11]
                 if memo in futile:
                     continue
                 spent += REST  # past the cheap checks: a whole look
@@ -638,6 +647,7 @@ class GiveWay:
                 chosen = self.refill(room, left, running, held, smallest, u, previous, mine, e[4])
                 if chosen is not None:
                     self.budget = budget - spent
+                    e[GONE] = True
                     self.apply(gs, a, d, chosen)
                     self.resume[at] = i + 1
                     return True
@@ -747,7 +757,7 @@ class GiveWay:
         for w, _ in chosen:  # (one that gave way before and is placed again)
             run.gave_way.pop(w.key, None)
         self.looks.pop(gs.gid, None)
-        self.version[host] = self.version.get(host, 0) + 1
+        self.cells[host][0] += 1  # (a's host: a donor's, so it has a cell)
         self.touched.add(host)
         self.clock[0] += 1  # (every class's takers forget)
         if emptied:  # a kind with none left over: no bound or dry run walks past it again
@@ -775,6 +785,8 @@ def _per_ram(t: tuple) -> tuple:
     return (-t[1] / t[3] if t[3] else -inf, -t[1], t[4].first)
 
 
+#: where a donor's entry (``GiveWay._entry``) says its replica gave way
+GONE = 12
 #: what orders donors of equal VRAM held: their key (formatted once, when the entry is made)
 _donor_key = itemgetter(5)
 #: the order of a class's donors: VRAM held, then key
