@@ -320,7 +320,7 @@ class GiveWay:
         self.takers: dict[tuple, Takers] = {}  # class key -> the left-over replicas its groups may take
         self.clock = [0]  # moved on when some kind's replicas left over change: the takers' answers no longer hold
         self.resume: dict[tuple, int] = {}  # (shape, class key) -> where the search for that shape goes on
-        #: rooms a dry run found no way in, per shape: (shape, class) number << 32 | room number (``_memo``)
+        #: rooms a dry run found no way in, per shape: the (shape, class) search's number << 32 | the room's number
         self.futile: set[int] = set()
         #: group -> its devices' free VRAM and claims, sorted (what ``futile`` compares), until a give-way there:
         #: as a number, one per distinct look (``futile``'s keys are hashed for every candidate, and a tuple
