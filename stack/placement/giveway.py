@@ -351,15 +351,19 @@ class GiveWay:
         would be offered rooms its selection does not allow (the dry runs leave selection out, since no such
         replica is left over to the step)."""
         run = self.owner
-        held_by: dict[tuple, list[tuple]] = {}  # class key -> (VRAM held, key, assignment, demand, group)
+        held_by: dict[tuple, list[list]] = {}  # class key -> its donors' entries
         for a in run.placed.values():
-            entry = self._donor(a)
-            if entry is not None:
-                held_by.setdefault(entry[0], []).append(entry[1:])
+            got = self._donor(a)
+            if got is not None:
+                key, held, name, a, d, gs = got
+                entries = held_by.get(key)
+                if entries is None:
+                    entries = held_by[key] = []
+                entries.append(self._entry(held, a, d, gs, name))
         self.donors.clear()
-        for key, lst in held_by.items():
-            lst.sort(key=itemgetter(0, 1))
-            self.donors[key] = ([x[0] for x in lst], [self._entry(x[0], x[2], x[3], x[4], x[1]) for x in lst])
+        for key, entries in held_by.items():
+            entries.sort(key=_held_and_key)
+            self.donors[key] = ([e[0] for e in entries], entries)
 
     def _entry(self, held: int, a: Assignment, d: Demand, gs: GroupState, key: str) -> list:
         """A donor's entry in its class's list: [VRAM held, assignment, demand, group, reach, key, host, CPUs and
