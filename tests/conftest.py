@@ -108,6 +108,11 @@ def copy_project(dest: Path, *, program: bool = False, lock: bool = True) -> Pat
     return dest
 
 
+def no_ruin_and_recreate(run, least_vram=None, least_gpus=None) -> bool:
+    """``engine.ruin_and_recreate`` switched off: the plan stays as the steps before it leave it."""
+    return False
+
+
 @contextlib.contextmanager
 def exact_search_off():
     """Placement without the exact search of small plans (stack.placement.exact), the runs in other orders after it
@@ -117,7 +122,7 @@ def exact_search_off():
 
     saved, others, shake = engine.place_more, engine.OTHER_RUNS, engine.ruin_and_recreate
     engine.place_more, engine.OTHER_RUNS = (lambda run, by_key, least_vram=None: False), ()
-    engine.ruin_and_recreate = lambda run, least_vram=None, least_gpus=None: False
+    engine.ruin_and_recreate = no_ruin_and_recreate
     try:
         yield
     finally:

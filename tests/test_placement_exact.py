@@ -10,7 +10,7 @@ from bench.fits import small_instance
 from stack.lock import read_lock, render_lock
 from stack.placement import Demand, place
 
-from .conftest import exact_search_off
+from .conftest import exact_search_off, no_ruin_and_recreate
 from .fleets import fleet, gpus, host
 from .test_placement_properties import check_invariants, reordered
 
@@ -23,7 +23,7 @@ def _one_order(monkeypatch):
     and the ruin and recreate after those would also place some of what they are there to place
     (tests/test_placement_restarts.py, tests/test_placement_recreate.py)."""
     monkeypatch.setattr(engine, "OTHER_RUNS", ())
-    monkeypatch.setattr(engine, "ruin_and_recreate", lambda run, least_vram=None, least_gpus=None: False)
+    monkeypatch.setattr(engine, "ruin_and_recreate", no_ruin_and_recreate)
 
 
 def _without_the_search(f, demands, **kw):

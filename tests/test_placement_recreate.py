@@ -10,13 +10,14 @@ import stack.placement.recreate as recreate
 from stack.lock import read_lock, render_lock
 from stack.placement import place
 
+from .conftest import no_ruin_and_recreate
 from .test_placement_exact import _vram, heuristics_taken
 from .test_placement_properties import check_invariants, reordered
 
 
 def _without(monkeypatch, f, demands, prior=None):
     with monkeypatch.context() as m:
-        m.setattr(engine, "ruin_and_recreate", lambda run, least_vram=None, least_gpus=None: False)
+        m.setattr(engine, "ruin_and_recreate", no_ruin_and_recreate)
         return place(f, demands, prior)
 
 

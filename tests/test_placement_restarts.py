@@ -13,6 +13,7 @@ from stack.lock import render_lock
 from stack.placement import Demand, place
 from stack.placement.order import biggest_first, perturbed
 
+from .conftest import no_ruin_and_recreate
 from .fleets import fleet, gpus, host
 from .test_placement_exact import _vram, heuristics_taken
 from .test_placement_properties import check_invariants, reordered
@@ -22,7 +23,7 @@ from .test_placement_properties import check_invariants, reordered
 def _no_ruin_and_recreate(monkeypatch):
     """What the runs do: the ruin and recreate after them (stack.placement.recreate, its own tests in
     tests/test_placement_recreate.py) would also place some of what they are there to place."""
-    monkeypatch.setattr(engine, "ruin_and_recreate", lambda run, least_vram=None, least_gpus=None: False)
+    monkeypatch.setattr(engine, "ruin_and_recreate", no_ruin_and_recreate)
 
 
 def _taken(f, p) -> tuple[int, float]:
