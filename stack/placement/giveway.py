@@ -341,10 +341,6 @@ class GiveWay:
         #: (``_add_donors``)
         self.placed_since: list[tuple[Assignment, Demand, GroupState]] = []
         self.left: set[tuple] = set()
-        #: the replicas' assignments that gave way, by id (kept, so no assignment made later takes an id of theirs;
-        #: their entries in the donor lists say so themselves: ``GONE``): no longer placed so (the plan may place its
-        #: replica again, with another assignment)
-        self.gone: dict[int, Assignment] = {}
 
     def _take_donors(self) -> None:
         """The replicas this plan places new, as ``donors``. Never one with manual GPU selection: given way, it
@@ -401,7 +397,6 @@ class GiveWay:
         and only those placed since need it. Only the classes a donor left since (``left``) are walked for those
         that gave way, and a class that gains many is sorted once, not inserted into replica by replica: at
         20,000 hosts the first round adds 27,000 donors to lists of up to 16,000, and the inserts took 0.16 s."""
-        gone = self.gone
         for key in self.left:
             helds, entries = self.donors[key]
             live = [e for e in entries if not e[GONE]]
@@ -410,8 +405,9 @@ class GiveWay:
                 helds[:] = [e[0] for e in live]
         self.left.clear()
         added: dict[tuple, list[tuple]] = {}
+        # (none of them gave way: a replica gives way only from a donor list, which they join only here)
         for a, d, gs in self.placed_since:
-            entry = self._donor(a, d, gs) if id(a) not in gone else None
+            entry = self._donor(a, d, gs)
             if entry is not None:
                 key, held, name, a, d, gs = entry
                 added.setdefault(key, []).append(self._entry(held, a, d, gs, name))
@@ -728,7 +724,6 @@ class GiveWay:
         run, host = self.owner, a.host
         emptied = []  # kinds with none left over now
         run._drop(a)
-        self.gone[id(a)] = a
         self.left.add(run.index.class_of[gs.gid])
         run.state.release(gs, [gs.pos_of[i] for i in a.gpus], d, host, a.port)
         for w, prev in chosen:  # (the index files the host once, after them all)
