@@ -3,13 +3,13 @@
 The searches before it (stack.placement.exact) walk trees whose first choices keep each replica where it is, and
 the runs in other orders (``engine.OTHER_RUNS``) start over from scratch; the better plans a MILP finds for the
 plans they leave short are often many moves away from either (bench/placement.py --small-plans, 6 hosts, seed 14
-at load 1.3: four more replicas, 47 of them moved). This step walks there one neighbourhood at a time: every replica
-on one to three hosts taken out, with every replica left over, and put back one by one (biggest first, or in a
-random order), each where it fits best among the places it may use, or now and then at a random one of them; the
-result is kept as simulated annealing keeps a step (more replicas placed, else more VRAM, always; fewer, with a
-chance that shrinks as the budget is spent), and the best plan met is applied if it places more replicas than the
-plan did. The ruin and recreate principle (Schrimpf, Schneider, Stamm-Wilbrandt and Dueck, J. Comput. Phys. 2000),
-accepted by annealing (Kirkpatrick, Gelatt and Vecchi, Science 1983).
+at load 1.3: four more replicas, 47 of them moved). This step walks there one neighbourhood at a time: the replicas
+on one to three hosts taken out (all of them, or some: ``PARTIAL``), with every replica left over, and put back one
+by one (biggest first, or in a random order), each where it fits best among the places it may use, or now and then
+at a random one of them; the result is kept as simulated annealing keeps a step (more replicas placed, else more
+VRAM, always; fewer, with a chance that shrinks as the budget is spent), and the best plan met is applied if it
+places more replicas than the plan did. The ruin and recreate principle (Schrimpf, Schneider, Stamm-Wilbrandt and
+Dueck, J. Comput. Phys. 2000), accepted by annealing (Kirkpatrick, Gelatt and Vecchi, Science 1983).
 
 It keeps the rules the search by chains keeps, on the same copies of the plan's groups and hosts (``exact._Chains``):
 a kept replica never moves, a moved one or one with manual GPU selection stays placed, a replica never gives way to
@@ -43,8 +43,14 @@ REINSERTS = 30_000
 HOT, COLD = 0.3, 0.02
 #: the chance that a replica put back takes a random place of those it fits, not the best
 WANDER = 0.15
-#: how many hosts a ruin empties, drawn from these
+#: how many hosts a ruin takes replicas off, drawn from these
 RUINED = (1, 2, 3)
+#: the chance that a ruin takes out only some of those hosts' replicas, each staying with the chance ``STAYS``; else
+#: it empties them. Emptied hosts alone, the walk took steps too big to keep: with 30,000 replicas put back, six plans
+#: of --small-plans at 6 hosts were short of a MILP's most (keeping VRAM) by 7 replicas in all (6 to 8 with the
+#: generator seeded 1 to 5); with partial ruins as well, two by 2 (2 to 7, 4.6 on average), as many placed at 4 hosts
+#: and 4 more at 8, in the same time (bench/RESULTS.md, Placement's later steps)
+PARTIAL, STAYS = 0.7, 0.7
 #: the generator's seed
 SEED = 1
 
@@ -90,9 +96,12 @@ class _RuinRecreate(_Chains):
         value, best, best_value = start, list(now), start
         spent = 0
         while spent < REINSERTS and best_value[0] < n:  # (every replica in scope placed: none more can be)
-            # ruin: every replica on one to three hosts, and every replica left over, taken out
+            # ruin: every replica left over, and those on one to three hosts (all of them, or each with a chance)
             ruined = {self.ruinable[int(rnd() * len(self.ruinable))] for _ in range(RUINED[int(rnd() * len(RUINED))])}
-            redo = [k for k in range(n) if now[k] is None or now[k][0][0] in ruined]
+            if rnd() < PARTIAL:
+                redo = [k for k in range(n) if now[k] is None or (now[k][0][0] in ruined and rnd() >= STAYS)]
+            else:
+                redo = [k for k in range(n) if now[k] is None or now[k][0][0] in ruined]
             before = {k: now[k] for k in redo}
             for k in redo:
                 if now[k] is not None:
