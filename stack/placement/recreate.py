@@ -46,10 +46,10 @@ WANDER = 0.15
 #: how many hosts a ruin takes replicas off, drawn from these
 RUINED = (1, 2, 3)
 #: the chance that a ruin takes out only some of those hosts' replicas, each staying with the chance ``STAYS``; else
-#: it empties them. Emptied hosts alone, the walk took steps too big to keep: with 30,000 replicas put back, six plans
-#: of --small-plans at 6 hosts were short of a MILP's most (keeping VRAM) by 7 replicas in all (6 to 8 with the
-#: generator seeded 1 to 5); with partial ruins as well, two by 2 (2 to 7, 4.6 on average), as many placed at 4 hosts
-#: and 4 more at 8, in the same time (bench/RESULTS.md, Placement's later steps)
+#: it empties them. Emptied hosts alone, the walk took steps too big to keep: on seven plans of --small-plans at 6
+#: hosts that fell short of a MILP's most (keeping VRAM), 7 replicas short in all with 30,000 put back (6 to 8 with
+#: the generator seeded 1 to 5); with partial ruins as well, 2 (2 to 7, 4.6 on average), and over all the plans as
+#: many placed at 4 hosts and 4 more at 8, in the same time (bench/RESULTS.md, Placement's later steps)
 PARTIAL, STAYS = 0.7, 0.7
 #: the generator's seed
 SEED = 1
