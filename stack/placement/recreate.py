@@ -98,10 +98,9 @@ class _RuinRecreate(_Chains):
         while spent < REINSERTS and best_value[0] < n:  # (every replica in scope placed: none more can be)
             # ruin: every replica left over, and those on one to three hosts (all of them, or each with a chance)
             ruined = {self.ruinable[int(rnd() * len(self.ruinable))] for _ in range(RUINED[int(rnd() * len(RUINED))])}
-            if rnd() < PARTIAL:
-                redo = [k for k in range(n) if now[k] is None or (now[k][0][0] in ruined and rnd() >= STAYS)]
-            else:
-                redo = [k for k in range(n) if now[k] is None or now[k][0][0] in ruined]
+            partial = rnd() < PARTIAL
+            redo = [k for k in range(n)
+                    if now[k] is None or (now[k][0][0] in ruined and not (partial and rnd() < STAYS))]
             before = {k: now[k] for k in redo}
             for k in redo:
                 if now[k] is not None:
